@@ -1,0 +1,561 @@
+//! The node configuration: one TOML file (`/etc/mft/node.toml` by default) that fsd, logd and
+//! httpd all read with `--config PATH`.
+//!
+//! [`NodeConfig::load`] parses and validates the whole file once; the daemons then pass the typed
+//! sections to their library code, which never reads files or the environment itself. Unknown
+//! keys are errors, and every validation error names the key, says what is wrong and shows a
+//! right value (see `README.md` for every key and its default).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The largest file a node accepts when `http.max_file_size` is 0: 4 GiB.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 4 << 30;
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the node configuration {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// TOML syntax, a missing key, an unknown key or a value of the wrong type.
+    #[error("{0}")]
+    Syntax(String),
+    /// A value of the right type that is not acceptable.
+    #[error("{0}")]
+    Invalid(Invalid),
+    /// Either of the above, in a named file.
+    #[error("{}: {message}", path.display())]
+    InFile { path: PathBuf, message: String },
+}
+
+/// One unacceptable value: which key, what is wrong, and an example of a right value.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Invalid {
+    pub key: &'static str,
+    pub problem: String,
+    pub example: &'static str,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}; for example: {}", self.key, self.problem, self.example)
+    }
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>, example: &'static str) -> ConfigError {
+    ConfigError::Invalid(Invalid {
+        key,
+        problem: problem.into(),
+        example,
+    })
+}
+
+/// The whole node configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub node: Node,
+    pub file_server: FileServer,
+    #[serde(default)]
+    pub database: Database,
+    #[serde(default)]
+    pub logd: Logd,
+    pub http: Http,
+}
+
+/// `[node]`: who this node is and whether it carries managed transfers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// Names the node in download URIs; 1–128 letters, digits, `-`, `_`.
+    pub id: String,
+    /// The base of every URI the node hands out, e.g. `https://mft1.example.com`.
+    pub public_url: String,
+    #[serde(default)]
+    pub transfer_mode: TransferMode,
+}
+
+/// The seed's file transfer types. Only the managed ones let httpd store and log files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransferMode {
+    Disabled,
+    PeerToPeer,
+    #[default]
+    Managed,
+    ManagedAndPeerToPeer,
+}
+
+impl TransferMode {
+    /// Whether this node stores and logs transfers.
+    pub fn is_managed(self) -> bool {
+        matches!(self, Self::Managed | Self::ManagedAndPeerToPeer)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disabled => "disabled",
+            Self::PeerToPeer => "peer-to-peer",
+            Self::Managed => "managed",
+            Self::ManagedAndPeerToPeer => "managed-and-peer-to-peer",
+        }
+    }
+}
+
+/// `[file_server]`: the external SFTP server and where fsd mounts this node's directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileServer {
+    /// A descriptive name: 1–128 letters, digits, `-`, `_` (the seed's rule).
+    pub name: String,
+    /// Host name or IP address; it is also what `aft_log.file_server` records.
+    pub host: String,
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    pub user: String,
+    /// This node's directory on the file server, absolute, e.g. `/opt/mftFileStore/node_1`.
+    pub directory: String,
+    /// The pinned host key: the `ssh-keyscan` line, beginning with `host` (or `[host]:port`).
+    pub host_key: String,
+    /// The node's private key (OpenSSH format), readable by the owner only.
+    #[serde(default = "default_private_key")]
+    pub private_key: PathBuf,
+    /// Where fsd mounts `directory` and where httpd reads and writes files.
+    #[serde(default = "default_mount_point")]
+    pub mount_point: PathBuf,
+}
+
+impl FileServer {
+    /// The absolute path on the file server of a path relative to the node's directory.
+    pub fn server_path(&self, relative: &str) -> String {
+        format!("{}/{}", self.directory.trim_end_matches('/'), relative.trim_start_matches('/'))
+    }
+}
+
+/// `[database]`: where logd keeps `aft_log`, and how it batches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    #[serde(default)]
+    pub kind: DatabaseKind,
+    /// A file path for SQLite; a `postgres://` URL for PostgreSQL.
+    #[serde(default = "default_database_url")]
+    pub url: String,
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
+    /// The most events one transaction commits.
+    #[serde(default = "default_batch_max_events")]
+    pub batch_max_events: usize,
+    /// How long the writer waits for more events before it commits a batch.
+    #[serde(default = "default_batch_max_wait_ms")]
+    pub batch_max_wait_ms: u64,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Self {
+            kind: DatabaseKind::default(),
+            url: default_database_url(),
+            pool_size: default_pool_size(),
+            batch_max_events: default_batch_max_events(),
+            batch_max_wait_ms: default_batch_max_wait_ms(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseKind {
+    #[default]
+    Sqlite,
+    Postgres,
+}
+
+/// `[logd]`: the socket httpd reports transfers on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Logd {
+    #[serde(default = "default_logd_socket")]
+    pub socket: PathBuf,
+}
+
+impl Default for Logd {
+    fn default() -> Self {
+        Self {
+            socket: default_logd_socket(),
+        }
+    }
+}
+
+/// `[http]`: httpd's listener, limits and credentials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Bytes; 0 means 4 GiB. Use [`Http::max_file_size_bytes`].
+    #[serde(default)]
+    pub max_file_size: u64,
+    /// HS256 secrets shared with the IM server; any of them verifies a token, the first signs.
+    pub token_secrets: Vec<String>,
+}
+
+impl Http {
+    /// The effective largest upload, in bytes.
+    pub fn max_file_size_bytes(&self) -> u64 {
+        match self.max_file_size {
+            0 => DEFAULT_MAX_FILE_SIZE,
+            n => n,
+        }
+    }
+}
+
+fn default_ssh_port() -> u16 {
+    22
+}
+fn default_private_key() -> PathBuf {
+    PathBuf::from("/etc/mft/node_key")
+}
+fn default_mount_point() -> PathBuf {
+    PathBuf::from("/var/lib/mft/store")
+}
+fn default_database_url() -> String {
+    "/var/lib/mft/aft_log.sqlite3".into()
+}
+fn default_pool_size() -> u32 {
+    4
+}
+fn default_batch_max_events() -> usize {
+    256
+}
+fn default_batch_max_wait_ms() -> u64 {
+    2
+}
+fn default_logd_socket() -> PathBuf {
+    PathBuf::from("/run/mft/logd.sock")
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7336))
+}
+
+impl NodeConfig {
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| ConfigError::InFile {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let mut config: NodeConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string().trim_end().to_owned()))?;
+        config.validate()?;
+        config.node.public_url = config.node.public_url.trim_end_matches('/').to_owned();
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_name("node.id", &self.node.id, "id = \"node_1\"")?;
+        let url = &self.node.public_url;
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(['?', '#', ' ']) {
+            return Err(invalid(
+                "node.public_url",
+                format!("must be an http:// or https:// base URL without query or fragment, got {url:?}"),
+                "public_url = \"https://mft1.example.com\"",
+            ));
+        }
+        self.validate_file_server()?;
+        self.validate_database()?;
+        let http = &self.http;
+        if http.token_secrets.is_empty() {
+            return Err(invalid(
+                "http.token_secrets",
+                "must list at least one secret",
+                "token_secrets = [\"<at least 32 random characters>\"]",
+            ));
+        }
+        if let Some(short) = http.token_secrets.iter().find(|s| s.len() < 32) {
+            return Err(invalid(
+                "http.token_secrets",
+                format!("each secret must be at least 32 characters, one has {}", short.len()),
+                "token_secrets = [\"<output of: openssl rand -hex 32>\"]",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_file_server(&self) -> Result<(), ConfigError> {
+        let fs = &self.file_server;
+        check_name("file_server.name", &fs.name, "name = \"fileserver_1\"")?;
+        if fs.host.is_empty() || fs.host.contains(|c: char| c.is_whitespace() || c == '/' || c == '@') {
+            return Err(invalid(
+                "file_server.host",
+                format!("must be a host name or IP address, got {:?}", fs.host),
+                "host = \"files.example.com\"",
+            ));
+        }
+        if fs.user.is_empty() || fs.user.contains(|c: char| c.is_whitespace() || c == '@' || c == ':') {
+            return Err(invalid(
+                "file_server.user",
+                format!("must be a user name on the file server, got {:?}", fs.user),
+                "user = \"mftuser\"",
+            ));
+        }
+        if !fs.directory.starts_with('/') || fs.directory.split('/').any(|c| c == "..") {
+            return Err(invalid(
+                "file_server.directory",
+                format!("must be an absolute path on the file server without '..', got {:?}", fs.directory),
+                "directory = \"/opt/mftFileStore/node_1\"",
+            ));
+        }
+        check_host_key(fs)?;
+        for (key, path, example) in [
+            ("file_server.private_key", &fs.private_key, "private_key = \"/etc/mft/node_key\""),
+            ("file_server.mount_point", &fs.mount_point, "mount_point = \"/var/lib/mft/store\""),
+        ] {
+            if !path.is_absolute() {
+                return Err(invalid(key, format!("must be an absolute path, got {path:?}"), example));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_database(&self) -> Result<(), ConfigError> {
+        let db = &self.database;
+        match db.kind {
+            DatabaseKind::Postgres if !(db.url.starts_with("postgres://") || db.url.starts_with("postgresql://")) => {
+                return Err(invalid(
+                    "database.url",
+                    format!("with kind = \"postgres\" must be a postgres:// URL, got {:?}", db.url),
+                    "url = \"postgres://mft:secret@db.example.com/mft_node_1\"",
+                ));
+            }
+            DatabaseKind::Sqlite if !db.url.starts_with('/') => {
+                return Err(invalid(
+                    "database.url",
+                    format!("with kind = \"sqlite\" must be an absolute file path, got {:?}", db.url),
+                    "url = \"/var/lib/mft/aft_log.sqlite3\"",
+                ));
+            }
+            _ => {}
+        }
+        if !(1..=64).contains(&db.pool_size) {
+            return Err(invalid(
+                "database.pool_size",
+                format!("must be 1 to 64, got {}", db.pool_size),
+                "pool_size = 4",
+            ));
+        }
+        if !(1..=10_000).contains(&db.batch_max_events) {
+            return Err(invalid(
+                "database.batch_max_events",
+                format!("must be 1 to 10000, got {}", db.batch_max_events),
+                "batch_max_events = 256",
+            ));
+        }
+        if db.batch_max_wait_ms > 1_000 {
+            return Err(invalid(
+                "database.batch_max_wait_ms",
+                format!("must be 0 to 1000 milliseconds, got {}", db.batch_max_wait_ms),
+                "batch_max_wait_ms = 2",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The seed's rule for names: 1–128 characters, letters, digits, `-` and `_`.
+fn check_name(key: &'static str, value: &str, example: &'static str) -> Result<(), ConfigError> {
+    let ok = (1..=128).contains(&value.len())
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("must be 1 to 128 letters, digits, '-' or '_', got {value:?}"),
+            example,
+        ))
+    }
+}
+
+/// The pinned key is an `ssh-keyscan` line: `<host> <type> <base64>`, and (the seed's rule) it
+/// must begin with the configured host; `ssh-keyscan -p PORT` writes `[host]:port` instead.
+fn check_host_key(fs: &FileServer) -> Result<(), ConfigError> {
+    const EXAMPLE: &str = "host_key = \"files.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA...\" (the output of: ssh-keyscan -t ed25519 files.example.com)";
+    let mut fields = fs.host_key.split_whitespace();
+    let (Some(host), Some(kind), Some(_key)) = (fields.next(), fields.next(), fields.next()) else {
+        return Err(invalid(
+            "file_server.host_key",
+            "must be a whole ssh-keyscan line: host, key type and key",
+            EXAMPLE,
+        ));
+    };
+    let bracketed = format!("[{}]:{}", fs.host, fs.port);
+    if host != fs.host && host != bracketed {
+        return Err(invalid(
+            "file_server.host_key",
+            format!(
+                "must begin with the file server host {:?} (file_server.host), but begins with {host:?}",
+                if fs.port == 22 { fs.host.clone() } else { bracketed }
+            ),
+            EXAMPLE,
+        ));
+    }
+    if !(kind.starts_with("ssh-") || kind.starts_with("ecdsa-sha2-")) {
+        return Err(invalid(
+            "file_server.host_key",
+            format!("{kind:?} is not an SSH public key type"),
+            EXAMPLE,
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[node]
+id = "node_1"
+public_url = "http://127.0.0.1:7336/"
+
+[file_server]
+name = "fs_1"
+host = "127.0.0.1"
+port = 2222
+user = "mft"
+directory = "/srv/mft/node_1"
+host_key = "[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE"
+
+[http]
+token_secrets = ["0123456789abcdef0123456789abcdef"]
+"#;
+
+    fn error_of(text: &str) -> String {
+        NodeConfig::parse(text).expect_err("config should be refused").to_string()
+    }
+
+    #[test]
+    fn defaults_fill_what_is_left_out() {
+        let c = NodeConfig::parse(GOOD).unwrap();
+        assert_eq!(c.node.public_url, "http://127.0.0.1:7336");
+        assert_eq!(c.node.transfer_mode, TransferMode::Managed);
+        assert_eq!(c.database.kind, DatabaseKind::Sqlite);
+        assert_eq!(c.http.listen, "127.0.0.1:7336".parse().unwrap());
+        assert_eq!(c.http.max_file_size_bytes(), 4 * 1024 * 1024 * 1024);
+        assert_eq!(c.file_server.mount_point, PathBuf::from("/var/lib/mft/store"));
+        assert_eq!(c.file_server.server_path("files/im/x"), "/srv/mft/node_1/files/im/x");
+    }
+
+    #[test]
+    fn host_key_must_begin_with_the_host() {
+        let text = GOOD.replace("[127.0.0.1]:2222 ssh-ed25519", "otherhost ssh-ed25519");
+        let e = error_of(&text);
+        assert!(e.starts_with("file_server.host_key: must begin with the file server host \"[127.0.0.1]:2222\""), "{e}");
+        assert!(e.contains("for example: host_key = "), "{e}");
+    }
+
+    #[test]
+    fn host_key_on_port_22_is_the_bare_host() {
+        let text = GOOD
+            .replace("port = 2222\n", "")
+            .replace("[127.0.0.1]:2222 ssh-ed25519", "127.0.0.1 ssh-ed25519");
+        assert_eq!(NodeConfig::parse(&text).unwrap().file_server.port, 22);
+    }
+
+    #[test]
+    fn host_key_needs_type_and_key() {
+        let e = error_of(&GOOD.replace("[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE", "127.0.0.1"));
+        assert!(e.contains("whole ssh-keyscan line"), "{e}");
+    }
+
+    #[test]
+    fn file_server_name_follows_the_seed() {
+        let e = error_of(&GOOD.replace("name = \"fs_1\"", "name = \"fs 1\""));
+        assert_eq!(
+            e,
+            "file_server.name: must be 1 to 128 letters, digits, '-' or '_', got \"fs 1\"; for example: name = \"fileserver_1\""
+        );
+        let long = "a".repeat(129);
+        assert!(error_of(&GOOD.replace("fs_1", &long)).starts_with("file_server.name:"));
+        assert!(NodeConfig::parse(&GOOD.replace("fs_1", &"a".repeat(128))).is_ok());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = error_of(&GOOD.replace("user = \"mft\"", "user = \"mft\"\npasword = \"x\""));
+        assert!(e.contains("unknown field `pasword`"), "{e}");
+        let e = error_of(&format!("{GOOD}\n[extra]\nx = 1\n"));
+        assert!(e.contains("unknown field `extra`"), "{e}");
+    }
+
+    #[test]
+    fn max_file_size_zero_means_four_gib() {
+        let c = NodeConfig::parse(&GOOD.replace("[http]", "[http]\nmax_file_size = 0")).unwrap();
+        assert_eq!(c.http.max_file_size_bytes(), DEFAULT_MAX_FILE_SIZE);
+        let c = NodeConfig::parse(&GOOD.replace("[http]", "[http]\nmax_file_size = 1000")).unwrap();
+        assert_eq!(c.http.max_file_size_bytes(), 1000);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            (GOOD.replace("/srv/mft/node_1", "srv/mft"), "file_server.directory:"),
+            (GOOD.replace("http://127.0.0.1:7336/", "ftp://x"), "node.public_url:"),
+            (GOOD.replace("0123456789abcdef0123456789abcdef", "short"), "http.token_secrets:"),
+            (GOOD.replace("node_1\"\npublic", "node/1\"\npublic"), "node.id:"),
+            (
+                format!("{GOOD}\n[database]\nkind = \"postgres\"\nurl = \"/tmp/x\"\n"),
+                "database.url:",
+            ),
+            (format!("{GOOD}\n[database]\npool_size = 0\n"), "database.pool_size:"),
+        ];
+        for (text, key) in cases {
+            let e = error_of(&text);
+            assert!(e.starts_with(key), "expected {key} in: {e}");
+            assert!(e.contains("; for example: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn wrong_types_and_missing_keys_are_reported() {
+        let e = error_of(&GOOD.replace("port = 2222", "port = \"ssh\""));
+        assert!(e.contains("port"), "{e}");
+        let e = error_of(&GOOD.replace("user = \"mft\"\n", ""));
+        assert!(e.contains("missing field `user`"), "{e}");
+        let e = error_of(&format!("{GOOD}\n[node.x"));
+        assert!(e.contains("line"), "{e}");
+    }
+
+    #[test]
+    fn transfer_modes_parse() {
+        let c = NodeConfig::parse(&GOOD.replace("[file_server]", "transfer_mode = \"peer-to-peer\"\n[file_server]")).unwrap();
+        assert_eq!(c.node.transfer_mode, TransferMode::PeerToPeer);
+        assert!(!c.node.transfer_mode.is_managed());
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, GOOD.replace("fs_1", "fs!")).unwrap();
+        let e = NodeConfig::load(&path).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}: file_server.name:", path.display())), "{e}");
+        let e = NodeConfig::load(&dir.path().join("absent.toml")).unwrap_err().to_string();
+        assert!(e.contains("cannot read the node configuration"), "{e}");
+    }
+}

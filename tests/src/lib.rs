@@ -1,0 +1,397 @@
+//! Test harness for the real components: a throwaway OpenSSH `sshd` serving SFTP on loopback, a
+//! throwaway PostgreSQL server, and the node's own daemons run as child processes.
+//!
+//! Each is started in a temporary directory on 127.0.0.1 and stopped by PID when dropped, so a
+//! failing test leaves nothing running. Nothing here knows the daemons' internals: they are
+//! driven only through their binaries, their config file, their socket and their HTTP port.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// A free TCP port on 127.0.0.1 (the OS picks it; the listener is closed before returning).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// Polls `ready` every 20 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, what: &str, mut ready: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("timed out after {timeout:?} waiting for {what}")
+}
+
+/// Runs a command to completion and fails with its output if it exits non-zero.
+pub fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A child process stopped (SIGTERM, then SIGKILL after 10 s) when dropped; its stdout and
+/// stderr go to `log`, which `log_text` returns for failure messages.
+pub struct Process {
+    pub name: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Process {
+    /// Spawns `cmd` with its output appended to `log`.
+    pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Result<Self> {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("spawn {name}: {cmd:?}"))?;
+        Ok(Self {
+            name: name.to_owned(),
+            child: Some(child),
+            log: log.to_owned(),
+        })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The process's output so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Fails with the log if the process has already exited.
+    pub fn check_alive(&mut self) -> Result<()> {
+        if let Some(child) = self.child.as_mut() {
+            if let Some(status) = child.try_wait()? {
+                bail!("{} exited early ({status}):\n{}", self.name, self.log_text());
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the process to exit on its own and returns whether it succeeded.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let child = self.child.as_mut().context("process already stopped")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("{} still running after {timeout:?}:\n{}", self.name, self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `signal` and waits for the exit (SIGKILL after 10 s).
+    pub fn stop_with(&mut self, signal: Signal) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let pid = Pid::from_raw(child.id() as i32);
+        let _ = kill(pid, signal);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    let _ = child.kill();
+                    return child.wait().ok();
+                }
+            }
+        }
+    }
+
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        self.stop_with(Signal::SIGTERM)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A throwaway OpenSSH server on 127.0.0.1 with the SFTP subsystem, accepting one client key for
+/// root. It runs in its own mount namespace (`unshare -m --propagation private`), so it can never
+/// reach into a FUSE mount of this machine (that would deadlock the mount).
+pub struct Sshd {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    /// The file server's storage root (a node's directory is made under it).
+    pub root: PathBuf,
+    /// The client (node) private key, OpenSSH format, mode 0600.
+    pub client_key: PathBuf,
+    /// `[127.0.0.1]:port <type> <key>`: what `ssh-keyscan -p port 127.0.0.1` prints.
+    pub host_key_line: String,
+    process: Option<Process>,
+}
+
+impl Sshd {
+    pub fn start() -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("mft-sshd-").tempdir()?;
+        let root = dir.path().join("srv");
+        std::fs::create_dir_all(&root)?;
+        let host_key = dir.path().join("host_ed25519");
+        let client_key = dir.path().join("node_key");
+        for key in [&host_key, &client_key] {
+            run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "mft-test", "-f"]).arg(key))?;
+        }
+        std::fs::copy(client_key.with_extension("pub"), dir.path().join("authorized_keys"))?;
+        let public = std::fs::read_to_string(host_key.with_extension("pub"))?;
+        let mut fields = public.split_whitespace();
+        let (kind, key) = (fields.next().context("host key type")?, fields.next().context("host key")?);
+        let port = free_port();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile {d}/sshd.pid\n\
+             AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+             PermitRootLogin prohibit-password\nAllowUsers root\nSubsystem sftp internal-sftp\n\
+             MaxStartups 100\nMaxSessions 100\nLogLevel VERBOSE\n",
+            hk = host_key.display(),
+            d = dir.path().display()
+        );
+        std::fs::write(dir.path().join("sshd_config"), config)?;
+        // sshd's privilege-separation directory; the Debian package makes it only at boot.
+        std::fs::create_dir_all("/run/sshd")?;
+        let mut sshd = Self {
+            host_key_line: format!("[127.0.0.1]:{port} {kind} {key}"),
+            port,
+            root,
+            client_key,
+            dir,
+            process: None,
+        };
+        sshd.resume()?;
+        Ok(sshd)
+    }
+
+    /// Starts sshd again on the same port with the same keys (after [`Sshd::kill`]).
+    pub fn resume(&mut self) -> Result<()> {
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-m", "--propagation", "private", "/usr/sbin/sshd", "-D", "-e", "-f"])
+            .arg(self.dir.path().join("sshd_config"));
+        let mut process = Process::spawn("sshd", &mut cmd, &self.dir.path().join("sshd.log"))?;
+        let port = self.port;
+        wait_until(Duration::from_secs(10), "sshd banner", || banner(port).is_ok())
+            .with_context(|| process.log_text())?;
+        process.check_alive()?;
+        self.process = Some(process);
+        Ok(())
+    }
+
+    /// Kills sshd (SIGKILL, like a crashed server): its existing connections die with it.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.stop_with(Signal::SIGKILL);
+        }
+        // A SIGKILLed listener takes its per-connection children down only when they notice;
+        // kill them too, so the test sees a dead server.
+        let _ = Command::new("pkill").arg("-KILL").arg("-f").arg(self.dir.path().join("sshd_config")).status();
+    }
+
+    /// Makes a node directory under the storage root and returns its absolute path.
+    pub fn node_directory(&self, name: &str) -> Result<PathBuf> {
+        let path = self.root.join(name);
+        std::fs::create_dir_all(&path)?;
+        Ok(path)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Reads the SSH identification line from `127.0.0.1:port`.
+pub fn banner(port: u16) -> Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut buf = [0u8; 64];
+    let n = stream.read(&mut buf)?;
+    let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+    if !line.starts_with("SSH-2.0-") {
+        bail!("not an SSH banner: {line:?}");
+    }
+    let _ = stream.write_all(b"SSH-2.0-probe\r\n");
+    Ok(line)
+}
+
+/// A throwaway PostgreSQL server on 127.0.0.1, run as the `postgres` user from a temporary data
+/// directory (fsync off: these are tests, not a durability benchmark).
+pub struct Postgres {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    process: Option<Process>,
+}
+
+/// The directory holding the newest installed PostgreSQL server binaries.
+fn postgres_bin() -> Result<PathBuf> {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .context("PostgreSQL server is not installed (/usr/lib/postgresql is missing)")?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("postgres").exists())
+        .collect();
+    versions.sort_by_key(|p| {
+        p.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+    });
+    versions.pop().context("no PostgreSQL server binaries under /usr/lib/postgresql")
+}
+
+impl Postgres {
+    pub fn start() -> Result<Self> {
+        let user = nix::unistd::User::from_name("postgres")?.context("no postgres user")?;
+        let dir = tempfile::Builder::new().prefix("mft-pg-").tempdir()?;
+        nix::unistd::chown(dir.path(), Some(user.uid), Some(user.gid))?;
+        let bin = postgres_bin()?;
+        let data = dir.path().join("data");
+        run(Command::new(bin.join("initdb"))
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "-D"])
+            .arg(&data)
+            .uid(user.uid.as_raw())
+            .gid(user.gid.as_raw()))?;
+        let mut pg = Self {
+            dir,
+            port: free_port(),
+            process: None,
+        };
+        pg.resume()?;
+        Ok(pg)
+    }
+
+    /// Starts the server (again) on the same port and data directory.
+    pub fn resume(&mut self) -> Result<()> {
+        let user = nix::unistd::User::from_name("postgres")?.context("no postgres user")?;
+        let log = self.dir.path().join("postgres.log");
+        std::fs::File::create(&log)?;
+        nix::unistd::chown(&log, Some(user.uid), Some(user.gid))?;
+        let mut cmd = Command::new(postgres_bin()?.join("postgres"));
+        cmd.arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-k"])
+            .arg(self.dir.path())
+            .args(["-c", "fsync=off", "-c", "max_connections=200"])
+            .uid(user.uid.as_raw())
+            .gid(user.gid.as_raw());
+        let mut process = Process::spawn("postgres", &mut cmd, &log)?;
+        let url = self.url("postgres");
+        wait_until(Duration::from_secs(30), "postgres to accept connections", || {
+            use diesel::Connection;
+            diesel::PgConnection::establish(&url).is_ok()
+        })
+        .with_context(|| process.log_text())?;
+        process.check_alive()?;
+        self.process = Some(process);
+        Ok(())
+    }
+
+    /// Kills the server (SIGKILL, like a crash).
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.stop_with(Signal::SIGKILL);
+        }
+        // The postmaster's backends outlive a SIGKILLed postmaster briefly; shared memory is
+        // released when they exit, which `resume` needs.
+        let _ = Command::new("pkill")
+            .arg("-KILL")
+            .arg("-f")
+            .arg(format!("-p {}", self.port))
+            .status();
+    }
+
+    /// The connection URL of database `db`.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Creates an empty database and returns its URL.
+    pub fn create_database(&self, name: &str) -> Result<String> {
+        use diesel::{Connection, RunQueryDsl};
+        let mut conn = diesel::PgConnection::establish(&self.url("postgres"))?;
+        diesel::sql_query(format!("CREATE DATABASE \"{name}\"")).execute(&mut conn)?;
+        Ok(self.url(name))
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            // SIGINT is PostgreSQL's fast shutdown.
+            p.stop_with(Signal::SIGINT);
+        }
+    }
+}
+
+use std::os::unix::process::CommandExt;
+
+/// Where the workspace's binaries are: `MFT_BIN_DIR`, or the `target/<profile>` directory this
+/// test binary was built into (`scripts/test` builds them first).
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("MFT_BIN_DIR") {
+        return dir.into();
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test binary>
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+/// The path of workspace binary `name`, failing clearly if it has not been built.
+pub fn bin(name: &str) -> Result<PathBuf> {
+    let path = bin_dir().join(name);
+    if !path.exists() {
+        bail!("{} is not built: run `cargo build --workspace --bins` first", path.display());
+    }
+    Ok(path)
+}
+
+/// Whether `path` is currently a mount point (per /proc/self/mountinfo).
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let target = path.to_string_lossy();
+    info.lines().any(|l| l.split(' ').nth(4) == Some(&target))
+}
+
+/// The lower-case hex SHA-256 of a file.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::Digest;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
+}

@@ -12,6 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+
+mod node;
+pub use node::{Database, Node, Response};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -154,7 +157,19 @@ pub struct Sshd {
 }
 
 impl Sshd {
+    /// Serves root, authorizing [`Sshd::client_key`] from a file of the test's own.
     pub fn start() -> Result<Self> {
+        Self::start_serving(None)
+    }
+
+    /// Serves the system user `user` the way a production file server does: keys from
+    /// `~user/.ssh/authorized_keys`, `StrictModes yes`. The client key is generated but not
+    /// authorized: authorizing it is the caller's job.
+    pub fn start_for_user(user: &str) -> Result<Self> {
+        Self::start_serving(Some(user))
+    }
+
+    fn start_serving(user: Option<&str>) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("mft-sshd-").tempdir()?;
         let root = dir.path().join("srv");
         std::fs::create_dir_all(&root)?;
@@ -163,17 +178,26 @@ impl Sshd {
         for key in [&host_key, &client_key] {
             run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "mft-test", "-f"]).arg(key))?;
         }
-        std::fs::copy(client_key.with_extension("pub"), dir.path().join("authorized_keys"))?;
         let public = std::fs::read_to_string(host_key.with_extension("pub"))?;
         let mut fields = public.split_whitespace();
         let (kind, key) = (fields.next().context("host key type")?, fields.next().context("host key")?);
         let port = free_port();
+        let accounts = match user {
+            None => {
+                std::fs::copy(client_key.with_extension("pub"), dir.path().join("authorized_keys"))?;
+                format!(
+                    "AuthorizedKeysFile {}/authorized_keys\nStrictModes no\nPermitRootLogin prohibit-password\nAllowUsers root\n",
+                    dir.path().display()
+                )
+            }
+            Some(user) => format!(
+                "AuthorizedKeysFile .ssh/authorized_keys\nStrictModes yes\nPermitRootLogin no\nAllowUsers {user}\n"
+            ),
+        };
         let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile {d}/sshd.pid\n\
-             AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile {d}/sshd.pid\n{accounts}UsePAM no\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
-             PermitRootLogin prohibit-password\nAllowUsers root\nSubsystem sftp internal-sftp\n\
-             MaxStartups 100\nMaxSessions 100\nLogLevel VERBOSE\n",
+             Subsystem sftp internal-sftp\nMaxStartups 100\nMaxSessions 100\nLogLevel VERBOSE\n",
             hk = host_key.display(),
             d = dir.path().display()
         );
@@ -190,6 +214,28 @@ impl Sshd {
         };
         sshd.resume()?;
         Ok(sshd)
+    }
+
+    /// The server's own public host key file (what `ssh-keyscan` must match).
+    pub fn host_key_file(&self) -> PathBuf {
+        self.dir.path().join("host_ed25519.pub")
+    }
+
+    /// Runs an `sftp` batch as `user` with the client key, pinning the host key; returns stdout.
+    pub fn sftp(&self, user: &str, batch: &str) -> Result<String> {
+        let known = self.dir.path().join("known_hosts");
+        std::fs::write(&known, format!("{}\n", self.host_key_line))?;
+        let batch_file = self.dir.path().join("sftp-batch");
+        std::fs::write(&batch_file, batch)?;
+        run(Command::new("sftp")
+            .arg("-b")
+            .arg(&batch_file)
+            .args(["-P", &self.port.to_string(), "-i"])
+            .arg(&self.client_key)
+            .arg(format!("-oUserKnownHostsFile={}", known.display()))
+            .args(["-oStrictHostKeyChecking=yes", "-oBatchMode=yes"])
+            .arg(format!("{user}@127.0.0.1")))
+        .with_context(|| format!("sshd log:\n{}", self.log_text()))
     }
 
     /// Starts sshd again on the same port with the same keys (after [`Sshd::kill`]).

@@ -1,27 +1,14 @@
 //! The harness itself works: sshd serves SFTP with the pinned keys, PostgreSQL accepts queries,
 //! and both are gone after drop.
 
-use std::process::Command;
-
-use mft_tests::{banner, run, Postgres, Sshd};
+use mft_tests::{banner, Postgres, Sshd};
 
 #[test]
 fn sshd_serves_sftp_to_the_node_key_and_stops_on_drop() {
     let sshd = Sshd::start().unwrap();
     let node = sshd.node_directory("node_1").unwrap();
     std::fs::write(node.join("hello.txt"), "hi").unwrap();
-    let known = sshd.dir.path().join("known_hosts");
-    std::fs::write(&known, format!("{}\n", sshd.host_key_line)).unwrap();
-    let batch = sshd.dir.path().join("batch");
-    std::fs::write(&batch, format!("ls {}\n", node.display())).unwrap();
-    let listing = run(Command::new("sftp")
-        .args(["-b"])
-        .arg(&batch)
-        .args(["-P", &sshd.port.to_string(), "-i"])
-        .arg(&sshd.client_key)
-        .arg("-oUserKnownHostsFile=".to_owned() + &known.to_string_lossy())
-        .args(["-oStrictHostKeyChecking=yes", "-oBatchMode=yes", "root@127.0.0.1"]))
-    .unwrap();
+    let listing = sshd.sftp("root", &format!("ls {}\n", node.display())).unwrap();
     assert!(listing.contains("hello.txt"), "{listing}");
     let port = sshd.port;
     drop(sshd);

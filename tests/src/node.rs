@@ -1,0 +1,263 @@
+//! A whole node for end-to-end tests: logd, fsd and httpd started from their binaries with one
+//! generated `node.toml`, against a [`crate::Sshd`] file server and SQLite or a
+//! [`crate::Postgres`] database, driven with `curl` as a chat client would.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::{bin, free_port, is_mounted, run, wait_until, Process, Sshd};
+
+/// Where the node keeps `aft_log`.
+pub enum Database {
+    /// A file in the node's temporary directory.
+    Sqlite,
+    /// A database URL on a running server.
+    Postgres(String),
+}
+
+/// A running node; its daemons stop (and fsd unmounts) when it is dropped.
+pub struct Node {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub mount: PathBuf,
+    /// The node's directory on the file server, as the server's own filesystem sees it.
+    pub server_dir: PathBuf,
+    pub http_port: u16,
+    pub database_url: String,
+    // Dropped in reverse order of start: httpd, then fsd (unmounts), then logd.
+    httpd: Option<Process>,
+    fsd: Option<Process>,
+    logd: Option<Process>,
+}
+
+/// What `curl` got back.
+pub struct Response {
+    pub status: u16,
+    pub headers: String,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl Node {
+    /// Starts a node named `id` whose file-server directory is `id` under the sshd's root.
+    pub fn start(sshd: &Sshd, id: &str, database: Database) -> Result<Self> {
+        Self::start_with(sshd, id, database, &sshd.host_key_line)
+    }
+
+    /// Like [`Node::start`], pinning `host_key` instead of the server's real key.
+    pub fn start_with(sshd: &Sshd, id: &str, database: Database, host_key: &str) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("mft-node-").tempdir()?;
+        let server_dir = sshd.node_directory(id)?;
+        let mount = dir.path().join("mnt");
+        let http_port = free_port();
+        let (kind, database_url) = match database {
+            Database::Sqlite => ("sqlite", dir.path().join("aft_log.sqlite3").to_string_lossy().into_owned()),
+            Database::Postgres(url) => ("postgres", url),
+        };
+        let config = dir.path().join("node.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"[node]
+id = "{id}"
+public_url = "http://127.0.0.1:{http_port}"
+
+[file_server]
+name = "test_fileserver"
+host = "127.0.0.1"
+port = {ssh_port}
+user = "root"
+directory = "{server_dir}"
+host_key = "{host_key}"
+private_key = "{key}"
+mount_point = "{mount}"
+
+[database]
+kind = "{kind}"
+url = "{database_url}"
+
+[logd]
+socket = "{socket}"
+
+[http]
+listen = "127.0.0.1:{http_port}"
+token_secrets = ["test-secret-0123456789abcdef0123456789"]
+"#,
+                ssh_port = sshd.port,
+                server_dir = server_dir.display(),
+                key = sshd.client_key.display(),
+                mount = mount.display(),
+                socket = dir.path().join("logd.sock").display(),
+            ),
+        )?;
+        let mut node = Self {
+            config,
+            mount,
+            server_dir,
+            http_port,
+            database_url,
+            httpd: None,
+            fsd: None,
+            logd: None,
+            dir,
+        };
+        node.start_logd()?;
+        node.start_fsd()?;
+        node.start_httpd()?;
+        Ok(node)
+    }
+
+    fn spawn(&self, name: &str) -> Result<Process> {
+        let mut cmd = Command::new(bin(name)?);
+        cmd.arg("--config").arg(&self.config).env("RUST_LOG", "info");
+        Process::spawn(name, &mut cmd, &self.dir.path().join(format!("{name}.log")))
+    }
+
+    /// Waits for `ready`, failing with the process's log if it exits or times out.
+    fn await_ready(process: &mut Process, what: &str, mut ready: impl FnMut() -> bool) -> Result<()> {
+        let mut exited = None;
+        let waited = wait_until(Duration::from_secs(30), what, || {
+            if let Err(e) = process.check_alive() {
+                exited = Some(e);
+                return true;
+            }
+            ready()
+        });
+        match (exited, waited) {
+            (Some(e), _) => Err(e),
+            (None, Err(e)) => Err(e.context(process.log_text())),
+            (None, Ok(())) => Ok(()),
+        }
+    }
+
+    pub fn start_logd(&mut self) -> Result<()> {
+        let mut logd = self.spawn("logd")?;
+        let socket = self.dir.path().join("logd.sock");
+        Self::await_ready(&mut logd, "logd's socket", || std::os::unix::net::UnixStream::connect(&socket).is_ok())?;
+        self.logd = Some(logd);
+        Ok(())
+    }
+
+    pub fn start_fsd(&mut self) -> Result<()> {
+        let mut fsd = self.spawn("fsd")?;
+        let mount = self.mount.clone();
+        Self::await_ready(&mut fsd, "fsd's mount", || is_mounted(&mount))?;
+        self.fsd = Some(fsd);
+        Ok(())
+    }
+
+    pub fn start_httpd(&mut self) -> Result<()> {
+        let mut httpd = self.spawn("httpd")?;
+        let port = self.http_port;
+        Self::await_ready(&mut httpd, "httpd's port", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())?;
+        self.httpd = Some(httpd);
+        Ok(())
+    }
+
+    /// Stops logd (SIGTERM) and returns its process for inspection.
+    pub fn stop_logd(&mut self) {
+        self.logd.take();
+    }
+
+    /// The combined logs of the node's daemons, for failure messages.
+    pub fn logs(&self) -> String {
+        ["logd", "fsd", "httpd"]
+            .iter()
+            .map(|n| {
+                let text = std::fs::read_to_string(self.dir.path().join(format!("{n}.log"))).unwrap_or_default();
+                format!("--- {n}.log\n{text}")
+            })
+            .collect()
+    }
+
+    /// Mints a token with `httpd token ...` (`args` after the kind, e.g. `["--as", "bob@x"]`).
+    pub fn token(&self, kind: &str, args: &[&str]) -> Result<String> {
+        let out = run(Command::new(bin("httpd")?)
+            .args(["token", kind, "--config"])
+            .arg(&self.config)
+            .args(args))?;
+        Ok(out.trim().to_owned())
+    }
+
+    pub fn upload_token(&self, from: &str, to: &str, chat_type: &str) -> Result<String> {
+        self.token("upload", &["--from", from, "--to", to, "--chat-type", chat_type])
+    }
+
+    pub fn download_token(&self, who: &str) -> Result<String> {
+        self.token("download", &["--as", who])
+    }
+
+    /// The base URL of the node's HTTP interface.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    /// `POST /files?name=<name>` with `body` as the raw request body.
+    pub fn upload(&self, token: &str, name: &str, body: &Path) -> Result<Response> {
+        let encoded: String = url_encode(name);
+        curl(&[
+            "-X".into(),
+            "POST".into(),
+            "-H".into(),
+            format!("Authorization: Bearer {token}"),
+            "-H".into(),
+            "Content-Type: application/octet-stream".into(),
+            "--data-binary".into(),
+            format!("@{}", body.display()),
+            self.url(&format!("/files?name={encoded}")),
+        ])
+    }
+
+    /// `GET url` with a bearer token.
+    pub fn download(&self, token: &str, url: &str) -> Result<Response> {
+        curl(&["-H".into(), format!("Authorization: Bearer {token}"), url.into()])
+    }
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Runs curl with `args`, returning status, headers and body.
+pub fn curl(args: &[String]) -> Result<Response> {
+    let dir = tempfile::tempdir()?;
+    let (headers, body) = (dir.path().join("headers"), dir.path().join("body"));
+    let status = run(Command::new("curl")
+        .args(["-sS", "--max-time", "120", "-D"])
+        .arg(&headers)
+        .arg("-o")
+        .arg(&body)
+        .args(["-w", "%{http_code}"])
+        .args(args))?;
+    let status: u16 = status.trim().parse().with_context(|| format!("curl status {status:?}"))?;
+    if status == 0 {
+        bail!("curl got no HTTP response");
+    }
+    Ok(Response {
+        status,
+        headers: std::fs::read_to_string(&headers)?,
+        body: std::fs::read(&body).unwrap_or_default(),
+    })
+}

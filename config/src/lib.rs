@@ -67,6 +67,27 @@ pub struct NodeConfig {
     #[serde(default)]
     pub logd: Logd,
     pub http: Http,
+    #[serde(default)]
+    pub log: Log,
+}
+
+/// `[log]`: how much the daemons log (to journald under systemd, else to stderr).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    #[serde(default)]
+    pub level: LogLevel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
 }
 
 /// `[node]`: who this node is and whether it carries managed transfers.
@@ -458,6 +479,7 @@ token_secrets = ["0123456789abcdef0123456789abcdef"]
         assert_eq!(c.http.listen, "127.0.0.1:7336".parse().unwrap());
         assert_eq!(c.http.max_file_size_bytes(), 4 * 1024 * 1024 * 1024);
         assert_eq!(c.file_server.mount_point, PathBuf::from("/var/lib/mft/store"));
+        assert_eq!(c.log.level, LogLevel::Info);
         assert_eq!(c.file_server.server_path("files/im/x"), "/srv/mft/node_1/files/im/x");
     }
 
@@ -539,6 +561,14 @@ token_secrets = ["0123456789abcdef0123456789abcdef"]
         assert!(e.contains("missing field `user`"), "{e}");
         let e = error_of(&format!("{GOOD}\n[node.x"));
         assert!(e.contains("line"), "{e}");
+    }
+
+    #[test]
+    fn log_level_is_one_of_five() {
+        let c = NodeConfig::parse(&format!("{GOOD}\n[log]\nlevel = \"debug\"\n")).unwrap();
+        assert_eq!(c.log.level, LogLevel::Debug);
+        let e = error_of(&format!("{GOOD}\n[log]\nlevel = \"verbose\"\n"));
+        assert!(e.contains("unknown variant `verbose`"), "{e}");
     }
 
     #[test]

@@ -19,7 +19,6 @@ MFT_PACKAGES=(
   /usr/bin/psql:postgresql-client
   /usr/bin/curl:curl
   /usr/bin/unshare:util-linux
-  /usr/bin/pkill:procps
 )
 
 # Installs, with apt-get, each package whose file is missing; PostgreSQL's server is checked

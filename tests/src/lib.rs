@@ -61,10 +61,11 @@ pub struct Process {
 }
 
 impl Process {
-    /// Spawns `cmd` with its output appended to `log`.
+    /// Spawns `cmd` in a process group of its own, with its output appended to `log`.
     pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Result<Self> {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
         let child = cmd
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -132,6 +133,15 @@ impl Process {
 
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         self.stop_with(Signal::SIGTERM)
+    }
+
+    /// SIGKILLs the process and everything in its process group (a server and its per-connection
+    /// children), like a crash, and reaps it.
+    pub fn kill_group(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(Pid::from_raw(-(child.id() as i32)), Signal::SIGKILL);
+            let _ = child.wait();
+        }
     }
 }
 
@@ -252,14 +262,12 @@ impl Sshd {
         Ok(())
     }
 
-    /// Kills sshd (SIGKILL, like a crashed server): its existing connections die with it.
+    /// Kills sshd and its per-connection children (SIGKILL, like a crashed server): existing
+    /// connections die with it.
     pub fn kill(&mut self) {
         if let Some(mut p) = self.process.take() {
-            p.stop_with(Signal::SIGKILL);
+            p.kill_group();
         }
-        // A SIGKILLed listener takes its per-connection children down only when they notice;
-        // kill them too, so the test sees a dead server.
-        let _ = Command::new("pkill").arg("-KILL").arg("-f").arg(self.dir.path().join("sshd_config")).status();
     }
 
     /// Makes a node directory under the storage root and returns its absolute path.
@@ -365,18 +373,12 @@ impl Postgres {
         Ok(())
     }
 
-    /// Kills the server (SIGKILL, like a crash).
+    /// Kills the postmaster and its backends (SIGKILL, like a crash); [`Postgres::resume`]
+    /// recovers from the write-ahead log.
     pub fn kill(&mut self) {
         if let Some(mut p) = self.process.take() {
-            p.stop_with(Signal::SIGKILL);
+            p.kill_group();
         }
-        // The postmaster's backends outlive a SIGKILLed postmaster briefly; shared memory is
-        // released when they exit, which `resume` needs.
-        let _ = Command::new("pkill")
-            .arg("-KILL")
-            .arg("-f")
-            .arg(format!("-p {}", self.port))
-            .status();
     }
 
     /// The connection URL of database `db`.

@@ -1,0 +1,335 @@
+//! The database side of logd: connections to PostgreSQL or SQLite behind one connection type,
+//! the embedded migrations, the startup schema check, and the [`AftStore`] that commits a
+//! batch in one transaction. Nothing here decides what to reply; that is the writer's job.
+
+pub mod schema;
+mod verify;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::r2d2::R2D2Connection;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use mft_config::DatabaseKind;
+
+use crate::request::{Command, Invalid};
+use crate::writer::{AftStore, StoreError};
+use schema::{aft_log, AftRecord};
+pub use verify::SchemaMismatch;
+
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// Rows per INSERT statement: 12 bound values each stays under SQLite's 32766 and
+/// PostgreSQL's 65535 parameters per statement.
+const INSERT_CHUNK: usize = 1000;
+
+/// How long taking a pooled connection may wait before the batch fails as unreachable.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection to either backend; the kind comes from the configuration, never guessed from
+/// the URL.
+#[derive(diesel::MultiConnection)]
+pub enum AnyConnection {
+    Postgres(diesel::PgConnection),
+    Sqlite(diesel::SqliteConnection),
+}
+
+/// Why logd cannot use the database at start.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("MftDbConnectError: cannot connect to the {kind} database {url}: {message}")]
+    Connect {
+        kind: &'static str,
+        url: String,
+        message: String,
+    },
+    #[error("cannot run the aft_log migrations: {0}")]
+    Migrate(String),
+    #[error("cannot read the aft_log schema: {0}")]
+    Inspect(#[from] DieselError),
+    #[error(transparent)]
+    Schema(#[from] SchemaMismatch),
+}
+
+/// The `aft_log` database: a connection pool whose schema has been migrated and verified.
+pub struct Database {
+    pool: r2d2::Pool<ConnectionManager>,
+}
+
+impl Database {
+    /// Connects (`pool_size` connections), runs the pending migrations and verifies the table.
+    pub fn open(config: &mft_config::Database) -> Result<Self, DbError> {
+        let connect_error = |message: String| DbError::Connect {
+            kind: kind_name(config.kind),
+            url: redact(&config.url),
+            message: message.trim_end().to_owned(),
+        };
+        let pool = r2d2::Pool::builder()
+            .max_size(config.pool_size)
+            .connection_timeout(CONNECTION_TIMEOUT)
+            // r2d2 would log every failed connection attempt; its errors carry the last one,
+            // and logd logs them where it handles them (at start, and in the writer).
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .build(ConnectionManager {
+                kind: config.kind,
+                url: config.url.clone(),
+            })
+            .map_err(|e| connect_error(e.to_string()))?;
+        let mut conn = pool.get().map_err(|e| connect_error(e.to_string()))?;
+        let migrations = match config.kind {
+            DatabaseKind::Postgres => POSTGRES_MIGRATIONS,
+            DatabaseKind::Sqlite => SQLITE_MIGRATIONS,
+        };
+        let applied = conn
+            .run_pending_migrations(migrations)
+            .map_err(|e| DbError::Migrate(e.to_string()))?;
+        for version in applied {
+            log::info!("applied migration {version}");
+        }
+        verify::compare(&verify::columns(&mut conn)?)?;
+        Ok(Self { pool })
+    }
+}
+
+fn kind_name(kind: DatabaseKind) -> &'static str {
+    match kind {
+        DatabaseKind::Postgres => "postgres",
+        DatabaseKind::Sqlite => "sqlite",
+    }
+}
+
+/// The URL without its password, fit for logs.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((user_info, host)) if user_info.contains(':') => {
+            let user = user_info.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl AftStore for Database {
+    fn commit(&mut self, commands: &[Command]) -> Result<Vec<Result<i64, Invalid>>, StoreError> {
+        let mut conn = self
+            .pool
+            .get()
+            .map_err(|e| StoreError::Unreachable(e.to_string()))?;
+        conn.transaction(|conn| apply(conn, commands))
+            .map_err(classify)
+    }
+}
+
+/// The body of one batch's transaction: all inserts (multi-row), then all `get_end` updates.
+fn apply(conn: &mut AnyConnection, commands: &[Command]) -> QueryResult<Vec<Result<i64, Invalid>>> {
+    let records: Vec<&AftRecord> = commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Insert(record) => Some(record),
+            Command::GetEnd { .. } => None,
+        })
+        .collect();
+    let mut returned = Vec::with_capacity(records.len());
+    for chunk in records.chunks(INSERT_CHUNK) {
+        returned.extend(insert(conn, chunk)?);
+    }
+    let mut indexes = assign_indexes(&records, returned)
+        .ok_or_else(|| {
+            DieselError::DeserializationError("inserted rows came back different".into())
+        })?
+        .into_iter();
+    commands
+        .iter()
+        .map(|command| match command {
+            Command::Insert(_) => Ok(Ok(indexes.next().expect("one index per insert"))),
+            Command::GetEnd {
+                aft_index,
+                bytes_transferred,
+            } => {
+                let updated = diesel::update(
+                    aft_log::table
+                        .filter(aft_log::aft_index.eq(aft_index))
+                        .filter(aft_log::method.eq(schema::GET)),
+                )
+                .set(aft_log::bytes_transferred.eq(bytes_transferred))
+                .execute(conn)?;
+                Ok(match updated {
+                    0 => Err(Invalid::new(
+                        "aft_index",
+                        format!("there is no Get row with aft_index {aft_index}"),
+                    )),
+                    _ => Ok(*aft_index),
+                })
+            }
+        })
+        .collect()
+}
+
+/// One multi-row INSERT … RETURNING. The derived connection cannot lower batch inserts with
+/// RETURNING, so the same statement is built for the backend of the inner connection.
+fn insert(conn: &mut AnyConnection, records: &[&AftRecord]) -> QueryResult<Vec<(i64, AftRecord)>> {
+    let rows: Vec<AftRecord> = records.iter().map(|r| (*r).clone()).collect();
+    macro_rules! insert_returning {
+        ($conn:expr) => {
+            diesel::insert_into(aft_log::table)
+                .values(&rows)
+                .returning((aft_log::aft_index, AftRecord::as_returning()))
+                .get_results($conn)
+        };
+    }
+    match conn {
+        AnyConnection::Postgres(pg) => insert_returning!(pg),
+        AnyConnection::Sqlite(sqlite) => insert_returning!(sqlite),
+    }
+}
+
+/// The `aft_index` of each inserted record, in order, from the rows RETURNING gave back (whose
+/// order neither PostgreSQL nor SQLite promises). Records are matched by content; identical
+/// records are interchangeable, so which of them gets which index does not matter. `None` if
+/// the rows returned are not the rows inserted.
+fn assign_indexes(records: &[&AftRecord], returned: Vec<(i64, AftRecord)>) -> Option<Vec<i64>> {
+    if returned.len() != records.len() {
+        return None;
+    }
+    let mut by_content: HashMap<AftRecord, Vec<i64>> = HashMap::new();
+    for (index, record) in returned {
+        by_content.entry(record).or_default().push(index);
+    }
+    records
+        .iter()
+        .map(|r| by_content.get_mut(*r)?.pop())
+        .collect()
+}
+
+/// Sorts a failed transaction by what the writer should do about it.
+fn classify(error: DieselError) -> StoreError {
+    match error {
+        DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            info,
+        ) => StoreError::Unreachable(info.message().to_owned()),
+        DieselError::DatabaseError(_, info) if is_full(info.message()) => {
+            StoreError::Full(info.message().to_owned())
+        }
+        DieselError::DatabaseError(_, info) => StoreError::Refused(info.message().to_owned()),
+        other => StoreError::Unreachable(other.to_string()),
+    }
+}
+
+/// Whether a database error message says the disk or tablespace is full (SQLite's
+/// SQLITE_FULL, PostgreSQL's ENOSPC reports).
+fn is_full(message: &str) -> bool {
+    message.contains("database or disk is full") || message.contains("No space left on device")
+}
+
+/// Opens connections of the configured kind for the r2d2 pool.
+struct ConnectionManager {
+    kind: DatabaseKind,
+    url: String,
+}
+
+impl r2d2::ManageConnection for ConnectionManager {
+    type Connection = AnyConnection;
+    type Error = diesel::ConnectionError;
+
+    fn connect(&self) -> Result<AnyConnection, Self::Error> {
+        match self.kind {
+            DatabaseKind::Postgres => {
+                diesel::PgConnection::establish(&self.url).map(AnyConnection::Postgres)
+            }
+            DatabaseKind::Sqlite => {
+                let mut conn = diesel::SqliteConnection::establish(&self.url)?;
+                // busy_timeout first: it waits out other connections' locks (the pool opens
+                // several at once) and an operator's writes. WAL lets operators read while
+                // logd writes; FULL makes each commit durable before it is acknowledged.
+                conn.batch_execute("PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                Ok(AnyConnection::Sqlite(conn))
+            }
+        }
+    }
+
+    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), Self::Error> {
+        conn.ping()
+            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)
+    }
+
+    fn has_broken(&self, conn: &mut AnyConnection) -> bool {
+        conn.is_broken()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(jid: &str) -> AftRecord {
+        AftRecord {
+            jid: jid.into(),
+            to_jid: "b@x".into(),
+            method: "Post".into(),
+            filename: "f".into(),
+            real_filename: "f".into(),
+            file_type: "".into(),
+            chat_type: "im".into(),
+            file_server: "fs".into(),
+            file_path: "/f".into(),
+            file_size: 0,
+            bytes_transferred: 0,
+            timestampvalue: chrono::DateTime::UNIX_EPOCH.naive_utc(),
+        }
+    }
+
+    #[test]
+    fn indexes_follow_content_not_order() {
+        let (a, b) = (record("a@x"), record("b@x"));
+        let assigned = assign_indexes(
+            &[&a, &b, &a],
+            vec![(7, b.clone()), (5, a.clone()), (6, a.clone())],
+        )
+        .unwrap();
+        assert_eq!(assigned[1], 7);
+        let mut of_a = vec![assigned[0], assigned[2]];
+        of_a.sort();
+        assert_eq!(of_a, [5, 6]);
+    }
+
+    #[test]
+    fn rows_that_differ_from_the_inserted_ones_are_refused() {
+        let (a, b) = (record("a@x"), record("b@x"));
+        assert_eq!(
+            assign_indexes(&[&a, &a], vec![(1, a.clone()), (2, b.clone())]),
+            None
+        );
+        assert_eq!(assign_indexes(&[&a], vec![]), None);
+    }
+
+    #[test]
+    fn passwords_are_not_logged() {
+        assert_eq!(
+            redact("postgres://mft:s3cret@db.example.com/mft"),
+            "postgres://mft:***@db.example.com/mft"
+        );
+        assert_eq!(redact("postgres://mft@db/mft"), "postgres://mft@db/mft");
+        assert_eq!(
+            redact("/var/lib/mft/aft_log.sqlite3"),
+            "/var/lib/mft/aft_log.sqlite3"
+        );
+    }
+
+    #[test]
+    fn full_disks_are_recognised() {
+        assert!(is_full("database or disk is full"));
+        assert!(is_full(
+            "could not extend file \"base/1/2\": No space left on device"
+        ));
+        assert!(!is_full("duplicate key value violates unique constraint"));
+    }
+}

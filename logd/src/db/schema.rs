@@ -1,0 +1,64 @@
+//! The `aft_log` table as diesel sees it, its row type, and its limits: the one place that
+//! knows the column names, types and lengths (DESIGN.md, "The `aft_log` table"). The
+//! migrations create it, `verify` checks it, `request` validates events against these limits.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+diesel::table! {
+    /// One row per upload (`method = 'Post'`) and per download (`method = 'Get'`).
+    aft_log (aft_index) {
+        aft_index -> BigInt,
+        jid -> Varchar,
+        to_jid -> Varchar,
+        method -> Varchar,
+        filename -> Varchar,
+        real_filename -> Varchar,
+        file_type -> Varchar,
+        chat_type -> Varchar,
+        file_server -> Varchar,
+        file_path -> Varchar,
+        file_size -> BigInt,
+        bytes_transferred -> BigInt,
+        timestampvalue -> Timestamp,
+    }
+}
+
+/// `VARCHAR(n)` of `jid` and `to_jid`.
+pub const JID_MAX: usize = 3071;
+/// `VARCHAR(n)` of `method`.
+pub const METHOD_MAX: usize = 63;
+/// `VARCHAR(n)` of `filename`, `real_filename` and `file_server`.
+pub const NAME_MAX: usize = 511;
+/// `VARCHAR(n)` of `file_type`.
+pub const FILE_TYPE_MAX: usize = 10;
+/// `VARCHAR(n)` of `chat_type`.
+pub const CHAT_TYPE_MAX: usize = 10;
+/// `VARCHAR(n)` of `file_path`.
+pub const PATH_MAX: usize = 4095;
+
+/// `method` of an upload row.
+pub const POST: &str = "Post";
+/// `method` of a download row.
+pub const GET: &str = "Get";
+/// The values of `chat_type`.
+pub const CHAT_TYPES: [&str; 3] = ["im", "groupchat", "persistent"];
+
+/// One row without its `aft_index`: what an insert writes and what it returns.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Insertable, Queryable, Selectable)]
+#[diesel(table_name = aft_log)]
+pub struct AftRecord {
+    pub jid: String,
+    pub to_jid: String,
+    pub method: String,
+    pub filename: String,
+    pub real_filename: String,
+    pub file_type: String,
+    pub chat_type: String,
+    pub file_server: String,
+    pub file_path: String,
+    pub file_size: i64,
+    pub bytes_transferred: i64,
+    /// UTC.
+    pub timestampvalue: NaiveDateTime,
+}

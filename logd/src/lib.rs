@@ -1,0 +1,30 @@
+//! logd: the node's audit writer. It owns the `aft_log` database; httpd reports every upload
+//! and download to it over a local Unix socket and waits for the acknowledgement, which logd
+//! sends only once the event's row is committed.
+//!
+//! Always compiled (what httpd links with `default-features = false`):
+//! - [`Transfer`], the content of one `aft_log` row;
+//! - [`LogdClient`], the async client, and its [`LogdError`];
+//! - the wire format they share (newline-delimited JSON, see `docs/logd-protocol.md`).
+//!
+//! With the `server` feature (default), the daemon itself: request validation, the batching
+//! policy, the group-commit writer, the diesel store with its migrations and schema check, and
+//! the socket server ([`server::run`]).
+
+mod client;
+mod event;
+mod protocol;
+
+pub use client::{LogdClient, LogdError};
+pub use event::Transfer;
+
+#[cfg(feature = "server")]
+mod batch;
+#[cfg(feature = "server")]
+pub mod db;
+#[cfg(feature = "server")]
+mod request;
+#[cfg(feature = "server")]
+pub mod server;
+#[cfg(feature = "server")]
+mod writer;

@@ -1,0 +1,176 @@
+//! The wire format between [`LogdClient`](crate::LogdClient) and the logd server:
+//! newline-delimited JSON over a Unix stream socket, one request or reply per line, replies
+//! matched to requests by `id`. `docs/logd-protocol.md` is the reference; this module only
+//! holds the message types and their encoding, no I/O.
+//!
+//! Requests are only encoded here (the client's side): the server decodes them field by field
+//! in `request.rs`, so that every refusal names the field at fault.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Transfer;
+
+/// The protocol version this crate speaks; a request with another version is refused.
+pub(crate) const PROTOCOL_VERSION: u32 = 1;
+
+/// One request line, as the client sends it.
+#[derive(Debug, Serialize)]
+pub(crate) struct Request<'a> {
+    pub version: u32,
+    pub id: u64,
+    #[serde(flatten)]
+    pub op: Op<'a>,
+}
+
+/// What the request asks for; `op` on the wire.
+#[derive(Debug, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(crate) enum Op<'a> {
+    Post {
+        transfer: &'a Transfer,
+    },
+    GetStart {
+        transfer: &'a Transfer,
+    },
+    GetEnd {
+        aft_index: i64,
+        bytes_transferred: i64,
+    },
+}
+
+/// One reply line. `id` is the request's, or `null` when the request was too broken to have one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Reply {
+    pub id: Option<u64>,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// How a request ended; `status` on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub(crate) enum Outcome {
+    /// Committed: the row's `aft_index` (for `get_end`, the index it updated).
+    Ok { aft_index: i64 },
+    /// Refused before reaching the database (or, for `get_end`, no such Get row); nothing written.
+    Invalid { field: String, message: String },
+    /// The transaction carrying the event failed; nothing written.
+    Database { message: String },
+}
+
+impl<'a> Request<'a> {
+    /// The request as one line, newline included.
+    pub fn to_line(&self) -> String {
+        let mut line = serde_json::to_string(self).expect("a request always serializes");
+        line.push('\n');
+        line
+    }
+}
+
+impl Reply {
+    /// The reply as one line, newline included.
+    #[cfg(feature = "server")]
+    pub fn to_line(&self) -> String {
+        let mut line = serde_json::to_string(self).expect("a reply always serializes");
+        line.push('\n');
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn transfer() -> Transfer {
+        Transfer {
+            jid: "alice@example.com/phone".into(),
+            to_jid: "bob@example.com".into(),
+            filename: "Zm9v".into(),
+            real_filename: "report.pdf".into(),
+            file_type: "pdf".into(),
+            chat_type: "im".into(),
+            file_server: "files.example.com".into(),
+            file_path: "/opt/mftFileStore/node_1/files/im/20250102/03/Zm9v".into(),
+            file_size: 1234,
+            bytes_transferred: 1234,
+            timestamp: chrono::Utc.with_ymd_and_hms(2025, 1, 2, 3, 4, 5).unwrap(),
+        }
+    }
+
+    #[test]
+    fn requests_encode_as_documented() {
+        let t = transfer();
+        let line = Request {
+            version: 1,
+            id: 7,
+            op: Op::Post { transfer: &t },
+        }
+        .to_line();
+        assert!(line.ends_with('\n') && !line.trim_end().contains('\n'));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["version"], 1);
+        assert_eq!(v["id"], 7);
+        assert_eq!(v["op"], "post");
+        assert_eq!(v["transfer"]["jid"], "alice@example.com/phone");
+        assert_eq!(v["transfer"]["timestamp"], "2025-01-02T03:04:05Z");
+
+        let line = Request {
+            version: 1,
+            id: 8,
+            op: Op::GetEnd {
+                aft_index: 42,
+                bytes_transferred: 10,
+            },
+        }
+        .to_line();
+        assert_eq!(
+            line,
+            "{\"version\":1,\"id\":8,\"op\":\"get_end\",\"aft_index\":42,\"bytes_transferred\":10}\n"
+        );
+        let line = Request {
+            version: 1,
+            id: 9,
+            op: Op::GetStart { transfer: &t },
+        }
+        .to_line();
+        assert!(line.contains("\"op\":\"get_start\""), "{line}");
+    }
+
+    #[test]
+    fn replies_round_trip_in_the_documented_shape() {
+        let cases = [
+            (
+                Reply {
+                    id: Some(1),
+                    outcome: Outcome::Ok { aft_index: 5 },
+                },
+                r#"{"id":1,"status":"ok","aft_index":5}"#,
+            ),
+            (
+                Reply {
+                    id: Some(2),
+                    outcome: Outcome::Invalid {
+                        field: "jid".into(),
+                        message: "must not be empty".into(),
+                    },
+                },
+                r#"{"id":2,"status":"invalid","field":"jid","message":"must not be empty"}"#,
+            ),
+            (
+                Reply {
+                    id: None,
+                    outcome: Outcome::Database {
+                        message: "disk full".into(),
+                    },
+                },
+                r#"{"id":null,"status":"database","message":"disk full"}"#,
+            ),
+        ];
+        for (reply, text) in cases {
+            #[cfg(feature = "server")]
+            assert_eq!(reply.to_line(), format!("{text}\n"));
+            assert_eq!(serde_json::from_str::<Reply>(text).unwrap(), reply);
+        }
+    }
+}

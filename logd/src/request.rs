@@ -1,0 +1,412 @@
+//! Decoding and validating one request line on the server: JSON in, a [`Command`] ready for the
+//! database out, or a [`Rejection`] naming the field at fault. Pure functions, no I/O.
+//!
+//! Requests are read field by field (not through serde's derive) so that a wrong type, a missing
+//! field and a value beyond its column's limit are all reported the same way: by field name.
+//! Every limit here is a column limit from `db::schema`; an event that passes can be inserted
+//! on both PostgreSQL and SQLite (which does not enforce VARCHAR lengths itself).
+
+use chrono::{DateTime, Datelike, SubsecRound, Utc};
+use serde_json::{Map, Value};
+
+use crate::db::schema::{self, AftRecord};
+use crate::protocol::{Outcome, Reply, PROTOCOL_VERSION};
+
+/// A valid request: its id and what to do.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Request {
+    pub id: u64,
+    pub command: Command,
+}
+
+/// What the writer does with one event.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "nearly every command is an insert; a box would only add an allocation"
+)]
+pub(crate) enum Command {
+    /// `post` or `get_start`: insert this row.
+    Insert(AftRecord),
+    /// `get_end`: set `bytes_transferred` of the Get row `aft_index`.
+    GetEnd {
+        aft_index: i64,
+        bytes_transferred: i64,
+    },
+}
+
+/// A value refused: which request field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub(crate) struct Invalid {
+    pub field: String,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A request refused before reaching the writer; `id` if it could be read.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Rejection {
+    pub id: Option<u64>,
+    pub invalid: Invalid,
+}
+
+impl Rejection {
+    pub fn into_reply(self) -> Reply {
+        Reply {
+            id: self.id,
+            outcome: Outcome::Invalid {
+                field: self.invalid.field,
+                message: self.invalid.message,
+            },
+        }
+    }
+}
+
+/// Reads one request line.
+pub(crate) fn decode(line: &str) -> Result<Request, Rejection> {
+    let reject = |id, invalid| Rejection { id, invalid };
+    let value: Value = serde_json::from_str(line)
+        .map_err(|e| reject(None, Invalid::new("request", format!("not JSON: {e}"))))?;
+    let Value::Object(map) = value else {
+        return Err(reject(
+            None,
+            Invalid::new("request", "must be a JSON object"),
+        ));
+    };
+    let request = Object(&map);
+    let id = request
+        .get("id")
+        .and_then(|id| {
+            id.as_u64()
+                .ok_or_else(|| Invalid::new("id", "must be an integer from 0 to 2^64-1"))
+        })
+        .map_err(|e| reject(None, e))?;
+    let command = command(&request).map_err(|e| reject(Some(id), e))?;
+    Ok(Request { id, command })
+}
+
+fn command(request: &Object) -> Result<Command, Invalid> {
+    let version = request.get("version")?;
+    if version.as_u64() != Some(PROTOCOL_VERSION.into()) {
+        return Err(Invalid::new(
+            "version",
+            format!("unsupported protocol version {version}; this logd speaks version {PROTOCOL_VERSION}"),
+        ));
+    }
+    match request.get("op")?.as_str() {
+        Some("post") => transfer(request, schema::POST).map(Command::Insert),
+        Some("get_start") => transfer(request, schema::GET).map(Command::Insert),
+        Some("get_end") => {
+            let aft_index = request.count("aft_index")?;
+            if aft_index == 0 {
+                return Err(Invalid::new("aft_index", "must be a positive integer"));
+            }
+            Ok(Command::GetEnd {
+                aft_index,
+                bytes_transferred: request.count("bytes_transferred")?,
+            })
+        }
+        _ => Err(Invalid::new(
+            "op",
+            "must be \"post\", \"get_start\" or \"get_end\"",
+        )),
+    }
+}
+
+/// The `transfer` object of a `post` or `get_start`, as the row to insert.
+fn transfer(request: &Object, method: &str) -> Result<AftRecord, Invalid> {
+    let Value::Object(map) = request.get("transfer")? else {
+        return Err(Invalid::new("transfer", "must be a JSON object"));
+    };
+    let t = Object(map);
+    let chat_type = t.text("chat_type", schema::CHAT_TYPE_MAX)?;
+    if !schema::CHAT_TYPES.contains(&chat_type.as_str()) {
+        return Err(Invalid::new(
+            "chat_type",
+            format!("must be one of {}", schema::CHAT_TYPES.join(", ")),
+        ));
+    }
+    Ok(AftRecord {
+        jid: t.non_empty_text("jid", schema::JID_MAX)?,
+        to_jid: t.non_empty_text("to_jid", schema::JID_MAX)?,
+        method: method.to_owned(),
+        filename: t.non_empty_text("filename", schema::NAME_MAX)?,
+        real_filename: t.text("real_filename", schema::NAME_MAX)?,
+        file_type: t.text("file_type", schema::FILE_TYPE_MAX)?,
+        chat_type,
+        file_server: t.text("file_server", schema::NAME_MAX)?,
+        file_path: t.text("file_path", schema::PATH_MAX)?,
+        file_size: t.count("file_size")?,
+        bytes_transferred: t.count("bytes_transferred")?,
+        timestampvalue: t.timestamp("timestamp")?,
+    })
+}
+
+/// A JSON object whose fields are read with errors naming them.
+struct Object<'a>(&'a Map<String, Value>);
+
+impl Object<'_> {
+    fn get(&self, field: &str) -> Result<&Value, Invalid> {
+        self.0
+            .get(field)
+            .ok_or_else(|| Invalid::new(field, "is missing"))
+    }
+
+    /// A string of at most `max` characters (VARCHAR counts characters, not bytes), without NUL
+    /// (which PostgreSQL cannot store).
+    fn text(&self, field: &str, max: usize) -> Result<String, Invalid> {
+        let text = self
+            .get(field)?
+            .as_str()
+            .ok_or_else(|| Invalid::new(field, "must be a string"))?;
+        let chars = text.chars().count();
+        if chars > max {
+            return Err(Invalid::new(
+                field,
+                format!("must be at most {max} characters, got {chars}"),
+            ));
+        }
+        if text.contains('\0') {
+            return Err(Invalid::new(field, "must not contain NUL characters"));
+        }
+        Ok(text.to_owned())
+    }
+
+    fn non_empty_text(&self, field: &str, max: usize) -> Result<String, Invalid> {
+        let text = self.text(field, max)?;
+        if text.is_empty() {
+            return Err(Invalid::new(field, "must not be empty"));
+        }
+        Ok(text)
+    }
+
+    /// A non-negative integer that fits a BIGINT.
+    fn count(&self, field: &str) -> Result<i64, Invalid> {
+        self.get(field)?
+            .as_i64()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| {
+                Invalid::new(field, format!("must be an integer from 0 to {}", i64::MAX))
+            })
+    }
+
+    /// An RFC 3339 time with a zone, from year 1 to 9999, as UTC truncated to the microsecond
+    /// (the precision of PostgreSQL's TIMESTAMP, so both backends store the same value).
+    fn timestamp(&self, field: &str) -> Result<chrono::NaiveDateTime, Invalid> {
+        let text = self
+            .get(field)?
+            .as_str()
+            .ok_or_else(|| Invalid::new(field, "must be a string"))?;
+        let time = DateTime::parse_from_rfc3339(text)
+            .map_err(|e| {
+                Invalid::new(
+                    field,
+                    format!("must be an RFC 3339 time such as 2025-01-02T03:04:05Z: {e}"),
+                )
+            })?
+            .with_timezone(&Utc);
+        if !(1..=9999).contains(&time.year()) {
+            return Err(Invalid::new(field, "must be between the years 1 and 9999"));
+        }
+        Ok(time.trunc_subsecs(6).naive_utc())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn transfer() -> Value {
+        json!({
+            "jid": "alice@example.com/phone", "to_jid": "room@conference.example.com",
+            "filename": "AbC-_123", "real_filename": "Привет.txt", "file_type": "txt",
+            "chat_type": "groupchat", "file_server": "10.0.0.5",
+            "file_path": "/opt/mftFileStore/node_1/files/groupchat/20250102/03/AbC-_123",
+            "file_size": 10, "bytes_transferred": 0, "timestamp": "2025-01-02T04:04:05.123456789+01:00"
+        })
+    }
+
+    fn line(op: &str, transfer: Value) -> String {
+        json!({"version": 1, "id": 9, "op": op, "transfer": transfer}).to_string()
+    }
+
+    /// The field a request with `change` applied to its transfer is refused for.
+    fn refused_field(change: impl FnOnce(&mut Map<String, Value>)) -> (String, String) {
+        let mut t = transfer();
+        change(t.as_object_mut().unwrap());
+        let rejection = decode(&line("post", t)).expect_err("should be refused");
+        assert_eq!(rejection.id, Some(9));
+        (rejection.invalid.field, rejection.invalid.message)
+    }
+
+    #[test]
+    fn a_valid_post_becomes_its_row() {
+        let request = decode(&line("post", transfer())).unwrap();
+        assert_eq!(request.id, 9);
+        let Command::Insert(row) = request.command else {
+            panic!("expected an insert")
+        };
+        assert_eq!(row.method, "Post");
+        assert_eq!(row.jid, "alice@example.com/phone");
+        assert_eq!(row.real_filename, "Привет.txt");
+        assert_eq!(row.chat_type, "groupchat");
+        assert_eq!((row.file_size, row.bytes_transferred), (10, 0));
+        // UTC, truncated to microseconds.
+        assert_eq!(row.timestampvalue.to_string(), "2025-01-02 03:04:05.123456");
+    }
+
+    #[test]
+    fn get_start_and_get_end() {
+        let Command::Insert(row) = decode(&line("get_start", transfer())).unwrap().command else {
+            panic!("expected an insert")
+        };
+        assert_eq!(row.method, "Get");
+        let end =
+            decode(r#"{"version":1,"id":3,"op":"get_end","aft_index":12,"bytes_transferred":5}"#)
+                .unwrap();
+        assert_eq!(
+            end,
+            Request {
+                id: 3,
+                command: Command::GetEnd {
+                    aft_index: 12,
+                    bytes_transferred: 5
+                }
+            }
+        );
+        let e =
+            decode(r#"{"version":1,"id":3,"op":"get_end","aft_index":0,"bytes_transferred":5}"#)
+                .unwrap_err();
+        assert_eq!(e.invalid.field, "aft_index");
+        let e =
+            decode(r#"{"version":1,"id":3,"op":"get_end","aft_index":1,"bytes_transferred":-1}"#)
+                .unwrap_err();
+        assert_eq!(e.invalid.field, "bytes_transferred");
+    }
+
+    #[test]
+    fn limits_are_the_column_limits_in_characters() {
+        let at_limit = |field: &str, n: usize| {
+            let mut t = transfer();
+            t[field] = json!("é".repeat(n));
+            decode(&line("post", t)).is_ok()
+        };
+        for (field, max) in [
+            ("jid", 3071),
+            ("to_jid", 3071),
+            ("filename", 511),
+            ("real_filename", 511),
+            ("file_server", 511),
+            ("file_path", 4095),
+            ("file_type", 10),
+        ] {
+            assert!(at_limit(field, max), "{field} at {max} should pass");
+            assert!(
+                !at_limit(field, max + 1),
+                "{field} at {} should be refused",
+                max + 1
+            );
+            let (f, message) = refused_field(|t| t[field] = json!("x".repeat(max + 1)));
+            assert_eq!(f, field);
+            assert_eq!(
+                message,
+                format!("must be at most {max} characters, got {}", max + 1)
+            );
+        }
+    }
+
+    #[test]
+    fn each_bad_value_names_its_field() {
+        // The field changed (set to the value, or removed if None) is the field named.
+        let cases = [
+            ("jid", Some(json!(""))),
+            ("to_jid", None),
+            ("filename", Some(json!(""))),
+            ("chat_type", Some(json!("broadcast"))),
+            ("file_size", Some(json!(-1))),
+            ("file_size", Some(json!("10"))),
+            ("bytes_transferred", Some(json!(1.5))),
+            ("timestamp", Some(json!("2025-01-02 03:04:05"))),
+            ("timestamp", Some(json!("+10000-01-01T00:00:00Z"))),
+            ("real_filename", Some(json!("a\u{0}b"))),
+            ("file_type", Some(json!(7))),
+        ];
+        for (field, value) in cases {
+            let refused = refused_field(|t| match value {
+                Some(v) => {
+                    t.insert(field.into(), v);
+                }
+                None => {
+                    t.remove(field);
+                }
+            });
+            assert_eq!(refused.0, field);
+        }
+    }
+
+    #[test]
+    fn envelope_errors_name_their_field() {
+        let cases = [
+            ("{", None, "request"),
+            ("[1]", None, "request"),
+            (r#"{"version":1,"op":"post"}"#, None, "id"),
+            (r#"{"version":1,"id":-4,"op":"post"}"#, None, "id"),
+            (r#"{"version":2,"id":4,"op":"post"}"#, Some(4), "version"),
+            (r#"{"id":4,"op":"post"}"#, Some(4), "version"),
+            (r#"{"version":1,"id":4,"op":"put"}"#, Some(4), "op"),
+            (
+                r#"{"version":1,"id":4,"op":"post","transfer":"x"}"#,
+                Some(4),
+                "transfer",
+            ),
+            (
+                r#"{"version":1,"id":4,"op":"get_end","bytes_transferred":1}"#,
+                Some(4),
+                "aft_index",
+            ),
+        ];
+        for (text, id, field) in cases {
+            let e = decode(text).unwrap_err();
+            assert_eq!((e.id, e.invalid.field.as_str()), (id, field), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_rejection_replies_invalid_with_its_id() {
+        let reply = decode(r#"{"version":3,"id":4,"op":"post"}"#)
+            .unwrap_err()
+            .into_reply();
+        assert_eq!(reply.id, Some(4));
+        let Outcome::Invalid { field, message } = reply.outcome else {
+            panic!("expected Invalid")
+        };
+        assert_eq!(field, "version");
+        assert!(message.contains("speaks version 1"), "{message}");
+    }
+
+    #[test]
+    fn what_the_client_encodes_the_server_decodes() {
+        let t: crate::Transfer = serde_json::from_value(transfer()).unwrap();
+        let line = crate::protocol::Request {
+            version: PROTOCOL_VERSION,
+            id: 77,
+            op: crate::protocol::Op::Post { transfer: &t },
+        }
+        .to_line();
+        let Command::Insert(row) = decode(line.trim_end()).unwrap().command else {
+            panic!("expected an insert")
+        };
+        assert_eq!(row.filename, t.filename);
+        assert_eq!(row.timestampvalue, t.timestamp.trunc_subsecs(6).naive_utc());
+    }
+}

@@ -1,0 +1,724 @@
+//! The filesystem logic: inodes, open files and directory listings over an [`SftpBackend`].
+//!
+//! [`Filesystem`] is async and knows nothing of FUSE: it takes inode numbers, names and POSIX
+//! open flags, and answers with attributes, data or an [`FsError`]. `fuse.rs` only translates.
+//! Every operation goes to the server (no data cache here; the kernel caches attributes and
+//! entries for [`ATTR_TTL`]); writes return once the server acknowledged them, so `flush` has
+//! nothing left to send and `fsync` asks the server to sync its disk.
+
+pub mod error;
+pub mod inode;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+pub use error::{FsError, FsResult};
+pub use inode::{Ino, ROOT};
+
+use crate::backend::{
+    Attributes, FileKind, FsStats, OpenOptions, SetAttributes, SftpBackend, StatusCode,
+};
+use inode::InodeTable;
+
+/// How long the kernel may trust attributes and names before asking again. The directory can
+/// change on the server behind fsd's back (another node, a purge), so this stays short.
+pub const ATTR_TTL: Duration = Duration::from_secs(1);
+
+/// The inode number a directory listing shows for a name the kernel has not looked up yet
+/// (as libfuse does); a later lookup gives the real one.
+pub const UNKNOWN_INO: Ino = 0xffff_ffff;
+
+/// An inode and its attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InodeAttributes {
+    pub ino: Ino,
+    pub attrs: Attributes,
+}
+
+/// Attribute changes asked by `setattr`; `None` leaves one as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttributeChanges {
+    pub size: Option<u64>,
+    pub perm: Option<u16>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub atime: Option<SystemTime>,
+    pub mtime: Option<SystemTime>,
+}
+
+/// One entry of a directory listing, `.` and `..` included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedEntry {
+    pub ino: Ino,
+    pub kind: FileKind,
+    pub name: String,
+}
+
+/// The node directory on the file server, as a filesystem.
+pub struct Filesystem<B: SftpBackend> {
+    backend: B,
+    /// The node directory's absolute path on the server.
+    root: String,
+    inodes: Mutex<InodeTable>,
+    /// Open files by FUSE file handle; a request in flight holds its own reference.
+    files: Mutex<HashMap<u64, Arc<B::Handle>>>,
+    listings: Mutex<HashMap<u64, Arc<[ListedEntry]>>>,
+    next_handle: AtomicU64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().expect("filesystem state lock")
+}
+
+fn utf8(name: &OsStr) -> FsResult<&str> {
+    name.to_str()
+        .ok_or_else(|| FsError::InvalidName(name.to_owned()))
+}
+
+/// SFTP `pflags` for POSIX open flags.
+fn open_options(flags: i32) -> OpenOptions {
+    let access = flags & libc::O_ACCMODE;
+    OpenOptions {
+        read: access == libc::O_RDONLY || access == libc::O_RDWR,
+        write: access == libc::O_WRONLY || access == libc::O_RDWR,
+        append: flags & libc::O_APPEND != 0,
+        truncate: flags & libc::O_TRUNC != 0,
+        ..OpenOptions::default()
+    }
+}
+
+impl<B: SftpBackend> Filesystem<B> {
+    /// The filesystem of the directory `root` (an absolute server path) on `backend`.
+    pub fn new(backend: B, root: &str) -> Self {
+        let root = match root.trim_end_matches('/') {
+            "" => "/",
+            trimmed => trimmed,
+        };
+        Self {
+            backend,
+            root: root.to_owned(),
+            inodes: Mutex::new(InodeTable::default()),
+            files: Mutex::new(HashMap::new()),
+            listings: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+        }
+    }
+
+    /// The server path of inode `ino`.
+    fn path(&self, ino: Ino) -> FsResult<String> {
+        let inodes = lock(&self.inodes);
+        let names = inodes.names(ino).ok_or(FsError::StaleInode(ino))?;
+        Ok(self.join(&names))
+    }
+
+    /// The server path of `name` in the directory `parent`.
+    fn child_path(&self, parent: Ino, name: &str) -> FsResult<String> {
+        let inodes = lock(&self.inodes);
+        let mut names = inodes.names(parent).ok_or(FsError::StaleInode(parent))?;
+        names.push(name);
+        Ok(self.join(&names))
+    }
+
+    fn join(&self, names: &[&str]) -> String {
+        let mut path = self.root.clone();
+        for name in names {
+            if !path.ends_with('/') {
+                path.push('/');
+            }
+            path.push_str(name);
+        }
+        path
+    }
+
+    fn remember(&self, parent: Ino, name: &str, attrs: Attributes) -> InodeAttributes {
+        let ino = lock(&self.inodes).remember(parent, name, attrs.kind);
+        InodeAttributes { ino, attrs }
+    }
+
+    fn new_handle(&self) -> u64 {
+        self.next_handle.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn open_file(&self, fh: u64) -> FsResult<Arc<B::Handle>> {
+        lock(&self.files)
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle(fh))
+    }
+
+    /// Whether `path` exists, for explaining an `SSH_FX_FAILURE`.
+    async fn exists(&self, path: &str) -> bool {
+        self.backend.lstat(path).await.is_ok()
+    }
+
+    /// Looks `name` up in `parent`; the kernel now holds one more reference to the result.
+    pub async fn lookup(&self, parent: Ino, name: &OsStr) -> FsResult<InodeAttributes> {
+        let name = utf8(name)?;
+        let path = self.child_path(parent, name)?;
+        let attrs = self.backend.lstat(&path).await?;
+        Ok(self.remember(parent, name, attrs))
+    }
+
+    /// The kernel dropped `count` references to `ino`.
+    pub fn forget(&self, ino: Ino, count: u64) {
+        lock(&self.inodes).forget(ino, count);
+    }
+
+    /// The attributes of `ino`, through the open file `fh` if the kernel names one.
+    pub async fn getattr(&self, ino: Ino, fh: Option<u64>) -> FsResult<InodeAttributes> {
+        let open = fh.and_then(|fh| lock(&self.files).get(&fh).cloned());
+        let attrs = match open {
+            Some(open) => self.backend.fstat(&open).await?,
+            None => self.backend.lstat(&self.path(ino)?).await?,
+        };
+        Ok(InodeAttributes { ino, attrs })
+    }
+
+    /// Changes attributes of `ino` (truncation, mode, owner, times) and returns the new ones.
+    pub async fn setattr(
+        &self,
+        ino: Ino,
+        fh: Option<u64>,
+        changes: AttributeChanges,
+    ) -> FsResult<InodeAttributes> {
+        // SFTP sets owner and group together, and both times together: fill in the other half.
+        let partial_owner = changes.uid.is_some() != changes.gid.is_some();
+        let partial_times = changes.atime.is_some() != changes.mtime.is_some();
+        let current = if partial_owner || partial_times {
+            Some(self.getattr(ino, fh).await?.attrs)
+        } else {
+            None
+        };
+        let owner = (changes.uid.is_some() || changes.gid.is_some()).then(|| {
+            (
+                changes.uid.or(current.map(|a| a.uid)).unwrap_or_default(),
+                changes.gid.or(current.map(|a| a.gid)).unwrap_or_default(),
+            )
+        });
+        let times = (changes.atime.is_some() || changes.mtime.is_some()).then(|| {
+            (
+                changes
+                    .atime
+                    .or(current.map(|a| a.atime))
+                    .unwrap_or_else(SystemTime::now),
+                changes
+                    .mtime
+                    .or(current.map(|a| a.mtime))
+                    .unwrap_or_else(SystemTime::now),
+            )
+        });
+        let set = SetAttributes {
+            size: changes.size,
+            perm: changes.perm.map(|p| p & 0o7777),
+            owner,
+            times,
+        };
+        let open = fh.and_then(|fh| lock(&self.files).get(&fh).cloned());
+        match &open {
+            Some(open) => self.backend.fsetstat(open, set).await?,
+            None => self.backend.setstat(&self.path(ino)?, set).await?,
+        }
+        self.getattr(ino, fh).await
+    }
+
+    /// Makes the directory `name` in `parent` with permission bits `perm`.
+    pub async fn mkdir(&self, parent: Ino, name: &OsStr, perm: u16) -> FsResult<InodeAttributes> {
+        let name = utf8(name)?;
+        let path = self.child_path(parent, name)?;
+        if let Err(e) = self.backend.mkdir(&path, perm & 0o7777).await {
+            return Err(
+                if e.is_status(StatusCode::Failure) && self.exists(&path).await {
+                    FsError::AlreadyExists(path)
+                } else {
+                    e.into()
+                },
+            );
+        }
+        let attrs = self.backend.lstat(&path).await?;
+        Ok(self.remember(parent, name, attrs))
+    }
+
+    /// Creates (with `O_EXCL` in `flags`: only if it does not exist) and opens the file `name`
+    /// in `parent`. Returns its inode and the open file's handle.
+    pub async fn create(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        perm: u16,
+        flags: i32,
+    ) -> FsResult<(InodeAttributes, u64)> {
+        let name = utf8(name)?;
+        let path = self.child_path(parent, name)?;
+        let options = OpenOptions {
+            create: true,
+            exclusive: flags & libc::O_EXCL != 0,
+            ..open_options(flags)
+        };
+        let handle = match self.backend.open(&path, options, perm & 0o7777).await {
+            Ok(handle) => handle,
+            Err(e)
+                if options.exclusive
+                    && e.is_status(StatusCode::Failure)
+                    && self.exists(&path).await =>
+            {
+                return Err(FsError::AlreadyExists(path));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let attrs = match self.backend.fstat(&handle).await {
+            Ok(attrs) => attrs,
+            Err(e) => {
+                // Nothing will ever release this handle: close it now. The fstat error is the
+                // one that counts.
+                let _ = self.backend.close(&handle).await;
+                return Err(e.into());
+            }
+        };
+        let entry = self.remember(parent, name, attrs);
+        let fh = self.new_handle();
+        lock(&self.files).insert(fh, Arc::new(handle));
+        Ok((entry, fh))
+    }
+
+    /// Opens `ino` with POSIX open `flags`; returns the handle for reads and writes.
+    pub async fn open(&self, ino: Ino, flags: i32) -> FsResult<u64> {
+        let path = self.path(ino)?;
+        let handle = self.backend.open(&path, open_options(flags), 0).await?;
+        let fh = self.new_handle();
+        lock(&self.files).insert(fh, Arc::new(handle));
+        Ok(fh)
+    }
+
+    /// Up to `size` bytes at `offset` (fewer only at the end of the file).
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let open = self.open_file(fh)?;
+        Ok(self.backend.read(&open, offset, size).await?)
+    }
+
+    /// Writes `data` at `offset`; returns once the server has it.
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let open = self.open_file(fh)?;
+        self.backend.write(&open, offset, data).await?;
+        Ok(data.len() as u32)
+    }
+
+    /// `close(2)` of one descriptor: every write is already on the server, so there is nothing
+    /// to send; only the handle is checked.
+    pub fn flush(&self, fh: u64) -> FsResult<()> {
+        self.open_file(fh).map(drop)
+    }
+
+    /// Makes the file's data durable on the server's disk.
+    pub async fn fsync(&self, fh: u64) -> FsResult<()> {
+        let open = self.open_file(fh)?;
+        Ok(self.backend.fsync(&open).await?)
+    }
+
+    /// The last descriptor of `fh` is closed: close the file on the server.
+    pub async fn release(&self, fh: u64) -> FsResult<()> {
+        let open = lock(&self.files)
+            .remove(&fh)
+            .ok_or(FsError::BadHandle(fh))?;
+        Ok(self.backend.close(&open).await?)
+    }
+
+    /// Lists the directory `ino` once; `readdir` then pages through this listing.
+    pub async fn opendir(&self, ino: Ino) -> FsResult<u64> {
+        let path = self.path(ino)?;
+        let entries = self.backend.read_dir(&path).await?;
+        let inodes = lock(&self.inodes);
+        let parent = inodes.parent(ino).unwrap_or(ROOT);
+        let listing: Arc<[ListedEntry]> = [(ino, "."), (parent, "..")]
+            .into_iter()
+            .map(|(ino, name)| ListedEntry {
+                ino,
+                kind: FileKind::Directory,
+                name: name.to_owned(),
+            })
+            .chain(entries.into_iter().map(|entry| ListedEntry {
+                ino: inodes.child(ino, &entry.name).unwrap_or(UNKNOWN_INO),
+                kind: entry.attrs.kind,
+                name: entry.name,
+            }))
+            .collect();
+        drop(inodes);
+        let fh = self.new_handle();
+        lock(&self.listings).insert(fh, listing);
+        Ok(fh)
+    }
+
+    /// The listing of the open directory `fh` (the kernel pages through it by index).
+    pub fn readdir(&self, fh: u64) -> FsResult<Arc<[ListedEntry]>> {
+        lock(&self.listings)
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle(fh))
+    }
+
+    pub fn releasedir(&self, fh: u64) -> FsResult<()> {
+        lock(&self.listings)
+            .remove(&fh)
+            .map(drop)
+            .ok_or(FsError::BadHandle(fh))
+    }
+
+    /// Renames `name` in `parent` to `new_name` in `new_parent`. An existing target is replaced
+    /// atomically, unless `no_replace` (then it is an error).
+    pub async fn rename(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        new_parent: Ino,
+        new_name: &OsStr,
+        no_replace: bool,
+    ) -> FsResult<()> {
+        let (name, new_name) = (utf8(name)?, utf8(new_name)?);
+        let from = self.child_path(parent, name)?;
+        let to = self.child_path(new_parent, new_name)?;
+        if let Err(e) = self.backend.rename(&from, &to, !no_replace).await {
+            return Err(if !e.is_status(StatusCode::Failure) {
+                e.into()
+            } else if no_replace && self.exists(&to).await {
+                FsError::AlreadyExists(to)
+            } else if self.has_entries(&to).await {
+                FsError::NotEmpty(to)
+            } else {
+                e.into()
+            });
+        }
+        lock(&self.inodes).rename(parent, name, new_parent, new_name);
+        Ok(())
+    }
+
+    /// Whether `path` is a directory with entries, for explaining an `SSH_FX_FAILURE`.
+    async fn has_entries(&self, path: &str) -> bool {
+        self.backend
+            .read_dir(path)
+            .await
+            .is_ok_and(|entries| !entries.is_empty())
+    }
+
+    /// Removes the file `name` from `parent`.
+    pub async fn unlink(&self, parent: Ino, name: &OsStr) -> FsResult<()> {
+        let name = utf8(name)?;
+        self.backend.remove(&self.child_path(parent, name)?).await?;
+        lock(&self.inodes).unlink(parent, name);
+        Ok(())
+    }
+
+    /// Removes the empty directory `name` from `parent`.
+    pub async fn rmdir(&self, parent: Ino, name: &OsStr) -> FsResult<()> {
+        let name = utf8(name)?;
+        let path = self.child_path(parent, name)?;
+        if let Err(e) = self.backend.rmdir(&path).await {
+            return Err(
+                if e.is_status(StatusCode::Failure) && self.has_entries(&path).await {
+                    FsError::NotEmpty(path)
+                } else {
+                    e.into()
+                },
+            );
+        }
+        lock(&self.inodes).unlink(parent, name);
+        Ok(())
+    }
+
+    /// Space and inode counts of the server's file system. A server without
+    /// `statvfs@openssh.com` gets zeros (`df` shows the mount, with no numbers).
+    pub async fn statfs(&self) -> FsResult<FsStats> {
+        match self.backend.statvfs(&self.root).await {
+            Err(e) if e.is_status(StatusCode::OpUnsupported) => Ok(FsStats {
+                block_size: 4096,
+                name_max: 255,
+                ..FsStats::default()
+            }),
+            other => Ok(other?),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+
+    const ROOT_DIR: &str = "/srv/node_1";
+
+    fn fs() -> Filesystem<MemoryBackend> {
+        Filesystem::new(MemoryBackend::new(ROOT_DIR), ROOT_DIR)
+    }
+
+    fn name(s: &str) -> &OsStr {
+        OsStr::new(s)
+    }
+
+    async fn write_file(
+        fs: &Filesystem<MemoryBackend>,
+        parent: Ino,
+        file: &str,
+        data: &[u8],
+    ) -> Ino {
+        let (entry, fh) = fs
+            .create(parent, name(file), 0o644, libc::O_WRONLY)
+            .await
+            .unwrap();
+        assert_eq!(fs.write(fh, 0, data).await.unwrap(), data.len() as u32);
+        fs.fsync(fh).await.unwrap();
+        fs.release(fh).await.unwrap();
+        entry.ino
+    }
+
+    async fn read_all(fs: &Filesystem<MemoryBackend>, ino: Ino) -> Vec<u8> {
+        let fh = fs.open(ino, libc::O_RDONLY).await.unwrap();
+        let mut out = Vec::new();
+        loop {
+            let chunk = fs.read(fh, out.len() as u64, 7).await.unwrap();
+            if chunk.is_empty() {
+                break;
+            }
+            out.extend(chunk);
+        }
+        fs.release(fh).await.unwrap();
+        out
+    }
+
+    async fn names_in(fs: &Filesystem<MemoryBackend>, dir: Ino) -> Vec<String> {
+        let fh = fs.opendir(dir).await.unwrap();
+        let names = fs
+            .readdir(fh)
+            .unwrap()
+            .iter()
+            .map(|e| e.name.clone())
+            .collect();
+        fs.releasedir(fh).unwrap();
+        names
+    }
+
+    #[tokio::test]
+    async fn create_write_read_and_the_server_has_the_bytes() {
+        let fs = fs();
+        let ino = write_file(&fs, ROOT, "a.txt", b"hello, file server").await;
+        assert_eq!(read_all(&fs, ino).await, b"hello, file server");
+        assert_eq!(fs.getattr(ino, None).await.unwrap().attrs.size, 18);
+        let server = fs.backend;
+        assert_eq!(
+            server.file_content("/srv/node_1/a.txt").unwrap(),
+            b"hello, file server"
+        );
+        assert_eq!(server.fsync_count(), 1);
+        assert_eq!(server.open_handles(), 0, "release closed every handle");
+    }
+
+    #[tokio::test]
+    async fn exclusive_create_of_an_existing_file_is_eexist() {
+        let fs = fs();
+        write_file(&fs, ROOT, "a", b"1").await;
+        let err = fs
+            .create(ROOT, name("a"), 0o644, libc::O_WRONLY | libc::O_EXCL)
+            .await
+            .unwrap_err();
+        assert_eq!(err.errno(), libc::EEXIST, "{err}");
+        // Without O_EXCL, create opens the existing file.
+        let (_, fh) = fs
+            .create(ROOT, name("a"), 0o644, libc::O_WRONLY)
+            .await
+            .unwrap();
+        fs.release(fh).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn rename_replaces_the_target_and_keeps_the_inode() {
+        let fs = fs();
+        let old = write_file(&fs, ROOT, "final", b"old").await;
+        let tmp = write_file(&fs, ROOT, ".tmp", b"new content").await;
+        fs.rename(ROOT, name(".tmp"), ROOT, name("final"), false)
+            .await
+            .unwrap();
+        let looked_up = fs.lookup(ROOT, name("final")).await.unwrap();
+        assert_eq!(looked_up.ino, tmp, "the renamed file keeps its inode");
+        assert_ne!(looked_up.ino, old);
+        assert_eq!(read_all(&fs, tmp).await, b"new content");
+        assert_eq!(
+            fs.getattr(old, None).await.unwrap_err().errno(),
+            libc::ENOENT
+        );
+        assert_eq!(names_in(&fs, ROOT).await, vec![".", "..", "final"]);
+    }
+
+    #[tokio::test]
+    async fn rename_noreplace_refuses_an_existing_target() {
+        let fs = fs();
+        write_file(&fs, ROOT, "a", b"a").await;
+        write_file(&fs, ROOT, "b", b"b").await;
+        let err = fs
+            .rename(ROOT, name("a"), ROOT, name("b"), true)
+            .await
+            .unwrap_err();
+        assert_eq!(err.errno(), libc::EEXIST, "{err}");
+        assert_eq!(fs.backend.file_content("/srv/node_1/b").unwrap(), b"b");
+    }
+
+    #[tokio::test]
+    async fn renaming_a_directory_keeps_the_inodes_below_it() {
+        let fs = fs();
+        let dir = fs.mkdir(ROOT, name("d"), 0o755).await.unwrap().ino;
+        let file = write_file(&fs, dir, "f", b"x").await;
+        fs.rename(ROOT, name("d"), ROOT, name("e"), false)
+            .await
+            .unwrap();
+        assert_eq!(fs.lookup(ROOT, name("e")).await.unwrap().ino, dir);
+        assert_eq!(fs.lookup(dir, name("f")).await.unwrap().ino, file);
+        assert_eq!(read_all(&fs, file).await, b"x");
+        assert_eq!(
+            fs.lookup(ROOT, name("d")).await.unwrap_err().errno(),
+            libc::ENOENT
+        );
+    }
+
+    #[tokio::test]
+    async fn mkdir_rmdir_and_their_errors() {
+        let fs = fs();
+        let a = fs.mkdir(ROOT, name("a"), 0o755).await.unwrap();
+        assert_eq!(a.attrs.kind, FileKind::Directory);
+        assert_eq!(
+            fs.mkdir(ROOT, name("a"), 0o755).await.unwrap_err().errno(),
+            libc::EEXIST
+        );
+        let b = fs.mkdir(a.ino, name("b"), 0o755).await.unwrap();
+        assert_eq!(
+            fs.rmdir(ROOT, name("a")).await.unwrap_err().errno(),
+            libc::ENOTEMPTY
+        );
+        fs.rmdir(a.ino, name("b")).await.unwrap();
+        fs.rmdir(ROOT, name("a")).await.unwrap();
+        assert_eq!(
+            fs.getattr(b.ino, None).await.unwrap_err().errno(),
+            libc::ENOENT
+        );
+        assert_eq!(
+            fs.rmdir(ROOT, name("a")).await.unwrap_err().errno(),
+            libc::ENOENT
+        );
+        assert_eq!(
+            fs.mkdir(b.ino, name("c"), 0o755).await.unwrap_err().errno(),
+            libc::ENOENT
+        );
+    }
+
+    #[tokio::test]
+    async fn readdir_lists_dot_entries_and_known_inodes() {
+        let fs = fs();
+        let dir = fs.mkdir(ROOT, name("d"), 0o755).await.unwrap().ino;
+        let known = write_file(&fs, dir, "known", b"").await;
+        fs.backend
+            .mkdir("/srv/node_1/d/made-on-the-server", 0o755)
+            .await
+            .unwrap();
+        let fh = fs.opendir(dir).await.unwrap();
+        let listing = fs.readdir(fh).unwrap();
+        fs.releasedir(fh).unwrap();
+        let by_name = |n: &str| listing.iter().find(|e| e.name == n).cloned().unwrap();
+        assert_eq!(listing.len(), 4);
+        assert_eq!(by_name(".").ino, dir);
+        assert_eq!(by_name("..").ino, ROOT);
+        assert_eq!(by_name("known").ino, known);
+        assert_eq!(by_name("known").kind, FileKind::RegularFile);
+        assert_eq!(by_name("made-on-the-server").ino, UNKNOWN_INO);
+        assert_eq!(by_name("made-on-the-server").kind, FileKind::Directory);
+        assert_eq!(fs.readdir(fh).unwrap_err().errno(), libc::EBADF);
+    }
+
+    #[tokio::test]
+    async fn unlink_keeps_an_open_file_readable() {
+        let fs = fs();
+        let ino = write_file(&fs, ROOT, "f", b"still here").await;
+        let fh = fs.open(ino, libc::O_RDONLY).await.unwrap();
+        fs.unlink(ROOT, name("f")).await.unwrap();
+        assert_eq!(
+            fs.lookup(ROOT, name("f")).await.unwrap_err().errno(),
+            libc::ENOENT
+        );
+        assert_eq!(fs.read(fh, 0, 100).await.unwrap(), b"still here");
+        assert_eq!(fs.getattr(ino, Some(fh)).await.unwrap().attrs.size, 10);
+        fs.release(fh).await.unwrap();
+        assert_eq!(
+            fs.unlink(ROOT, name("f")).await.unwrap_err().errno(),
+            libc::ENOENT
+        );
+    }
+
+    #[tokio::test]
+    async fn setattr_truncates_and_fills_in_half_given_pairs() {
+        let fs = fs();
+        let ino = write_file(&fs, ROOT, "f", b"0123456789").await;
+        let attrs = fs
+            .setattr(
+                ino,
+                None,
+                AttributeChanges {
+                    size: Some(4),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(attrs.attrs.size, 4);
+        assert_eq!(read_all(&fs, ino).await, b"0123");
+        let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let attrs = fs
+            .setattr(
+                ino,
+                None,
+                AttributeChanges {
+                    mtime: Some(mtime),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(attrs.attrs.mtime, mtime);
+    }
+
+    #[tokio::test]
+    async fn released_handles_and_bad_names_are_refused() {
+        let fs = fs();
+        let ino = write_file(&fs, ROOT, "f", b"x").await;
+        let fh = fs.open(ino, libc::O_RDONLY).await.unwrap();
+        fs.release(fh).await.unwrap();
+        assert_eq!(fs.read(fh, 0, 1).await.unwrap_err().errno(), libc::EBADF);
+        assert_eq!(fs.flush(fh).unwrap_err().errno(), libc::EBADF);
+        use std::os::unix::ffi::OsStrExt;
+        let bad = OsStr::from_bytes(b"\xff");
+        assert_eq!(
+            fs.lookup(ROOT, bad).await.unwrap_err().errno(),
+            libc::EINVAL
+        );
+    }
+
+    #[tokio::test]
+    async fn statfs_reports_the_servers_numbers() {
+        let fs = fs();
+        let stats = fs.statfs().await.unwrap();
+        assert!(stats.blocks > 0 && stats.block_size == 4096 && stats.name_max == 255);
+    }
+
+    #[tokio::test]
+    async fn forgotten_inodes_leave_the_table() {
+        let fs = fs();
+        let dir = fs.mkdir(ROOT, name("d"), 0o755).await.unwrap().ino;
+        let file = write_file(&fs, dir, "f", b"x").await;
+        assert_eq!(lock(&fs.inodes).len(), 3);
+        fs.forget(file, 1);
+        fs.forget(dir, 1);
+        assert_eq!(lock(&fs.inodes).len(), 1);
+        // Looked up again, the names get new inodes and still work.
+        let dir = fs.lookup(ROOT, name("d")).await.unwrap().ino;
+        let file = fs.lookup(dir, name("f")).await.unwrap().ino;
+        assert_eq!(read_all(&fs, file).await, b"x");
+    }
+}

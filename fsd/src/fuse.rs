@@ -1,0 +1,575 @@
+//! The FUSE glue: `fuser::Filesystem` callbacks that translate to [`Filesystem`] and back.
+//!
+//! Every callback does the same four things: trace the call, run the operation, reply, or map
+//! the error to an errno ([`FsError::errno`]). Operations that touch the network run as tasks on
+//! the tokio runtime and reply from there (fuser's `Reply*` types are `Send`), so fuser's one
+//! dispatch thread never waits for the file server and many requests are in flight at once.
+//! Nothing here decides anything about files.
+
+use std::ffi::OsStr;
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
+    MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, SessionACL, TimeOrNow,
+    WriteFlags,
+};
+
+use crate::backend::{FileKind, SftpBackend};
+use crate::fs::{AttributeChanges, Filesystem, FsError, InodeAttributes, ATTR_TTL};
+
+/// The largest write the kernel sends in one request.
+pub const MAX_WRITE: u32 = 1024 * 1024;
+/// How much the kernel reads ahead of a sequential reader.
+const MAX_READAHEAD: u32 = 1024 * 1024;
+/// Asynchronous requests (read-ahead) the kernel keeps in flight.
+const MAX_BACKGROUND: u16 = 64;
+
+/// A [`Filesystem`] served to the kernel.
+pub struct FuseFilesystem<B: SftpBackend> {
+    fs: Arc<Filesystem<B>>,
+    runtime: tokio::runtime::Handle,
+}
+
+/// A mounted filesystem, served by fuser's background thread.
+pub struct Mounted {
+    session: fuser::BackgroundSession,
+    mount_point: PathBuf,
+}
+
+/// Mounts `fs` at `mount_point` and serves it from a background thread until
+/// [`Mounted::unmount`].
+///
+/// Mount options: `allow_other` (httpd may run as another user than fsd), `auto_unmount` (a
+/// helper `fusermount3` unmounts when fsd dies, even by SIGKILL), `nodev`, `nosuid`. No
+/// `default_permissions`: the file server checks permissions as the SSH user.
+pub fn mount<B: SftpBackend>(
+    fs: Arc<Filesystem<B>>,
+    runtime: tokio::runtime::Handle,
+    mount_point: &Path,
+) -> io::Result<Mounted> {
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::FSName("mft-fsd".into()),
+        MountOption::Subtype("mft-fsd".into()),
+        MountOption::AutoUnmount,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    config.acl = SessionACL::All;
+    let session = fuser::spawn_mount(FuseFilesystem { fs, runtime }, mount_point, &config)?;
+    Ok(Mounted {
+        session,
+        mount_point: mount_point.to_owned(),
+    })
+}
+
+impl Mounted {
+    /// Whether the kernel still talks to fsd (false once someone else unmounted it).
+    pub fn is_serving(&self) -> bool {
+        !self.session.guard.is_finished()
+    }
+
+    /// Detaches the mount (`fusermount3 -u -z`: fusermount3's auto-unmount acts only once fsd
+    /// is dead, so a clean stop unmounts itself). Files still open keep working until closed;
+    /// fsd waits for that up to `grace`, then leaves them to fail with ENOTCONN.
+    pub fn unmount(self, grace: Duration) -> io::Result<()> {
+        let status = Command::new("fusermount3")
+            .args(["-u", "-z"])
+            .arg(&self.mount_point)
+            .status()?;
+        if !status.success() {
+            return Err(io::Error::other(format!(
+                "fusermount3 -u -z {} failed ({status})",
+                self.mount_point.display()
+            )));
+        }
+        let deadline = Instant::now() + grace;
+        while self.is_serving() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if self.is_serving() {
+            log::warn!(
+                "files are still open on the detached mount {} after {grace:?}; they will fail",
+                self.mount_point.display()
+            );
+            return Ok(());
+        }
+        self.session.join()
+    }
+}
+
+impl<B: SftpBackend> FuseFilesystem<B> {
+    /// Runs `op` on the runtime with the filesystem; it replies when done.
+    fn run<F, Fut>(&self, op: F)
+    where
+        F: FnOnce(Arc<Filesystem<B>>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.runtime.spawn(op(self.fs.clone()));
+    }
+}
+
+/// The errno for a failed operation, logged once here where it is handled.
+fn fail(op: &str, error: &FsError) -> Errno {
+    if error.is_expected() {
+        log::debug!("{op}: {error}");
+    } else {
+        log::warn!("{op} failed: {error}");
+    }
+    Errno::from_i32(error.errno())
+}
+
+fn file_attr(entry: &InodeAttributes) -> FileAttr {
+    let a = &entry.attrs;
+    FileAttr {
+        ino: INodeNo(entry.ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: a.atime,
+        mtime: a.mtime,
+        // SFTP version 3 has no change time; the modification time is the closest.
+        ctime: a.mtime,
+        crtime: a.mtime,
+        kind: file_type(a.kind),
+        perm: a.perm,
+        // 1 means "not counted": tools like find then do not skip subdirectories.
+        nlink: 1,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        // Tools size their buffers by this: one buffer, one FUSE write.
+        blksize: MAX_WRITE,
+        flags: 0,
+    }
+}
+
+fn file_type(kind: FileKind) -> fuser::FileType {
+    match kind {
+        FileKind::Directory => fuser::FileType::Directory,
+        FileKind::RegularFile => fuser::FileType::RegularFile,
+        FileKind::Symlink => fuser::FileType::Symlink,
+        FileKind::Other => fuser::FileType::NamedPipe,
+    }
+}
+
+fn time(t: TimeOrNow) -> SystemTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+/// Permission bits of a new file: `mode` without the type and without `umask`.
+fn perm(mode: u32, umask: u32) -> u16 {
+    (mode & !umask & 0o7777) as u16
+}
+
+impl<B: SftpBackend> fuser::Filesystem for FuseFilesystem<B> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // Each setter answers the nearest acceptable value when it refuses one.
+        if let Err(nearest) = config.set_max_write(MAX_WRITE) {
+            let _ = config.set_max_write(nearest);
+        }
+        if let Err(nearest) = config.set_max_readahead(MAX_READAHEAD) {
+            let _ = config.set_max_readahead(nearest);
+        }
+        let _ = config.set_max_background(MAX_BACKGROUND);
+        Ok(())
+    }
+
+    // Extended attributes, access(2) and copy_file_range are not supported. ENOSYS (which
+    // fuser's defaults also answer, with a warning each) makes the kernel stop asking: it then
+    // answers EOPNOTSUPP for xattrs, lets the file server decide on access, and copies by
+    // reading and writing.
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: fuser::ReplyXattr,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        _fh_in: FileHandle,
+        _offset_in: u64,
+        _ino_out: INodeNo,
+        _fh_out: FileHandle,
+        _offset_out: u64,
+        _len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        log::trace!("lookup(parent {parent}, {name:?})");
+        let name = name.to_owned();
+        self.run(|fs| async move {
+            match fs.lookup(parent.0, &name).await {
+                Ok(entry) => reply.entry(&ATTR_TTL, &file_attr(&entry), Generation(0)),
+                Err(e) => reply.error(fail("lookup", &e)),
+            }
+        });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        log::trace!("forget(inode {ino}, {nlookup})");
+        self.fs.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        log::trace!("getattr(inode {ino}, fh {fh:?})");
+        self.run(|fs| async move {
+            match fs.getattr(ino.0, fh.map(|fh| fh.0)).await {
+                Ok(entry) => reply.attr(&ATTR_TTL, &file_attr(&entry)),
+                Err(e) => reply.error(fail("getattr", &e)),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        log::trace!("setattr(inode {ino}, mode {mode:?}, uid {uid:?}, gid {gid:?}, size {size:?}, fh {fh:?})");
+        let changes = AttributeChanges {
+            size,
+            perm: mode.map(|m| (m & 0o7777) as u16),
+            uid,
+            gid,
+            atime: atime.map(time),
+            mtime: mtime.map(time),
+        };
+        self.run(|fs| async move {
+            match fs.setattr(ino.0, fh.map(|fh| fh.0), changes).await {
+                Ok(entry) => reply.attr(&ATTR_TTL, &file_attr(&entry)),
+                Err(e) => reply.error(fail("setattr", &e)),
+            }
+        });
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        log::trace!("mkdir(parent {parent}, {name:?}, {mode:o})");
+        let name = name.to_owned();
+        self.run(|fs| async move {
+            match fs.mkdir(parent.0, &name, perm(mode, umask)).await {
+                Ok(entry) => reply.entry(&ATTR_TTL, &file_attr(&entry), Generation(0)),
+                Err(e) => reply.error(fail("mkdir", &e)),
+            }
+        });
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        log::trace!("unlink(parent {parent}, {name:?})");
+        let name = name.to_owned();
+        self.run(|fs| async move {
+            match fs.unlink(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("unlink", &e)),
+            }
+        });
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        log::trace!("rmdir(parent {parent}, {name:?})");
+        let name = name.to_owned();
+        self.run(|fs| async move {
+            match fs.rmdir(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("rmdir", &e)),
+            }
+        });
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        log::trace!("rename(parent {parent}, {name:?}, parent {newparent}, {newname:?}, {flags})");
+        let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        let unsupported = flags.difference(RenameFlags::RENAME_NOREPLACE);
+        if !unsupported.is_empty() {
+            reply.error(fail(
+                "rename",
+                &FsError::UnsupportedRename(unsupported.bits()),
+            ));
+            return;
+        }
+        let (name, newname) = (name.to_owned(), newname.to_owned());
+        self.run(|fs| async move {
+            match fs
+                .rename(parent.0, &name, newparent.0, &newname, no_replace)
+                .await
+            {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("rename", &e)),
+            }
+        });
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        log::trace!("open(inode {ino}, {:#o})", flags.0);
+        self.run(|fs| async move {
+            match fs.open(ino.0, flags.0).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(fail("open", &e)),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        log::trace!("read(inode {ino}, fh {fh}, {size} at {offset})");
+        self.run(|fs| async move {
+            match fs.read(fh.0, offset, size).await {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(fail("read", &e)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        log::trace!("write(inode {ino}, fh {fh}, {} at {offset})", data.len());
+        let data = data.to_vec();
+        self.run(|fs| async move {
+            match fs.write(fh.0, offset, &data).await {
+                Ok(written) => reply.written(written),
+                Err(e) => reply.error(fail("write", &e)),
+            }
+        });
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        log::trace!("flush(inode {ino}, fh {fh})");
+        match self.fs.flush(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("flush", &e)),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        log::trace!("release(inode {ino}, fh {fh})");
+        self.run(|fs| async move {
+            match fs.release(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("release", &e)),
+            }
+        });
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        log::trace!("fsync(inode {ino}, fh {fh}, datasync {datasync})");
+        self.run(|fs| async move {
+            match fs.fsync(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("fsync", &e)),
+            }
+        });
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        log::trace!("opendir(inode {ino})");
+        self.run(|fs| async move {
+            match fs.opendir(ino.0).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(fail("opendir", &e)),
+            }
+        });
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        log::trace!("readdir(inode {ino}, fh {fh}, from {offset})");
+        match self.fs.readdir(fh.0) {
+            Ok(listing) => {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                for (index, entry) in listing.iter().enumerate().skip(start) {
+                    // The offset of an entry is where the next readdir starts.
+                    if reply.add(
+                        INodeNo(entry.ino),
+                        index as u64 + 1,
+                        file_type(entry.kind),
+                        &entry.name,
+                    ) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(fail("readdir", &e)),
+        }
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        log::trace!("releasedir(inode {ino}, fh {fh})");
+        match self.fs.releasedir(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("releasedir", &e)),
+        }
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // SFTP has no way to sync a directory; a rename is as durable as the server's file
+        // system makes it (journaled on ext4 and XFS). See docs/fsd-semantics.md.
+        log::trace!("fsyncdir(inode {ino}, fh {fh})");
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        log::trace!("statfs(inode {ino})");
+        self.run(|fs| async move {
+            match fs.statfs().await {
+                Ok(s) => reply.statfs(
+                    s.blocks,
+                    s.blocks_free,
+                    s.blocks_avail,
+                    s.files,
+                    s.files_free,
+                    u32::try_from(s.block_size).unwrap_or(4096),
+                    u32::try_from(s.name_max).unwrap_or(255),
+                    u32::try_from(s.block_size).unwrap_or(4096),
+                ),
+                Err(e) => reply.error(fail("statfs", &e)),
+            }
+        });
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        log::trace!("create(parent {parent}, {name:?}, {mode:o}, {flags:#o})");
+        let name = name.to_owned();
+        self.run(|fs| async move {
+            match fs.create(parent.0, &name, perm(mode, umask), flags).await {
+                Ok((entry, fh)) => reply.created(
+                    &ATTR_TTL,
+                    &file_attr(&entry),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(fail("create", &e)),
+            }
+        });
+    }
+}

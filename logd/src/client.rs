@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 use crate::protocol::{Op, Outcome, Reply, Request, PROTOCOL_VERSION};
-use crate::Transfer;
+use crate::{LogdStatus, Transfer};
 
 /// How long one call may take, connection included, unless [`LogdClient::with_timeout`] says.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,18 +61,18 @@ impl LogdClient {
 
     /// A completed upload: returns the committed row's aft_index.
     pub async fn post(&self, t: &Transfer) -> Result<i64, LogdError> {
-        self.call(Op::Post { transfer: t }).await
+        self.record(Op::Post { transfer: t }).await
     }
 
     /// A download about to start: inserts its Get row (bytes_transferred as given, normally 0)
     /// and returns aft_index once committed.
     pub async fn get_start(&self, t: &Transfer) -> Result<i64, LogdError> {
-        self.call(Op::GetStart { transfer: t }).await
+        self.record(Op::GetStart { transfer: t }).await
     }
 
     /// The download ended (completed or broke off): sets bytes_transferred of that row, committed.
     pub async fn get_end(&self, aft_index: i64, bytes_transferred: i64) -> Result<(), LogdError> {
-        self.call(Op::GetEnd {
+        self.record(Op::GetEnd {
             aft_index,
             bytes_transferred,
         })
@@ -80,7 +80,24 @@ impl LogdClient {
         .map(drop)
     }
 
-    async fn call(&self, op: Op<'_>) -> Result<i64, LogdError> {
+    /// logd's database checks (measured now), raised alarms and counters.
+    pub async fn status(&self) -> Result<LogdStatus, LogdError> {
+        match self.call(Op::Status).await? {
+            Outcome::Report { report } => Ok(report),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// An event request, whose answer is an aft_index.
+    async fn record(&self, op: Op<'_>) -> Result<i64, LogdError> {
+        match self.call(op).await? {
+            Outcome::Ok { aft_index } => Ok(aft_index),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sends `op` and returns its reply's outcome; `invalid` and `database` replies as errors.
+    async fn call(&self, op: Op<'_>) -> Result<Outcome, LogdError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let line = Request {
             version: PROTOCOL_VERSION,
@@ -104,9 +121,9 @@ impl LogdClient {
             )));
         }
         match reply.outcome {
-            Outcome::Ok { aft_index } => Ok(aft_index),
             Outcome::Invalid { field, message } => Err(LogdError::Invalid { field, message }),
             Outcome::Database { message } => Err(LogdError::Database(message)),
+            outcome @ (Outcome::Ok { .. } | Outcome::Report { .. }) => Ok(outcome),
         }
     }
 
@@ -137,6 +154,11 @@ impl LogdClient {
         serde_json::from_str(&reply)
             .map_err(|e| LogdError::Unavailable(format!("unreadable reply {reply:?}: {e}")))
     }
+}
+
+/// A reply of the wrong kind for its request: logd is not speaking the protocol.
+fn unexpected(outcome: Outcome) -> LogdError {
+    LogdError::Unavailable(format!("unexpected reply {outcome:?}"))
 }
 
 #[cfg(test)]
@@ -216,6 +238,39 @@ mod tests {
             Err(LogdError::Database(m)) => assert_eq!(m, "disk full"),
             other => panic!("expected Database, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn status_returns_the_report_and_refuses_other_replies() {
+        let (_dir, client) = fake_logd(|req| {
+            assert_eq!(req["op"], "status");
+            format!(
+                "{{\"id\":{},\"status\":\"report\",\"report\":{{\"checks\":[],\"alarms\":[\"MftDbConnectError\"],\
+                 \"counters\":{{\"committed\":{{\"post\":4,\"get_start\":1,\"get_end\":1}},\"batches\":3,\
+                 \"failed_events\":2,\"last_batch_size\":1,\"uptime_seconds\":9}}}}}}\n",
+                req["id"]
+            )
+        })
+        .await;
+        let status = client.status().await.unwrap();
+        assert_eq!(status.alarms, ["MftDbConnectError"]);
+        assert_eq!(
+            (status.counters.committed.post, status.counters.batches),
+            (4, 3)
+        );
+        assert!(!status.healthy());
+
+        let (_dir, client) = fake_logd(|req| {
+            format!(
+                "{{\"id\":{},\"status\":\"ok\",\"aft_index\":1}}\n",
+                req["id"]
+            )
+        })
+        .await;
+        assert!(matches!(
+            client.status().await,
+            Err(LogdError::Unavailable(_))
+        ));
     }
 
     #[tokio::test]

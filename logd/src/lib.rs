@@ -7,21 +7,32 @@
 //! - [`LogdClient`], the async client, and its [`LogdError`];
 //! - the wire format they share (newline-delimited JSON, see `docs/logd-protocol.md`).
 //!
+//! - [`LogdStatus`], what a running logd reports about itself (checks, alarms, counters).
+//!
 //! With the `server` feature (default), the daemon itself: request validation, the batching
-//! policy, the group-commit writer, the diesel store with its migrations and schema check, and
-//! the socket server ([`server::run`]).
+//! policy, the group-commit writer, the diesel store with its migrations and schema check, the
+//! alarms and counters, the socket server ([`server::run`]); and the operator commands
+//! [`checks`] (`logd check`) and [`purge`] (`logd purge`).
 
 mod client;
 mod event;
 mod protocol;
+mod status;
 
 pub use client::{LogdClient, LogdError};
 pub use event::Transfer;
+pub use status::{Check, Committed, Counters, LogdStatus};
 
 #[cfg(feature = "server")]
 mod batch;
 #[cfg(feature = "server")]
+pub mod checks;
+#[cfg(feature = "server")]
 pub mod db;
+#[cfg(feature = "server")]
+mod health;
+#[cfg(feature = "server")]
+pub mod purge;
 #[cfg(feature = "server")]
 mod request;
 #[cfg(feature = "server")]

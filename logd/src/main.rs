@@ -1,9 +1,16 @@
-//! `logd --config PATH`: the node's audit writer daemon. Reads the node configuration, opens
-//! and verifies the `aft_log` database, serves the socket until SIGTERM or SIGINT.
+//! `logd`: the node's audit writer.
+//! - `logd [--config PATH]` reads the node configuration, opens and verifies the `aft_log`
+//!   database, serves the socket until SIGTERM or SIGINT;
+//! - `logd check` runs the seed's database tests against the configured database;
+//! - `logd purge` purges rows (and files) as `logd::purge` describes.
+//!
+//! Only argument parsing and output live here.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use clap::Parser;
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Records the node's transfers in the aft_log database for httpd.
@@ -11,30 +18,147 @@ use tokio::signal::unix::{signal, SignalKind};
 #[command(version, about)]
 struct Args {
     /// The node configuration file.
-    #[arg(long, value_name = "PATH", default_value = "/etc/mft/node.toml")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/etc/mft/node.toml",
+        global = true
+    )]
     config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-#[tokio::main]
-async fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    if let Err(e) = run(Args::parse()).await {
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the database tests (reachable, connected, schema verified) directly against the
+    /// configured database, one line each; exits 1 if any fails.
+    Check,
+    /// Purges aft_log rows (and, with --delete-files, the uploaded files): lists what would go
+    /// unless --execute. Nothing of the current UTC hour is ever touched.
+    Purge(PurgeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct PurgeArgs {
+    /// Only uploads (post) or downloads (get).
+    #[arg(long, value_enum)]
+    method: Option<Method>,
+    /// Only rows whose jid starts with PATTERN, e.g. alice@example.com.
+    #[arg(long, value_name = "PATTERN")]
+    jid: Option<String>,
+    /// Only rows of this chat type.
+    #[arg(long, value_parser = ["im", "groupchat", "persistent"])]
+    chat_type: Option<String>,
+    /// Only rows older than TIME (UTC, "YYYY-MM-DD HH:MM:SS" or RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = logd::purge::parse_time)]
+    before: Option<chrono::NaiveDateTime>,
+    /// Only rows newer than TIME (UTC, "YYYY-MM-DD HH:MM:SS" or RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = logd::purge::parse_time)]
+    after: Option<chrono::NaiveDateTime>,
+    /// Every row (older than the current UTC hour) when no other selector is given.
+    #[arg(long)]
+    all: bool,
+    /// Delete; without it, only list what would be deleted.
+    #[arg(long)]
+    execute: bool,
+    /// Also delete the files of the purged Post rows, through the mount (file_server.mount_point).
+    #[arg(long)]
+    delete_files: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Method {
+    Post,
+    Get,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match mft_config::NodeConfig::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("logd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    mft_journal::init("logd", config.log.level);
+    let outcome = match args.command {
+        None => serve(&config),
+        Some(Command::Check) => Ok(check(&config)),
+        Some(Command::Purge(purge_args)) => purge(&config, purge_args),
+    };
+    outcome.unwrap_or_else(|e| {
         // Every error message here already includes its cause.
-        log::error!("{e}");
-        std::process::exit(1);
+        log::error!("{e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+fn serve(config: &mft_config::NodeConfig) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = terminate.recv() => log::info!("SIGTERM received"),
+                _ = tokio::signal::ctrl_c() => log::info!("SIGINT received"),
+            }
+        };
+        match logd::server::run(&config.database, &config.logd, shutdown).await {
+            Err(logd::server::ServerError::Database(e @ logd::db::DbError::Connect { .. })) => {
+                mft_journal::Alarm::MftDbConnectError.raise(&e);
+                Ok(ExitCode::FAILURE)
+            }
+            other => other.map(|()| ExitCode::SUCCESS).map_err(Into::into),
+        }
+    })
+}
+
+fn check(config: &mft_config::NodeConfig) -> ExitCode {
+    let checks = logd::checks::run_direct(&config.database);
+    for check in &checks {
+        println!("{}", logd::checks::line(check));
+    }
+    match checks.iter().all(|c| c.ok) {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::FAILURE,
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    let config = mft_config::NodeConfig::load(&args.config)?;
-    let mut terminate = signal(SignalKind::terminate())
-        .map_err(|e| anyhow::anyhow!("cannot watch SIGTERM: {e}"))?;
-    let shutdown = async move {
-        tokio::select! {
-            _ = terminate.recv() => log::info!("SIGTERM received"),
-            _ = tokio::signal::ctrl_c() => log::info!("SIGINT received"),
-        }
+fn purge(config: &mft_config::NodeConfig, args: PurgeArgs) -> anyhow::Result<ExitCode> {
+    let selection = logd::purge::Selection {
+        method: args.method.map(|m| {
+            match m {
+                Method::Post => "Post",
+                Method::Get => "Get",
+            }
+            .to_owned()
+        }),
+        jid_prefix: args.jid,
+        chat_type: args.chat_type,
+        before: args.before,
+        after: args.after,
+        all: args.all,
     };
-    logd::server::run(&config.database, &config.logd, shutdown).await?;
-    Ok(())
+    let mount = args.delete_files.then(|| logd::purge::Mount {
+        directory: config.file_server.directory.clone(),
+        mount_point: config.file_server.mount_point.clone(),
+    });
+    let report = logd::purge::run(
+        &config.database,
+        &selection,
+        mount.as_ref(),
+        args.execute,
+        chrono::Utc::now(),
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(ExitCode::SUCCESS)
 }

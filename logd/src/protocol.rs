@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Transfer;
+use crate::{LogdStatus, Transfer};
 
 /// The protocol version this crate speaks; a request with another version is refused.
 pub(crate) const PROTOCOL_VERSION: u32 = 1;
@@ -36,6 +36,8 @@ pub(crate) enum Op<'a> {
         aft_index: i64,
         bytes_transferred: i64,
     },
+    /// logd's own checks, alarms and counters; answered with [`Outcome::Report`].
+    Status,
 }
 
 /// One reply line. `id` is the request's, or `null` when the request was too broken to have one.
@@ -56,6 +58,8 @@ pub(crate) enum Outcome {
     Invalid { field: String, message: String },
     /// The transaction carrying the event failed; nothing written.
     Database { message: String },
+    /// The answer to a `status` request.
+    Report { report: LogdStatus },
 }
 
 impl<'a> Request<'a> {
@@ -135,6 +139,13 @@ mod tests {
         }
         .to_line();
         assert!(line.contains("\"op\":\"get_start\""), "{line}");
+        let line = Request {
+            version: 1,
+            id: 10,
+            op: Op::Status,
+        }
+        .to_line();
+        assert_eq!(line, "{\"version\":1,\"id\":10,\"op\":\"status\"}\n");
     }
 
     #[test]
@@ -165,6 +176,31 @@ mod tests {
                     },
                 },
                 r#"{"id":null,"status":"database","message":"disk full"}"#,
+            ),
+            (
+                Reply {
+                    id: Some(3),
+                    outcome: Outcome::Report {
+                        report: LogdStatus {
+                            checks: vec![crate::Check {
+                                name: "reachable".into(),
+                                ok: true,
+                                detail: "127.0.0.1:5432".into(),
+                            }],
+                            alarms: vec!["MftDbFullError".into()],
+                            counters: crate::Counters {
+                                batches: 2,
+                                ..Default::default()
+                            },
+                        },
+                    },
+                },
+                concat!(
+                    r#"{"id":3,"status":"report","report":{"checks":[{"name":"reachable","ok":true,"#,
+                    r#""detail":"127.0.0.1:5432"}],"alarms":["MftDbFullError"],"counters":{"committed":"#,
+                    r#"{"post":0,"get_start":0,"get_end":0},"batches":2,"failed_events":0,"#,
+                    r#""last_batch_size":0,"uptime_seconds":0}}}"#
+                ),
             ),
         ];
         for (reply, text) in cases {

@@ -16,7 +16,20 @@ use crate::protocol::{Outcome, Reply, PROTOCOL_VERSION};
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Request {
     pub id: u64,
-    pub command: Command,
+    pub body: Body,
+}
+
+/// What a valid request asks for.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "nearly every request is an event; a box would only add an allocation"
+)]
+pub(crate) enum Body {
+    /// An event for the writer.
+    Event(Command),
+    /// logd's checks, alarms and counters.
+    Status,
 }
 
 /// What the writer does with one event.
@@ -90,11 +103,11 @@ pub(crate) fn decode(line: &str) -> Result<Request, Rejection> {
                 .ok_or_else(|| Invalid::new("id", "must be an integer from 0 to 2^64-1"))
         })
         .map_err(|e| reject(None, e))?;
-    let command = command(&request).map_err(|e| reject(Some(id), e))?;
-    Ok(Request { id, command })
+    let body = body(&request).map_err(|e| reject(Some(id), e))?;
+    Ok(Request { id, body })
 }
 
-fn command(request: &Object) -> Result<Command, Invalid> {
+fn body(request: &Object) -> Result<Body, Invalid> {
     let version = request.get("version")?;
     if version.as_u64() != Some(PROTOCOL_VERSION.into()) {
         return Err(Invalid::new(
@@ -102,24 +115,28 @@ fn command(request: &Object) -> Result<Command, Invalid> {
             format!("unsupported protocol version {version}; this logd speaks version {PROTOCOL_VERSION}"),
         ));
     }
-    match request.get("op")?.as_str() {
-        Some("post") => transfer(request, schema::POST).map(Command::Insert),
-        Some("get_start") => transfer(request, schema::GET).map(Command::Insert),
+    let command = match request.get("op")?.as_str() {
+        Some("post") => Command::Insert(transfer(request, schema::POST)?),
+        Some("get_start") => Command::Insert(transfer(request, schema::GET)?),
         Some("get_end") => {
             let aft_index = request.count("aft_index")?;
             if aft_index == 0 {
                 return Err(Invalid::new("aft_index", "must be a positive integer"));
             }
-            Ok(Command::GetEnd {
+            Command::GetEnd {
                 aft_index,
                 bytes_transferred: request.count("bytes_transferred")?,
-            })
+            }
         }
-        _ => Err(Invalid::new(
-            "op",
-            "must be \"post\", \"get_start\" or \"get_end\"",
-        )),
-    }
+        Some("status") => return Ok(Body::Status),
+        _ => {
+            return Err(Invalid::new(
+                "op",
+                "must be \"post\", \"get_start\", \"get_end\" or \"status\"",
+            ))
+        }
+    };
+    Ok(Body::Event(command))
 }
 
 /// The `transfer` object of a `post` or `get_start`, as the row to insert.
@@ -253,7 +270,7 @@ mod tests {
     fn a_valid_post_becomes_its_row() {
         let request = decode(&line("post", transfer())).unwrap();
         assert_eq!(request.id, 9);
-        let Command::Insert(row) = request.command else {
+        let Body::Event(Command::Insert(row)) = request.body else {
             panic!("expected an insert")
         };
         assert_eq!(row.method, "Post");
@@ -267,7 +284,9 @@ mod tests {
 
     #[test]
     fn get_start_and_get_end() {
-        let Command::Insert(row) = decode(&line("get_start", transfer())).unwrap().command else {
+        let Body::Event(Command::Insert(row)) =
+            decode(&line("get_start", transfer())).unwrap().body
+        else {
             panic!("expected an insert")
         };
         assert_eq!(row.method, "Get");
@@ -278,10 +297,17 @@ mod tests {
             end,
             Request {
                 id: 3,
-                command: Command::GetEnd {
+                body: Body::Event(Command::GetEnd {
                     aft_index: 12,
                     bytes_transferred: 5
-                }
+                })
+            }
+        );
+        assert_eq!(
+            decode(r#"{"version":1,"id":4,"op":"status"}"#).unwrap(),
+            Request {
+                id: 4,
+                body: Body::Status
             }
         );
         let e =
@@ -403,7 +429,7 @@ mod tests {
             op: crate::protocol::Op::Post { transfer: &t },
         }
         .to_line();
-        let Command::Insert(row) = decode(line.trim_end()).unwrap().command else {
+        let Body::Event(Command::Insert(row)) = decode(line.trim_end()).unwrap().body else {
             panic!("expected an insert")
         };
         assert_eq!(row.filename, t.filename);

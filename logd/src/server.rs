@@ -3,12 +3,16 @@
 //! writes each reply when it comes back. Replies may leave in another order than their requests
 //! (a refusal overtakes events waiting for their batch); the `id` pairs them.
 //!
+//! A `status` request is answered here, apart from the writer: the checks run on a blocking
+//! thread against the pool, the alarms and counters come from the writer's [`Monitor`].
+//!
 //! Only translation lives here: decoding is in `request`, batching and commit in `writer`.
 //! [`run`] takes the shutdown signal as a future, so tests run the real server in-process.
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
@@ -22,9 +26,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::batch::BatchPolicy;
 use crate::db::{Database, DbError};
+use crate::health::Monitor;
 use crate::protocol::{Outcome, Reply};
-use crate::request::{self, Invalid, Rejection};
+use crate::request::{self, Body, Invalid, Rejection};
 use crate::writer::{self, AftStore, Job, Responder};
+use crate::{Check, LogdStatus};
 
 /// The longest request line accepted; the largest valid request is well under 100 KiB.
 const MAX_LINE: usize = 256 * 1024;
@@ -64,9 +70,15 @@ pub async fn run(
         mft_config::DatabaseKind::Sqlite => "sqlite",
     };
     log::info!("logd ready on {} ({kind})", logd.socket.display());
+    let checked = db.clone();
+    let status = Status {
+        checks: Box::new(move || checked.checks()),
+        monitor: Arc::new(Monitor::new()),
+    };
     serve(
         listener,
         Box::new(db),
+        Arc::new(status),
         BatchPolicy::from_config(database),
         shutdown,
     )
@@ -99,17 +111,38 @@ async fn bind(path: &Path) -> Result<UnixListener, ServerError> {
     Ok(listener)
 }
 
+/// What a `status` request reports: checks measured when asked, and the writer's monitor.
+struct Status {
+    checks: Box<dyn Fn() -> Vec<Check> + Send + Sync>,
+    monitor: Arc<Monitor>,
+}
+
+impl Status {
+    /// Blocks while the checks run (each step is bounded by a timeout).
+    fn report(&self) -> LogdStatus {
+        let checks = (self.checks)();
+        let (alarms, counters) = self.monitor.snapshot();
+        LogdStatus {
+            checks,
+            alarms,
+            counters,
+        }
+    }
+}
+
 /// Accepts connections until `shutdown`, with one writer thread committing for all of them.
 async fn serve(
     listener: UnixListener,
     mut store: Box<dyn AftStore + Send>,
+    status: Arc<Status>,
     policy: BatchPolicy,
     shutdown: impl Future<Output = ()>,
 ) {
     let (jobs, queue) = crossbeam_channel::unbounded();
+    let monitor = status.monitor.clone();
     let writer = std::thread::Builder::new()
         .name("logd-writer".into())
-        .spawn(move || writer::run(queue, &mut *store, policy))
+        .spawn(move || writer::run(queue, &mut *store, policy, &monitor))
         .expect("spawn the writer thread");
     let stop = CancellationToken::new();
     let connections = TaskTracker::new();
@@ -119,7 +152,7 @@ async fn serve(
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    connections.spawn(connection(stream, jobs.clone(), stop.clone()));
+                    connections.spawn(connection(stream, jobs.clone(), status.clone(), stop.clone()));
                 }
                 Err(e) => {
                     // Typically out of file descriptors: pause rather than spin.
@@ -145,7 +178,12 @@ async fn serve(
 
 /// Serves one connection: reads requests (up to [`MAX_PENDING`] unanswered) and writes replies
 /// as they become ready. On `stop` it reads no more but still answers what it forwarded.
-async fn connection(stream: UnixStream, jobs: Sender<Job>, stop: CancellationToken) {
+async fn connection(
+    stream: UnixStream,
+    jobs: Sender<Job>,
+    status: Arc<Status>,
+    stop: CancellationToken,
+) {
     let (read, mut write) = stream.into_split();
     let mut requests = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_LINE));
     let (replies_to, mut replies) = mpsc::unbounded_channel();
@@ -167,7 +205,7 @@ async fn connection(stream: UnixStream, jobs: Sender<Job>, stop: CancellationTok
                     continue;
                 }
                 Some(Ok(line)) if line.trim().is_empty() => continue,
-                Some(Ok(line)) => match forward(&line, &jobs, &replies_to) {
+                Some(Ok(line)) => match forward(&line, &jobs, &status, &replies_to) {
                     None => {
                         pending += 1;
                         continue;
@@ -192,25 +230,45 @@ async fn connection(stream: UnixStream, jobs: Sender<Job>, stop: CancellationTok
     }
 }
 
-/// Decodes one request line and hands a valid request to the writer: `None` if it went (its
-/// reply comes back through `replies_to`), or the reply to send now.
+/// Decodes one request line and hands a valid request on, an event to the writer and a status
+/// request to a blocking task: `None` if it went (its reply comes back through `replies_to`),
+/// or the reply to send now.
 fn forward(
     line: &str,
     jobs: &Sender<Job>,
+    status: &Arc<Status>,
     replies_to: &mpsc::UnboundedSender<Reply>,
 ) -> Option<Reply> {
     match request::decode(line) {
-        Ok(request) => {
+        Ok(request::Request {
+            id,
+            body: Body::Status,
+        }) => {
+            let (status, to) = (status.clone(), replies_to.clone());
+            tokio::task::spawn_blocking(move || {
+                let report = status.report();
+                let _ = to.send(Reply {
+                    id: Some(id),
+                    outcome: Outcome::Report { report },
+                });
+            });
+            None
+        }
+        Ok(request::Request {
+            id,
+            body: Body::Event(command),
+        }) => {
             let responder = Responder {
-                id: request.id,
+                id,
                 to: replies_to.clone(),
             };
             let job = Job {
-                command: request.command,
+                command,
                 reply: responder,
+                queued: std::time::Instant::now(),
             };
             jobs.send(job).err().map(|_| Reply {
-                id: Some(request.id),
+                id: Some(id),
                 outcome: Outcome::Database {
                     message: "logd's writer has stopped".into(),
                 },

@@ -6,16 +6,24 @@
 //! transaction fails, no event of it gets an acknowledgement. When the database refused the
 //! batch itself (a statement failed, the connection is fine), the events are retried one per
 //! transaction so that one bad row cannot fail the others; when the database is unreachable or
-//! full, every event of the batch gets a `database` error at once.
+//! full, every event of the batch gets a `database` error at once, and when it is unreachable so
+//! does every event already queued behind it (they would only wait to fail). While the database
+//! is unreachable and no events come, the writer probes it every [`PROBE_INTERVAL`], so the
+//! alarm clears when it is back even without traffic. Every attempt is reported to the
+//! [`Monitor`], which raises and clears the alarms and counts.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::batch::BatchPolicy;
+use crate::health::{Monitor, Observation};
 use crate::protocol::{Outcome, Reply};
 use crate::request::{Command, Invalid};
+
+/// How often an idle writer checks whether an unreachable database is back.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where batches are committed: the database, or a test double.
 pub(crate) trait AftStore {
@@ -23,6 +31,9 @@ pub(crate) trait AftStore {
     /// the row's `aft_index`, or why that command alone was refused (a `get_end` naming no Get
     /// row); on error, nothing was committed.
     fn commit(&mut self, commands: &[Command]) -> Result<Vec<Result<i64, Invalid>>, StoreError>;
+
+    /// Checks that the database answers, without writing.
+    fn probe(&mut self) -> Result<(), StoreError>;
 }
 
 /// A transaction that did not commit, by what the operator must do about it.
@@ -36,21 +47,13 @@ pub(crate) enum StoreError {
     Refused(String),
 }
 
-impl StoreError {
-    /// The alarm this error raises (DESIGN.md, "Alarms"), logged as the message's first word.
-    pub fn alarm(&self) -> Option<&'static str> {
-        match self {
-            Self::Unreachable(_) => Some("MftDbConnectError"),
-            Self::Full(_) => Some("MftDbFullError"),
-            Self::Refused(_) => None,
-        }
-    }
-}
-
 /// One event on its way to the writer, with where its reply goes.
 pub(crate) struct Job {
     pub command: Command,
     pub reply: Responder,
+    /// When it was queued: the batch's wait counts from its first event's arrival, so an event
+    /// that queued while the previous batch committed has already used up part of it.
+    pub queued: Instant,
 }
 
 /// Sends the reply for one request back to its connection.
@@ -70,9 +73,33 @@ impl Responder {
 }
 
 /// Runs until every sender of `jobs` is dropped and the queue is empty.
-pub(crate) fn run(jobs: Receiver<Job>, store: &mut dyn AftStore, policy: BatchPolicy) {
-    while let Ok(first) = jobs.recv() {
-        let started = Instant::now();
+pub(crate) fn run(
+    jobs: Receiver<Job>,
+    store: &mut dyn AftStore,
+    policy: BatchPolicy,
+    monitor: &Monitor,
+) {
+    loop {
+        let first = if monitor.unreachable() {
+            match jobs.recv_timeout(PROBE_INTERVAL) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => {
+                    let probed = store.probe();
+                    match &probed {
+                        Ok(()) => monitor.observe(Observation::Reached, &"the database answers"),
+                        Err(e) => monitor.observe(Observation::of(e), e),
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            }
+        };
+        let started = first.queued;
         let mut batch = vec![first];
         while let Some(wait) = policy.wait_for_more(batch.len(), started.elapsed()) {
             match jobs.recv_timeout(wait) {
@@ -84,40 +111,66 @@ pub(crate) fn run(jobs: Receiver<Job>, store: &mut dyn AftStore, policy: BatchPo
             .into_iter()
             .map(|job| (job.command, job.reply))
             .unzip();
-        let outcomes = settle(store, &commands);
+        let (outcomes, failure) = settle(store, &commands, monitor);
         log::debug!("batch of {} events settled", commands.len());
         for (responder, outcome) in responders.into_iter().zip(outcomes) {
             responder.send(outcome);
         }
+        if let Some(e @ StoreError::Unreachable(_)) = failure {
+            let queued: Vec<Job> = jobs.try_iter().collect();
+            if !queued.is_empty() {
+                log::warn!("{} queued events not recorded: {e}", queued.len());
+                monitor.failed(queued.len());
+            }
+            for job in queued {
+                job.reply.send(Outcome::Database {
+                    message: e.to_string(),
+                });
+            }
+        }
     }
 }
 
-/// Commits `commands` and says what to reply to each.
-fn settle(store: &mut dyn AftStore, commands: &[Command]) -> Vec<Outcome> {
+/// Commits `commands` and says what to reply to each; also the error that failed them all, if
+/// one did.
+fn settle(
+    store: &mut dyn AftStore,
+    commands: &[Command],
+    monitor: &Monitor,
+) -> (Vec<Outcome>, Option<StoreError>) {
     match store.commit(commands) {
-        Ok(results) => results
-            .into_iter()
-            .map(|result| match result {
-                Ok(aft_index) => Outcome::Ok { aft_index },
-                Err(Invalid { field, message }) => Outcome::Invalid { field, message },
-            })
-            .collect(),
+        Ok(results) => {
+            monitor.observe(Observation::Committed, &"a transaction committed");
+            monitor.committed(commands, &results);
+            let outcomes = results
+                .into_iter()
+                .map(|result| match result {
+                    Ok(aft_index) => Outcome::Ok { aft_index },
+                    Err(Invalid { field, message }) => Outcome::Invalid { field, message },
+                })
+                .collect();
+            (outcomes, None)
+        }
         Err(e @ StoreError::Refused(_)) if commands.len() > 1 => {
+            monitor.observe(Observation::of(&e), &e);
             log::warn!("{e}; retrying its {} events one by one", commands.len());
-            commands
+            let outcomes = commands
                 .iter()
-                .flat_map(|c| settle(store, std::slice::from_ref(c)))
-                .collect()
+                .flat_map(|c| settle(store, std::slice::from_ref(c), monitor).0)
+                .collect();
+            (outcomes, None)
         }
         Err(e) => {
-            let alarm = e.alarm().map(|a| format!("{a}: ")).unwrap_or_default();
-            log::error!("{alarm}{e}; {} events not recorded", commands.len());
-            vec![
+            monitor.observe(Observation::of(&e), &e);
+            monitor.failed(commands.len());
+            log::warn!("{} events not recorded: {e}", commands.len());
+            let outcomes = vec![
                 Outcome::Database {
                     message: e.to_string()
                 };
                 commands.len()
-            ]
+            ];
+            (outcomes, Some(e))
         }
     }
 }
@@ -125,7 +178,8 @@ fn settle(store: &mut dyn AftStore, commands: &[Command]) -> Vec<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
 
     use crate::db::schema::AftRecord;
 
@@ -134,19 +188,39 @@ mod tests {
     #[derive(Default)]
     struct MemoryStore {
         rows: Vec<AftRecord>,
-        down: bool,
+        down: Arc<AtomicBool>,
         transactions: Vec<usize>,
+        probes: usize,
+    }
+
+    impl MemoryStore {
+        fn down() -> Self {
+            Self {
+                down: Arc::new(AtomicBool::new(true)),
+                ..Default::default()
+            }
+        }
+
+        fn check(&self) -> Result<(), StoreError> {
+            match self.down.load(Ordering::SeqCst) {
+                true => Err(StoreError::Unreachable("connection refused".into())),
+                false => Ok(()),
+            }
+        }
     }
 
     impl AftStore for MemoryStore {
+        fn probe(&mut self) -> Result<(), StoreError> {
+            self.probes += 1;
+            self.check()
+        }
+
         fn commit(
             &mut self,
             commands: &[Command],
         ) -> Result<Vec<Result<i64, Invalid>>, StoreError> {
             self.transactions.push(commands.len());
-            if self.down {
-                return Err(StoreError::Unreachable("connection refused".into()));
-            }
+            self.check()?;
             let mut rows = self.rows.clone();
             let mut results = Vec::new();
             for command in commands {
@@ -198,6 +272,15 @@ mod tests {
         policy: BatchPolicy,
         commands: Vec<Command>,
     ) -> Vec<Outcome> {
+        run_monitored(store, policy, commands, &Monitor::new())
+    }
+
+    fn run_monitored(
+        store: &mut MemoryStore,
+        policy: BatchPolicy,
+        commands: Vec<Command>,
+        monitor: &Monitor,
+    ) -> Vec<Outcome> {
         let (jobs, queue) = crossbeam_channel::unbounded();
         let (to, mut replies) = tokio::sync::mpsc::unbounded_channel();
         let n = commands.len();
@@ -208,11 +291,12 @@ mod tests {
                     id: id as u64,
                     to: to.clone(),
                 },
+                queued: Instant::now(),
             })
             .unwrap();
         }
         drop(jobs);
-        run(queue, store, policy);
+        run(queue, store, policy, monitor);
         let mut outcomes = vec![None; n];
         while let Ok(reply) = replies.try_recv() {
             outcomes[reply.id.unwrap() as usize] = Some(reply.outcome);
@@ -244,10 +328,7 @@ mod tests {
 
     #[test]
     fn a_failed_transaction_acknowledges_nothing() {
-        let mut store = MemoryStore {
-            down: true,
-            ..Default::default()
-        };
+        let mut store = MemoryStore::down();
         let outcomes = run_all(
             &mut store,
             BatchPolicy::new(100, Duration::ZERO),
@@ -339,6 +420,7 @@ mod tests {
                 queue,
                 &mut store,
                 BatchPolicy::new(100, Duration::from_millis(300)),
+                &Monitor::new(),
             );
             store.transactions
         });
@@ -348,6 +430,7 @@ mod tests {
                 id: 1,
                 to: to.clone(),
             },
+            queued: Instant::now(),
         })
         .unwrap();
         std::thread::sleep(Duration::from_millis(50));
@@ -358,11 +441,96 @@ mod tests {
         jobs.send(Job {
             command: insert("b@x", "Post"),
             reply: Responder { id: 2, to },
+            queued: Instant::now(),
         })
         .unwrap();
         drop(jobs);
         assert_eq!(writer.join().unwrap(), [2]);
         assert_eq!(replies.try_recv().unwrap().id, Some(1));
         assert_eq!(replies.try_recv().unwrap().id, Some(2));
+    }
+
+    #[test]
+    fn an_unreachable_database_fails_the_whole_queue_at_once_and_counts_it() {
+        let mut store = MemoryStore::down();
+        let monitor = Monitor::new();
+        let outcomes = run_monitored(
+            &mut store,
+            BatchPolicy::new(2, Duration::ZERO),
+            (0..10).map(|_| insert("a@x", "Post")).collect(),
+            &monitor,
+        );
+        assert_eq!(
+            store.transactions,
+            [2],
+            "the queue behind the failed batch is not tried"
+        );
+        assert!(outcomes.iter().all(
+            |o| matches!(o, Outcome::Database { message } if message.contains("connection refused"))
+        ));
+        let (alarms, counters) = monitor.snapshot();
+        assert_eq!(alarms, ["MftDbConnectError"]);
+        assert_eq!((counters.failed_events, counters.batches), (10, 0));
+    }
+
+    #[test]
+    fn an_idle_writer_probes_until_the_database_is_back() {
+        let mut store = MemoryStore::down();
+        let down = store.down.clone();
+        let monitor = Arc::new(Monitor::new());
+        monitor.observe(Observation::Unreachable, &"connection refused");
+        let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
+        let writer = {
+            let monitor = monitor.clone();
+            std::thread::spawn(move || {
+                run(
+                    queue,
+                    &mut store,
+                    BatchPolicy::new(1, Duration::ZERO),
+                    &monitor,
+                );
+                store.probes
+            })
+        };
+        std::thread::sleep(PROBE_INTERVAL + PROBE_INTERVAL / 2);
+        assert!(monitor.unreachable(), "still down");
+        down.store(false, Ordering::SeqCst);
+        let deadline = Instant::now() + 5 * PROBE_INTERVAL;
+        while monitor.unreachable() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!monitor.unreachable(), "the probe clears the alarm");
+        drop(jobs);
+        assert!(writer.join().unwrap() >= 2);
+    }
+
+    #[test]
+    fn committed_events_are_counted() {
+        let mut store = MemoryStore::default();
+        let monitor = Monitor::new();
+        run_monitored(
+            &mut store,
+            BatchPolicy::new(3, Duration::ZERO),
+            vec![
+                insert("a@x", "Post"),
+                insert("b@x", "Get"),
+                insert("c@x", "Post"),
+                insert("d@x", "Post"),
+            ],
+            &monitor,
+        );
+        let counters = monitor.snapshot().1;
+        assert_eq!(
+            (counters.committed.post, counters.committed.get_start),
+            (3, 1)
+        );
+        assert_eq!(
+            (
+                counters.batches,
+                counters.last_batch_size,
+                counters.failed_events
+            ),
+            (2, 1, 0)
+        );
     }
 }

@@ -2,164 +2,19 @@
 //! SQLite file, and a throwaway PostgreSQL server from `mft-tests`), driven through
 //! `LogdClient` and through raw protocol lines; rows are checked in the database itself.
 
+mod common;
+
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use chrono::{DateTime, SubsecRound, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use logd::db::schema::{aft_log, AftRecord};
-use logd::db::AnyConnection;
 use logd::server::ServerError;
 use logd::{LogdClient, LogdError, Transfer};
-use mft_config::DatabaseKind;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-/// A database for one test, deleted (or its server stopped) on drop.
-struct TestDb {
-    config: mft_config::Database,
-    dir: tempfile::TempDir,
-    postgres: Option<mft_tests::Postgres>,
-}
-
-#[derive(Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-impl TestDb {
-    fn new(backend: Backend) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let (kind, url, postgres) = match backend {
-            Backend::Sqlite => (
-                DatabaseKind::Sqlite,
-                dir.path().join("aft_log.sqlite3").display().to_string(),
-                None,
-            ),
-            Backend::Postgres => {
-                let pg = mft_tests::Postgres::start().expect("start a throwaway PostgreSQL");
-                let url = pg.create_database("mft_node_1").unwrap();
-                (DatabaseKind::Postgres, url, Some(pg))
-            }
-        };
-        let config = mft_config::Database {
-            kind,
-            url,
-            pool_size: 2,
-            batch_max_events: 64,
-            batch_max_wait_ms: 5,
-        };
-        Self {
-            config,
-            dir,
-            postgres,
-        }
-    }
-
-    fn connect(&self) -> AnyConnection {
-        match self.config.kind {
-            DatabaseKind::Sqlite => AnyConnection::Sqlite(
-                diesel::SqliteConnection::establish(&self.config.url).unwrap(),
-            ),
-            DatabaseKind::Postgres => {
-                AnyConnection::Postgres(diesel::PgConnection::establish(&self.config.url).unwrap())
-            }
-        }
-    }
-
-    /// Every row, by aft_index.
-    fn rows(&self) -> Vec<(i64, AftRecord)> {
-        aft_log::table
-            .order(aft_log::aft_index)
-            .select((aft_log::aft_index, AftRecord::as_select()))
-            .load(&mut self.connect())
-            .unwrap()
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("run/logd.sock")
-    }
-}
-
-/// logd running in this process until [`Running::stop`].
-struct Running {
-    socket: PathBuf,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), ServerError>>,
-}
-
-/// Starts logd on `db` and waits until it accepts connections, or returns why it stopped.
-async fn start(db: &TestDb) -> Result<Running, ServerError> {
-    let (stop, stopped) = oneshot::channel();
-    let (config, socket) = (db.config.clone(), db.socket());
-    let logd = mft_config::Logd {
-        socket: socket.clone(),
-    };
-    let task = tokio::spawn(async move {
-        logd::server::run(&config, &logd, async {
-            let _ = stopped.await;
-        })
-        .await
-    });
-    for _ in 0..1500 {
-        if task.is_finished() {
-            return Err(task.await.unwrap().expect_err("logd stopped on its own"));
-        }
-        if UnixStream::connect(&socket).await.is_ok() {
-            return Ok(Running { socket, stop, task });
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("logd did not come up on {}", socket.display());
-}
-
-impl Running {
-    async fn stop(self) {
-        self.stop.send(()).unwrap();
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-fn transfer(task: usize, n: usize) -> Transfer {
-    Transfer {
-        jid: format!("user{task}@example.com/phone"),
-        to_jid: format!("room{task}@conference.example.com"),
-        filename: format!("res-{task}-{n}"),
-        real_filename: format!("Report {n} – été.pdf"),
-        file_type: "pdf".into(),
-        chat_type: ["im", "groupchat", "persistent"][n % 3].into(),
-        file_server: "files.example.com".into(),
-        file_path: format!("/opt/mftFileStore/node_1/files/im/20250102/03/res-{task}-{n}"),
-        file_size: (task * 1000 + n) as i64,
-        bytes_transferred: (task * 1000 + n) as i64,
-        timestamp: Utc
-            .with_ymd_and_hms(2025, 1, 2, 3, (n % 60) as u32, 5)
-            .unwrap()
-            + chrono::Duration::nanoseconds((task * 1_000_003 + n * 7_919) as i64),
-    }
-}
-
-/// The row a transfer should become.
-fn row(t: &Transfer, method: &str, bytes_transferred: i64) -> AftRecord {
-    AftRecord {
-        jid: t.jid.clone(),
-        to_jid: t.to_jid.clone(),
-        method: method.into(),
-        filename: t.filename.clone(),
-        real_filename: t.real_filename.clone(),
-        file_type: t.file_type.clone(),
-        chat_type: t.chat_type.clone(),
-        file_server: t.file_server.clone(),
-        file_path: t.file_path.clone(),
-        file_size: t.file_size,
-        bytes_transferred,
-        timestampvalue: t.timestamp.trunc_subsecs(6).naive_utc(),
-    }
-}
+use common::{row, start, transfer, Backend, TestDb};
 
 /// 500 events from 20 concurrent tasks: 15 uploads and 10 downloads (start + end) each.
 async fn concurrent_events_are_recorded_exactly(backend: Backend) {
@@ -425,27 +280,267 @@ async fn sqlite_timestamps_are_utc_to_the_microsecond() {
     logd.stop().await;
 }
 
-/// PostgreSQL going away mid-run: events get a `database` error, never a false ack, and logd
-/// records again once the server is back, without a restart.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_outage_is_reported_then_recovered() {
-    let mut db = TestDb::new(Backend::Postgres);
+/// The seed's example SQL, verbatim (its `<userid>@<domain>` placeholder filled in), against
+/// rows recorded through logd: the upload query, then its three purges, each checked by what
+/// is left.
+#[tokio::test]
+async fn postgres_the_seeds_statements_run_verbatim() {
+    let db = TestDb::new(Backend::Postgres);
     let logd = start(&db).await.unwrap();
     let client = LogdClient::new(&logd.socket);
-    let before = client.post(&transfer(0, 0)).await.unwrap();
-
-    db.postgres.as_mut().unwrap().kill();
-    match client.post(&transfer(0, 1)).await {
-        Err(LogdError::Database(message)) => {
-            assert!(message.contains("cannot reach the database"), "{message}")
-        }
-        other => panic!("expected a database error while PostgreSQL is down, got {other:?}"),
+    let at = |text: &str| text.parse::<DateTime<Utc>>().unwrap();
+    let event = |jid: &str, name: &str, when: &str| Transfer {
+        jid: jid.into(),
+        filename: name.into(),
+        file_path: format!("/opt/mftFileStore/node_1/files/im/20141218/11/{name}"),
+        timestamp: at(when),
+        ..transfer(0, 0)
+    };
+    // (method, transfer): uploads on either side of 2014-12-18 11:58:39, downloads by two users.
+    let rows = [
+        (
+            "Post",
+            event("alice@example.com/desk", "early", "2014-12-18T11:58:39Z"),
+        ),
+        (
+            "Post",
+            event("bob@example.com", "late", "2014-12-18T11:58:39.000001Z"),
+        ),
+        (
+            "Post",
+            event("alice@example.com", "later", "2015-01-01T00:00:00Z"),
+        ),
+        (
+            "Get",
+            event("alice@example.com/phone", "early", "2014-12-19T08:00:00Z"),
+        ),
+        (
+            "Get",
+            event("alice@example.com", "late", "2014-12-10T08:00:00Z"),
+        ),
+        (
+            "Get",
+            event("bob@example.com", "late", "2014-12-19T08:00:00Z"),
+        ),
+    ];
+    for (method, t) in &rows {
+        match *method {
+            "Post" => client.post(t).await.unwrap(),
+            _ => client.get_start(t).await.unwrap(),
+        };
     }
+    let left = || -> Vec<(String, String, String)> {
+        let mut left: Vec<_> = db
+            .rows()
+            .into_iter()
+            .map(|(_, r)| (r.method, r.jid, r.filename))
+            .collect();
+        left.sort();
+        left
+    };
+    let triple = |m: &str, j: &str, f: &str| (m.to_owned(), j.to_owned(), f.to_owned());
+
+    #[derive(QueryableByName, PartialEq, Debug)]
+    struct FilePath {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        file_path: String,
+    }
+    let mut uploaded: Vec<FilePath> = diesel::sql_query(
+        "SELECT file_path\nFROM aft_log\nWHERE method = 'Post' AND timestampvalue > '2014-12-18 11:58:39';",
+    )
+    .load(&mut db.connect())
+    .unwrap();
+    uploaded.sort_by(|a, b| a.file_path.cmp(&b.file_path));
+    assert_eq!(
+        uploaded,
+        [
+            FilePath {
+                file_path: "/opt/mftFileStore/node_1/files/im/20141218/11/late".into()
+            },
+            FilePath {
+                file_path: "/opt/mftFileStore/node_1/files/im/20141218/11/later".into()
+            },
+        ]
+    );
+
+    let run = |sql: &str| diesel::sql_query(sql).execute(&mut db.connect()).unwrap();
+    assert_eq!(
+        run("DELETE\nFROM aft_log\nWHERE jid LIKE 'alice@example.com%' AND method = 'Get';"),
+        2
+    );
+    assert_eq!(
+        left(),
+        [
+            triple("Get", "bob@example.com", "late"),
+            triple("Post", "alice@example.com", "later"),
+            triple("Post", "alice@example.com/desk", "early"),
+            triple("Post", "bob@example.com", "late"),
+        ]
+    );
+    assert_eq!(
+        run("DELETE\nFROM aft_log\nWHERE method = 'Post' AND timestampvalue > '2014-12-18 11:58:39';"),
+        2
+    );
+    assert_eq!(
+        left(),
+        [
+            triple("Get", "bob@example.com", "late"),
+            triple("Post", "alice@example.com/desk", "early"),
+        ]
+    );
+    assert_eq!(run("DELETE\nFROM aft_log\nWHERE method = 'Post';"), 1);
+    assert_eq!(left(), [triple("Get", "bob@example.com", "late")]);
+    logd.stop().await;
+}
+
+/// The `status` request on a healthy logd: the three checks pass, no alarm, counters count.
+#[tokio::test]
+async fn sqlite_status_reports_checks_and_counters() {
+    let db = TestDb::new(Backend::Sqlite);
+    let logd = start(&db).await.unwrap();
+    let client = LogdClient::new(&logd.socket);
+    let index = client.post(&transfer(0, 0)).await.unwrap();
+    client.get_start(&transfer(0, 1)).await.unwrap();
+    client.get_end(index + 1, 3).await.unwrap();
+    let status = client.status().await.unwrap();
+    let checks: Vec<(&str, bool)> = status
+        .checks
+        .iter()
+        .map(|c| (c.name.as_str(), c.ok))
+        .collect();
+    assert_eq!(
+        checks,
+        [
+            ("reachable", true),
+            ("connected", true),
+            ("schema verified", true)
+        ]
+    );
+    assert!(status.alarms.is_empty());
+    let committed = &status.counters.committed;
+    assert_eq!(
+        (committed.post, committed.get_start, committed.get_end),
+        (1, 1, 1)
+    );
+    assert_eq!(
+        (status.counters.batches, status.counters.failed_events),
+        (3, 0)
+    );
+    assert!(status.healthy());
+    logd.stop().await;
+}
+
+/// Waits (up to `limit`) until logd's status satisfies `done`; returns that status.
+async fn status_until(
+    client: &LogdClient,
+    limit: Duration,
+    done: impl Fn(&logd::LogdStatus) -> bool,
+) -> logd::LogdStatus {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let status = client.status().await.unwrap();
+        if done(&status) || tokio::time::Instant::now() > deadline {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// PostgreSQL killed while events stream in from several tasks, then restarted: every event is
+/// answered within bounds, an `ok` event is in the table exactly once under the index it was
+/// given, every other event was told `database`, and the alarm is raised and then cleared
+/// without restarting logd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_killed_mid_stream_loses_no_acknowledged_event() {
+    const TASKS: usize = 6;
+    let mut db = TestDb::new(Backend::Postgres);
+    let logd = start(&db).await.unwrap();
+    let client = LogdClient::new(&logd.socket).with_timeout(Duration::from_secs(30));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let senders: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let (client, stop) = (client.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut sent = Vec::new();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let t = transfer(task, n);
+                    let started = std::time::Instant::now();
+                    let result = client.post(&t).await;
+                    sent.push((t.filename, result, started.elapsed()));
+                    n += 1;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                sent
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    db.postgres.as_mut().unwrap().kill();
+    let down = status_until(&client, Duration::from_secs(15), |s| {
+        s.alarms == ["MftDbConnectError"]
+    })
+    .await;
+    assert_eq!(
+        down.alarms,
+        ["MftDbConnectError"],
+        "the alarm is raised: {down:?}"
+    );
+    assert!(!down.checks[0].ok && !down.checks[1].ok, "{down:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 
     db.postgres.as_mut().unwrap().resume().unwrap();
-    let after = client.post(&transfer(0, 2)).await.unwrap();
-    assert!(after > before);
-    let filenames: Vec<String> = db.rows().into_iter().map(|(_, r)| r.filename).collect();
-    assert_eq!(filenames, ["res-0-0", "res-0-2"]);
+    let up = status_until(&client, Duration::from_secs(20), |s| s.alarms.is_empty()).await;
+    assert!(up.alarms.is_empty(), "the alarm is cleared: {up:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let mut acked = std::collections::HashMap::new();
+    let mut failed = HashSet::new();
+    for sender in senders {
+        for (filename, result, took) in sender.await.unwrap() {
+            assert!(took < Duration::from_secs(10), "{filename} waited {took:?}");
+            match result {
+                Ok(index) => assert!(acked.insert(filename, index).is_none()),
+                Err(LogdError::Database(_)) => assert!(failed.insert(filename)),
+                Err(other) => panic!("{filename}: not a database error: {other:?}"),
+            }
+        }
+    }
+    assert!(!failed.is_empty(), "some events fell in the outage");
+    let rows = db.rows();
+    let mut in_table = std::collections::HashMap::new();
+    for (index, row) in &rows {
+        assert!(
+            in_table.insert(row.filename.clone(), *index).is_none(),
+            "{} recorded twice",
+            row.filename
+        );
+    }
+    for (filename, index) in &acked {
+        assert_eq!(
+            in_table.get(filename),
+            Some(index),
+            "acknowledged {filename} is in the table"
+        );
+    }
+    // A row not acknowledged can only be one whose COMMIT reached the server as it died.
+    let unacked_rows: Vec<_> = in_table
+        .keys()
+        .filter(|f| !acked.contains_key(*f))
+        .collect();
+    assert!(
+        unacked_rows.iter().all(|f| failed.contains(*f)),
+        "{unacked_rows:?}"
+    );
+    assert!(
+        unacked_rows.len() <= 64,
+        "at most one batch in doubt: {unacked_rows:?}"
+    );
+
+    let counters = client.status().await.unwrap().counters;
+    assert_eq!(counters.committed.post, acked.len() as u64);
+    assert_eq!(counters.failed_events, failed.len() as u64);
     logd.stop().await;
 }

@@ -1,6 +1,7 @@
 //! The database side of logd: connections to PostgreSQL or SQLite behind one connection type,
-//! the embedded migrations, the startup schema check, and the [`AftStore`] that commits a
-//! batch in one transaction. Nothing here decides what to reply; that is the writer's job.
+//! the embedded migrations, the startup schema check, the [`AftStore`] that commits a batch in
+//! one transaction, and the sorting of database errors into unreachable / full / refused.
+//! Nothing here decides what to reply or which alarm to raise; that is the writer's job.
 
 pub mod schema;
 mod verify;
@@ -30,6 +31,10 @@ const INSERT_CHUNK: usize = 1000;
 /// How long taking a pooled connection may wait before the batch fails as unreachable.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The same, once the database is known to be unreachable: events fail promptly during an
+/// outage, while each batch still tries to reconnect.
+const OUTAGE_CONNECTION_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// A connection to either backend; the kind comes from the configuration, never guessed from
 /// the URL.
 #[derive(diesel::MultiConnection)]
@@ -41,7 +46,7 @@ pub enum AnyConnection {
 /// Why logd cannot use the database at start.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("MftDbConnectError: cannot connect to the {kind} database {url}: {message}")]
+    #[error("cannot connect to the {kind} database {url}: {message}")]
     Connect {
         kind: &'static str,
         url: String,
@@ -56,8 +61,13 @@ pub enum DbError {
 }
 
 /// The `aft_log` database: a connection pool whose schema has been migrated and verified.
+/// Clones share the pool.
+#[derive(Clone)]
 pub struct Database {
     pool: r2d2::Pool<ConnectionManager>,
+    config: mft_config::Database,
+    /// Whether the last attempt found the database unreachable.
+    unreachable: bool,
 }
 
 impl Database {
@@ -91,8 +101,50 @@ impl Database {
             log::info!("applied migration {version}");
         }
         verify::compare(&verify::columns(&mut conn)?)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            config: config.clone(),
+            unreachable: false,
+        })
     }
+
+    /// The seed's database tests, measured now through the pool (see [`crate::checks`]).
+    pub fn checks(&self) -> Vec<crate::Check> {
+        crate::checks::run(&self.config, || {
+            self.pool
+                .get_timeout(crate::checks::TIMEOUT)
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    /// A connection with the pool's timeout for the current state, remembering the outcome.
+    fn connection(&mut self) -> Result<r2d2::PooledConnection<ConnectionManager>, StoreError> {
+        let timeout = match self.unreachable {
+            true => OUTAGE_CONNECTION_TIMEOUT,
+            false => CONNECTION_TIMEOUT,
+        };
+        self.pool
+            .get_timeout(timeout)
+            .map_err(|e| StoreError::Unreachable(e.to_string()))
+    }
+
+    fn remember<T>(&mut self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        self.unreachable = matches!(result, Err(StoreError::Unreachable(_)));
+        result
+    }
+}
+
+/// One connection of the configured kind, outside any pool (for `logd check` and `logd purge`).
+pub fn connect(config: &mft_config::Database) -> Result<AnyConnection, diesel::ConnectionError> {
+    r2d2::ManageConnection::connect(&ConnectionManager {
+        kind: config.kind,
+        url: config.url.clone(),
+    })
+}
+
+/// The differences between the `aft_log` table found through `conn` and DESIGN.md's.
+pub fn verify_schema(conn: &mut AnyConnection) -> Result<(), DbError> {
+    Ok(verify::compare(&verify::columns(conn)?)?)
 }
 
 fn kind_name(kind: DatabaseKind) -> &'static str {
@@ -118,12 +170,21 @@ fn redact(url: &str) -> String {
 
 impl AftStore for Database {
     fn commit(&mut self, commands: &[Command]) -> Result<Vec<Result<i64, Invalid>>, StoreError> {
-        let mut conn = self
-            .pool
-            .get()
-            .map_err(|e| StoreError::Unreachable(e.to_string()))?;
-        conn.transaction(|conn| apply(conn, commands))
-            .map_err(classify)
+        let result = self.connection().and_then(|mut conn| {
+            conn.transaction(|conn| apply(conn, commands))
+                .map_err(classify)
+        });
+        self.remember(result)
+    }
+
+    fn probe(&mut self) -> Result<(), StoreError> {
+        let result = self.connection().and_then(|mut conn| {
+            diesel::sql_query("SELECT 1")
+                .execute(&mut *conn)
+                .map(drop)
+                .map_err(classify)
+        });
+        self.remember(result)
     }
 }
 
@@ -215,7 +276,7 @@ fn classify(error: DieselError) -> StoreError {
             DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
             info,
         ) => StoreError::Unreachable(info.message().to_owned()),
-        DieselError::DatabaseError(_, info) if is_full(info.message()) => {
+        DieselError::DatabaseError(_, info) if is_full(info.message(), info.hint()) => {
             StoreError::Full(info.message().to_owned())
         }
         DieselError::DatabaseError(_, info) => StoreError::Refused(info.message().to_owned()),
@@ -223,10 +284,18 @@ fn classify(error: DieselError) -> StoreError {
     }
 }
 
-/// Whether a database error message says the disk or tablespace is full (SQLite's
-/// SQLITE_FULL, PostgreSQL's ENOSPC reports).
-fn is_full(message: &str) -> bool {
-    message.contains("database or disk is full") || message.contains("No space left on device")
+/// Whether a database error says the disk or tablespace is full.
+///
+/// SQLite's `SQLITE_FULL` always reads "database or disk is full". PostgreSQL reports it as
+/// SQLSTATE 53100 (`disk_full`, class 53), but diesel does not expose the SQLSTATE of an error
+/// it does not map, so its message and hint are recognised instead: the server's
+/// "could not extend file …: No space left on device" with the hint "Check free disk space.",
+/// and "could not write …: No space left on device" (messages of a server running with English
+/// `lc_messages`, the default).
+fn is_full(message: &str, hint: Option<&str>) -> bool {
+    message.contains("database or disk is full")
+        || message.contains("No space left on device")
+        || hint == Some("Check free disk space.")
 }
 
 /// Opens connections of the configured kind for the r2d2 pool.
@@ -324,12 +393,149 @@ mod tests {
         );
     }
 
+    /// An error as diesel gives it for a statement the server refused.
+    struct ServerError {
+        message: &'static str,
+        hint: Option<&'static str>,
+    }
+
+    impl diesel::result::DatabaseErrorInformation for ServerError {
+        fn message(&self) -> &str {
+            self.message
+        }
+        fn details(&self) -> Option<&str> {
+            None
+        }
+        fn hint(&self) -> Option<&str> {
+            self.hint
+        }
+        fn table_name(&self) -> Option<&str> {
+            None
+        }
+        fn column_name(&self) -> Option<&str> {
+            None
+        }
+        fn constraint_name(&self) -> Option<&str> {
+            None
+        }
+        fn statement_position(&self) -> Option<i32> {
+            None
+        }
+    }
+
+    fn refused(
+        kind: DatabaseErrorKind,
+        message: &'static str,
+        hint: Option<&'static str>,
+    ) -> DieselError {
+        DieselError::DatabaseError(kind, Box::new(ServerError { message, hint }))
+    }
+
     #[test]
     fn full_disks_are_recognised() {
-        assert!(is_full("database or disk is full"));
-        assert!(is_full(
-            "could not extend file \"base/1/2\": No space left on device"
+        // PostgreSQL, SQLSTATE 53100 (disk_full): md.c's extension failure, and a write failure.
+        assert_eq!(
+            classify(refused(
+                DatabaseErrorKind::Unknown,
+                "could not extend file \"base/16384/16385\": No space left on device",
+                Some("Check free disk space."),
+            )),
+            StoreError::Full(
+                "could not extend file \"base/16384/16385\": No space left on device".into()
+            )
+        );
+        assert!(matches!(
+            classify(refused(
+                DatabaseErrorKind::Unknown,
+                "could not write to file \"base/pgsql_tmp/t1\": No space left on device",
+                None
+            )),
+            StoreError::Full(_)
         ));
-        assert!(!is_full("duplicate key value violates unique constraint"));
+        // The same with a translated message: the hint alone (if also English) suffices.
+        assert!(matches!(
+            classify(refused(
+                DatabaseErrorKind::Unknown,
+                "kann Datei nicht erweitern",
+                Some("Check free disk space.")
+            )),
+            StoreError::Full(_)
+        ));
+        // SQLite's SQLITE_FULL.
+        assert!(matches!(
+            classify(refused(
+                DatabaseErrorKind::Unknown,
+                "database or disk is full",
+                None
+            )),
+            StoreError::Full(_)
+        ));
+    }
+
+    #[test]
+    fn other_errors_are_refusals_or_outages() {
+        assert!(matches!(
+            classify(refused(
+                DatabaseErrorKind::UniqueViolation,
+                "duplicate key value violates unique constraint",
+                None
+            )),
+            StoreError::Refused(_)
+        ));
+        assert!(matches!(
+            classify(refused(
+                DatabaseErrorKind::ClosedConnection,
+                "server closed the connection unexpectedly",
+                None
+            )),
+            StoreError::Unreachable(_)
+        ));
+        assert!(matches!(
+            classify(DieselError::BrokenTransactionManager),
+            StoreError::Unreachable(_)
+        ));
+    }
+
+    /// A real SQLite database limited to a few pages: the batch that does not fit fails as full,
+    /// and nothing of it is committed.
+    #[test]
+    fn a_full_sqlite_database_is_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = mft_config::Database {
+            url: dir.path().join("full.sqlite3").display().to_string(),
+            ..Default::default()
+        };
+        let mut conn = connect(&config).unwrap();
+        conn.run_pending_migrations(SQLITE_MIGRATIONS).unwrap();
+        let pages: i64 = {
+            #[derive(QueryableByName)]
+            struct Pages {
+                #[diesel(sql_type = diesel::sql_types::BigInt)]
+                page_count: i64,
+            }
+            diesel::sql_query("PRAGMA page_count")
+                .get_result::<Pages>(&mut conn)
+                .unwrap()
+                .page_count
+        };
+        conn.batch_execute(&format!("PRAGMA max_page_count = {}", pages + 2))
+            .unwrap();
+        let batch: Vec<Command> = (0..200)
+            .map(|n| {
+                Command::Insert(AftRecord {
+                    file_path: format!("/{}", "p".repeat(1000 + n)),
+                    ..record("a@x")
+                })
+            })
+            .collect();
+        let error = conn
+            .transaction(|conn| apply(conn, &batch))
+            .map_err(classify)
+            .unwrap_err();
+        assert_eq!(error, StoreError::Full("database or disk is full".into()));
+        assert_eq!(
+            aft_log::table.count().get_result::<i64>(&mut conn).unwrap(),
+            0
+        );
     }
 }

@@ -44,9 +44,10 @@ pub const GET: &str = "Get";
 /// The values of `chat_type`.
 pub const CHAT_TYPES: [&str; 3] = ["im", "groupchat", "persistent"];
 
-/// One row without its `aft_index`: what an insert writes and what it returns.
+/// One row without its `aft_index`: what an insert writes and what it returns. No field is
+/// optional, so no value ever means "default" (which also lets `COPY` take these rows).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Insertable, Queryable, Selectable)]
-#[diesel(table_name = aft_log)]
+#[diesel(table_name = aft_log, treat_none_as_default_value = false)]
 pub struct AftRecord {
     pub jid: String,
     pub to_jid: String,

@@ -1,0 +1,361 @@
+//! `scripts/bench logd` (`cargo bench -p logd --bench logd`): what group commit buys, on the
+//! same machine, the same database server and the same rows.
+//!
+//! For PostgreSQL (a server of its own, started here with `fsync=on` and `synchronous_commit=on`,
+//! unlike the test harness) and for SQLite (WAL, `synchronous=FULL`, as logd runs it):
+//! - events/s acknowledged by logd with group commit, many concurrent `LogdClient`s through the
+//!   real socket (one connection per event, as httpd does);
+//! - the same with the naive writer: one transaction per event (`batch_max_events = 1`);
+//! - the ceiling: the same rows written in bulk without logd (PostgreSQL `COPY`; SQLite one
+//!   transaction of multi-row INSERTs);
+//! - ack latency p50/p99 at a steady 1,000 events/s for 10 s, group commit.
+//!
+//! Prints one markdown table per backend. Everything it starts is stopped on exit.
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{SubsecRound, Utc};
+use diesel::prelude::*;
+use logd::db::schema::{aft_log, AftRecord};
+use logd::db::AnyConnection;
+use logd::{LogdClient, Transfer};
+use mft_config::DatabaseKind;
+use tokio::sync::oneshot;
+
+/// Concurrent clients in the throughput runs.
+const CLIENTS: usize = 256;
+/// Length of each throughput run.
+const THROUGHPUT_RUN: Duration = Duration::from_secs(5);
+/// Rows written by the ceiling run.
+const CEILING_ROWS: usize = 100_000;
+/// The steady rate and length of the latency run.
+const STEADY_RATE: u64 = 1_000;
+const STEADY_RUN: Duration = Duration::from_secs(10);
+
+fn main() {
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let work = tempfile::Builder::new()
+        .prefix("logd-bench-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("a work directory on the build disk");
+    let postgres = DurablePostgres::start(work.path());
+    let pg_config = config(DatabaseKind::Postgres, postgres.url("postgres"));
+    let sqlite_config = config(
+        DatabaseKind::Sqlite,
+        work.path().join("aft_log.sqlite3").display().to_string(),
+    );
+    for (name, config) in [
+        ("PostgreSQL (fsync on)", pg_config),
+        ("SQLite (WAL, synchronous=FULL)", sqlite_config),
+    ] {
+        eprintln!("benchmarking {name} …");
+        let report = runtime.block_on(bench(&config, work.path()));
+        println!("{}", report.table(name, &config));
+    }
+}
+
+fn config(kind: DatabaseKind, url: String) -> mft_config::Database {
+    mft_config::Database {
+        kind,
+        url,
+        ..Default::default()
+    }
+}
+
+/// One backend's figures.
+struct Report {
+    group: f64,
+    naive: f64,
+    ceiling: f64,
+    p50: Duration,
+    p99: Duration,
+    steady_acked: usize,
+}
+
+impl Report {
+    fn table(&self, name: &str, config: &mft_config::Database) -> String {
+        let ratio = |x: f64| format!("{:.1}×", x / self.naive);
+        format!(
+            "### {name}\n\n\
+             | measure | result | vs naive |\n|---|---|---|\n\
+             | group commit (batch ≤ {} events, wait ≤ {} ms), {CLIENTS} clients | {:.0} events/s | {} |\n\
+             | naive writer (one transaction per event), {CLIENTS} clients | {:.0} events/s | 1.0× |\n\
+             | ceiling ({}) of {CEILING_ROWS} rows | {:.0} rows/s | {} |\n\
+             | ack latency at {STEADY_RATE} events/s for {} s ({} acked): p50 / p99 | {:.2} ms / {:.2} ms | |\n",
+            config.batch_max_events,
+            config.batch_max_wait_ms,
+            self.group,
+            ratio(self.group),
+            self.naive,
+            match config.kind {
+                DatabaseKind::Postgres => "COPY, one statement",
+                DatabaseKind::Sqlite => "one transaction of multi-row INSERTs",
+            },
+            self.ceiling,
+            ratio(self.ceiling),
+            STEADY_RUN.as_secs(),
+            self.steady_acked,
+            ms(self.p50),
+            ms(self.p99),
+        )
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+async fn bench(config: &mft_config::Database, work: &Path) -> Report {
+    let socket = work.join("logd.sock");
+    let group = throughput(config, &socket).await;
+    let naive = throughput(
+        &mft_config::Database {
+            batch_max_events: 1,
+            ..config.clone()
+        },
+        &socket,
+    )
+    .await;
+    let ceiling = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || ceiling(&config)
+    })
+    .await
+    .unwrap();
+    let (p50, p99, steady_acked) = latency(config, &socket).await;
+    Report {
+        group,
+        naive,
+        ceiling,
+        p50,
+        p99,
+        steady_acked,
+    }
+}
+
+/// logd serving `config` in this process until the sender is used.
+async fn serve(
+    config: &mft_config::Database,
+    socket: &Path,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (config, logd) = (
+        config.clone(),
+        mft_config::Logd {
+            socket: socket.to_owned(),
+        },
+    );
+    let task = tokio::spawn(async move {
+        logd::server::run(&config, &logd, async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("logd runs");
+    });
+    while tokio::net::UnixStream::connect(socket).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (stop, task)
+}
+
+/// Events acknowledged per second by logd on `config`, [`CLIENTS`] clients posting flat out.
+async fn throughput(config: &mft_config::Database, socket: &Path) -> f64 {
+    let (stop, task) = serve(config, socket).await;
+    let client = LogdClient::new(socket);
+    let done = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|n| {
+            let (client, done, acked) = (client.clone(), done.clone(), acked.clone());
+            tokio::spawn(async move {
+                let t = transfer(n);
+                while !done.load(Ordering::Relaxed) {
+                    client.post(&t).await.expect("logd acknowledges");
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(THROUGHPUT_RUN).await;
+    done.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let rate = acked.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    rate
+}
+
+/// Ack latencies at a steady [`STEADY_RATE`]: p50, p99 and how many were acknowledged.
+async fn latency(config: &mft_config::Database, socket: &Path) -> (Duration, Duration, usize) {
+    let (stop, task) = serve(config, socket).await;
+    let client = LogdClient::new(socket);
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / STEADY_RATE));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut events = Vec::new();
+    for n in 0..(STEADY_RATE * STEADY_RUN.as_secs()) as usize {
+        tick.tick().await;
+        let client = client.clone();
+        events.push(tokio::spawn(async move {
+            let started = Instant::now();
+            client.post(&transfer(n)).await.expect("logd acknowledges");
+            started.elapsed()
+        }));
+    }
+    let mut latencies = Vec::with_capacity(events.len());
+    for e in events {
+        latencies.push(e.await.unwrap());
+    }
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    (at(0.50), at(0.99), latencies.len())
+}
+
+/// Rows per second written in bulk, outside logd: the most the database takes.
+fn ceiling(config: &mft_config::Database) -> f64 {
+    let rows: Vec<AftRecord> = (0..CEILING_ROWS).map(|n| record(&transfer(n))).collect();
+    let mut conn = logd::db::connect(config).expect("connect");
+    let started = Instant::now();
+    match &mut conn {
+        AnyConnection::Postgres(pg) => {
+            diesel::copy_from(aft_log::table)
+                .from_insertable(&rows)
+                .execute(pg)
+                .expect("COPY");
+        }
+        AnyConnection::Sqlite(sqlite) => {
+            sqlite
+                .transaction(|conn| {
+                    for chunk in rows.chunks(1000) {
+                        diesel::insert_into(aft_log::table)
+                            .values(chunk)
+                            .execute(conn)?;
+                    }
+                    diesel::QueryResult::Ok(())
+                })
+                .expect("bulk insert");
+        }
+    }
+    CEILING_ROWS as f64 / started.elapsed().as_secs_f64()
+}
+
+/// A realistic upload event; `n` varies the names.
+fn transfer(n: usize) -> Transfer {
+    let name = format!("q3Zr8LwX0vKp2mTn{n:08}");
+    Transfer {
+        jid: format!("user{}@example.com/phone", n % 500),
+        to_jid: "room@conference.example.com".into(),
+        real_filename: "Quarterly report.pdf".into(),
+        file_type: "pdf".into(),
+        chat_type: "groupchat".into(),
+        file_server: "files.example.com".into(),
+        file_path: format!("/opt/mftFileStore/node_1/files/groupchat/20250102/03/{name}"),
+        filename: name,
+        file_size: 52_341,
+        bytes_transferred: 52_341,
+        timestamp: Utc::now(),
+    }
+}
+
+/// The row logd makes of `t`.
+fn record(t: &Transfer) -> AftRecord {
+    AftRecord {
+        jid: t.jid.clone(),
+        to_jid: t.to_jid.clone(),
+        method: "Post".into(),
+        filename: t.filename.clone(),
+        real_filename: t.real_filename.clone(),
+        file_type: t.file_type.clone(),
+        chat_type: t.chat_type.clone(),
+        file_server: t.file_server.clone(),
+        file_path: t.file_path.clone(),
+        file_size: t.file_size,
+        bytes_transferred: t.bytes_transferred,
+        timestampvalue: t.timestamp.trunc_subsecs(6).naive_utc(),
+    }
+}
+
+/// A PostgreSQL server with durable commits (`fsync=on`, `synchronous_commit=on`): the test
+/// harness's server runs with fsync off, which would flatter the one-transaction-per-event
+/// writer. Data directory under `work`, on the build disk; stopped (SIGTERM) on drop.
+struct DurablePostgres {
+    port: u16,
+    _server: mft_tests::Process,
+}
+
+impl DurablePostgres {
+    fn start(work: &Path) -> Self {
+        let (uid, gid) = (id("-u"), id("-g"));
+        let dir = work.join("pg");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server installed")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("postgres").exists())
+            .max()
+            .expect("PostgreSQL server binaries");
+        mft_tests::run(
+            Command::new(bin.join("initdb"))
+                .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "-D"])
+                .arg(dir.join("data"))
+                .uid(uid)
+                .gid(gid),
+        )
+        .expect("initdb");
+        let port = mft_tests::free_port();
+        let log = dir.join("postgres.log");
+        std::fs::File::create(&log).unwrap();
+        std::os::unix::fs::chown(&log, Some(uid), Some(gid)).unwrap();
+        let server = mft_tests::Process::spawn(
+            "postgres",
+            Command::new(bin.join("postgres"))
+                .arg("-D")
+                .arg(dir.join("data"))
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-k"])
+                .arg(&dir)
+                .args([
+                    "-c",
+                    "fsync=on",
+                    "-c",
+                    "synchronous_commit=on",
+                    "-c",
+                    "max_connections=200",
+                ])
+                .uid(uid)
+                .gid(gid),
+            &log,
+        )
+        .expect("start postgres");
+        let pg = Self {
+            port,
+            _server: server,
+        };
+        let url = pg.url("postgres");
+        mft_tests::wait_until(Duration::from_secs(30), "postgres", || {
+            diesel::PgConnection::establish(&url).is_ok()
+        })
+        .expect("postgres accepts connections");
+        pg
+    }
+
+    fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+}
+
+/// The `postgres` user's uid (`-u`) or gid (`-g`).
+fn id(which: &str) -> u32 {
+    let out =
+        mft_tests::run(Command::new("id").args([which, "postgres"])).expect("a postgres user");
+    out.trim().parse().expect("a numeric id")
+}

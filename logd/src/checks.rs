@@ -1,0 +1,288 @@
+//! The seed's database tests: **reachable** (PostgreSQL: a TCP connection to the server's host
+//! and port; SQLite: the database file's directory exists and is writable), **connected** (a
+//! connection opens and answers `SELECT 1`), **schema verified** (`aft_log` is DESIGN.md's
+//! table). `logd check` runs them on a fresh connection; the running logd on its pool, for the
+//! `status` request. Each test ends in a [`Check`]; nothing here writes to the database.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::ops::DerefMut;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use diesel::RunQueryDsl;
+use mft_config::DatabaseKind;
+
+use crate::db::{self, AnyConnection};
+use crate::Check;
+
+/// How long each network step of a check may take.
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(2);
+
+pub const REACHABLE: &str = "reachable";
+pub const CONNECTED: &str = "connected";
+pub const SCHEMA_VERIFIED: &str = "schema verified";
+
+/// Runs the three tests; `connect` supplies the connection for the last two.
+pub fn run<C, E>(
+    config: &mft_config::Database,
+    connect: impl FnOnce() -> Result<C, E>,
+) -> Vec<Check>
+where
+    C: DerefMut<Target = AnyConnection>,
+    E: std::fmt::Display,
+{
+    let reachable = reachable(config);
+    let (connected, schema) = match connect() {
+        Err(e) => (
+            check(CONNECTED, Err(e.to_string())),
+            not_run("no connection"),
+        ),
+        Ok(mut conn) => match diesel::sql_query("SELECT 1").execute(&mut *conn) {
+            Err(e) => (
+                check(CONNECTED, Err(format!("SELECT 1 failed: {e}"))),
+                not_run("SELECT 1 failed"),
+            ),
+            Ok(_) => (
+                check(CONNECTED, Ok("SELECT 1 answered".into())),
+                check(
+                    SCHEMA_VERIFIED,
+                    db::verify_schema(&mut conn)
+                        .map(|()| "aft_log has every column with its type and NOT NULL".into())
+                        .map_err(|e| e.to_string()),
+                ),
+            ),
+        },
+    };
+    vec![reachable, connected, schema]
+}
+
+/// `logd check`: the three tests on a connection of its own. A missing SQLite file is reported,
+/// not created.
+pub fn run_direct(config: &mft_config::Database) -> Vec<Check> {
+    run(config, || {
+        if config.kind == DatabaseKind::Sqlite && !Path::new(&config.url).exists() {
+            return Err(format!(
+                "{} does not exist (logd creates it when it starts)",
+                config.url
+            ));
+        }
+        db::connect(config).map(Box::new).map_err(|e| e.to_string())
+    })
+}
+
+/// One line of `logd check`'s output.
+pub fn line(check: &Check) -> String {
+    let verdict = if check.ok { "PASS" } else { "FAIL" };
+    format!("{verdict} {}: {}", check.name, check.detail)
+}
+
+fn check(name: &str, outcome: Result<String, String>) -> Check {
+    let (ok, detail) = match outcome {
+        Ok(detail) => (true, detail),
+        Err(detail) => (false, detail),
+    };
+    Check {
+        name: name.into(),
+        ok,
+        detail: detail.trim_end().to_owned(),
+    }
+}
+
+fn not_run(why: &str) -> Check {
+    check(SCHEMA_VERIFIED, Err(format!("not checked: {why}")))
+}
+
+fn reachable(config: &mft_config::Database) -> Check {
+    check(
+        REACHABLE,
+        match config.kind {
+            DatabaseKind::Postgres => {
+                server_address(&config.url).and_then(|(host, port)| tcp_connect(&host, port))
+            }
+            DatabaseKind::Sqlite => writable_directory(Path::new(&config.url)),
+        },
+    )
+}
+
+/// Opens (and closes) a TCP connection to `host:port`, trying each of its addresses.
+fn tcp_connect(host: &str, port: u16) -> Result<String, String> {
+    let addresses = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+    let mut last = format!("{host} has no address");
+    for address in addresses {
+        let started = Instant::now();
+        match TcpStream::connect_timeout(&address, TIMEOUT) {
+            Ok(_) => {
+                return Ok(format!(
+                    "TCP connection to {host}:{port} ({address}) in {} ms",
+                    started.elapsed().as_millis()
+                ))
+            }
+            Err(e) => last = format!("no TCP connection to {host}:{port} ({address}): {e}"),
+        }
+    }
+    Err(last)
+}
+
+/// Whether the directory of the SQLite file exists and a file can be created in it.
+fn writable_directory(file: &Path) -> Result<String, String> {
+    let dir = file.parent().unwrap_or(Path::new("/"));
+    if !dir.is_dir() {
+        return Err(format!("the directory {} does not exist", dir.display()));
+    }
+    let probe = dir.join(format!(".logd-check-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| format!("cannot create a file in {}: {e}", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(format!("the directory {} is writable", dir.display()))
+}
+
+/// The host and port a `postgres://` URL names (libpq's defaults: `localhost`, 5432; a `host`
+/// or `port` query parameter wins). A Unix-socket host is refused: this test is a TCP one.
+fn server_address(url: &str) -> Result<(String, u16), String> {
+    let rest = url
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| "the database URL has no scheme".to_owned())?;
+    let (authority, query) = match rest.split_once('?') {
+        Some((before, query)) => (before.split('/').next().unwrap_or_default(), query),
+        None => (rest.split('/').next().unwrap_or_default(), ""),
+    };
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (mut host, mut port) = match host_port.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("bad IPv6 host in {host_port:?}"))?;
+            (
+                host.to_owned(),
+                after.strip_prefix(':').unwrap_or_default().to_owned(),
+            )
+        }
+        None => match host_port.rsplit_once(':') {
+            Some((host, port)) => (host.to_owned(), port.to_owned()),
+            None => (host_port.to_owned(), String::new()),
+        },
+    };
+    for (key, value) in query.split('&').filter_map(|pair| pair.split_once('=')) {
+        match key {
+            "host" => host = value.to_owned(),
+            "port" => port = value.to_owned(),
+            _ => {}
+        }
+    }
+    if host.starts_with('/') {
+        return Err(format!(
+            "the server is on a Unix socket ({host}), not reachable over TCP"
+        ));
+    }
+    if host.is_empty() {
+        host = "localhost".into();
+    }
+    let port = match port.as_str() {
+        "" => 5432,
+        text => text
+            .parse()
+            .map_err(|_| format!("bad port {text:?} in the database URL"))?,
+    };
+    Ok((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_addresses_follow_libpq() {
+        let address = |url| server_address(url).map(|(h, p)| format!("{h} {p}"));
+        assert_eq!(
+            address("postgres://mft:s3cr@t@db.example.com:6432/mft"),
+            Ok("db.example.com 6432".into())
+        );
+        assert_eq!(address("postgresql://db/mft"), Ok("db 5432".into()));
+        assert_eq!(
+            address("postgres://u@[::1]:5433/x?sslmode=require"),
+            Ok("::1 5433".into())
+        );
+        assert_eq!(
+            address("postgres:///mft?host=10.0.0.7&port=7000"),
+            Ok("10.0.0.7 7000".into())
+        );
+        assert_eq!(address("postgres:///mft"), Ok("localhost 5432".into()));
+        assert!(address("postgres:///mft?host=/run/postgresql")
+            .unwrap_err()
+            .contains("Unix socket"));
+        assert!(address("postgres://db:x/mft")
+            .unwrap_err()
+            .contains("bad port"));
+    }
+
+    #[test]
+    fn lines_say_pass_or_fail() {
+        let pass = check(REACHABLE, Ok("TCP connection to db:5432".into()));
+        let fail = check(SCHEMA_VERIFIED, Err("the table does not exist\n".into()));
+        assert_eq!(line(&pass), "PASS reachable: TCP connection to db:5432");
+        assert_eq!(
+            line(&fail),
+            "FAIL schema verified: the table does not exist"
+        );
+    }
+
+    #[test]
+    fn sqlite_reachability_is_a_writable_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(writable_directory(&dir.path().join("aft_log.sqlite3")).is_ok());
+        let missing = writable_directory(&dir.path().join("nowhere/aft_log.sqlite3"));
+        assert!(missing.unwrap_err().contains("does not exist"));
+    }
+
+    #[test]
+    fn a_closed_port_is_unreachable() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let error = tcp_connect("127.0.0.1", port).unwrap_err();
+        assert!(
+            error.starts_with(&format!("no TCP connection to 127.0.0.1:{port}")),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_three_checks_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = mft_config::Database {
+            url: dir.path().join("aft_log.sqlite3").display().to_string(),
+            ..Default::default()
+        };
+        let names = |checks: &[Check]| {
+            checks
+                .iter()
+                .map(|c| (c.name.clone(), c.ok))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(&run_direct(&config)),
+            [
+                (REACHABLE.into(), true),
+                (CONNECTED.into(), false),
+                (SCHEMA_VERIFIED.into(), false)
+            ]
+        );
+        drop(crate::db::Database::open(&config).unwrap());
+        assert_eq!(
+            names(&run_direct(&config)),
+            [
+                (REACHABLE.into(), true),
+                (CONNECTED.into(), true),
+                (SCHEMA_VERIFIED.into(), true)
+            ]
+        );
+    }
+}

@@ -1,0 +1,307 @@
+//! What logd knows about its own health: which database alarms are raised and its counters.
+//! The writer reports every transaction and probe here; the `status` request reads it.
+//!
+//! [`AlarmBoard`] is the alarm policy as a plain state machine (raise once on the transition,
+//! clear on recovery), and [`tally`] the counting rule; [`Monitor`] only puts them behind a lock
+//! and turns the board's changes into `mft_journal` alarm entries.
+
+use std::fmt::Display;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use mft_journal::Alarm;
+
+use crate::request::{Command, Invalid};
+use crate::status::Counters;
+use crate::writer::StoreError;
+
+/// What one attempt to use the database showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Observation {
+    /// A transaction committed: the database is reachable and has room.
+    Committed,
+    /// The database answered (a probe, or a statement it refused): reachable, room unknown.
+    Reached,
+    /// No connection could be used.
+    Unreachable,
+    /// The database answered that its disk or tablespace is full.
+    Full,
+}
+
+impl Observation {
+    /// What a failed transaction or probe shows.
+    pub fn of(error: &StoreError) -> Self {
+        match error {
+            StoreError::Unreachable(_) => Self::Unreachable,
+            StoreError::Full(_) => Self::Full,
+            StoreError::Refused(_) => Self::Reached,
+        }
+    }
+}
+
+/// An alarm to log as raised or cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    Raise(Alarm),
+    Clear(Alarm),
+}
+
+/// The two database alarms, raised on the first observation of their condition and cleared on
+/// the first observation that it is over; repeated observations change nothing.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct AlarmBoard {
+    connect: bool,
+    full: bool,
+}
+
+impl AlarmBoard {
+    /// Takes in one observation; returns the alarms to raise or clear, if any.
+    pub fn observe(&mut self, observation: Observation) -> Vec<Change> {
+        let (connect, full) = match observation {
+            Observation::Committed => (false, false),
+            Observation::Reached => (false, self.full),
+            Observation::Unreachable => (true, self.full),
+            Observation::Full => (false, true),
+        };
+        let changes = [
+            (Alarm::MftDbConnectError, self.connect, connect),
+            (Alarm::MftDbFullError, self.full, full),
+        ]
+        .into_iter()
+        .filter_map(|(alarm, was, is)| match (was, is) {
+            (false, true) => Some(Change::Raise(alarm)),
+            (true, false) => Some(Change::Clear(alarm)),
+            _ => None,
+        })
+        .collect();
+        (self.connect, self.full) = (connect, full);
+        changes
+    }
+
+    /// Whether the database is believed unreachable (`MftDbConnectError` raised).
+    pub fn unreachable(&self) -> bool {
+        self.connect
+    }
+
+    /// The raised alarms.
+    pub fn active(&self) -> Vec<Alarm> {
+        [
+            (Alarm::MftDbConnectError, self.connect),
+            (Alarm::MftDbFullError, self.full),
+        ]
+        .into_iter()
+        .filter_map(|(alarm, on)| on.then_some(alarm))
+        .collect()
+    }
+}
+
+/// Counts one committed transaction: `commands` and what each came to.
+pub(crate) fn tally(
+    counters: &mut Counters,
+    commands: &[Command],
+    results: &[Result<i64, Invalid>],
+) {
+    counters.batches += 1;
+    counters.last_batch_size = commands.len() as u64;
+    for (command, result) in commands.iter().zip(results) {
+        if result.is_err() {
+            continue;
+        }
+        let committed = &mut counters.committed;
+        match command {
+            Command::Insert(row) if row.method == crate::db::schema::POST => committed.post += 1,
+            Command::Insert(_) => committed.get_start += 1,
+            Command::GetEnd { .. } => committed.get_end += 1,
+        }
+    }
+}
+
+/// The alarm board and counters, shared by the writer thread and the `status` requests.
+pub(crate) struct Monitor {
+    started: Instant,
+    state: Mutex<(AlarmBoard, Counters)>,
+}
+
+impl Monitor {
+    pub fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            state: Mutex::new(Default::default()),
+        }
+    }
+
+    /// Takes in an observation; logs each alarm raised (with `reason`) or cleared.
+    pub fn observe(&self, observation: Observation, reason: &dyn Display) {
+        let changes = self.lock().0.observe(observation);
+        for change in changes {
+            match change {
+                Change::Raise(alarm) => alarm.raise(reason),
+                Change::Clear(alarm) => alarm.clear(),
+            }
+        }
+    }
+
+    pub fn unreachable(&self) -> bool {
+        self.lock().0.unreachable()
+    }
+
+    /// Counts a committed transaction.
+    pub fn committed(&self, commands: &[Command], results: &[Result<i64, Invalid>]) {
+        tally(&mut self.lock().1, commands, results);
+    }
+
+    /// Counts events answered `database`.
+    pub fn failed(&self, events: usize) {
+        self.lock().1.failed_events += events as u64;
+    }
+
+    /// The raised alarms' names and the counters, uptime included.
+    pub fn snapshot(&self) -> (Vec<String>, Counters) {
+        let state = self.lock();
+        let alarms = state
+            .0
+            .active()
+            .iter()
+            .map(|a| a.name().to_owned())
+            .collect();
+        let counters = Counters {
+            uptime_seconds: self.started.elapsed().as_secs(),
+            ..state.1.clone()
+        };
+        (alarms, counters)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (AlarmBoard, Counters)> {
+        // The state stays consistent even if a holder panicked: every update is one assignment.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Alarm::{MftDbConnectError as Connect, MftDbFullError as Full};
+
+    #[test]
+    fn an_alarm_is_raised_once_and_cleared_on_recovery() {
+        let mut board = AlarmBoard::default();
+        assert_eq!(board.observe(Observation::Committed), []);
+        assert_eq!(
+            board.observe(Observation::Unreachable),
+            [Change::Raise(Connect)]
+        );
+        assert_eq!(board.observe(Observation::Unreachable), []);
+        assert!(board.unreachable());
+        assert_eq!(board.active(), [Connect]);
+        assert_eq!(
+            board.observe(Observation::Committed),
+            [Change::Clear(Connect)]
+        );
+        assert_eq!(board.observe(Observation::Committed), []);
+        assert_eq!(board.active(), []);
+    }
+
+    #[test]
+    fn reaching_the_database_clears_only_the_connect_alarm() {
+        let mut board = AlarmBoard::default();
+        board.observe(Observation::Full);
+        assert_eq!(
+            board.observe(Observation::Unreachable),
+            [Change::Raise(Connect)]
+        );
+        assert_eq!(board.active(), [Connect, Full]);
+        assert_eq!(
+            board.observe(Observation::Reached),
+            [Change::Clear(Connect)]
+        );
+        assert_eq!(board.observe(Observation::Full), []);
+        assert_eq!(board.observe(Observation::Committed), [Change::Clear(Full)]);
+    }
+
+    #[test]
+    fn a_full_database_is_a_reachable_one() {
+        let mut board = AlarmBoard::default();
+        board.observe(Observation::Unreachable);
+        assert_eq!(
+            board.observe(Observation::Full),
+            [Change::Clear(Connect), Change::Raise(Full)]
+        );
+        assert!(!board.unreachable());
+    }
+
+    #[test]
+    fn store_errors_are_observations() {
+        assert_eq!(
+            Observation::of(&StoreError::Unreachable("refused".into())),
+            Observation::Unreachable
+        );
+        assert_eq!(
+            Observation::of(&StoreError::Full("disk".into())),
+            Observation::Full
+        );
+        assert_eq!(
+            Observation::of(&StoreError::Refused("bad".into())),
+            Observation::Reached
+        );
+    }
+
+    #[test]
+    fn only_successful_commands_count_by_kind() {
+        let row = |method: &str| {
+            Command::Insert(crate::db::schema::AftRecord {
+                jid: "a@x".into(),
+                to_jid: "b@x".into(),
+                method: method.into(),
+                filename: "f".into(),
+                real_filename: "f".into(),
+                file_type: "".into(),
+                chat_type: "im".into(),
+                file_server: "fs".into(),
+                file_path: "/f".into(),
+                file_size: 0,
+                bytes_transferred: 0,
+                timestampvalue: chrono::DateTime::UNIX_EPOCH.naive_utc(),
+            })
+        };
+        let end = Command::GetEnd {
+            aft_index: 2,
+            bytes_transferred: 0,
+        };
+        let mut counters = Counters::default();
+        tally(
+            &mut counters,
+            &[row("Post"), row("Get"), end.clone(), end],
+            &[
+                Ok(1),
+                Ok(2),
+                Ok(2),
+                Err(Invalid::new("aft_index", "no such Get row")),
+            ],
+        );
+        tally(&mut counters, &[row("Post")], &[Ok(3)]);
+        assert_eq!(
+            (
+                counters.committed.post,
+                counters.committed.get_start,
+                counters.committed.get_end
+            ),
+            (2, 1, 1)
+        );
+        assert_eq!((counters.batches, counters.last_batch_size), (2, 1));
+    }
+
+    #[test]
+    fn the_monitor_reports_raised_alarms_and_uptime() {
+        let monitor = Monitor::new();
+        monitor.observe(Observation::Unreachable, &"connection refused");
+        monitor.failed(3);
+        let (alarms, counters) = monitor.snapshot();
+        assert_eq!(alarms, ["MftDbConnectError"]);
+        assert_eq!(counters.failed_events, 3);
+        assert!(monitor.unreachable());
+        monitor.observe(Observation::Committed, &"");
+        assert!(monitor.snapshot().0.is_empty());
+    }
+}

@@ -1,0 +1,594 @@
+//! `logd purge`: the seed's purge use cases as one command. It selects `aft_log` rows by method,
+//! user (JID prefix, like the seed's `jid LIKE '<userid>@<domain>%'`), chat type and time; lists
+//! them (the default, a dry run) or deletes them (`execute`); and, when asked, first deletes
+//! through the mount the files of the `Post` rows it purges.
+//!
+//! Safety rules, all here and all tested:
+//! - nothing of the current UTC hour is touched: rows whose `timestampvalue` is in it are never
+//!   selected, and a file whose hour directory (`files/<chat>/<YYYYMMDD>/<HH>[.n]/`) is the
+//!   current hour, or whose modification time is in it, is kept together with its row;
+//! - a selection is required (`all` says "everything" explicitly);
+//! - a file is deleted only if its `file_path` lies under `file_server.directory`, mapped to the
+//!   same place under the mount point; any other path is refused and its row kept;
+//! - files go first, then the rows in one transaction: a crash in between leaves rows of
+//!   missing files (harmless, the next purge removes them), never files nobody knows of. A file
+//!   that cannot be deleted keeps its row, so the purge can be run again.
+//!
+//! The schema is verified before anything is read. Rows are matched by `aft_index`, so rows
+//! inserted while the purge runs are never deleted by it.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, DurationRound, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use diesel::prelude::*;
+use serde::Serialize;
+
+use crate::db::schema::{self, aft_log, AftRecord};
+use crate::db::{self, AnyConnection, DbError};
+
+/// Rows per DELETE statement (bound parameters stay under both backends' limits).
+const DELETE_CHUNK: usize = 1000;
+
+/// Which rows to purge; all given conditions must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// `Post` or `Get`.
+    pub method: Option<String>,
+    /// Rows whose `jid` starts with this text.
+    pub jid_prefix: Option<String>,
+    pub chat_type: Option<String>,
+    /// Rows strictly older than this UTC time.
+    pub before: Option<NaiveDateTime>,
+    /// Rows strictly newer than this UTC time (the seed's `timestampvalue > '…'`).
+    pub after: Option<NaiveDateTime>,
+    /// Purge every row (older than the current hour) if no other condition is given.
+    pub all: bool,
+}
+
+impl Selection {
+    fn has_condition(&self) -> bool {
+        self.method.is_some()
+            || self.jid_prefix.is_some()
+            || self.chat_type.is_some()
+            || self.before.is_some()
+            || self.after.is_some()
+    }
+}
+
+/// Where the node's files are reachable to delete them: `[file_server] directory` (the prefix
+/// of every `file_path`) and `mount_point` (where fsd mounts it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub directory: String,
+    pub mount_point: PathBuf,
+}
+
+/// Why a purge did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum PurgeError {
+    #[error("say which rows to purge (--method, --jid, --chat-type, --before, --after), or --all for every row")]
+    NoSelection,
+    #[error("the mount point {0} is not a directory: is fsd running?")]
+    NoMount(PathBuf),
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[from] diesel::ConnectionError),
+    #[error(transparent)]
+    Schema(#[from] DbError),
+    #[error("the database failed: {0}")]
+    Database(#[from] diesel::result::Error),
+}
+
+/// What a purge did (or, in a dry run, would do).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PurgeReport {
+    /// False for a dry run: nothing was deleted.
+    pub executed: bool,
+    /// Rows of the current UTC hour and later are never purged.
+    pub cutoff: String,
+    pub rows: Vec<PurgedRow>,
+    pub files: Vec<PurgedFile>,
+    /// Rows left in place (with their files), and why.
+    pub kept: Vec<KeptRow>,
+    pub summary: Summary,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PurgedRow {
+    pub aft_index: i64,
+    pub method: String,
+    pub jid: String,
+    pub chat_type: String,
+    pub timestampvalue: String,
+    pub file_path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PurgedFile {
+    pub aft_index: i64,
+    /// The file under the mount point.
+    pub path: PathBuf,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeptRow {
+    pub aft_index: i64,
+    pub file_path: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub rows: u64,
+    pub files: u64,
+    pub bytes: u64,
+    /// Post rows purged whose file was already gone.
+    pub files_missing: u64,
+    pub kept: u64,
+}
+
+/// Purges what `selection` names from the database `config`, with its files if `files` is
+/// given; deletes only if `execute`. `now` decides the current UTC hour.
+pub fn run(
+    config: &mft_config::Database,
+    selection: &Selection,
+    files: Option<&Mount>,
+    execute: bool,
+    now: DateTime<Utc>,
+) -> Result<PurgeReport, PurgeError> {
+    if !selection.has_condition() && !selection.all {
+        return Err(PurgeError::NoSelection);
+    }
+    if let Some(mount) = files {
+        if !mount.mount_point.is_dir() {
+            return Err(PurgeError::NoMount(mount.mount_point.clone()));
+        }
+    }
+    let mut conn = db::connect(config)?;
+    db::verify_schema(&mut conn)?;
+    let hour = current_hour(now);
+    let rows = select(&mut conn, selection, hour)?;
+    let mut plan = Plan::default();
+    for (aft_index, row) in rows {
+        match files.filter(|_| row.method == schema::POST) {
+            Some(mount) => plan.with_file(aft_index, row, mount, hour),
+            None => plan.rows.push((aft_index, row)),
+        }
+    }
+    if execute {
+        plan.delete_files();
+        delete_rows(&mut conn, &plan.rows)?;
+    }
+    Ok(plan.report(execute, hour))
+}
+
+/// The start of the UTC hour `now` is in.
+fn current_hour(now: DateTime<Utc>) -> NaiveDateTime {
+    now.duration_trunc(chrono::Duration::hours(1))
+        .expect("an hour divides any time")
+        .naive_utc()
+}
+
+/// Parses `YYYY-MM-DD HH:MM:SS[.f]` (UTC, as `timestampvalue` is written) or RFC 3339.
+pub fn parse_time(text: &str) -> Result<NaiveDateTime, String> {
+    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+        .or_else(|_| DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&Utc).naive_utc()))
+        .map_err(|_| {
+            format!("{text:?} is not a UTC time like \"2014-12-18 11:58:39\" or \"2014-12-18T11:58:39Z\"")
+        })
+}
+
+/// The rows selected, oldest index first; never those of the current hour or later.
+fn select(
+    conn: &mut AnyConnection,
+    selection: &Selection,
+    hour: NaiveDateTime,
+) -> QueryResult<Vec<(i64, AftRecord)>> {
+    let pattern = selection.jid_prefix.as_deref().map(like_prefix);
+    macro_rules! load {
+        ($conn:expr, $backend:ty) => {{
+            let mut query = aft_log::table
+                .into_boxed::<$backend>()
+                .filter(aft_log::timestampvalue.lt(hour));
+            if let Some(method) = &selection.method {
+                query = query.filter(aft_log::method.eq(method));
+            }
+            if let Some(pattern) = &pattern {
+                query = query.filter(aft_log::jid.like(pattern).escape('\\'));
+            }
+            if let Some(chat_type) = &selection.chat_type {
+                query = query.filter(aft_log::chat_type.eq(chat_type));
+            }
+            if let Some(before) = selection.before {
+                query = query.filter(aft_log::timestampvalue.lt(before));
+            }
+            if let Some(after) = selection.after {
+                query = query.filter(aft_log::timestampvalue.gt(after));
+            }
+            query
+                .order(aft_log::aft_index)
+                .select((aft_log::aft_index, AftRecord::as_select()))
+                .load($conn)
+        }};
+    }
+    match conn {
+        AnyConnection::Postgres(pg) => load!(pg, diesel::pg::Pg),
+        AnyConnection::Sqlite(sqlite) => load!(sqlite, diesel::sqlite::Sqlite),
+    }
+}
+
+/// A `LIKE` pattern (escape character `\`) matching text that starts with `prefix`.
+fn like_prefix(prefix: &str) -> String {
+    let mut pattern = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// Deletes the rows in one transaction.
+fn delete_rows(conn: &mut AnyConnection, rows: &[(i64, AftRecord)]) -> QueryResult<()> {
+    let indexes: Vec<i64> = rows.iter().map(|(i, _)| *i).collect();
+    conn.transaction(|conn| {
+        for chunk in indexes.chunks(DELETE_CHUNK) {
+            let delete = diesel::delete(aft_log::table.filter(aft_log::aft_index.eq_any(chunk)));
+            match conn {
+                AnyConnection::Postgres(pg) => delete.execute(pg)?,
+                AnyConnection::Sqlite(sqlite) => delete.execute(sqlite)?,
+            };
+        }
+        Ok(())
+    })
+}
+
+/// The rows and files to purge, and what is kept.
+#[derive(Debug, Default)]
+struct Plan {
+    rows: Vec<(i64, AftRecord)>,
+    files: Vec<PurgedFile>,
+    kept: Vec<KeptRow>,
+    missing: u64,
+}
+
+impl Plan {
+    /// Plans a Post row whose file goes with it, or keeps both if the file must not go.
+    fn with_file(&mut self, aft_index: i64, row: AftRecord, mount: &Mount, hour: NaiveDateTime) {
+        let keep = |plan: &mut Self, row: AftRecord, reason: String| {
+            plan.kept.push(KeptRow {
+                aft_index,
+                file_path: row.file_path,
+                reason,
+            })
+        };
+        let path = match local_path(&row.file_path, mount, hour) {
+            Ok(path) => path,
+            Err(reason) => return keep(self, row, reason),
+        };
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.missing += 1,
+            Err(e) => return keep(self, row, format!("cannot stat {}: {e}", path.display())),
+            Ok(meta) if !meta.is_file() => {
+                return keep(
+                    self,
+                    row,
+                    format!("{} is not a regular file", path.display()),
+                )
+            }
+            Ok(meta) => {
+                let modified = meta
+                    .modified()
+                    .ok()
+                    .map(|t| DateTime::<Utc>::from(t).naive_utc());
+                if modified.is_some_and(|m| m >= hour) {
+                    return keep(
+                        self,
+                        row,
+                        "the file was modified in the current UTC hour".into(),
+                    );
+                }
+                self.files.push(PurgedFile {
+                    aft_index,
+                    path,
+                    bytes: meta.len(),
+                });
+            }
+        }
+        self.rows.push((aft_index, row));
+    }
+
+    /// Deletes the planned files; a file that cannot be deleted keeps its row.
+    fn delete_files(&mut self) {
+        let mut failed = Vec::new();
+        self.files
+            .retain(|file| match std::fs::remove_file(&file.path) {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+                Err(e) => {
+                    failed.push((
+                        file.aft_index,
+                        format!("cannot delete {}: {e}", file.path.display()),
+                    ));
+                    false
+                }
+            });
+        for (aft_index, reason) in failed {
+            if let Some(at) = self.rows.iter().position(|(i, _)| *i == aft_index) {
+                let (_, row) = self.rows.remove(at);
+                self.kept.push(KeptRow {
+                    aft_index,
+                    file_path: row.file_path,
+                    reason,
+                });
+            }
+        }
+    }
+
+    fn report(self, executed: bool, hour: NaiveDateTime) -> PurgeReport {
+        let summary = Summary {
+            rows: self.rows.len() as u64,
+            files: self.files.len() as u64,
+            bytes: self.files.iter().map(|f| f.bytes).sum(),
+            files_missing: self.missing,
+            kept: self.kept.len() as u64,
+        };
+        PurgeReport {
+            executed,
+            cutoff: hour.to_string(),
+            rows: self
+                .rows
+                .into_iter()
+                .map(|(aft_index, r)| PurgedRow {
+                    aft_index,
+                    method: r.method,
+                    jid: r.jid,
+                    chat_type: r.chat_type,
+                    timestampvalue: r.timestampvalue.to_string(),
+                    file_path: r.file_path,
+                })
+                .collect(),
+            files: self.files,
+            kept: self.kept,
+            summary,
+        }
+    }
+}
+
+/// Where `file_path` (a path on the file server) is under the mount, if it is a file of this
+/// node's directory and not in the current hour's directory.
+fn local_path(file_path: &str, mount: &Mount, hour: NaiveDateTime) -> Result<PathBuf, String> {
+    let directory = mount.directory.trim_end_matches('/');
+    let relative = file_path
+        .strip_prefix(directory)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .ok_or_else(|| format!("not under the node's directory {directory}"))?;
+    if relative
+        .split('/')
+        .any(|part| matches!(part, "" | "." | ".."))
+    {
+        return Err("not a plain path under the node's directory".into());
+    }
+    let relative = Path::new(relative);
+    if hour_directory(relative) == Some(hour) {
+        return Err("in the current UTC hour's directory".into());
+    }
+    Ok(mount.mount_point.join(relative))
+}
+
+/// The UTC hour of a path in the seed's layout, `files/<chat_type>/<YYYYMMDD>/<HH>[.<n>]/<name>`.
+fn hour_directory(relative: &Path) -> Option<NaiveDateTime> {
+    let parts: Vec<&str> = relative.iter().map(|p| p.to_str()).collect::<Option<_>>()?;
+    let [_files, _chat_type, day, hour, _name] = parts.as_slice() else {
+        return None;
+    };
+    let digits = |text: &str, n: usize| text.len() == n && text.bytes().all(|b| b.is_ascii_digit());
+    let hour = hour.split('.').next()?;
+    if !digits(day, 8) || !digits(hour, 2) {
+        return None;
+    }
+    let day = NaiveDate::parse_from_str(day, "%Y%m%d").ok()?;
+    let hour: u32 = hour.parse().ok()?;
+    Some(day.and_time(NaiveTime::from_hms_opt(hour, 0, 0)?))
+}
+
+impl PurgeReport {
+    /// The report for people: what goes, what stays, and the counts.
+    pub fn text(&self) -> String {
+        let verb = if self.executed {
+            "deleted"
+        } else {
+            "would delete"
+        };
+        let mut out = String::new();
+        for row in &self.rows {
+            out += &format!(
+                "{verb} row {} {} {} {} {} {}\n",
+                row.aft_index,
+                row.method,
+                row.timestampvalue,
+                row.jid,
+                row.chat_type,
+                row.file_path
+            );
+        }
+        for file in &self.files {
+            out += &format!(
+                "{verb} file {} ({} bytes)\n",
+                file.path.display(),
+                file.bytes
+            );
+        }
+        for kept in &self.kept {
+            out += &format!(
+                "kept row {} {}: {}\n",
+                kept.aft_index, kept.file_path, kept.reason
+            );
+        }
+        let s = &self.summary;
+        let (rows, files, bytes, note) = match self.executed {
+            true => ("rows deleted", "files deleted", "bytes freed", ""),
+            false => (
+                "rows to delete",
+                "files to delete",
+                "bytes to free",
+                " (dry run: add --execute to delete)",
+            ),
+        };
+        out += &format!(
+            "{rows}: {}, {files}: {}, {bytes}: {}{note}; rows kept: {}, files already gone: {}; \
+             nothing at or after {} UTC is touched\n",
+            s.rows, s.files, s.bytes, s.kept, s.files_missing, self.cutoff,
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> NaiveDateTime {
+        parse_time(text).unwrap()
+    }
+
+    fn mount(dir: &Path) -> Mount {
+        Mount {
+            directory: "/opt/mftFileStore/node_1/".into(),
+            mount_point: dir.to_owned(),
+        }
+    }
+
+    #[test]
+    fn times_are_utc_in_either_form() {
+        assert_eq!(at("2014-12-18 11:58:39").to_string(), "2014-12-18 11:58:39");
+        assert_eq!(
+            at("2014-12-18 11:58:39.25").to_string(),
+            "2014-12-18 11:58:39.250"
+        );
+        assert_eq!(
+            at("2014-12-18T12:58:39+01:00").to_string(),
+            "2014-12-18 11:58:39"
+        );
+        assert!(parse_time("18/12/2014")
+            .unwrap_err()
+            .contains("2014-12-18 11:58:39"));
+    }
+
+    #[test]
+    fn the_current_hour_starts_on_the_hour() {
+        let now: DateTime<Utc> = "2025-03-04T05:59:59.9Z".parse().unwrap();
+        assert_eq!(current_hour(now), at("2025-03-04 05:00:00"));
+    }
+
+    #[test]
+    fn jid_prefixes_match_literally() {
+        assert_eq!(like_prefix("alice@example.com"), "alice@example.com%");
+        assert_eq!(like_prefix("a_b%c\\"), "a\\_b\\%c\\\\%");
+    }
+
+    #[test]
+    fn file_paths_map_under_the_mount_only() {
+        let hour = at("2025-01-02 04:00:00");
+        let m = mount(Path::new("/var/lib/mft/store"));
+        assert_eq!(
+            local_path(
+                "/opt/mftFileStore/node_1/files/im/20250102/03/abc",
+                &m,
+                hour
+            ),
+            Ok(PathBuf::from("/var/lib/mft/store/files/im/20250102/03/abc"))
+        );
+        for outside in [
+            "/opt/mftFileStore/node_2/files/im/20250102/03/abc",
+            "/opt/mftFileStore/node_10/files/x",
+            "/opt/mftFileStore/node_1",
+            "/opt/mftFileStore/node_1/",
+            "/opt/mftFileStore/node_1/files/../../node_2/x",
+            "/opt/mftFileStore/node_1/files/./x",
+            "relative/files/x",
+        ] {
+            assert!(local_path(outside, &m, hour).is_err(), "{outside}");
+        }
+        assert_eq!(
+            local_path(
+                "/opt/mftFileStore/node_1/files/im/20250102/04.2/abc",
+                &m,
+                hour
+            ),
+            Err("in the current UTC hour's directory".into())
+        );
+    }
+
+    #[test]
+    fn hour_directories_follow_the_seeds_layout() {
+        let hour = |p: &str| hour_directory(Path::new(p));
+        assert_eq!(
+            hour("files/im/20140811/15/f"),
+            Some(at("2014-08-11 15:00:00"))
+        );
+        assert_eq!(
+            hour("files/persistent/20140811/15.3/f"),
+            Some(at("2014-08-11 15:00:00"))
+        );
+        assert_eq!(hour("files/im/2014081/15/f"), None);
+        assert_eq!(hour("other/f"), None);
+    }
+
+    #[test]
+    fn a_selection_is_required() {
+        let config = mft_config::Database {
+            url: "/nonexistent/aft_log.sqlite3".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            run(&config, &Selection::default(), None, false, Utc::now()),
+            Err(PurgeError::NoSelection)
+        ));
+    }
+
+    #[test]
+    fn the_text_report_counts_what_goes() {
+        let report = PurgeReport {
+            executed: false,
+            cutoff: "2025-01-02 04:00:00".into(),
+            rows: vec![PurgedRow {
+                aft_index: 7,
+                method: "Post".into(),
+                jid: "a@x".into(),
+                chat_type: "im".into(),
+                timestampvalue: "2025-01-02 03:00:00".into(),
+                file_path: "/d/files/im/20250102/03/f".into(),
+            }],
+            files: vec![PurgedFile {
+                aft_index: 7,
+                path: "/m/files/im/20250102/03/f".into(),
+                bytes: 10,
+            }],
+            kept: vec![],
+            summary: Summary {
+                rows: 1,
+                files: 1,
+                bytes: 10,
+                ..Default::default()
+            },
+        };
+        let text = report.text();
+        assert!(
+            text.starts_with(
+                "would delete row 7 Post 2025-01-02 03:00:00 a@x im /d/files/im/20250102/03/f\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("would delete file /m/files/im/20250102/03/f (10 bytes)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rows to delete: 1, files to delete: 1, bytes to free: 10 (dry run"),
+            "{text}"
+        );
+    }
+}

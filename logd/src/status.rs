@@ -1,0 +1,57 @@
+//! What a running logd reports about itself (the `status` request): the seed's three database
+//! tests, the alarms it has raised and not cleared, and its counters. Plain serde data, shared by
+//! the server (which fills it) and [`LogdClient::status`](crate::LogdClient::status) (which
+//! httpd's status page and metrics read); nothing here measures anything.
+
+use serde::{Deserialize, Serialize};
+
+/// The `report` of a `status` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogdStatus {
+    /// `reachable`, `connected`, `schema verified`, in that order, as measured when asked.
+    pub checks: Vec<Check>,
+    /// The names of the alarms raised and not yet cleared (`MftDbConnectError`, `MftDbFullError`).
+    pub alarms: Vec<String>,
+    pub counters: Counters,
+}
+
+impl LogdStatus {
+    /// Whether every check passed and no alarm is raised.
+    pub fn healthy(&self) -> bool {
+        self.alarms.is_empty() && self.checks.iter().all(|c| c.ok)
+    }
+}
+
+/// One of the seed's database tests and its outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    /// What was found: the address reached, the error, the difference in the schema.
+    pub detail: String,
+}
+
+/// logd's counters since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Events committed, by request kind.
+    pub committed: Committed,
+    /// Transactions committed.
+    pub batches: u64,
+    /// Events answered `database` (their transaction did not commit).
+    pub failed_events: u64,
+    /// Events in the last transaction committed.
+    pub last_batch_size: u64,
+    pub uptime_seconds: u64,
+}
+
+/// Events committed, by what they recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Committed {
+    /// Upload rows (`method = 'Post'`).
+    pub post: u64,
+    /// Download rows inserted (`method = 'Get'`, `get_start`).
+    pub get_start: u64,
+    /// Download rows completed (`get_end`).
+    pub get_end: u64,
+}

@@ -1,0 +1,385 @@
+//! The operator commands against real databases: `logd purge` (the library call behind it) on
+//! SQLite and PostgreSQL with a temporary directory standing in for the mount, and the `logd
+//! check` binary's lines and exit status.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use logd::db::schema::{aft_log, AftRecord};
+use logd::purge::{self, Mount, PurgeError, Selection};
+
+use common::{Backend, TestDb};
+
+const DIRECTORY: &str = "/opt/mftFileStore/node_1";
+
+/// A Post or Get row at `when`, for the file `relative` (under the node's directory).
+fn record(method: &str, jid: &str, chat_type: &str, when: &str, relative: &str) -> AftRecord {
+    AftRecord {
+        jid: jid.into(),
+        to_jid: "bob@example.com".into(),
+        method: method.into(),
+        filename: relative.rsplit('/').next().unwrap().into(),
+        real_filename: "a.txt".into(),
+        file_type: "txt".into(),
+        chat_type: chat_type.into(),
+        file_server: "files.example.com".into(),
+        file_path: format!("{DIRECTORY}/{relative}"),
+        file_size: 5,
+        bytes_transferred: 5,
+        timestampvalue: purge::parse_time(when).unwrap(),
+    }
+}
+
+/// Inserts `rows` in order, one statement each (what the multi-backend connection can build).
+fn insert(db: &TestDb, rows: &[AftRecord]) {
+    let mut conn = db.connect();
+    for row in rows {
+        diesel::insert_into(aft_log::table)
+            .values(row)
+            .execute(&mut conn)
+            .unwrap();
+    }
+}
+
+/// Writes `bytes` bytes at `relative` under the mount, last modified a day ago.
+fn file(mount: &Path, relative: &str, bytes: usize) {
+    let path = mount.join(relative);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, vec![b'x'; bytes]).unwrap();
+    let file = std::fs::File::options().write(true).open(&path).unwrap();
+    file.set_modified(SystemTime::now() - Duration::from_secs(86_400))
+        .unwrap();
+}
+
+async fn purges_rows_and_files_but_never_the_current_hour(backend: Backend) {
+    let db = TestDb::new(backend);
+    drop(logd::db::Database::open(&db.config).unwrap()); // migrated
+    let now = Utc::now();
+    let this_hour = now.format("%Y-%m-%d %H:%M:%S").to_string();
+    let hour_dir = now.format("%Y%m%d/%H").to_string();
+    let rows = [
+        record(
+            "Post",
+            "alice@example.com/desk",
+            "im",
+            "2014-12-18 11:00:00",
+            "files/im/20141218/11/old1",
+        ),
+        record(
+            "Post",
+            "bob@example.com",
+            "groupchat",
+            "2014-12-18 12:00:00",
+            "files/groupchat/20141218/12/old2",
+        ),
+        record(
+            "Post",
+            "carol@example.com",
+            "im",
+            "2014-12-18 13:00:00",
+            "files/im/20141218/13/gone",
+        ),
+        record(
+            "Post",
+            "dave@example.com",
+            "im",
+            &this_hour,
+            &format!("files/im/{hour_dir}/fresh"),
+        ),
+        record(
+            "Post",
+            "erin@example.com",
+            "im",
+            "2014-12-18 11:00:00",
+            &format!("files/im/{hour_dir}/skewed"),
+        ),
+        AftRecord {
+            file_path: "/etc/passwd".into(),
+            ..record(
+                "Post",
+                "mallory@example.com",
+                "im",
+                "2014-12-18 11:00:00",
+                "x",
+            )
+        },
+        record(
+            "Get",
+            "alice@example.com/phone",
+            "im",
+            "2014-12-19 08:00:00",
+            "files/im/20141218/11/old1",
+        ),
+        record(
+            "Get",
+            "a_b@example.com",
+            "im",
+            "2014-12-19 08:00:00",
+            "files/im/20141218/11/old1",
+        ),
+        record(
+            "Get",
+            "axb@example.com",
+            "im",
+            "2014-12-19 08:00:00",
+            "files/im/20141218/11/old1",
+        ),
+    ];
+    insert(&db, &rows);
+    let inserted: Vec<i64> = db.rows().into_iter().map(|(i, _)| i).collect();
+    let index = |i: usize| inserted[i];
+    let mount_dir = tempfile::tempdir().unwrap();
+    let mount = Mount {
+        directory: format!("{DIRECTORY}/"),
+        mount_point: mount_dir.path().to_owned(),
+    };
+    file(mount_dir.path(), "files/im/20141218/11/old1", 100);
+    file(mount_dir.path(), "files/groupchat/20141218/12/old2", 20);
+    file(mount_dir.path(), &format!("files/im/{hour_dir}/fresh"), 7);
+    file(mount_dir.path(), &format!("files/im/{hour_dir}/skewed"), 9);
+
+    assert!(matches!(
+        purge::run(&db.config, &Selection::default(), None, true, now),
+        Err(PurgeError::NoSelection)
+    ));
+
+    // Uploads with their files: first listed only.
+    let posts = Selection {
+        method: Some("Post".into()),
+        ..Default::default()
+    };
+    let dry = purge::run(&db.config, &posts, Some(&mount), false, now).unwrap();
+    assert!(!dry.executed);
+    let listed: Vec<i64> = dry.rows.iter().map(|r| r.aft_index).collect();
+    assert_eq!(listed, [index(0), index(1), index(2)]);
+    assert_eq!(
+        (dry.summary.rows, dry.summary.files, dry.summary.bytes),
+        (3, 2, 120)
+    );
+    assert_eq!(dry.summary.files_missing, 1);
+    let kept: Vec<(i64, &str)> = dry
+        .kept
+        .iter()
+        .map(|k| (k.aft_index, k.reason.as_str()))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            (index(4), "in the current UTC hour's directory"),
+            (
+                index(5),
+                "not under the node's directory /opt/mftFileStore/node_1"
+            ),
+        ]
+    );
+    assert_eq!(db.rows().len(), rows.len(), "a dry run deletes nothing");
+    assert!(mount_dir.path().join("files/im/20141218/11/old1").exists());
+
+    // Then done.
+    let done = purge::run(&db.config, &posts, Some(&mount), true, now).unwrap();
+    assert!(done.executed);
+    assert_eq!(
+        (done.summary.rows, done.summary.files, done.summary.bytes),
+        (3, 2, 120)
+    );
+    assert!(!mount_dir.path().join("files/im/20141218/11/old1").exists());
+    assert!(!mount_dir
+        .path()
+        .join("files/groupchat/20141218/12/old2")
+        .exists());
+    assert!(mount_dir
+        .path()
+        .join(format!("files/im/{hour_dir}/fresh"))
+        .exists());
+    assert!(mount_dir
+        .path()
+        .join(format!("files/im/{hour_dir}/skewed"))
+        .exists());
+    let left: Vec<i64> = db.rows().into_iter().map(|(i, _)| i).collect();
+    assert_eq!(
+        left,
+        [index(3), index(4), index(5), index(6), index(7), index(8)]
+    );
+
+    // Downloads by one user: the prefix is literal (`_` is not a wildcard).
+    let by_user = Selection {
+        method: Some("Get".into()),
+        jid_prefix: Some("a_b@example.com".into()),
+        ..Default::default()
+    };
+    let done = purge::run(&db.config, &by_user, None, true, now).unwrap();
+    assert_eq!(
+        done.rows.iter().map(|r| r.aft_index).collect::<Vec<_>>(),
+        [index(7)]
+    );
+
+    // Everything, explicitly: the current hour's row stays.
+    let all = Selection {
+        all: true,
+        ..Default::default()
+    };
+    let done = purge::run(&db.config, &all, None, true, now).unwrap();
+    assert_eq!(done.summary.rows, 4);
+    let left: Vec<i64> = db.rows().into_iter().map(|(i, _)| i).collect();
+    assert_eq!(left, [index(3)]);
+    let json: serde_json::Value = serde_json::to_value(&done).unwrap();
+    assert_eq!(json["summary"]["rows"], 4);
+}
+
+#[tokio::test]
+async fn sqlite_purge() {
+    purges_rows_and_files_but_never_the_current_hour(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_purge() {
+    purges_rows_and_files_but_never_the_current_hour(Backend::Postgres).await;
+}
+
+/// A purge by time, as the seed's `timestampvalue > '…'`, and before a time.
+#[tokio::test]
+async fn sqlite_purge_by_time_and_chat_type() {
+    let db = TestDb::new(Backend::Sqlite);
+    drop(logd::db::Database::open(&db.config).unwrap());
+    let rows = [
+        record(
+            "Post",
+            "a@x",
+            "im",
+            "2014-12-18 11:58:39",
+            "files/im/20141218/11/a",
+        ),
+        record(
+            "Post",
+            "a@x",
+            "persistent",
+            "2014-12-18 11:58:40",
+            "files/persistent/20141218/11/b",
+        ),
+        record(
+            "Post",
+            "a@x",
+            "im",
+            "2014-12-18 11:58:41",
+            "files/im/20141218/11/c",
+        ),
+    ];
+    insert(&db, &rows);
+    let now: DateTime<Utc> = Utc::now();
+    let after = Selection {
+        after: Some(purge::parse_time("2014-12-18 11:58:39").unwrap()),
+        chat_type: Some("im".into()),
+        ..Default::default()
+    };
+    let report = purge::run(&db.config, &after, None, true, now).unwrap();
+    assert_eq!(
+        report
+            .rows
+            .iter()
+            .map(|r| r.file_path.as_str())
+            .collect::<Vec<_>>(),
+        [rows[2].file_path.as_str()]
+    );
+    let before = Selection {
+        before: Some(purge::parse_time("2014-12-18T11:58:40Z").unwrap()),
+        ..Default::default()
+    };
+    let report = purge::run(&db.config, &before, None, true, now).unwrap();
+    assert_eq!(
+        report
+            .rows
+            .iter()
+            .map(|r| r.file_path.as_str())
+            .collect::<Vec<_>>(),
+        [rows[0].file_path.as_str()]
+    );
+    assert_eq!(db.rows().len(), 1);
+}
+
+/// A node configuration file for `db`.
+fn config_file(db: &TestDb) -> std::path::PathBuf {
+    let kind = match db.config.kind {
+        mft_config::DatabaseKind::Sqlite => "sqlite",
+        mft_config::DatabaseKind::Postgres => "postgres",
+    };
+    let text = format!(
+        "[node]\nid = \"node_1\"\npublic_url = \"https://mft1.example.com\"\n\n\
+         [file_server]\nname = \"fs1\"\nhost = \"files.example.com\"\nuser = \"mft\"\n\
+         directory = \"{DIRECTORY}\"\nhost_key = \"files.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA\"\n\n\
+         [database]\nkind = \"{kind}\"\nurl = \"{}\"\n\n[http]\ntoken_secrets = [\"{}\"]\n",
+        db.config.url,
+        "s".repeat(32)
+    );
+    let path = db.dir.path().join("node.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn logd_check(config: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_logd"))
+        .arg("check")
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8(out.stdout).unwrap())
+}
+
+#[test]
+fn check_prints_one_line_per_test_and_fails_on_any_failure() {
+    let db = TestDb::new(Backend::Sqlite);
+    let config = config_file(&db);
+    let (ok, out) = logd_check(&config);
+    assert!(!ok, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].starts_with("PASS reachable: the directory "),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("FAIL connected: ") && lines[1].contains("does not exist"),
+        "{out}"
+    );
+    assert_eq!(lines[2], "FAIL schema verified: not checked: no connection");
+
+    drop(logd::db::Database::open(&db.config).unwrap());
+    let (ok, out) = logd_check(&config);
+    assert!(ok, "{out}");
+    assert_eq!(
+        out,
+        format!(
+            "PASS reachable: the directory {} is writable\nPASS connected: SELECT 1 answered\n\
+             PASS schema verified: aft_log has every column with its type and NOT NULL\n",
+            db.dir.path().display()
+        )
+    );
+}
+
+#[test]
+fn check_reports_an_unreachable_postgres() {
+    let mut db = TestDb::new(Backend::Postgres);
+    let config = config_file(&db);
+    // The server is up but logd never ran: no table yet.
+    let (ok, out) = logd_check(&config);
+    assert!(!ok);
+    assert!(
+        out.contains("PASS reachable: TCP connection to 127.0.0.1:"),
+        "{out}"
+    );
+    assert!(out.contains("PASS connected"), "{out}");
+    assert!(out.contains("FAIL schema verified: the aft_log table is not what logd expects: the table does not exist"), "{out}");
+    db.postgres.as_mut().unwrap().kill();
+    let (ok, out) = logd_check(&config);
+    assert!(!ok);
+    assert!(
+        out.starts_with("FAIL reachable: no TCP connection to 127.0.0.1:"),
+        "{out}"
+    );
+    assert!(out.contains("\nFAIL connected: "), "{out}");
+}

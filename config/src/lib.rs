@@ -69,6 +69,34 @@ pub struct NodeConfig {
     pub http: Http,
     #[serde(default)]
     pub log: Log,
+    #[serde(default)]
+    pub fsd: Fsd,
+}
+
+/// `[fsd]`: how fsd watches the file server and where it publishes what it sees.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fsd {
+    /// `MftExtFsFreeSpaceWarn` is raised while less than this percentage of the file server's
+    /// space is available (0 disables the alarm).
+    #[serde(default = "default_free_space_warn_percent")]
+    pub free_space_warn_percent: u8,
+    /// The JSON file where fsd publishes its checks, alarms and counters (httpd reads it).
+    #[serde(default = "default_fsd_status_file")]
+    pub status_file: PathBuf,
+    /// Seconds between SSH keepalives; a silent server is declared dead after three intervals.
+    #[serde(default = "default_keepalive_secs")]
+    pub keepalive_secs: u64,
+}
+
+impl Default for Fsd {
+    fn default() -> Self {
+        Self {
+            free_space_warn_percent: default_free_space_warn_percent(),
+            status_file: default_fsd_status_file(),
+            keepalive_secs: default_keepalive_secs(),
+        }
+    }
 }
 
 /// `[log]`: how much the daemons log (to journald under systemd, else to stderr).
@@ -261,6 +289,15 @@ fn default_batch_max_wait_ms() -> u64 {
 fn default_logd_socket() -> PathBuf {
     PathBuf::from("/run/mft/logd.sock")
 }
+fn default_free_space_warn_percent() -> u8 {
+    10
+}
+fn default_fsd_status_file() -> PathBuf {
+    PathBuf::from("/run/mft/fsd-status.json")
+}
+fn default_keepalive_secs() -> u64 {
+    5
+}
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7336))
 }
@@ -299,6 +336,7 @@ impl NodeConfig {
         }
         self.validate_file_server()?;
         self.validate_database()?;
+        self.validate_fsd()?;
         let http = &self.http;
         if http.token_secrets.is_empty() {
             return Err(invalid(
@@ -349,6 +387,33 @@ impl NodeConfig {
             if !path.is_absolute() {
                 return Err(invalid(key, format!("must be an absolute path, got {path:?}"), example));
             }
+        }
+        Ok(())
+    }
+
+    fn validate_fsd(&self) -> Result<(), ConfigError> {
+        let fsd = &self.fsd;
+        if fsd.free_space_warn_percent > 100 {
+            return Err(invalid(
+                "fsd.free_space_warn_percent",
+                format!("must be 0 to 100, got {}", fsd.free_space_warn_percent),
+                "free_space_warn_percent = 10",
+            ));
+        }
+        if !fsd.status_file.is_absolute() {
+            return Err(invalid(
+                "fsd.status_file",
+                format!("must be an absolute path, got {:?}", fsd.status_file),
+                "status_file = \"/run/mft/fsd-status.json\"",
+            ));
+        }
+        // Detection takes three intervals and must stay within 15 s.
+        if !(1..=5).contains(&fsd.keepalive_secs) {
+            return Err(invalid(
+                "fsd.keepalive_secs",
+                format!("must be 1 to 5 seconds (a dead server is detected after 3 intervals), got {}", fsd.keepalive_secs),
+                "keepalive_secs = 5",
+            ));
         }
         Ok(())
     }
@@ -576,6 +641,27 @@ token_secrets = ["0123456789abcdef0123456789abcdef"]
         let c = NodeConfig::parse(&GOOD.replace("[file_server]", "transfer_mode = \"peer-to-peer\"\n[file_server]")).unwrap();
         assert_eq!(c.node.transfer_mode, TransferMode::PeerToPeer);
         assert!(!c.node.transfer_mode.is_managed());
+    }
+
+    #[test]
+    fn fsd_section_has_defaults_and_limits() {
+        let c = NodeConfig::parse(GOOD).unwrap();
+        assert_eq!(c.fsd.free_space_warn_percent, 10);
+        assert_eq!(c.fsd.status_file, PathBuf::from("/run/mft/fsd-status.json"));
+        assert_eq!(c.fsd.keepalive_secs, 5);
+        let c = NodeConfig::parse(&format!("{GOOD}\n[fsd]\nfree_space_warn_percent = 0\nkeepalive_secs = 1\n")).unwrap();
+        assert_eq!((c.fsd.free_space_warn_percent, c.fsd.keepalive_secs), (0, 1));
+        for (text, key) in [
+            ("free_space_warn_percent = 101", "fsd.free_space_warn_percent:"),
+            ("status_file = \"fsd.json\"", "fsd.status_file:"),
+            ("keepalive_secs = 0", "fsd.keepalive_secs:"),
+            ("keepalive_secs = 6", "fsd.keepalive_secs:"),
+        ] {
+            let e = error_of(&format!("{GOOD}\n[fsd]\n{text}\n"));
+            assert!(e.starts_with(key), "expected {key} in: {e}");
+        }
+        let e = error_of(&format!("{GOOD}\n[fsd]\nkeepalive = 5\n"));
+        assert!(e.contains("unknown field `keepalive`"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! filesystem logic is tested without a server. The trait speaks in absolute server paths and
 //! plain data types; it knows nothing of inodes, FUSE or errno.
 
+pub mod fault;
 pub mod memory;
 pub mod ssh;
 
@@ -114,6 +115,9 @@ pub enum SftpError {
     /// The SSH connection or the SFTP session is gone.
     #[error("the connection to the file server is lost: {0}")]
     Disconnected(String),
+    /// The file was opened on a connection that has since been lost; the server closed it.
+    #[error("the file was opened on a connection to the file server that was lost")]
+    HandleLost,
     /// The server did not answer in time.
     #[error("the file server did not answer in time")]
     Timeout,
@@ -211,4 +215,14 @@ pub trait SftpBackend: Send + Sync + 'static {
 
     /// Statistics of the file system holding `path`.
     fn statvfs(&self, path: &str) -> impl Future<Output = SftpResult<FsStats>> + Send;
+
+    /// Makes `path` a symbolic link to `target` (stored as given, not resolved).
+    fn symlink(&self, target: &str, path: &str) -> impl Future<Output = SftpResult<()>> + Send;
+
+    /// The target of the symbolic link `path`.
+    fn readlink(&self, path: &str) -> impl Future<Output = SftpResult<String>> + Send;
+
+    /// Makes `new` another name of the file `existing` (`hardlink@openssh.com`).
+    fn hardlink(&self, existing: &str, new: &str)
+        -> impl Future<Output = SftpResult<()>> + Send;
 }

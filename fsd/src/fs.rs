@@ -1,31 +1,56 @@
-//! The filesystem logic: inodes, open files and directory listings over an [`SftpBackend`].
+//! The filesystem logic: inodes, open files, directory listings and caches over an
+//! [`SftpBackend`].
 //!
 //! [`Filesystem`] is async and knows nothing of FUSE: it takes inode numbers, names and POSIX
 //! open flags, and answers with attributes, data or an [`FsError`]. `fuse.rs` only translates.
-//! Every operation goes to the server (no data cache here; the kernel caches attributes and
-//! entries for [`ATTR_TTL`]); writes return once the server acknowledged them, so `flush` has
-//! nothing left to send and `fsync` asks the server to sync its disk.
+//!
+//! - Every request to the server is bounded by the request timeout ([`ETIMEDOUT`](libc::ETIMEDOUT)
+//!   after it), so no caller ever waits on a server that stopped answering.
+//! - Writes are write-behind ([`write_behind`]): acknowledged once queued, sent in order with up
+//!   to [`WRITE_WINDOW`] bytes in flight per open file; the first failure is returned by the next
+//!   write, flush, fsync or release. Anything that must see the written data (a read, `stat`,
+//!   truncate, fsync) first waits for the file's queued writes.
+//! - Attributes from listings and from fsd's own operations are kept for [`CACHE_TTL`]
+//!   ([`attr_cache`]); the kernel caches attributes and names for [`ATTR_TTL`] on top.
 
+pub mod attr_cache;
 pub mod error;
 pub mod inode;
+pub mod write_behind;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 pub use error::{FsError, FsResult};
 pub use inode::{Ino, ROOT};
 
 use crate::backend::{
-    Attributes, FileKind, FsStats, OpenOptions, SetAttributes, SftpBackend, StatusCode,
+    Attributes, FileKind, FsStats, OpenOptions, SetAttributes, SftpBackend, SftpError, SftpResult,
+    StatusCode,
 };
+use attr_cache::AttrCache;
 use inode::InodeTable;
+use write_behind::WriteBehind;
 
 /// How long the kernel may trust attributes and names before asking again. The directory can
 /// change on the server behind fsd's back (another node, a purge), so this stays short.
 pub const ATTR_TTL: Duration = Duration::from_secs(1);
+
+/// How long fsd trusts attributes it learned from a listing or its own operations.
+pub const CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// How long one request to the server may take before the caller gets ETIMEDOUT.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bytes of one open file's writes that may be queued or in flight at once.
+pub const WRITE_WINDOW: u32 = 8 * 1024 * 1024;
+
+/// The longest name a directory entry may have (the server's `name_max` on Linux).
+pub const NAME_MAX: usize = 255;
 
 /// The inode number a directory listing shows for a name the kernel has not looked up yet
 /// (as libfuse does); a later lookup gives the real one.
@@ -57,25 +82,60 @@ pub struct ListedEntry {
     pub name: String,
 }
 
+/// What the filesystem has done since it started.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub bytes_read: AtomicU64,
+    /// Bytes the server acknowledged.
+    pub bytes_written: AtomicU64,
+    /// Requests sent to the server.
+    pub ops: AtomicU64,
+}
+
+/// An open file: its server handle and, once written to, its write-behind queue.
+struct OpenFile<H> {
+    ino: Ino,
+    handle: Arc<H>,
+    writes: OnceLock<WriteBehind>,
+}
+
 /// The node directory on the file server, as a filesystem.
 pub struct Filesystem<B: SftpBackend> {
-    backend: B,
+    backend: Arc<B>,
     /// The node directory's absolute path on the server.
     root: String,
+    timeout: Duration,
     inodes: Mutex<InodeTable>,
     /// Open files by FUSE file handle; a request in flight holds its own reference.
-    files: Mutex<HashMap<u64, Arc<B::Handle>>>,
+    files: Mutex<HashMap<u64, Arc<OpenFile<B::Handle>>>>,
     listings: Mutex<HashMap<u64, Arc<[ListedEntry]>>>,
+    cache: Mutex<AttrCache>,
     next_handle: AtomicU64,
+    counters: Arc<Counters>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().expect("filesystem state lock")
 }
 
-fn utf8(name: &OsStr) -> FsResult<&str> {
-    name.to_str()
-        .ok_or_else(|| FsError::InvalidName(name.to_owned()))
+/// A name as SFTP can carry it: UTF-8, at most [`NAME_MAX`] bytes.
+fn entry_name(name: &OsStr) -> FsResult<&str> {
+    let name = name
+        .to_str()
+        .ok_or_else(|| FsError::InvalidName(name.to_owned()))?;
+    if name.len() > NAME_MAX {
+        return Err(FsError::NameTooLong(name.len()));
+    }
+    Ok(name)
+}
+
+/// The path of `name` in the directory `dir`.
+fn below(dir: &str, name: &str) -> String {
+    if dir.ends_with('/') {
+        format!("{dir}{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
 }
 
 /// SFTP `pflags` for POSIX open flags.
@@ -90,6 +150,16 @@ fn open_options(flags: i32) -> OpenOptions {
     }
 }
 
+/// Bounds `request` by `timeout`.
+async fn bounded<T>(
+    timeout: Duration,
+    request: impl Future<Output = SftpResult<T>>,
+) -> SftpResult<T> {
+    tokio::time::timeout(timeout, request)
+        .await
+        .unwrap_or(Err(SftpError::Timeout))
+}
+
 impl<B: SftpBackend> Filesystem<B> {
     /// The filesystem of the directory `root` (an absolute server path) on `backend`.
     pub fn new(backend: B, root: &str) -> Self {
@@ -98,13 +168,46 @@ impl<B: SftpBackend> Filesystem<B> {
             trimmed => trimmed,
         };
         Self {
-            backend,
+            backend: Arc::new(backend),
             root: root.to_owned(),
+            timeout: REQUEST_TIMEOUT,
             inodes: Mutex::new(InodeTable::default()),
             files: Mutex::new(HashMap::new()),
             listings: Mutex::new(HashMap::new()),
+            cache: Mutex::new(AttrCache::new(CACHE_TTL)),
             next_handle: AtomicU64::new(1),
+            counters: Arc::new(Counters::default()),
         }
+    }
+
+    /// The same filesystem with another request timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The node directory on the server.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Files open now.
+    pub fn open_files(&self) -> usize {
+        lock(&self.files).len()
+    }
+
+    /// Sends one request, bounded by the request timeout.
+    async fn call<T>(&self, request: impl Future<Output = SftpResult<T>>) -> SftpResult<T> {
+        self.counters.ops.fetch_add(1, Ordering::Relaxed);
+        bounded(self.timeout, request).await
     }
 
     /// The server path of inode `ino`.
@@ -123,14 +226,9 @@ impl<B: SftpBackend> Filesystem<B> {
     }
 
     fn join(&self, names: &[&str]) -> String {
-        let mut path = self.root.clone();
-        for name in names {
-            if !path.ends_with('/') {
-                path.push('/');
-            }
-            path.push_str(name);
-        }
-        path
+        names
+            .iter()
+            .fold(self.root.clone(), |path, name| below(&path, name))
     }
 
     fn remember(&self, parent: Ino, name: &str, attrs: Attributes) -> InodeAttributes {
@@ -142,23 +240,95 @@ impl<B: SftpBackend> Filesystem<B> {
         self.next_handle.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn open_file(&self, fh: u64) -> FsResult<Arc<B::Handle>> {
+    fn open_file(&self, fh: u64) -> FsResult<Arc<OpenFile<B::Handle>>> {
         lock(&self.files)
             .get(&fh)
             .cloned()
             .ok_or(FsError::BadHandle(fh))
     }
 
+    fn add_open_file(&self, ino: Ino, handle: B::Handle) -> u64 {
+        let fh = self.new_handle();
+        let file = OpenFile {
+            ino,
+            handle: Arc::new(handle),
+            writes: OnceLock::new(),
+        };
+        lock(&self.files).insert(fh, Arc::new(file));
+        fh
+    }
+
+    /// `lstat`, answered from the cache when it can be.
+    async fn lstat(&self, path: &str) -> SftpResult<Attributes> {
+        if let Some(attrs) = lock(&self.cache).get(path, Instant::now()) {
+            return Ok(attrs);
+        }
+        let attrs = self.call(self.backend.lstat(path)).await?;
+        lock(&self.cache).put(path.to_owned(), attrs, Instant::now());
+        Ok(attrs)
+    }
+
+    /// The server's answer for `path`, also kept in the cache.
+    async fn fresh_lstat(&self, path: &str) -> SftpResult<Attributes> {
+        lock(&self.cache).forget(path);
+        self.lstat(path).await
+    }
+
+    fn forget_cached(&self, path: &str) {
+        lock(&self.cache).forget(path);
+    }
+
     /// Whether `path` exists, for explaining an `SSH_FX_FAILURE`.
     async fn exists(&self, path: &str) -> bool {
-        self.backend.lstat(path).await.is_ok()
+        self.call(self.backend.lstat(path)).await.is_ok()
+    }
+
+    /// Explains an `SSH_FX_FAILURE` of a request that needed space: ENOSPC if the server's file
+    /// system has no block left for us.
+    async fn space_error(&self, error: SftpError) -> FsError {
+        if error.is_status(StatusCode::Failure) {
+            if let Ok(stats) = self.call(self.backend.statvfs(&self.root)).await {
+                if stats.blocks > 0 && stats.blocks_avail == 0 {
+                    return FsError::NoSpace(error);
+                }
+            }
+        }
+        error.into()
+    }
+
+    /// Waits for the queued writes of every open file of `ino`.
+    async fn settle(&self, ino: Ino) -> FsResult<()> {
+        let writing: Vec<_> = lock(&self.files)
+            .values()
+            .filter(|f| f.ino == ino && f.writes.get().is_some_and(WriteBehind::is_busy))
+            .cloned()
+            .collect();
+        for file in writing {
+            if let Some(writes) = file.writes.get() {
+                if let Err(e) = writes.drain().await {
+                    return Err(self.space_error(e).await);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the queued writes of one open file; fails if any failed.
+    async fn drain(&self, file: &OpenFile<B::Handle>) -> FsResult<()> {
+        match file.writes.get() {
+            Some(writes) => match writes.drain().await {
+                Ok(()) => Ok(()),
+                Err(e) => Err(self.space_error(e).await),
+            },
+            None => Ok(()),
+        }
     }
 
     /// Looks `name` up in `parent`; the kernel now holds one more reference to the result.
     pub async fn lookup(&self, parent: Ino, name: &OsStr) -> FsResult<InodeAttributes> {
-        let name = utf8(name)?;
+        let name = entry_name(name)?;
         let path = self.child_path(parent, name)?;
-        let attrs = self.backend.lstat(&path).await?;
+        let attrs = self.lstat(&path).await?;
         Ok(self.remember(parent, name, attrs))
     }
 
@@ -169,11 +339,16 @@ impl<B: SftpBackend> Filesystem<B> {
 
     /// The attributes of `ino`, through the open file `fh` if the kernel names one.
     pub async fn getattr(&self, ino: Ino, fh: Option<u64>) -> FsResult<InodeAttributes> {
+        self.settle(ino).await?;
         let open = fh.and_then(|fh| lock(&self.files).get(&fh).cloned());
-        let attrs = match open {
-            Some(open) => self.backend.fstat(&open).await?,
-            None => self.backend.lstat(&self.path(ino)?).await?,
-        };
+        if let Some(open) = open {
+            match self.call(self.backend.fstat(&open.handle)).await {
+                // The handle died with a lost connection: the name still answers.
+                Err(SftpError::HandleLost) => {}
+                answer => return Ok(InodeAttributes { ino, attrs: answer? }),
+            }
+        }
+        let attrs = self.lstat(&self.path(ino)?).await?;
         Ok(InodeAttributes { ino, attrs })
     }
 
@@ -184,6 +359,7 @@ impl<B: SftpBackend> Filesystem<B> {
         fh: Option<u64>,
         changes: AttributeChanges,
     ) -> FsResult<InodeAttributes> {
+        self.settle(ino).await?;
         // SFTP sets owner and group together, and both times together: fill in the other half.
         let partial_owner = changes.uid.is_some() != changes.gid.is_some();
         let partial_times = changes.atime.is_some() != changes.mtime.is_some();
@@ -217,27 +393,36 @@ impl<B: SftpBackend> Filesystem<B> {
             times,
         };
         let open = fh.and_then(|fh| lock(&self.files).get(&fh).cloned());
-        match &open {
-            Some(open) => self.backend.fsetstat(open, set).await?,
-            None => self.backend.setstat(&self.path(ino)?, set).await?,
+        let path = self.path(ino);
+        let answer = match (&open, &path) {
+            (Some(open), _) => self.call(self.backend.fsetstat(&open.handle, set)).await,
+            (None, Ok(path)) => self.call(self.backend.setstat(path, set)).await,
+            (None, Err(_)) => return Err(FsError::StaleInode(ino)),
+        };
+        if let Err(e) = answer {
+            return Err(self.space_error(e).await);
+        }
+        if let Ok(path) = &path {
+            self.forget_cached(path);
         }
         self.getattr(ino, fh).await
     }
 
     /// Makes the directory `name` in `parent` with permission bits `perm`.
     pub async fn mkdir(&self, parent: Ino, name: &OsStr, perm: u16) -> FsResult<InodeAttributes> {
-        let name = utf8(name)?;
+        let name = entry_name(name)?;
         let path = self.child_path(parent, name)?;
-        if let Err(e) = self.backend.mkdir(&path, perm & 0o7777).await {
+        if let Err(e) = self.call(self.backend.mkdir(&path, perm & 0o7777)).await {
             return Err(
                 if e.is_status(StatusCode::Failure) && self.exists(&path).await {
                     FsError::AlreadyExists(path)
                 } else {
-                    e.into()
+                    self.space_error(e).await
                 },
             );
         }
-        let attrs = self.backend.lstat(&path).await?;
+        self.forget_cached(&self.path(parent)?);
+        let attrs = self.fresh_lstat(&path).await?;
         Ok(self.remember(parent, name, attrs))
     }
 
@@ -250,14 +435,17 @@ impl<B: SftpBackend> Filesystem<B> {
         perm: u16,
         flags: i32,
     ) -> FsResult<(InodeAttributes, u64)> {
-        let name = utf8(name)?;
+        let name = entry_name(name)?;
         let path = self.child_path(parent, name)?;
         let options = OpenOptions {
             create: true,
             exclusive: flags & libc::O_EXCL != 0,
             ..open_options(flags)
         };
-        let handle = match self.backend.open(&path, options, perm & 0o7777).await {
+        let handle = match self
+            .call(self.backend.open(&path, options, perm & 0o7777))
+            .await
+        {
             Ok(handle) => handle,
             Err(e)
                 if options.exclusive
@@ -266,69 +454,117 @@ impl<B: SftpBackend> Filesystem<B> {
             {
                 return Err(FsError::AlreadyExists(path));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(self.space_error(e).await),
         };
-        let attrs = match self.backend.fstat(&handle).await {
+        let attrs = match self.call(self.backend.fstat(&handle)).await {
             Ok(attrs) => attrs,
             Err(e) => {
                 // Nothing will ever release this handle: close it now. The fstat error is the
                 // one that counts.
-                let _ = self.backend.close(&handle).await;
+                let _ = self.call(self.backend.close(&handle)).await;
                 return Err(e.into());
             }
         };
+        self.forget_cached(&self.path(parent)?);
+        lock(&self.cache).put(path, attrs, Instant::now());
         let entry = self.remember(parent, name, attrs);
-        let fh = self.new_handle();
-        lock(&self.files).insert(fh, Arc::new(handle));
+        let fh = self.add_open_file(entry.ino, handle);
         Ok((entry, fh))
     }
 
     /// Opens `ino` with POSIX open `flags`; returns the handle for reads and writes.
     pub async fn open(&self, ino: Ino, flags: i32) -> FsResult<u64> {
         let path = self.path(ino)?;
-        let handle = self.backend.open(&path, open_options(flags), 0).await?;
-        let fh = self.new_handle();
-        lock(&self.files).insert(fh, Arc::new(handle));
-        Ok(fh)
+        let options = open_options(flags);
+        if options.truncate {
+            self.settle(ino).await?;
+            self.forget_cached(&path);
+        }
+        let handle = self.call(self.backend.open(&path, options, 0)).await?;
+        Ok(self.add_open_file(ino, handle))
     }
 
     /// Up to `size` bytes at `offset` (fewer only at the end of the file).
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let open = self.open_file(fh)?;
-        Ok(self.backend.read(&open, offset, size).await?)
+        self.settle(open.ino).await?;
+        let data = self
+            .call(self.backend.read(&open.handle, offset, size))
+            .await?;
+        self.counters
+            .bytes_read
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        Ok(data)
     }
 
-    /// Writes `data` at `offset`; returns once the server has it.
-    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+    /// Queues `data` for `offset` (see the module documentation); fails with the error of an
+    /// earlier write of this file if one failed.
+    pub async fn write(&self, fh: u64, offset: u64, data: Vec<u8>) -> FsResult<u32> {
         let open = self.open_file(fh)?;
-        self.backend.write(&open, offset, data).await?;
-        Ok(data.len() as u32)
+        let len = data.len() as u32;
+        if let Ok(path) = self.path(open.ino) {
+            self.forget_cached(&path);
+        }
+        let writes = open.writes.get_or_init(|| {
+            let (backend, handle) = (self.backend.clone(), open.handle.clone());
+            let (counters, timeout) = (self.counters.clone(), self.timeout);
+            WriteBehind::start(WRITE_WINDOW, move |offset, data| {
+                let (backend, handle, counters) =
+                    (backend.clone(), handle.clone(), counters.clone());
+                async move {
+                    counters.ops.fetch_add(1, Ordering::Relaxed);
+                    let written = bounded(timeout, backend.write(&handle, offset, &data)).await;
+                    if written.is_ok() {
+                        counters
+                            .bytes_written
+                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
+                    written
+                }
+            })
+        });
+        match writes.write(offset, data).await {
+            Ok(()) => Ok(len),
+            Err(e) => Err(self.space_error(e).await),
+        }
     }
 
-    /// `close(2)` of one descriptor: every write is already on the server, so there is nothing
-    /// to send; only the handle is checked.
-    pub fn flush(&self, fh: u64) -> FsResult<()> {
-        self.open_file(fh).map(drop)
+    /// `close(2)` of one descriptor: waits for the file's queued writes and reports the first
+    /// that failed.
+    pub async fn flush(&self, fh: u64) -> FsResult<()> {
+        let open = self.open_file(fh)?;
+        self.drain(&open).await
     }
 
     /// Makes the file's data durable on the server's disk.
     pub async fn fsync(&self, fh: u64) -> FsResult<()> {
         let open = self.open_file(fh)?;
-        Ok(self.backend.fsync(&open).await?)
+        self.drain(&open).await?;
+        Ok(self.call(self.backend.fsync(&open.handle)).await?)
     }
 
-    /// The last descriptor of `fh` is closed: close the file on the server.
+    /// The last descriptor of `fh` is closed: send what is queued and close the file on the
+    /// server. A write that failed is reported here too.
     pub async fn release(&self, fh: u64) -> FsResult<()> {
         let open = lock(&self.files)
             .remove(&fh)
             .ok_or(FsError::BadHandle(fh))?;
-        Ok(self.backend.close(&open).await?)
+        let written = self.drain(&open).await;
+        let closed = self.call(self.backend.close(&open.handle)).await;
+        written?;
+        Ok(closed?)
     }
 
     /// Lists the directory `ino` once; `readdir` then pages through this listing.
     pub async fn opendir(&self, ino: Ino) -> FsResult<u64> {
         let path = self.path(ino)?;
-        let entries = self.backend.read_dir(&path).await?;
+        let entries = self.call(self.backend.read_dir(&path)).await?;
+        let now = Instant::now();
+        let mut cache = lock(&self.cache);
+        for entry in &entries {
+            cache.put(below(&path, &entry.name), entry.attrs, now);
+        }
+        drop(cache);
         let inodes = lock(&self.inodes);
         let parent = inodes.parent(ino).unwrap_or(ROOT);
         let listing: Arc<[ListedEntry]> = [(ino, "."), (parent, "..")]
@@ -375,10 +611,16 @@ impl<B: SftpBackend> Filesystem<B> {
         new_name: &OsStr,
         no_replace: bool,
     ) -> FsResult<()> {
-        let (name, new_name) = (utf8(name)?, utf8(new_name)?);
+        let (name, new_name) = (entry_name(name)?, entry_name(new_name)?);
         let from = self.child_path(parent, name)?;
         let to = self.child_path(new_parent, new_name)?;
-        if let Err(e) = self.backend.rename(&from, &to, !no_replace).await {
+        let result = self.call(self.backend.rename(&from, &to, !no_replace)).await;
+        {
+            let mut cache = lock(&self.cache);
+            cache.forget_tree(&from);
+            cache.forget_tree(&to);
+        }
+        if let Err(e) = result {
             return Err(if !e.is_status(StatusCode::Failure) {
                 e.into()
             } else if no_replace && self.exists(&to).await {
@@ -395,25 +637,27 @@ impl<B: SftpBackend> Filesystem<B> {
 
     /// Whether `path` is a directory with entries, for explaining an `SSH_FX_FAILURE`.
     async fn has_entries(&self, path: &str) -> bool {
-        self.backend
-            .read_dir(path)
+        self.call(self.backend.read_dir(path))
             .await
             .is_ok_and(|entries| !entries.is_empty())
     }
 
     /// Removes the file `name` from `parent`.
     pub async fn unlink(&self, parent: Ino, name: &OsStr) -> FsResult<()> {
-        let name = utf8(name)?;
-        self.backend.remove(&self.child_path(parent, name)?).await?;
+        let name = entry_name(name)?;
+        let path = self.child_path(parent, name)?;
+        self.forget_cached(&path);
+        self.call(self.backend.remove(&path)).await?;
         lock(&self.inodes).unlink(parent, name);
         Ok(())
     }
 
     /// Removes the empty directory `name` from `parent`.
     pub async fn rmdir(&self, parent: Ino, name: &OsStr) -> FsResult<()> {
-        let name = utf8(name)?;
+        let name = entry_name(name)?;
         let path = self.child_path(parent, name)?;
-        if let Err(e) = self.backend.rmdir(&path).await {
+        lock(&self.cache).forget_tree(&path);
+        if let Err(e) = self.call(self.backend.rmdir(&path)).await {
             return Err(
                 if e.is_status(StatusCode::Failure) && self.has_entries(&path).await {
                     FsError::NotEmpty(path)
@@ -426,13 +670,66 @@ impl<B: SftpBackend> Filesystem<B> {
         Ok(())
     }
 
+    /// Makes `name` in `parent` a symbolic link to `target`.
+    pub async fn symlink(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        target: &OsStr,
+    ) -> FsResult<InodeAttributes> {
+        let name = entry_name(name)?;
+        let target = target
+            .to_str()
+            .ok_or_else(|| FsError::InvalidName(target.to_owned()))?;
+        let path = self.child_path(parent, name)?;
+        if let Err(e) = self.call(self.backend.symlink(target, &path)).await {
+            return Err(
+                if e.is_status(StatusCode::Failure) && self.exists(&path).await {
+                    FsError::AlreadyExists(path)
+                } else {
+                    self.space_error(e).await
+                },
+            );
+        }
+        let attrs = self.fresh_lstat(&path).await?;
+        Ok(self.remember(parent, name, attrs))
+    }
+
+    /// The target of the symbolic link `ino`.
+    pub async fn readlink(&self, ino: Ino) -> FsResult<String> {
+        Ok(self.call(self.backend.readlink(&self.path(ino)?)).await?)
+    }
+
+    /// Makes `new_name` in `new_parent` another name of the file `ino`.
+    pub async fn link(
+        &self,
+        ino: Ino,
+        new_parent: Ino,
+        new_name: &OsStr,
+    ) -> FsResult<InodeAttributes> {
+        let new_name = entry_name(new_name)?;
+        let existing = self.path(ino)?;
+        let path = self.child_path(new_parent, new_name)?;
+        if let Err(e) = self.call(self.backend.hardlink(&existing, &path)).await {
+            return Err(
+                if e.is_status(StatusCode::Failure) && self.exists(&path).await {
+                    FsError::AlreadyExists(path)
+                } else {
+                    self.space_error(e).await
+                },
+            );
+        }
+        let attrs = self.fresh_lstat(&path).await?;
+        Ok(self.remember(new_parent, new_name, attrs))
+    }
+
     /// Space and inode counts of the server's file system. A server without
     /// `statvfs@openssh.com` gets zeros (`df` shows the mount, with no numbers).
     pub async fn statfs(&self) -> FsResult<FsStats> {
-        match self.backend.statvfs(&self.root).await {
+        match self.call(self.backend.statvfs(&self.root)).await {
             Err(e) if e.is_status(StatusCode::OpUnsupported) => Ok(FsStats {
                 block_size: 4096,
-                name_max: 255,
+                name_max: NAME_MAX as u64,
                 ..FsStats::default()
             }),
             other => Ok(other?),
@@ -467,7 +764,7 @@ mod tests {
             .create(parent, name(file), 0o644, libc::O_WRONLY)
             .await
             .unwrap();
-        assert_eq!(fs.write(fh, 0, data).await.unwrap(), data.len() as u32);
+        assert_eq!(fs.write(fh, 0, data.to_vec()).await.unwrap(), data.len() as u32);
         fs.fsync(fh).await.unwrap();
         fs.release(fh).await.unwrap();
         entry.ino
@@ -505,7 +802,7 @@ mod tests {
         let ino = write_file(&fs, ROOT, "a.txt", b"hello, file server").await;
         assert_eq!(read_all(&fs, ino).await, b"hello, file server");
         assert_eq!(fs.getattr(ino, None).await.unwrap().attrs.size, 18);
-        let server = fs.backend;
+        let server = fs.backend();
         assert_eq!(
             server.file_content("/srv/node_1/a.txt").unwrap(),
             b"hello, file server"
@@ -560,7 +857,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.errno(), libc::EEXIST, "{err}");
-        assert_eq!(fs.backend.file_content("/srv/node_1/b").unwrap(), b"b");
+        assert_eq!(fs.backend().file_content("/srv/node_1/b").unwrap(), b"b");
     }
 
     #[tokio::test]
@@ -615,7 +912,7 @@ mod tests {
         let fs = fs();
         let dir = fs.mkdir(ROOT, name("d"), 0o755).await.unwrap().ino;
         let known = write_file(&fs, dir, "known", b"").await;
-        fs.backend
+        fs.backend()
             .mkdir("/srv/node_1/d/made-on-the-server", 0o755)
             .await
             .unwrap();
@@ -691,7 +988,7 @@ mod tests {
         let fh = fs.open(ino, libc::O_RDONLY).await.unwrap();
         fs.release(fh).await.unwrap();
         assert_eq!(fs.read(fh, 0, 1).await.unwrap_err().errno(), libc::EBADF);
-        assert_eq!(fs.flush(fh).unwrap_err().errno(), libc::EBADF);
+        assert_eq!(fs.flush(fh).await.unwrap_err().errno(), libc::EBADF);
         use std::os::unix::ffi::OsStrExt;
         let bad = OsStr::from_bytes(b"\xff");
         assert_eq!(

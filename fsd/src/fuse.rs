@@ -303,6 +303,52 @@ impl<B: SftpBackend> fuser::Filesystem for FuseFilesystem<B> {
         });
     }
 
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        log::trace!("symlink(parent {parent}, {link_name:?} -> {target:?})");
+        let (name, target) = (link_name.to_owned(), target.as_os_str().to_owned());
+        self.run(|fs| async move {
+            match fs.symlink(parent.0, &name, &target).await {
+                Ok(entry) => reply.entry(&ATTR_TTL, &file_attr(&entry), Generation(0)),
+                Err(e) => reply.error(fail("symlink", &e)),
+            }
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        log::trace!("readlink(inode {ino})");
+        self.run(|fs| async move {
+            match fs.readlink(ino.0).await {
+                Ok(target) => reply.data(target.as_bytes()),
+                Err(e) => reply.error(fail("readlink", &e)),
+            }
+        });
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        log::trace!("link(inode {ino}, parent {newparent}, {newname:?})");
+        let name = newname.to_owned();
+        self.run(|fs| async move {
+            match fs.link(ino.0, newparent.0, &name).await {
+                Ok(entry) => reply.entry(&ATTR_TTL, &file_attr(&entry), Generation(0)),
+                Err(e) => reply.error(fail("link", &e)),
+            }
+        });
+    }
+
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         log::trace!("unlink(parent {parent}, {name:?})");
         let name = name.to_owned();
@@ -402,7 +448,7 @@ impl<B: SftpBackend> fuser::Filesystem for FuseFilesystem<B> {
         log::trace!("write(inode {ino}, fh {fh}, {} at {offset})", data.len());
         let data = data.to_vec();
         self.run(|fs| async move {
-            match fs.write(fh.0, offset, &data).await {
+            match fs.write(fh.0, offset, data).await {
                 Ok(written) => reply.written(written),
                 Err(e) => reply.error(fail("write", &e)),
             }
@@ -418,10 +464,12 @@ impl<B: SftpBackend> fuser::Filesystem for FuseFilesystem<B> {
         reply: ReplyEmpty,
     ) {
         log::trace!("flush(inode {ino}, fh {fh})");
-        match self.fs.flush(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(fail("flush", &e)),
-        }
+        self.run(|fs| async move {
+            match fs.flush(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("flush", &e)),
+            }
+        });
     }
 
     fn release(

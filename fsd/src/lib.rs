@@ -1,17 +1,33 @@
 //! fsd: the node's own SSHFS. It mounts the node's directory on the external file server
 //! (`file_server.directory`) at `file_server.mount_point`, through FUSE, over one SSH connection
-//! carrying SFTP.
+//! carrying SFTP, and keeps it working across losses of the server.
 //!
+//! - [`status`]: the status document fsd publishes (serde only; the one module without the
+//!   `daemon` feature, for httpd).
 //! - [`backend`]: the file server behind the [`backend::SftpBackend`] trait; the real SSH/SFTP
-//!   implementation and an in-memory double.
-//! - [`host_key`]: the pinned host key and its check.
-//! - [`fs`]: the filesystem logic (inodes, open files, errors to errno), async and FUSE-free.
+//!   implementation (reconnecting), an in-memory double and a fault-injecting wrapper.
+//! - [`host_key`], [`keys`]: the pinned host key; the node's key pair (load, generate, rotate).
+//! - [`fs`]: the filesystem logic (inodes, write-behind, caches, errors to errno), FUSE-free.
 //! - [`fuse`]: the thin `fuser` glue and the mount.
+//! - [`health`]: the seed's seven file-server checks and the alarms' state.
+//! - [`notify`]: systemd's readiness protocol.
 //!
 //! Error policy: library modules return typed errors (`thiserror`); only `main` uses `anyhow`.
 //! Semantics and limits are in `docs/fsd-semantics.md`.
 
+pub mod status;
+
+#[cfg(feature = "daemon")]
 pub mod backend;
+#[cfg(feature = "daemon")]
 pub mod fs;
+#[cfg(feature = "daemon")]
 pub mod fuse;
+#[cfg(feature = "daemon")]
+pub mod health;
+#[cfg(feature = "daemon")]
 pub mod host_key;
+#[cfg(feature = "daemon")]
+pub mod keys;
+#[cfg(feature = "daemon")]
+pub mod notify;

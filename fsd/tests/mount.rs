@@ -1,13 +1,19 @@
-//! The real fsd binary against a throwaway OpenSSH server, through a real FUSE mount.
+//! The real fsd binary against a throwaway OpenSSH server, through a real FUSE mount: every
+//! operation, the pinned host key, 1,000 files open at once, a server killed mid-write and
+//! brought back, systemd notification, `fsd keygen` and `fsd check`.
 //!
 //! Needs root and /dev/fuse. Every test unmounts what it mounted (lazily, if fsd failed to) and
 //! stops what it started.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
+
+use fsd::status::FsdStatus;
 
 use anyhow::{ensure, Context, Result};
 use mft_tests::{is_mounted, wait_until, Process, Sshd};
@@ -45,11 +51,16 @@ mount_point = "{mount_point}"
 
 [http]
 token_secrets = ["0123456789abcdef0123456789abcdef"]
+
+[fsd]
+status_file = "{status}"
+keepalive_secs = 2
 "#,
         port = sshd.port,
         directory = sshd.node_directory(NODE)?.display(),
         key = sshd.client_key.display(),
         mount_point = mount_point.display(),
+        status = dir.join("fsd-status.json").display(),
     );
     let path = dir.join("node.toml");
     fs::write(&path, text)?;
@@ -57,18 +68,41 @@ token_secrets = ["0123456789abcdef0123456789abcdef"]
 }
 
 fn spawn_fsd(dir: &Path, config: &Path) -> Result<Process> {
+    spawn_fsd_with(dir, config, |_| {})
+}
+
+fn spawn_fsd_with(dir: &Path, config: &Path, setup: impl FnOnce(&mut Command)) -> Result<Process> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fsd"));
-    cmd.arg("--config").arg(config).env("RUST_LOG", "info");
+    cmd.arg("--config").arg(config);
+    setup(&mut cmd);
     Process::spawn("fsd", &mut cmd, &dir.join("fsd.log"))
+}
+
+/// Runs `fsd <args> --config <config>` to completion; returns whether it succeeded and stdout.
+fn fsd_command(config: &Path, args: &[&str]) -> Result<(bool, String, String)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_fsd"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
 }
 
 impl Mount {
     fn start(sshd: &Sshd) -> Result<Self> {
+        Self::start_with(sshd, |_| {})
+    }
+
+    fn start_with(sshd: &Sshd, setup: impl FnOnce(&mut Command)) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("mft-fsd-").tempdir()?;
         // Not created in advance: fsd makes its mount point.
         let mount_point = dir.path().join("store");
         let config = write_config(dir.path(), sshd, &sshd.host_key_line, &mount_point)?;
-        let mut fsd = spawn_fsd(dir.path(), &config)?;
+        let mut fsd = spawn_fsd_with(dir.path(), &config, setup)?;
         let server_dir = sshd.node_directory(NODE)?;
         let message = format!(
             "fsd mounted root@127.0.0.1:{} at {}",
@@ -99,6 +133,14 @@ impl Mount {
 
     fn on_server(&self, relative: &str) -> PathBuf {
         self.server_dir.join(relative)
+    }
+
+    fn config(&self) -> PathBuf {
+        self._dir.path().join("node.toml")
+    }
+
+    fn status(&self) -> Result<FsdStatus> {
+        Ok(FsdStatus::load(&self._dir.path().join("fsd-status.json"))?)
     }
 }
 
@@ -240,10 +282,26 @@ fn files_written_through_the_mount_land_on_the_server() -> Result<()> {
     Ok(())
 }
 
+/// Lets this process open `n` files (the default soft limit is often 1,024).
+fn allow_open_files(n: u64) -> Result<()> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit for getrlimit to fill and setrlimit to read.
+    unsafe {
+        ensure!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0, "getrlimit");
+        limit.rlim_cur = limit.rlim_cur.max(n.min(limit.rlim_max));
+        ensure!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0, "setrlimit");
+    }
+    Ok(())
+}
+
 #[test]
-fn hundreds_of_files_open_at_once_all_work() -> Result<()> {
-    // More than one SFTP session can hold (russh-sftp breaks on a session's 129th handle).
-    const FILES: usize = 300;
+fn a_thousand_files_open_at_once_all_work() -> Result<()> {
+    // Many times what one SFTP session can hold (russh-sftp breaks on a session's 129th handle).
+    const FILES: usize = 1_000;
+    allow_open_files(FILES as u64 + 200)?;
     let sshd = Sshd::start()?;
     let mount = Mount::start(&sshd)?;
     fs::create_dir(mount.path("many"))?;
@@ -316,5 +374,197 @@ fn a_wrong_host_key_is_refused_and_nothing_is_mounted() -> Result<()> {
     ensure!(log.contains("host key mismatch"), "{log}");
     ensure!(log.contains(&format!("expected {expected}")), "{log}");
     ensure!(log.contains(&format!("presented {presented}")), "{log}");
+    Ok(())
+}
+
+#[test]
+fn links_modes_times_and_truncation_reach_the_server() -> Result<()> {
+    let sshd = Sshd::start()?;
+    let mount = Mount::start(&sshd)?;
+    write_synced(&mount.path("a"), b"0123456789")?;
+
+    // symlink and readlink, stored verbatim on the server.
+    std::os::unix::fs::symlink("a", mount.path("link"))?;
+    ensure!(fs::read_link(mount.path("link"))? == Path::new("a"));
+    ensure!(fs::read_link(mount.on_server("link"))? == Path::new("a"));
+    ensure!(fs::symlink_metadata(mount.path("link"))?.file_type().is_symlink());
+    ensure!(fs::read(mount.path("link"))? == b"0123456789", "followed by the kernel");
+
+    // A hard link is the same file on the server.
+    fs::hard_link(mount.path("a"), mount.path("b"))?;
+    let (a, b) = (fs::metadata(mount.on_server("a"))?, fs::metadata(mount.on_server("b"))?);
+    ensure!(a.ino() == b.ino() && a.nlink() == 2, "{a:?} {b:?}");
+    let err = fs::hard_link(mount.path("a"), mount.path("b")).unwrap_err();
+    ensure!(err.kind() == ErrorKind::AlreadyExists, "link onto an existing name: {err}");
+
+    // chmod, utimens, truncate.
+    fs::set_permissions(mount.path("a"), fs::Permissions::from_mode(0o640))?;
+    ensure!(fs::metadata(mount.on_server("a"))?.mode() & 0o7777 == 0o640);
+    let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+    File::options().write(true).open(mount.path("a"))?.set_modified(mtime)?;
+    ensure!(fs::metadata(mount.on_server("a"))?.modified()? == mtime);
+    File::options().write(true).open(mount.path("a"))?.set_len(3)?;
+    ensure!(fs::read(mount.on_server("a"))? == b"012");
+    // The other name's attributes are cached (by fsd and the kernel) for a few seconds.
+    wait_until(Duration::from_secs(5), "the other name to see the truncation", || {
+        fs::metadata(mount.path("b")).is_ok_and(|m| m.len() == 3)
+    })?;
+
+    // Names SFTP cannot carry.
+    let long = "x".repeat(256);
+    let err = File::create(mount.path(&long)).unwrap_err();
+    ensure!(err.raw_os_error() == Some(libc::ENAMETOOLONG), "{err}");
+    let err = fs::remove_file(mount.path("absent")).unwrap_err();
+    ensure!(err.kind() == ErrorKind::NotFound, "{err}");
+    Ok(())
+}
+
+#[test]
+fn a_killed_server_fails_the_writer_in_bounded_time_and_fsd_reconnects() -> Result<()> {
+    let mut sshd = Sshd::start()?;
+    let mount = Mount::start(&sshd)?;
+    let path = mount.path("big.bin");
+    let writer = std::thread::spawn(move || -> std::io::Result<Instant> {
+        let mut file = File::create(&path)?;
+        let chunk = vec![7u8; 1 << 20];
+        // Bounded: 4 GiB at most, far more than is written before the kill.
+        for _ in 0..4096 {
+            if let Err(e) = file.write_all(&chunk) {
+                eprintln!("writer: {e}");
+                return Ok(Instant::now());
+            }
+        }
+        file.sync_all().map(|()| Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    let killed = Instant::now();
+    sshd.kill();
+    wait_until(Duration::from_secs(25), "the writer to fail", || writer.is_finished())
+        .with_context(|| mount.fsd.log_text())?;
+    let failed_at = writer.join().expect("writer thread")?;
+    ensure!(
+        failed_at.duration_since(killed) < Duration::from_secs(20),
+        "the writer failed only after {:?}",
+        failed_at.duration_since(killed)
+    );
+    wait_until(Duration::from_secs(10), "the alarm", || {
+        mount.fsd.log_text().contains("MftExtFsMountError raised")
+    })?;
+
+    // While the server is down, new operations fail at once instead of hanging.
+    let started = Instant::now();
+    let err = fs::write(mount.path("while-down"), b"x").unwrap_err();
+    ensure!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    ensure!(
+        matches!(err.raw_os_error(), Some(libc::ENOTCONN | libc::EIO)),
+        "{err}"
+    );
+
+    sshd.resume()?;
+    wait_until(Duration::from_secs(30), "the reconnection", || {
+        mount.fsd.log_text().contains("MftExtFsMountError cleared")
+    })
+    .with_context(|| mount.fsd.log_text())?;
+    write_synced(&mount.path("after.txt"), b"back again")?;
+    ensure!(fs::read(mount.on_server("after.txt"))? == b"back again");
+    ensure!(fs::metadata(mount.path("big.bin"))?.is_file(), "names still resolve");
+    wait_until(Duration::from_secs(15), "the status file to show the reconnection", || {
+        mount
+            .status()
+            .is_ok_and(|s| s.connected && s.counters.reconnects == 1 && s.alarms.is_empty())
+    })?;
+    Ok(())
+}
+
+#[test]
+fn systemd_hears_ready_then_stopping() -> Result<()> {
+    let sshd = Sshd::start()?;
+    let dir = tempfile::tempdir()?;
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path)?;
+    socket.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let mut mount = Mount::start_with(&sshd, |cmd| {
+        cmd.env("NOTIFY_SOCKET", &socket_path);
+    })?;
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).context("READY=1")?;
+    ensure!(&buf[..n] == b"READY=1", "{:?}", String::from_utf8_lossy(&buf[..n]));
+    ensure!(is_mounted(&mount.mount_point), "READY only once mounted");
+    let status = mount.fsd.stop_with(Signal::SIGTERM).context("running")?;
+    let n = socket.recv(&mut buf).context("STOPPING=1")?;
+    ensure!(&buf[..n] == b"STOPPING=1", "{:?}", String::from_utf8_lossy(&buf[..n]));
+    ensure!(status.success() && !is_mounted(&mount.mount_point));
+    Ok(())
+}
+
+#[test]
+fn check_reports_the_seven_tests_and_the_status_file_carries_them() -> Result<()> {
+    let sshd = Sshd::start()?;
+    let mut mount = Mount::start(&sshd)?;
+    let (ok, out, err) = fsd_command(&mount.config(), &["check"])?;
+    ensure!(ok, "fsd check failed:\n{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    let names: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split(':').next().unwrap_or_default())
+        .collect();
+    ensure!(
+        names
+            == [
+                "PASS reachable",
+                "PASS listening",
+                "PASS host_key",
+                "PASS node_key",
+                "PASS directory",
+                "PASS mounted",
+                "PASS free_space"
+            ],
+        "{out}"
+    );
+    wait_until(Duration::from_secs(15), "the status file", || {
+        mount.status().is_ok_and(|s| s.healthy() && s.connected)
+    })?;
+    let status = mount.status()?;
+    ensure!(status.checks.len() == 7 && status.mount_point == mount.mount_point.display().to_string());
+
+    mount.fsd.stop();
+    let (ok, out, _) = fsd_command(&mount.config(), &["check"])?;
+    ensure!(!ok, "check passed without a mount:\n{out}");
+    ensure!(out.contains("FAIL mounted: nothing is mounted at"), "{out}");
+    ensure!(out.contains("PASS node_key"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn keygen_makes_rotates_and_guards_the_node_key() -> Result<()> {
+    let sshd = Sshd::start()?;
+    let dir = tempfile::tempdir()?;
+    let key = dir.path().join("keys/node_key");
+    fs::create_dir(dir.path().join("keys"))?;
+    let config = write_config(dir.path(), &sshd, &sshd.host_key_line, &dir.path().join("store"))?;
+    let text = fs::read_to_string(&config)?.replace(
+        &format!("private_key = \"{}\"", sshd.client_key.display()),
+        &format!("private_key = \"{}\"", key.display()),
+    );
+    fs::write(&config, text)?;
+
+    let (ok, first, err) = fsd_command(&config, &["keygen"])?;
+    ensure!(ok, "{first}{err}");
+    let line = first.lines().find(|l| l.starts_with("ssh-ed25519 ")).context("key line")?;
+    ensure!(line.ends_with("mft-node-node_1"), "{first}");
+    ensure!(fs::metadata(&key)?.mode() & 0o777 == 0o600);
+    let (ok, _, err) = fsd_command(&config, &["keygen"])?;
+    ensure!(!ok && err.contains("--rotate"), "{err}");
+    let (ok, second, err) = fsd_command(&config, &["keygen", "--rotate"])?;
+    ensure!(ok, "{err}");
+    ensure!(second.contains(line), "the old line is printed for removal:\n{second}");
+    ensure!(key.with_extension("old").exists());
+
+    // A key others can read is refused before connecting.
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644))?;
+    let mut fsd = spawn_fsd(dir.path(), &config)?;
+    let status = fsd.wait_exit(Duration::from_secs(15))?;
+    ensure!(!status.success());
+    ensure!(fsd.log_text().contains("readable by group or others"), "{}", fsd.log_text());
     Ok(())
 }

@@ -135,11 +135,18 @@ impl Process {
         self.stop_with(Signal::SIGTERM)
     }
 
-    /// SIGKILLs the process and everything in its process group (a server and its per-connection
-    /// children), like a crash, and reaps it.
-    pub fn kill_group(&mut self) {
+    /// SIGKILLs the process, all its descendants and its process group, like a crash, and
+    /// reaps it. Descendants are found through /proc because some leave the group (sshd's
+    /// per-connection children call setsid).
+    pub fn kill_tree(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = kill(Pid::from_raw(-(child.id() as i32)), Signal::SIGKILL);
+            let root = child.id() as i32;
+            let _ = kill(Pid::from_raw(root), Signal::SIGSTOP);
+            for pid in descendants(root) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            let _ = kill(Pid::from_raw(-root), Signal::SIGKILL);
+            let _ = kill(Pid::from_raw(root), Signal::SIGKILL);
             let _ = child.wait();
         }
     }
@@ -149,6 +156,30 @@ impl Drop for Process {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Every descendant of `root` (children, their children, ...), from /proc.
+fn descendants(root: i32) -> Vec<i32> {
+    let parents: Vec<(i32, i32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // pid (comm) state ppid ...: comm may hold spaces and parentheses.
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(parents.iter().filter(|(_, ppid)| *ppid == parent).map(|(pid, _)| *pid));
+        i += 1;
+    }
+    found.remove(0);
+    found
 }
 
 /// A throwaway OpenSSH server on 127.0.0.1 with the SFTP subsystem, accepting one client key for
@@ -266,7 +297,7 @@ impl Sshd {
     /// connections die with it.
     pub fn kill(&mut self) {
         if let Some(mut p) = self.process.take() {
-            p.kill_group();
+            p.kill_tree();
         }
     }
 
@@ -377,7 +408,7 @@ impl Postgres {
     /// recovers from the write-ahead log.
     pub fn kill(&mut self) {
         if let Some(mut p) = self.process.take() {
-            p.kill_group();
+            p.kill_tree();
         }
     }
 

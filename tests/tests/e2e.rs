@@ -98,7 +98,12 @@ fn round_trip(database: Database) {
         uris.push(uri);
     }
 
-    let rows = aft_rows(&node, postgres);
+    // A download's Get row gets its final byte count just after the last byte left httpd.
+    let mut rows = aft_rows(&node, postgres);
+    let _ = mft_tests::wait_until(std::time::Duration::from_secs(10), "downloads to be recorded", || {
+        rows = aft_rows(&node, postgres);
+        rows.len() == 2 * cases().len() && rows.iter().all(|r| r.bytes_transferred == r.file_size)
+    });
     assert_eq!(rows.len(), 2 * cases().len(), "one Post and one Get per file: {rows:?}");
     let today = Utc::now().format("%Y%m%d").to_string();
     for (i, case) in cases().iter().enumerate() {

@@ -28,3 +28,30 @@ fn postgres_accepts_queries_and_stops_on_drop() {
     drop(pg);
     assert!(diesel::PgConnection::establish(&dead).is_err());
 }
+
+#[test]
+fn killing_sshd_cuts_its_established_connections() {
+    use std::io::Read;
+    let mut sshd = Sshd::start().unwrap();
+    // An SFTP session held open by a client process, like fsd's connection.
+    let mut client = std::process::Command::new("ssh")
+        .args(["-N", "-p", &sshd.port.to_string(), "-i"])
+        .arg(&sshd.client_key)
+        .args(["-oStrictHostKeyChecking=no", "-oUserKnownHostsFile=/dev/null", "-oBatchMode=yes", "root@127.0.0.1"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    mft_tests::wait_until(std::time::Duration::from_secs(10), "the session to be up", || {
+        sshd.log_text().contains("Accepted publickey")
+    })
+    .unwrap();
+    sshd.kill();
+    // The client sees its connection die instead of hanging on a surviving session process.
+    let status = mft_tests::wait_until(std::time::Duration::from_secs(10), "ssh to exit", || {
+        matches!(client.try_wait(), Ok(Some(_)))
+    });
+    let mut err = String::new();
+    let _ = client.kill();
+    let _ = client.stderr.take().unwrap().read_to_string(&mut err);
+    status.unwrap_or_else(|e| panic!("{e}: {err}"));
+}

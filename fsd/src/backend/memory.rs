@@ -28,6 +28,8 @@ type FileId = u64;
 enum Node {
     Dir { perm: u16, mtime: SystemTime },
     File(FileId),
+    /// A symbolic link; its target is in `State::links`.
+    Symlink(u64),
 }
 
 #[derive(Debug)]
@@ -41,6 +43,7 @@ struct State {
     /// Every name, by absolute path.
     nodes: BTreeMap<String, Node>,
     files: HashMap<FileId, MemFile>,
+    links: HashMap<u64, String>,
     handles: HashMap<u64, OpenFile>,
     next_id: u64,
     fsyncs: u64,
@@ -118,7 +121,7 @@ impl MemoryBackend {
         let state = self.lock();
         match state.nodes.get(path)? {
             Node::File(id) => Some(state.files[id].data.clone()),
-            Node::Dir { .. } => None,
+            Node::Dir { .. } | Node::Symlink(_) => None,
         }
     }
 
@@ -135,6 +138,12 @@ impl State {
                 let f = &self.files[&id];
                 (FileKind::RegularFile, f.perm, f.data.len() as u64, f.mtime)
             }
+            Node::Symlink(id) => (
+                FileKind::Symlink,
+                0o777,
+                self.links[&id].len() as u64,
+                SystemTime::UNIX_EPOCH,
+            ),
         };
         Attributes {
             kind,
@@ -173,7 +182,7 @@ impl State {
     fn set(&mut self, node: Node, attrs: SetAttributes) {
         let now = SystemTime::now();
         match node {
-            Node::Dir { .. } => {}
+            Node::Dir { .. } | Node::Symlink(_) => {}
             Node::File(id) => {
                 let file = self.files.get_mut(&id).expect("file of a node");
                 if let Some(size) = attrs.size {
@@ -224,7 +233,7 @@ impl SftpBackend for MemoryBackend {
         let mut state = self.lock();
         let state = &mut *state;
         let id = match state.nodes.get(path) {
-            Some(Node::Dir { .. }) => return Err(failure()),
+            Some(Node::Dir { .. } | Node::Symlink(_)) => return Err(failure()),
             Some(Node::File(_)) if options.create && options.exclusive => return Err(failure()),
             Some(Node::File(id)) => *id,
             None if options.create => {
@@ -367,6 +376,13 @@ impl SftpBackend for MemoryBackend {
                 state.touch_dir(parent_of(path));
                 Ok(())
             }
+            Some(Node::Symlink(id)) => {
+                let id = *id;
+                state.nodes.remove(path);
+                state.links.remove(&id);
+                state.touch_dir(parent_of(path));
+                Ok(())
+            }
             Some(Node::Dir { .. }) => Err(failure()),
             None => Err(no_such_file()),
         }
@@ -385,7 +401,7 @@ impl SftpBackend for MemoryBackend {
         match (state.nodes.get(to).copied(), node) {
             (None, _) => {}
             (Some(_), _) if !replace => return Err(failure()),
-            (Some(Node::File(_)), Node::File(_)) => {}
+            (Some(Node::File(_) | Node::Symlink(_)), Node::File(_) | Node::Symlink(_)) => {}
             (Some(Node::Dir { .. }), Node::Dir { .. }) if state.children(to).next().is_none() => {}
             (Some(_), _) => return Err(failure()),
         }
@@ -423,5 +439,47 @@ impl SftpBackend for MemoryBackend {
             files_free: (1 << 20) - state.nodes.len() as u64,
             name_max: 255,
         })
+    }
+
+    async fn symlink(&self, target: &str, path: &str) -> SftpResult<()> {
+        let mut state = self.lock();
+        state.require_parent_dir(path)?;
+        if state.nodes.contains_key(path) {
+            return Err(failure());
+        }
+        state.next_id += 1;
+        let id = state.next_id;
+        state.links.insert(id, target.to_owned());
+        state.nodes.insert(path.to_owned(), Node::Symlink(id));
+        state.touch_dir(parent_of(path));
+        Ok(())
+    }
+
+    async fn readlink(&self, path: &str) -> SftpResult<String> {
+        let state = self.lock();
+        match state.nodes.get(path) {
+            Some(Node::Symlink(id)) => Ok(state.links[id].clone()),
+            Some(_) => Err(failure()),
+            None => Err(no_such_file()),
+        }
+    }
+
+    async fn hardlink(&self, existing: &str, new: &str) -> SftpResult<()> {
+        let mut state = self.lock();
+        let node = *state.nodes.get(existing).ok_or_else(no_such_file)?;
+        state.require_parent_dir(new)?;
+        match node {
+            _ if state.nodes.contains_key(new) => Err(failure()),
+            Node::File(_) => {
+                state.nodes.insert(new.to_owned(), node);
+                state.touch_dir(parent_of(new));
+                Ok(())
+            }
+            // link(2) of a directory is EPERM, which OpenSSH reports as permission denied.
+            Node::Dir { .. } | Node::Symlink(_) => Err(status(
+                StatusCode::PermissionDenied,
+                "Permission denied",
+            )),
+        }
     }
 }

@@ -25,6 +25,10 @@ pub enum FsError {
     NotEmpty(String),
     #[error("file name {0:?} is not UTF-8, which SFTP paths must be here")]
     InvalidName(OsString),
+    #[error("a name of {0} bytes is longer than the 255 a directory entry may have")]
+    NameTooLong(usize),
+    #[error("the file server's disk is full ({0})")]
+    NoSpace(SftpError),
     #[error("rename flags {0:#x} are not supported")]
     UnsupportedRename(u32),
 }
@@ -48,6 +52,9 @@ impl FsError {
                 StatusCode::OpUnsupported => libc::EOPNOTSUPP,
             },
             Self::Sftp(SftpError::Disconnected(_)) => libc::ENOTCONN,
+            // The server closed the file with the lost connection: like a file on a disk that
+            // went away.
+            Self::Sftp(SftpError::HandleLost) => libc::EIO,
             Self::Sftp(SftpError::Timeout) => libc::ETIMEDOUT,
             Self::Sftp(SftpError::TooManyOpenFiles) => libc::ENFILE,
             Self::Sftp(SftpError::Protocol(_)) => libc::EIO,
@@ -56,6 +63,8 @@ impl FsError {
             Self::AlreadyExists(_) => libc::EEXIST,
             Self::NotEmpty(_) => libc::ENOTEMPTY,
             Self::InvalidName(_) => libc::EINVAL,
+            Self::NameTooLong(_) => libc::ENAMETOOLONG,
+            Self::NoSpace(_) => libc::ENOSPC,
             Self::UnsupportedRename(_) => libc::EINVAL,
         }
     }
@@ -65,7 +74,12 @@ impl FsError {
     pub fn is_expected(&self) -> bool {
         matches!(
             self.errno(),
-            libc::ENOENT | libc::EEXIST | libc::ENOTEMPTY | libc::EACCES | libc::EINVAL
+            libc::ENOENT
+                | libc::EEXIST
+                | libc::ENOTEMPTY
+                | libc::EACCES
+                | libc::EINVAL
+                | libc::ENAMETOOLONG
         )
     }
 }
@@ -96,6 +110,7 @@ mod tests {
                 FsError::Sftp(SftpError::Disconnected("eof".into())),
                 libc::ENOTCONN,
             ),
+            (FsError::Sftp(SftpError::HandleLost), libc::EIO),
             (FsError::Sftp(SftpError::Timeout), libc::ETIMEDOUT),
             (FsError::Sftp(SftpError::TooManyOpenFiles), libc::ENFILE),
             (FsError::Sftp(SftpError::Protocol("?".into())), libc::EIO),
@@ -104,6 +119,14 @@ mod tests {
             (FsError::AlreadyExists("/x".into()), libc::EEXIST),
             (FsError::NotEmpty("/x".into()), libc::ENOTEMPTY),
             (FsError::InvalidName("\u{fffd}".into()), libc::EINVAL),
+            (FsError::NameTooLong(300), libc::ENAMETOOLONG),
+            (
+                FsError::NoSpace(SftpError::Status {
+                    code: StatusCode::Failure,
+                    message: String::new(),
+                }),
+                libc::ENOSPC,
+            ),
             (FsError::UnsupportedRename(2), libc::EINVAL),
         ];
         for (error, errno) in cases {

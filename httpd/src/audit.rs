@@ -1,0 +1,112 @@
+//! The audit log: where httpd reports each transfer before it answers (`aft_log`, through logd).
+//!
+//! [`AuditLog`] is the small interface the transfer logic needs; [`logd::LogdClient`] is the real
+//! implementation, and tests use an in-memory double. Every call returns only after logd has
+//! committed the row (or failed), so callers can make the answer depend on it.
+
+use futures_util::future::BoxFuture;
+use logd::{LogdClient, LogdError, Transfer};
+
+/// Records uploads and downloads in `aft_log`.
+pub trait AuditLog: Send + Sync + 'static {
+    /// Records a finished upload (a `Post` row); returns its `aft_index`.
+    fn post<'a>(&'a self, transfer: &'a Transfer) -> BoxFuture<'a, Result<i64, LogdError>>;
+
+    /// Records the start of a download (a `Get` row, 0 bytes transferred); returns its `aft_index`.
+    fn get_start<'a>(&'a self, transfer: &'a Transfer) -> BoxFuture<'a, Result<i64, LogdError>>;
+
+    /// Records how many bytes a download actually moved.
+    fn get_end(&self, aft_index: i64, bytes_transferred: i64) -> BoxFuture<'_, Result<(), LogdError>>;
+}
+
+impl AuditLog for LogdClient {
+    fn post<'a>(&'a self, transfer: &'a Transfer) -> BoxFuture<'a, Result<i64, LogdError>> {
+        Box::pin(LogdClient::post(self, transfer))
+    }
+
+    fn get_start<'a>(&'a self, transfer: &'a Transfer) -> BoxFuture<'a, Result<i64, LogdError>> {
+        Box::pin(LogdClient::get_start(self, transfer))
+    }
+
+    fn get_end(&self, aft_index: i64, bytes_transferred: i64) -> BoxFuture<'_, Result<(), LogdError>> {
+        Box::pin(LogdClient::get_end(self, aft_index, bytes_transferred))
+    }
+}
+
+#[cfg(test)]
+pub mod memory {
+    //! An in-memory [`AuditLog`] that keeps every row and can be told to fail.
+
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// One `aft_log` row as the double keeps it.
+    #[derive(Debug, Clone)]
+    pub struct Row {
+        pub method: &'static str,
+        pub transfer: Transfer,
+    }
+
+    #[derive(Debug, Default)]
+    pub struct MemoryAuditLog {
+        rows: Mutex<Vec<Row>>,
+        failure: Mutex<Option<fn() -> LogdError>>,
+    }
+
+    impl MemoryAuditLog {
+        pub fn rows(&self) -> Vec<Row> {
+            self.rows.lock().unwrap().clone()
+        }
+
+        /// Makes every later call fail with `error()`.
+        pub fn fail_with(&self, error: fn() -> LogdError) {
+            *self.failure.lock().unwrap() = Some(error);
+        }
+
+        fn record(&self, method: &'static str, transfer: &Transfer) -> Result<i64, LogdError> {
+            self.check()?;
+            let mut rows = self.rows.lock().unwrap();
+            rows.push(Row {
+                method,
+                transfer: transfer.clone(),
+            });
+            Ok(rows.len() as i64)
+        }
+
+        fn check(&self) -> Result<(), LogdError> {
+            match *self.failure.lock().unwrap() {
+                Some(error) => Err(error()),
+                None => Ok(()),
+            }
+        }
+    }
+
+    impl AuditLog for MemoryAuditLog {
+        fn post<'a>(&'a self, transfer: &'a Transfer) -> BoxFuture<'a, Result<i64, LogdError>> {
+            Box::pin(async move { self.record("Post", transfer) })
+        }
+
+        fn get_start<'a>(&'a self, transfer: &'a Transfer) -> BoxFuture<'a, Result<i64, LogdError>> {
+            Box::pin(async move { self.record("Get", transfer) })
+        }
+
+        fn get_end(&self, aft_index: i64, bytes_transferred: i64) -> BoxFuture<'_, Result<(), LogdError>> {
+            Box::pin(async move {
+                self.check()?;
+                let mut rows = self.rows.lock().unwrap();
+                let row = usize::try_from(aft_index - 1).ok().and_then(|i| rows.get_mut(i));
+                match row {
+                    Some(row) if row.method == "Get" => {
+                        row.transfer.bytes_transferred = bytes_transferred;
+                        Ok(())
+                    }
+                    _ => Err(LogdError::Invalid {
+                        field: "aft_index".into(),
+                        message: format!("no Get row {aft_index}"),
+                    }),
+                }
+            })
+        }
+    }
+}

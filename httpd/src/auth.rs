@@ -1,0 +1,272 @@
+//! Credentials: HS256 JWT bearer tokens that the IM server (or `httpd token`) issues.
+//!
+//! An upload token names the sender (`sub`), the recipient (`to`) and the chat type; a download
+//! token names the downloader (`sub`). Any of `http.token_secrets` verifies a token and the first
+//! signs, so secrets rotate by prepending a new one. This module knows nothing of HTTP: it turns
+//! an `Authorization` header value into verified claims, or says why it cannot.
+
+use chrono::{DateTime, Utc};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::layout::ChatType;
+
+/// The longest JID `aft_log.jid` and `aft_log.to_jid` hold.
+pub const MAX_JID_LEN: usize = 3071;
+
+/// Why a request's credentials were refused. Each maps to 401.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("missing credentials: send Authorization: Bearer <token>")]
+    Missing,
+    #[error("the Authorization header is not a Bearer token")]
+    NotBearer,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token's signature does not match any configured secret")]
+    BadSignature,
+    #[error("the token is malformed or lacks a required claim: {0}")]
+    Malformed(String),
+    #[error("the token's {claim} claim is not valid: {problem}")]
+    BadClaim { claim: &'static str, problem: String },
+}
+
+/// What an upload token grants: `sub` may send a file to `to` in a chat of `chat_type`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadGrant {
+    pub from: String,
+    pub to: String,
+    pub chat_type: ChatType,
+}
+
+/// What a download token grants: `sub` may download files of this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadGrant {
+    pub downloader: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct UploadClaims {
+    sub: String,
+    to: String,
+    chat_type: String,
+    exp: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct DownloadClaims {
+    sub: String,
+    exp: i64,
+}
+
+/// Verifies and issues tokens with the node's secrets.
+#[derive(Clone)]
+pub struct Credentials {
+    signing: EncodingKey,
+    verifying: Vec<DecodingKey>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({} secrets)", self.verifying.len())
+    }
+}
+
+impl Credentials {
+    /// From `http.token_secrets` (validated non-empty by the configuration).
+    ///
+    /// # Panics
+    /// If `secrets` is empty.
+    pub fn new(secrets: &[String]) -> Self {
+        let first = secrets.first().expect("http.token_secrets lists at least one secret");
+        Self {
+            signing: EncodingKey::from_secret(first.as_bytes()),
+            verifying: secrets.iter().map(|s| DecodingKey::from_secret(s.as_bytes())).collect(),
+        }
+    }
+
+    /// Checks the value of an `Authorization` header for an upload.
+    pub fn verify_upload(&self, authorization: Option<&str>) -> Result<UploadGrant, AuthError> {
+        let claims: UploadClaims = self.decode(authorization)?;
+        let chat_type = claims.chat_type.parse().map_err(|e: crate::layout::UnknownChatType| AuthError::BadClaim {
+            claim: "chat_type",
+            problem: e.to_string(),
+        })?;
+        Ok(UploadGrant {
+            from: checked_jid("sub", claims.sub)?,
+            to: checked_jid("to", claims.to)?,
+            chat_type,
+        })
+    }
+
+    /// Checks the value of an `Authorization` header for a download.
+    pub fn verify_download(&self, authorization: Option<&str>) -> Result<DownloadGrant, AuthError> {
+        let claims: DownloadClaims = self.decode(authorization)?;
+        Ok(DownloadGrant {
+            downloader: checked_jid("sub", claims.sub)?,
+        })
+    }
+
+    /// An upload token valid until `expires`.
+    pub fn issue_upload(&self, grant: &UploadGrant, expires: DateTime<Utc>) -> String {
+        self.encode(&UploadClaims {
+            sub: grant.from.clone(),
+            to: grant.to.clone(),
+            chat_type: grant.chat_type.as_str().to_owned(),
+            exp: expires.timestamp(),
+        })
+    }
+
+    /// A download token valid until `expires`.
+    pub fn issue_download(&self, grant: &DownloadGrant, expires: DateTime<Utc>) -> String {
+        self.encode(&DownloadClaims {
+            sub: grant.downloader.clone(),
+            exp: expires.timestamp(),
+        })
+    }
+
+    fn encode(&self, claims: &impl Serialize) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.signing)
+            .expect("HS256 signing of plain claims cannot fail")
+    }
+
+    fn decode<C: DeserializeOwned>(&self, authorization: Option<&str>) -> Result<C, AuthError> {
+        let header = authorization.ok_or(AuthError::Missing)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .ok_or(AuthError::NotBearer)?;
+        let validation = Validation::new(Algorithm::HS256);
+        for key in &self.verifying {
+            match jsonwebtoken::decode::<C>(token, key, &validation) {
+                Ok(data) => return Ok(data.claims),
+                Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => continue,
+                Err(e) if matches!(e.kind(), ErrorKind::ExpiredSignature) => return Err(AuthError::Expired),
+                Err(e) => return Err(AuthError::Malformed(e.to_string())),
+            }
+        }
+        Err(AuthError::BadSignature)
+    }
+}
+
+/// A JID as the audit log stores it: non-empty, at most [`MAX_JID_LEN`] bytes, `local@domain`
+/// or `domain` (a resource after `/` allowed), no whitespace or control characters.
+pub fn is_valid_jid(jid: &str) -> bool {
+    let bare = jid.split_once('/').map_or(jid, |(bare, _)| bare);
+    let domain = match bare.split_once('@') {
+        Some((local, domain)) if !local.is_empty() => domain,
+        Some(_) => return false,
+        None => bare,
+    };
+    !jid.is_empty()
+        && jid.len() <= MAX_JID_LEN
+        && !domain.is_empty()
+        && !domain.contains('@')
+        && !jid.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+fn checked_jid(claim: &'static str, jid: String) -> Result<String, AuthError> {
+    if is_valid_jid(&jid) {
+        Ok(jid)
+    } else {
+        Err(AuthError::BadClaim {
+            claim,
+            problem: "must be a JID: local@domain or domain, without spaces".into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    const OTHER: &str = "fedcba9876543210fedcba9876543210";
+
+    fn creds(secrets: &[&str]) -> Credentials {
+        Credentials::new(&secrets.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    fn grant() -> UploadGrant {
+        UploadGrant {
+            from: "alice@example.com/phone".into(),
+            to: "room@conference.example.com".into(),
+            chat_type: ChatType::Persistent,
+        }
+    }
+
+    fn bearer(token: &str) -> String {
+        format!("Bearer {token}")
+    }
+
+    fn in_an_hour() -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::hours(1)
+    }
+
+    #[test]
+    fn upload_token_round_trip() {
+        let c = creds(&[SECRET]);
+        let token = c.issue_upload(&grant(), in_an_hour());
+        assert_eq!(c.verify_upload(Some(&bearer(&token))), Ok(grant()));
+    }
+
+    #[test]
+    fn any_configured_secret_verifies() {
+        let old = creds(&[OTHER]);
+        let rotated = creds(&[SECRET, OTHER]);
+        let token = old.issue_download(&DownloadGrant { downloader: "bob@example.com".into() }, in_an_hour());
+        assert_eq!(rotated.verify_download(Some(&bearer(&token))).unwrap().downloader, "bob@example.com");
+        assert_eq!(creds(&[SECRET]).verify_download(Some(&bearer(&token))), Err(AuthError::BadSignature));
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        let c = creds(&[SECRET]);
+        assert_eq!(c.verify_download(None), Err(AuthError::Missing));
+        assert_eq!(c.verify_download(Some("Basic YWxpY2U6eA==")), Err(AuthError::NotBearer));
+        let expired = c.issue_download(
+            &DownloadGrant { downloader: "bob@example.com".into() },
+            Utc::now() - chrono::Duration::hours(1),
+        );
+        assert_eq!(c.verify_download(Some(&bearer(&expired))), Err(AuthError::Expired));
+        assert!(matches!(c.verify_download(Some("Bearer not.a.jwt")), Err(AuthError::Malformed(_))));
+        let download = c.issue_download(&DownloadGrant { downloader: "bob@example.com".into() }, in_an_hour());
+        assert!(
+            matches!(c.verify_upload(Some(&bearer(&download))), Err(AuthError::Malformed(m)) if m.contains("to")),
+            "a download token lacks the upload claims"
+        );
+    }
+
+    #[test]
+    fn claims_are_checked() {
+        let c = creds(&[SECRET]);
+        let bad_jid = UploadGrant { to: "bob @example.com".into(), ..grant() };
+        let token = c.issue_upload(&bad_jid, in_an_hour());
+        assert!(matches!(c.verify_upload(Some(&bearer(&token))), Err(AuthError::BadClaim { claim: "to", .. })));
+        let token = c.encode(&UploadClaims {
+            sub: "a@b".into(),
+            to: "c@d".into(),
+            chat_type: "broadcast".into(),
+            exp: in_an_hour().timestamp(),
+        });
+        assert!(matches!(
+            c.verify_upload(Some(&bearer(&token))),
+            Err(AuthError::BadClaim { claim: "chat_type", .. })
+        ));
+    }
+
+    #[test]
+    fn jids() {
+        for good in ["alice@example.com", "example.com", "alice@example.com/phone", "a@b/c"] {
+            assert!(is_valid_jid(good), "{good}");
+        }
+        let long = format!("a@{}", "b".repeat(MAX_JID_LEN - 1));
+        for bad in ["", "@example.com", "alice@", "a@b@c", "alice @example.com", "a\u{7}@b", "/res", long.as_str()] {
+            assert!(!is_valid_jid(bad), "{bad:?}");
+        }
+        assert!(is_valid_jid(&long[..MAX_JID_LEN]));
+    }
+}

@@ -1,0 +1,202 @@
+//! Every way a request fails, and what the client sees: one status, one stable code, one message.
+//!
+//! Error policy: library code returns this enum (built with `thiserror`); `anyhow` appears only in
+//! `main`. The mapping to HTTP is a single exhaustive `match` in [`Error::status_and_code`], so a
+//! new variant (here or in `logd::LogdError`) forces a decision. The error is logged once, with its
+//! cause chain, when it becomes a response; the client's message never carries internal details.
+
+use std::error::Error as _;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use logd::LogdError;
+use mft_config::TransferMode;
+
+use crate::auth::AuthError;
+use crate::real_name::RealNameError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the file name (?name=) is missing")]
+    MissingName,
+    #[error(transparent)]
+    BadName(#[from] RealNameError),
+    #[error(transparent)]
+    Unauthorized(#[from] AuthError),
+    #[error("this node does not carry managed file transfers (node.transfer_mode = \"{}\")", .0.as_str())]
+    NotManaged(TransferMode),
+    #[error("no such file")]
+    NotFound,
+    #[error("this file is stored by node {0}; download it from that node")]
+    OtherNode(String),
+    #[error("the file is larger than this node accepts ({0} bytes at most)")]
+    TooLarge(u64),
+    #[error("{}", audit_message(.0))]
+    Audit(#[source] LogdError),
+    #[error("{}", store_message(.0))]
+    Store(#[source] StoreError),
+}
+
+fn audit_message(e: &LogdError) -> &'static str {
+    match e {
+        LogdError::Unavailable(_) => "the transfer cannot be recorded: the audit log service (logd) is unavailable",
+        LogdError::Database(_) => "the transfer cannot be recorded: the database is unavailable",
+        LogdError::Invalid { .. } => "internal error",
+    }
+}
+
+fn store_message(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::Full(_) => "the file server is full",
+        StoreError::Unavailable(_) => "the file server is unavailable",
+        StoreError::Io(_) => "internal error",
+    }
+}
+
+impl From<LogdError> for Error {
+    fn from(e: LogdError) -> Self {
+        Error::Audit(e)
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Error::Store(e)
+    }
+}
+
+impl Error {
+    /// The status and the stable, machine-readable code of each error.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Error::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Error::MissingName => (StatusCode::BAD_REQUEST, "bad_file_name"),
+            Error::BadName(_) => (StatusCode::BAD_REQUEST, "bad_file_name"),
+            Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Error::NotManaged(_) => (StatusCode::FORBIDDEN, "managed_transfer_disabled"),
+            Error::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Error::OtherNode(_) => (StatusCode::NOT_FOUND, "other_node"),
+            Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Error::Audit(LogdError::Unavailable(_)) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
+            Error::Audit(LogdError::Database(_)) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
+            Error::Audit(LogdError::Invalid { .. }) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Error::Store(StoreError::Unavailable(_)) => (StatusCode::SERVICE_UNAVAILABLE, "file_server_unavailable"),
+            Error::Store(StoreError::Full(_)) => (StatusCode::INSUFFICIENT_STORAGE, "file_server_full"),
+            Error::Store(StoreError::Io(_)) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    /// The message with its cause chain, for the log.
+    fn with_causes(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = self.source();
+        while let Some(e) = cause {
+            text.push_str(": ");
+            text.push_str(&e.to_string());
+            cause = e.source();
+        }
+        text
+    }
+}
+
+impl ResponseError for Error {
+    fn status_code(&self) -> StatusCode {
+        self.status_and_code().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            log::error!("{code}: {}", self.with_causes());
+        } else {
+            log::info!("{code}: {}", self.with_causes());
+        }
+        let mut response = HttpResponse::build(status);
+        if status == StatusCode::UNAUTHORIZED {
+            response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+        }
+        response.json(serde_json::json!({ "error": code, "message": self.to_string() }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use actix_web::body::MessageBody;
+
+    use super::*;
+
+    fn io_error(errno: i32) -> io::Error {
+        io::Error::from_raw_os_error(errno)
+    }
+
+    #[test]
+    fn each_error_has_its_status_code_and_message() {
+        let cases: Vec<(Error, u16, &str, &str)> = vec![
+            (Error::BadRequest("bad query".into()), 400, "bad_request", "bad query"),
+            (Error::MissingName, 400, "bad_file_name", "the file name (?name=) is missing"),
+            (Error::BadName(RealNameError::Empty), 400, "bad_file_name", "the file name is empty"),
+            (Error::Unauthorized(AuthError::Expired), 401, "unauthorized", "the token has expired"),
+            (
+                Error::NotManaged(TransferMode::PeerToPeer),
+                403,
+                "managed_transfer_disabled",
+                "this node does not carry managed file transfers (node.transfer_mode = \"peer-to-peer\")",
+            ),
+            (Error::NotFound, 404, "not_found", "no such file"),
+            (
+                Error::OtherNode("node_2".into()),
+                404,
+                "other_node",
+                "this file is stored by node node_2; download it from that node",
+            ),
+            (Error::TooLarge(10), 413, "too_large", "the file is larger than this node accepts (10 bytes at most)"),
+            (
+                Error::Audit(LogdError::Unavailable("connect: refused".into())),
+                503,
+                "database_unavailable",
+                "the transfer cannot be recorded: the audit log service (logd) is unavailable",
+            ),
+            (
+                Error::Audit(LogdError::Database("timeout".into())),
+                503,
+                "database_unavailable",
+                "the transfer cannot be recorded: the database is unavailable",
+            ),
+            (
+                Error::Audit(LogdError::Invalid { field: "jid".into(), message: "too long".into() }),
+                500,
+                "internal",
+                "internal error",
+            ),
+            (
+                Error::Store(StoreError::from(io_error(libc::ENOTCONN))),
+                503,
+                "file_server_unavailable",
+                "the file server is unavailable",
+            ),
+            (Error::Store(StoreError::from(io_error(libc::ENOSPC))), 507, "file_server_full", "the file server is full"),
+            (Error::Store(StoreError::from(io_error(libc::EACCES))), 500, "internal", "internal error"),
+        ];
+        for (error, status, code, message) in cases {
+            let response = error.error_response();
+            assert_eq!(response.status().as_u16(), status, "{error:?}");
+            let body = response.into_body().try_into_bytes().unwrap();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(json, serde_json::json!({ "error": code, "message": message }), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn the_log_keeps_the_cause() {
+        let e = Error::Store(StoreError::from(io_error(libc::EACCES)));
+        assert!(e.with_causes().starts_with("internal error: file store error: Permission denied"), "{}", e.with_causes());
+        let response = Error::Unauthorized(AuthError::Missing).error_response();
+        assert_eq!(response.headers().get(header::WWW_AUTHENTICATE).unwrap(), "Bearer");
+    }
+}

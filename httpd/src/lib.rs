@@ -1,0 +1,34 @@
+//! httpd: the node's HTTP front for managed file transfer.
+//!
+//! Uploads stream straight to the file server's mount in the seed's layout and are answered with
+//! a URI only once the file is durable and its `aft_log` row is committed (through logd); a
+//! download starts only once its `Get` row is committed, and its real byte count is recorded
+//! when it ends.
+//!
+//! Modules, from the pure ones to the glue:
+//! - [`layout`]: where a file goes (`files/<chat_type>/<YYYYMMDD>/<HH>[.<n>]/<file_name>`).
+//! - [`real_name`]: the user's file name, validated and presented safely.
+//! - [`uri`]: download URIs, formatted and strictly parsed.
+//! - [`auth`]: JWT credentials.
+//! - [`store`]: files on the mount (temp name, fsync, rename).
+//! - [`audit`]: the audit log interface and its logd implementation.
+//! - [`transfer`]: the upload and download logic.
+//! - [`error`]: every failure, mapped to a status and a stable code.
+//! - [`http`]: routes, handlers and the server entry point.
+
+pub mod audit;
+pub mod auth;
+pub mod error;
+pub mod http;
+pub mod layout;
+pub mod real_name;
+pub mod store;
+pub mod transfer;
+pub mod uri;
+
+#[cfg(test)]
+mod api_tests;
+
+pub use error::Error;
+pub use http::run;
+pub use transfer::{Clock, SystemClock, Transfers};

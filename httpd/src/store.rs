@@ -1,0 +1,366 @@
+//! The file store: the node's directory on the file server, as fsd mounts it locally.
+//!
+//! [`Store`] writes a new file under a temporary name in its final hour directory, fsyncs it and
+//! renames it into place, so neither a reader nor a crash ever sees a partial file under a real
+//! name; a [`PartialFile`] that is not committed is deleted, whatever stopped it (an error, a
+//! limit, or a client that went away). It opens stored files for reading. It does not know about
+//! HTTP, credentials or the audit log. Directories are created only when a file is stored.
+//!
+//! All file system calls run on tokio's blocking pool; bodies move chunk by chunk.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use tokio::io::AsyncWriteExt;
+
+use crate::layout::{ChatType, FileLocation, FileName, HourAllocator};
+
+/// A failed file system operation on the mount, classified by what it means for the client.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The mount reports no space (or quota) left.
+    #[error("the file server is full: {0}")]
+    Full(#[source] io::Error),
+    /// The mount is gone or the connection behind it failed.
+    #[error("the file server is unavailable: {0}")]
+    Unavailable(#[source] io::Error),
+    /// Anything else.
+    #[error("file store error: {0}")]
+    Io(#[source] io::Error),
+}
+
+impl From<io::Error> for StoreError {
+    fn from(e: io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(libc::ENOSPC | libc::EDQUOT) => StoreError::Full(e),
+            Some(
+                libc::ENOTCONN
+                | libc::EIO
+                | libc::ETIMEDOUT
+                | libc::ECONNRESET
+                | libc::ECONNABORTED
+                | libc::ESHUTDOWN
+                | libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::ESTALE
+                | libc::ENODEV,
+            ) => StoreError::Unavailable(e),
+            _ => StoreError::Io(e),
+        }
+    }
+}
+
+/// What the store's root must be before a file is written or read there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mount {
+    /// A FUSE mount (fsd's). Anything else means the file server is not mounted, and writing
+    /// would put files on the node's own disk.
+    Fuse,
+    /// Any existing directory (tests, and stores that are not mounted by fsd).
+    Directory,
+}
+
+/// The node's directory, mounted at `root`.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    mount: Mount,
+    allocator: HourAllocator,
+}
+
+impl Store {
+    pub fn new(root: impl Into<PathBuf>, mount: Mount) -> Self {
+        let root = root.into();
+        Self {
+            allocator: HourAllocator::new(root.clone()),
+            root,
+            mount,
+        }
+    }
+
+    /// Fails with [`StoreError::Unavailable`] unless the root is there as [`Mount`] requires.
+    /// Never creates the root: if it is missing, the file server is not there.
+    fn check_root(&self) -> Result<(), StoreError> {
+        match self.mount {
+            Mount::Fuse => {
+                let fs = nix::sys::statfs::statfs(&self.root).map_err(|e| StoreError::Unavailable(e.into()))?;
+                if fs.filesystem_type() != nix::sys::statfs::FUSE_SUPER_MAGIC {
+                    return Err(StoreError::Unavailable(io::Error::new(
+                        io::ErrorKind::NotConnected,
+                        format!("{} is not a FUSE mount: fsd is not running", self.root.display()),
+                    )));
+                }
+            }
+            Mount::Directory => {
+                std::fs::metadata(&self.root).map_err(StoreError::Unavailable)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a new file for `chat_type` at `now`: picks its hour directory and a fresh random
+    /// name, creates the directory if needed and opens `.<file_name>.part` in it.
+    pub async fn create(self: &std::sync::Arc<Self>, chat_type: ChatType, now: DateTime<Utc>) -> Result<PartialFile, StoreError> {
+        let store = self.clone();
+        let (file, location, dir) = blocking(move || {
+            store.check_root()?;
+            let location = FileLocation {
+                dir: store.allocator.allocate(chat_type, now)?,
+                file_name: FileName::random(),
+            };
+            let dir = store.root.join(location.dir.relative());
+            std::fs::create_dir_all(&dir)?;
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(dir.join(location.file_name.partial()))?;
+            Ok((file, location, dir))
+        })
+        .await?;
+        Ok(PartialFile {
+            file: Some(tokio::fs::File::from_std(file)),
+            part: dir.join(location.file_name.partial()),
+            dir,
+            location,
+            written: 0,
+        })
+    }
+
+    /// Opens a stored file for reading, with its size; `None` if there is no such file.
+    pub async fn open(self: &std::sync::Arc<Self>, location: &FileLocation) -> Result<Option<(tokio::fs::File, u64)>, StoreError> {
+        let (store, path) = (self.clone(), self.path_of(location));
+        let opened = blocking(move || {
+            store.check_root()?;
+            let file = std::fs::File::open(&path)?;
+            let meta = file.metadata()?;
+            Ok(meta.is_file().then_some((file, meta.len())))
+        })
+        .await;
+        match opened {
+            Ok(found) => Ok(found.map(|(file, len)| (tokio::fs::File::from_std(file), len))),
+            Err(StoreError::Io(e)) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes a stored file (an upload whose audit record failed).
+    pub async fn remove(&self, location: &FileLocation) -> Result<(), StoreError> {
+        let path = self.path_of(location);
+        blocking(move || Ok(std::fs::remove_file(path)?)).await
+    }
+
+    fn path_of(&self, location: &FileLocation) -> PathBuf {
+        self.root.join(location.relative())
+    }
+}
+
+/// A file being written. Commit it, or it is deleted.
+#[derive(Debug)]
+pub struct PartialFile {
+    /// `None` once committed or discarded.
+    file: Option<tokio::fs::File>,
+    part: PathBuf,
+    dir: PathBuf,
+    location: FileLocation,
+    written: u64,
+}
+
+impl PartialFile {
+    /// Where the file will be once committed.
+    pub fn location(&self) -> &FileLocation {
+        &self.location
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        let file = self.file.as_mut().expect("a PartialFile is written only before commit or discard");
+        file.write_all(chunk).await?;
+        self.written += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Makes the file durable under its real name: flush, fsync, rename, fsync the directory.
+    /// On failure the partial file is deleted.
+    pub async fn commit(mut self) -> Result<(FileLocation, u64), StoreError> {
+        let mut file = self.file.take().expect("a PartialFile is committed once");
+        let part = self.part.clone();
+        let done = match file.flush().await {
+            Ok(()) => {
+                let file = file.into_std().await;
+                let (dir, location) = (self.dir.clone(), self.location.clone());
+                blocking(move || {
+                    file.sync_all()?;
+                    std::fs::rename(&part, dir.join(location.file_name.as_str()))?;
+                    Ok(sync_dir(&dir)?)
+                })
+                .await
+            }
+            Err(e) => Err(e.into()),
+        };
+        match done {
+            Ok(()) => Ok((self.location.clone(), self.written)),
+            Err(e) => {
+                remove_quietly(self.part.clone()).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes the partial file now (rather than in the background on drop).
+    pub async fn discard(mut self) {
+        self.file = None;
+        remove_quietly(self.part.clone()).await;
+    }
+}
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        // Dropped before commit or discard: the request was cancelled mid-upload.
+        if self.file.take().is_some() {
+            let part = self.part.clone();
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(remove_quietly(part))),
+                Err(_) => remove_file_logged(&part),
+            }
+        }
+    }
+}
+
+/// Deletes a partial file; failing to is logged here, since nobody else can act on it.
+async fn remove_quietly(part: PathBuf) {
+    if let Err(e) = tokio::task::spawn_blocking(move || remove_file_logged(&part)).await {
+        log::error!("removing a partial upload panicked: {e}");
+    }
+}
+
+fn remove_file_logged(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => log::error!("cannot remove the partial upload {}: {e}", path.display()),
+    }
+}
+
+/// Makes a rename durable. File systems that cannot fsync a directory (some FUSE ones) say
+/// `EINVAL`/`ENOTSUP`; that is not an error.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    match std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOTSUP | libc::EBADF)) => Ok(()),
+        other => other,
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(e) => Err(StoreError::Io(io::Error::other(e))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::layout::HourDir;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2014, 8, 11, 15, 30, 0).unwrap()
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn commit_renames_into_place() {
+        let mount = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::new(mount.path(), Mount::Directory));
+        let mut part = store.create(ChatType::Im, now()).await.unwrap();
+        let name = part.location().file_name.to_string();
+        let hour_dir = mount.path().join("files/im/20140811/15");
+        assert_eq!(entries(&hour_dir), [format!(".{name}.part")]);
+        part.write(b"hello ").await.unwrap();
+        part.write(b"world").await.unwrap();
+        let (location, size) = part.commit().await.unwrap();
+        assert_eq!(size, 11);
+        assert_eq!(location.relative(), format!("files/im/20140811/15/{name}"));
+        assert_eq!(entries(&hour_dir), [name]);
+        let (_, len) = store.open(&location).await.unwrap().unwrap();
+        assert_eq!(len, 11);
+        store.remove(&location).await.unwrap();
+        assert!(store.open(&location).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn discarded_and_dropped_files_are_deleted() {
+        let mount = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::new(mount.path(), Mount::Directory));
+        let hour_dir = mount.path().join("files/groupchat/20140811/15");
+        let mut part = store.create(ChatType::Groupchat, now()).await.unwrap();
+        part.write(b"partial").await.unwrap();
+        part.discard().await;
+        assert!(entries(&hour_dir).is_empty());
+
+        let part = store.create(ChatType::Groupchat, now()).await.unwrap();
+        drop(part);
+        for _ in 0..100 {
+            if entries(&hour_dir).is_empty() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the dropped partial file is still there: {:?}", entries(&hour_dir));
+    }
+
+    #[tokio::test]
+    async fn a_missing_mount_is_not_created() {
+        let mount = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::new(mount.path().join("not-mounted"), Mount::Directory));
+        let err = store.create(ChatType::Im, now()).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(ref e) if e.kind() == io::ErrorKind::NotFound), "{err:?}");
+        assert!(!mount.path().join("not-mounted").exists());
+    }
+
+    #[tokio::test]
+    async fn a_plain_directory_is_not_taken_for_the_fuse_mount() {
+        let mount = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::new(mount.path(), Mount::Fuse));
+        let err = store.create(ChatType::Im, now()).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(ref e) if e.to_string().contains("not a FUSE mount")), "{err:?}");
+        let location = FileLocation {
+            dir: HourDir::parse(ChatType::Im, "20140811", "15").unwrap(),
+            file_name: FileName::random(),
+        };
+        assert!(matches!(store.open(&location).await, Err(StoreError::Unavailable(_))));
+        assert_eq!(std::fs::read_dir(mount.path()).unwrap().count(), 0, "nothing written to the local disk");
+    }
+
+    #[test]
+    fn errors_are_classified_by_errno() {
+        let class = |errno| match StoreError::from(io::Error::from_raw_os_error(errno)) {
+            StoreError::Full(_) => "full",
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Io(_) => "io",
+        };
+        assert_eq!(class(libc::ENOSPC), "full");
+        assert_eq!(class(libc::EDQUOT), "full");
+        assert_eq!(class(libc::ENOTCONN), "unavailable");
+        assert_eq!(class(libc::EIO), "unavailable");
+        assert_eq!(class(libc::EACCES), "io");
+    }
+}

@@ -3,8 +3,9 @@
 //!
 //! For PostgreSQL (a server of its own, started here with `fsync=on` and `synchronous_commit=on`,
 //! unlike the test harness) and for SQLite (WAL, `synchronous=FULL`, as logd runs it):
-//! - events/s acknowledged by logd with group commit, many concurrent `LogdClient`s through the
-//!   real socket (one connection per event, as httpd does);
+//! - events/s acknowledged by logd with group commit, many concurrent callers of one
+//!   `LogdClient` (as httpd uses it: a few persistent connections, requests pipelined) through
+//!   the real socket, with the CPU each thread group and the PostgreSQL server used (stderr);
 //! - the same with the naive writer: one transaction per event (`batch_max_events = 1`);
 //! - the ceiling: the same rows written in bulk without logd (PostgreSQL `COPY`; SQLite one
 //!   transaction of multi-row INSERTs);
@@ -167,6 +168,7 @@ async fn serve(
 async fn throughput(config: &mft_config::Database, socket: &Path) -> f64 {
     let (stop, task) = serve(config, socket).await;
     let client = LogdClient::new(socket);
+    let cpu = CpuTimes::now();
     let done = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -188,6 +190,11 @@ async fn throughput(config: &mft_config::Database, socket: &Path) -> f64 {
         c.await.unwrap();
     }
     let rate = acked.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    eprintln!(
+        "  batch ≤ {}: {rate:.0} events/s; CPU, in cores: {}",
+        config.batch_max_events,
+        cpu.since(started.elapsed())
+    );
     stop.send(()).unwrap();
     task.await.unwrap();
     rate
@@ -358,4 +365,58 @@ fn id(which: &str) -> u32 {
     let out =
         mft_tests::run(Command::new("id").args([which, "postgres"])).expect("a postgres user");
     out.trim().parse().expect("a numeric id")
+}
+
+/// CPU time used so far by each thread group of this process (by thread name) and by the
+/// PostgreSQL server's processes: where the time of a run goes.
+struct CpuTimes(std::collections::BTreeMap<String, f64>);
+
+impl CpuTimes {
+    fn now() -> Self {
+        let mut times = std::collections::BTreeMap::new();
+        let mut add = |name: String, stat: &str| {
+            // Fields after the parenthesised name; utime and stime are the 12th and 13th.
+            let fields: Vec<&str> = stat.rsplit(") ").next().unwrap_or("").split(' ').collect();
+            let ticks: f64 =
+                fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0);
+            *times.entry(name).or_insert(0.0) += ticks / 100.0;
+        };
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            let name = stat
+                .split('(')
+                .nth(1)
+                .and_then(|s| s.split(')').next())
+                .unwrap_or("?");
+            add(format!("bench:{name}"), &stat);
+        }
+        for process in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(stat) = std::fs::read_to_string(process.path().join("stat")) else {
+                continue;
+            };
+            if stat.contains("(postgres)") {
+                add("postgres".into(), &stat);
+            }
+        }
+        Self(times)
+    }
+
+    /// Cores used by each group since `self`, over `wall`.
+    fn since(&self, wall: Duration) -> String {
+        let now = Self::now();
+        now.0
+            .iter()
+            .map(|(name, t)| {
+                (
+                    name,
+                    (t - self.0.get(name).unwrap_or(&0.0)) / wall.as_secs_f64(),
+                )
+            })
+            .filter(|(_, cores)| *cores >= 0.01)
+            .map(|(name, cores)| format!("{name} {cores:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }

@@ -1,21 +1,24 @@
-//! The async client httpd uses to record transfers. Each call opens its own connection to the
-//! logd socket, sends one request, waits for its reply and closes: nothing is shared between
-//! callers but the socket path and an id counter, so any number of concurrent callers is safe,
-//! and a restarted logd is picked up by the next call. Every call is bounded by a timeout.
+//! The async client httpd uses to record transfers. A client keeps up to
+//! [`connection::CONNECTIONS`] persistent connections to the logd socket, opened at first use,
+//! and pipelines the requests of all its concurrent callers over them; each reply goes back to
+//! its caller by request id (`connection` holds that machinery). Clones share the connections,
+//! so any number of concurrent callers, on any tokio runtimes, is safe. A connection that dies
+//! (logd restarted) fails the calls in flight on it with `Unavailable`; the next call opens a
+//! new one. Every call is bounded by a timeout, connecting included.
 //!
 //! Errors keep the three cases a caller must tell apart: logd unreachable, the database could
 //! not commit, the event itself refused (with the field at fault).
+
+mod connection;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
-
-use crate::protocol::{Op, Outcome, Reply, Request, PROTOCOL_VERSION};
+use crate::protocol::{Op, Outcome, Request, PROTOCOL_VERSION};
 use crate::{LogdStatus, Transfer};
+use connection::Pool;
 
 /// How long one call may take, connection included, unless [`LogdClient::with_timeout`] says.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -23,7 +26,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Why an event was not recorded.
 #[derive(Debug, thiserror::Error)]
 pub enum LogdError {
-    /// logd cannot be reached: socket missing, connection refused or reset, timeout, or a reply
+    /// logd cannot be reached: socket missing, connection refused or lost, timeout, or a reply
     /// that is not the protocol. Whether the event was recorded is unknown.
     #[error("logd is unavailable: {0}")]
     Unavailable(String),
@@ -35,12 +38,22 @@ pub enum LogdError {
     Invalid { field: String, message: String },
 }
 
-/// A handle on the logd socket. Cheap to clone; usable from any tokio task.
-#[derive(Debug, Clone)]
+/// A handle on the logd socket. Cheap to clone (clones share the connections); usable from any
+/// tokio task on any runtime.
+#[derive(Clone)]
 pub struct LogdClient {
-    socket: Arc<PathBuf>,
+    pool: Arc<Pool>,
     timeout: Duration,
     next_id: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for LogdClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogdClient")
+            .field("socket", &self.pool.socket())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LogdClient {
@@ -48,12 +61,11 @@ impl LogdClient {
     /// Nothing is connected until the first call.
     pub fn new(socket: impl Into<PathBuf>) -> Self {
         Self {
-            socket: Arc::new(socket.into()),
+            pool: Arc::new(Pool::new(socket.into())),
             timeout: DEFAULT_TIMEOUT,
             next_id: Arc::new(AtomicU64::new(1)),
         }
     }
-
     /// The same client with another bound on each call (10 s by default).
     pub fn with_timeout(self, timeout: Duration) -> Self {
         Self { timeout, ..self }
@@ -105,54 +117,20 @@ impl LogdClient {
             op,
         }
         .to_line();
-        let reply = tokio::time::timeout(self.timeout, self.exchange(&line))
+        let reply = tokio::time::timeout(self.timeout, self.pool.exchange(id, line))
             .await
             .map_err(|_| {
                 LogdError::Unavailable(format!(
                     "no reply from {} within {:?}",
-                    self.socket.display(),
+                    self.pool.socket().display(),
                     self.timeout
                 ))
             })??;
-        if reply.id != Some(id) {
-            return Err(LogdError::Unavailable(format!(
-                "reply for request {:?} received for request {id}",
-                reply.id
-            )));
-        }
         match reply.outcome {
             Outcome::Invalid { field, message } => Err(LogdError::Invalid { field, message }),
             Outcome::Database { message } => Err(LogdError::Database(message)),
             outcome @ (Outcome::Ok { .. } | Outcome::Report { .. }) => Ok(outcome),
         }
-    }
-
-    /// Connects, sends one request line and reads one reply line.
-    async fn exchange(&self, line: &str) -> Result<Reply, LogdError> {
-        let unavailable = |what: &str, e: std::io::Error| {
-            LogdError::Unavailable(format!("{what} {}: {e}", self.socket.display()))
-        };
-        let stream = UnixStream::connect(self.socket.as_path())
-            .await
-            .map_err(|e| unavailable("cannot connect to", e))?;
-        let (read, mut write) = stream.into_split();
-        write
-            .write_all(line.as_bytes())
-            .await
-            .map_err(|e| unavailable("cannot send to", e))?;
-        let reply = BufReader::new(read)
-            .lines()
-            .next_line()
-            .await
-            .map_err(|e| unavailable("cannot read from", e))?
-            .ok_or_else(|| {
-                LogdError::Unavailable(format!(
-                    "{} closed the connection without replying",
-                    self.socket.display()
-                ))
-            })?;
-        serde_json::from_str(&reply)
-            .map_err(|e| LogdError::Unavailable(format!("unreadable reply {reply:?}: {e}")))
     }
 }
 
@@ -164,7 +142,9 @@ fn unexpected(outcome: Outcome) -> LogdError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::net::UnixListener;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::{UnixListener, UnixStream};
+    use tokio::sync::mpsc;
 
     fn transfer() -> Transfer {
         Transfer {
@@ -274,18 +254,216 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_reply_for_another_id_is_a_protocol_failure() {
-        let (_dir, client) =
-            fake_logd(|_| "{\"id\":999999,\"status\":\"ok\",\"aft_index\":1}\n".into()).await;
-        assert!(matches!(
-            client.post(&transfer()).await,
-            Err(LogdError::Unavailable(_))
-        ));
+    async fn a_reply_for_another_id_is_ignored_and_one_not_json_fails_the_call() {
+        // A reply nobody waits for (as one arriving after its caller timed out) is dropped.
+        let mut fake = FakeLogd::start().await;
+        let client = fake.client.clone().with_timeout(Duration::from_millis(300));
+        let call = tokio::spawn(async move { client.post(&transfer()).await });
+        fake.next()
+            .await
+            .reply("{\"id\":999999,\"status\":\"ok\",\"aft_index\":1}\n");
+        match call.await.unwrap() {
+            Err(LogdError::Unavailable(m)) => assert!(m.contains("no reply"), "{m}"),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
         let (_dir, client) = fake_logd(|_| "not json\n".into()).await;
-        assert!(matches!(
-            client.post(&transfer()).await,
-            Err(LogdError::Unavailable(_))
-        ));
+        match client.post(&transfer()).await {
+            Err(LogdError::Unavailable(m)) => assert!(m.contains("unreadable reply"), "{m}"),
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+
+    /// One request line received by [`FakeLogd`], with the way back to its connection.
+    struct Received {
+        request: serde_json::Value,
+        connection: mpsc::UnboundedSender<Option<String>>,
+    }
+
+    impl Received {
+        fn reply(&self, line: &str) {
+            self.connection.send(Some(line.into())).unwrap();
+        }
+
+        fn answer(&self, aft_index: i64) {
+            self.reply(&format!(
+                "{{\"id\":{},\"status\":\"ok\",\"aft_index\":{aft_index}}}\n",
+                self.request["id"]
+            ));
+        }
+
+        /// Closes the connection the request came on, without answering.
+        fn hang_up(&self) {
+            self.connection.send(None).unwrap();
+        }
+    }
+
+    /// A fake logd taking any number of connections: every request of every connection is
+    /// handed to the test, which answers it (in any order) or hangs up its connection.
+    struct FakeLogd {
+        _dir: tempfile::TempDir,
+        client: LogdClient,
+        accepted: Arc<AtomicU64>,
+        received: mpsc::UnboundedReceiver<Received>,
+    }
+
+    impl FakeLogd {
+        async fn start() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("logd.sock");
+            let listener = UnixListener::bind(&path).unwrap();
+            let accepted = Arc::new(AtomicU64::new(0));
+            let (to_test, received) = mpsc::unbounded_channel();
+            let counter = accepted.clone();
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(Self::connection(stream, to_test.clone()));
+                }
+            });
+            Self {
+                _dir: dir,
+                client: LogdClient::new(path),
+                accepted,
+                received,
+            }
+        }
+
+        async fn connection(stream: UnixStream, to_test: mpsc::UnboundedSender<Received>) {
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read).lines();
+            let (connection, mut replies) = mpsc::unbounded_channel();
+            loop {
+                tokio::select! {
+                    line = lines.next_line() => match line.unwrap() {
+                        Some(line) => {
+                            let request = serde_json::from_str(&line).unwrap();
+                            let connection = connection.clone();
+                            let _ = to_test.send(Received { request, connection });
+                        }
+                        None => return,
+                    },
+                    reply = replies.recv() => match reply.flatten() {
+                        Some(line) => write.write_all(line.as_bytes()).await.unwrap(),
+                        None => return,
+                    },
+                }
+            }
+        }
+
+        async fn next(&mut self) -> Received {
+            self.received.recv().await.unwrap()
+        }
+
+        /// Answers every request from now on with its id as aft_index.
+        fn answer_all(mut self) -> (LogdClient, Arc<AtomicU64>) {
+            tokio::spawn(async move {
+                let _dir = self._dir;
+                while let Some(received) = self.received.recv().await {
+                    received.answer(received.request["id"].as_i64().unwrap());
+                }
+            });
+            (self.client, self.accepted)
+        }
+    }
+
+    fn sized(n: i64) -> Transfer {
+        Transfer {
+            file_size: n,
+            ..transfer()
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_calls_share_a_few_connections_and_get_their_own_replies() {
+        const CALLERS: i64 = 200;
+        let mut fake = FakeLogd::start().await;
+        let calls: Vec<_> = (0..CALLERS)
+            .map(|n| {
+                let client = fake.client.clone();
+                tokio::spawn(async move { client.post(&sized(n)).await.unwrap() })
+            })
+            .collect();
+        let mut received = Vec::new();
+        for _ in 0..CALLERS {
+            received.push(fake.next().await);
+        }
+        // Answered in the reverse order of arrival: every connection sees its replies reversed.
+        for r in received.iter().rev() {
+            r.answer(r.request["transfer"]["file_size"].as_i64().unwrap() * 10);
+        }
+        for (n, call) in calls.into_iter().enumerate() {
+            assert_eq!(call.await.unwrap(), n as i64 * 10);
+        }
+        let connections = fake.accepted.load(Ordering::SeqCst);
+        assert!(
+            (1..=connection::CONNECTIONS as u64).contains(&connections),
+            "{connections} connections"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lost_connection_fails_its_calls_and_the_next_call_reconnects() {
+        let mut fake = FakeLogd::start().await;
+        let client = fake.client.clone();
+        // One call per slot opens every connection.
+        for n in 0..connection::CONNECTIONS as i64 {
+            let call = tokio::spawn({
+                let client = client.clone();
+                async move { client.post(&sized(n)).await }
+            });
+            fake.next().await.answer(n);
+            assert_eq!(call.await.unwrap().unwrap(), n);
+        }
+        assert_eq!(fake.accepted.load(Ordering::SeqCst), 4);
+
+        // The first slot's connection dies with a call in flight.
+        let in_flight = tokio::spawn({
+            let client = client.clone();
+            async move { client.post(&sized(100)).await }
+        });
+        fake.next().await.hang_up();
+        match in_flight.await.unwrap() {
+            Err(LogdError::Unavailable(m)) => assert!(m.contains("was lost"), "{m}"),
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+
+        // The other three slots keep their connections; the first one reconnects.
+        for n in 0..connection::CONNECTIONS as i64 {
+            let call = tokio::spawn({
+                let client = client.clone();
+                async move { client.post(&sized(n)).await }
+            });
+            fake.next().await.answer(n);
+            assert_eq!(call.await.unwrap().unwrap(), n);
+        }
+        assert_eq!(fake.accepted.load(Ordering::SeqCst), 5);
+    }
+
+    /// As actix-web uses it: one client, several single-threaded runtimes on their own threads.
+    /// Connections opened from a runtime keep serving the others after it is gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_outlive_the_runtime_that_opened_them() {
+        let (client, accepted) = FakeLogd::start().await.answer_all();
+        let on_own_runtime = |client: LogdClient| {
+            tokio::task::spawn_blocking(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    for _ in 0..connection::CONNECTIONS {
+                        client.get_end(1, 1).await.unwrap();
+                    }
+                });
+            })
+        };
+        on_own_runtime(client.clone()).await.unwrap();
+        on_own_runtime(client.clone()).await.unwrap();
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            4,
+            "the connections were reused"
+        );
     }
 
     #[tokio::test]

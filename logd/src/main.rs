@@ -148,17 +148,35 @@ fn purge(config: &mft_config::NodeConfig, args: PurgeArgs) -> anyhow::Result<Exi
         directory: config.file_server.directory.clone(),
         mount_point: config.file_server.mount_point.clone(),
     });
-    let report = logd::purge::run(
+    // Pages are printed as they are done, so any number of rows takes constant memory. The
+    // JSON form is one object: the pages' lists under "pages", then the totals.
+    let mut pages = 0usize;
+    if args.json {
+        print!("{{\"pages\":[");
+    }
+    let outcome = logd::purge::run_pages(
         &config.database,
         &selection,
         mount.as_ref(),
         args.execute,
         chrono::Utc::now(),
+        logd::purge::PAGE_ROWS,
+        |page| {
+            if args.json {
+                let separator = if pages == 0 { "" } else { "," };
+                let page = serde_json::to_string(&page).expect("a page always serializes");
+                print!("{separator}{page}");
+            } else {
+                print!("{}", page.text(args.execute));
+            }
+            pages += 1;
+        },
     )?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let outcome = serde_json::to_string(&outcome)?;
+        println!("],{}", &outcome[1..]);
     } else {
-        print!("{}", report.text());
+        print!("{}", outcome.text());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -72,12 +72,11 @@ impl<'a> Request<'a> {
 }
 
 impl Reply {
-    /// The reply as one line, newline included.
+    /// Appends the reply to `out` as one line, newline included.
     #[cfg(feature = "server")]
-    pub fn to_line(&self) -> String {
-        let mut line = serde_json::to_string(self).expect("a reply always serializes");
-        line.push('\n');
-        line
+    pub fn write_line(&self, out: &mut Vec<u8>) {
+        serde_json::to_writer(&mut *out, self).expect("a reply always serializes");
+        out.push(b'\n');
     }
 }
 
@@ -205,7 +204,14 @@ mod tests {
         ];
         for (reply, text) in cases {
             #[cfg(feature = "server")]
-            assert_eq!(reply.to_line(), format!("{text}\n"));
+            {
+                let mut line = b"earlier line\n".to_vec();
+                reply.write_line(&mut line);
+                assert_eq!(
+                    String::from_utf8(line).unwrap(),
+                    format!("earlier line\n{text}\n")
+                );
+            }
             assert_eq!(serde_json::from_str::<Reply>(text).unwrap(), reply);
         }
     }

@@ -14,8 +14,13 @@
 //!   missing files (harmless, the next purge removes them), never files nobody knows of. A file
 //!   that cannot be deleted keeps its row, so the purge can be run again.
 //!
-//! The schema is verified before anything is read. Rows are matched by `aft_index`, so rows
-//! inserted while the purge runs are never deleted by it.
+//! Rows are read and purged in pages of at most [`PAGE_ROWS`] (keyset by `aft_index`), each
+//! page with its own file deletions and row transaction, so any number of rows purges in
+//! constant memory; [`run_pages`] hands each page's report over as it is done.
+//!
+//! The schema is verified before anything is read. Rows are matched by `aft_index`, and only
+//! rows that existed when the purge started are considered, so rows inserted while the purge
+//! runs are never deleted by it.
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +33,9 @@ use crate::db::{self, AnyConnection, DbError};
 
 /// Rows per DELETE statement (bound parameters stay under both backends' limits).
 const DELETE_CHUNK: usize = 1000;
+
+/// Rows one page of a purge reads (and deletes) at most.
+pub const PAGE_ROWS: usize = 10_000;
 
 /// Which rows to purge; all given conditions must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -78,7 +86,26 @@ pub enum PurgeError {
     Database(#[from] diesel::result::Error),
 }
 
-/// What a purge did (or, in a dry run, would do).
+/// What one page of a purge did (or, in a dry run, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PurgePage {
+    pub rows: Vec<PurgedRow>,
+    pub files: Vec<PurgedFile>,
+    /// Rows left in place (with their files), and why.
+    pub kept: Vec<KeptRow>,
+}
+
+/// How a whole purge ended: its totals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PurgeOutcome {
+    /// False for a dry run: nothing was deleted.
+    pub executed: bool,
+    /// Rows of the current UTC hour and later are never purged.
+    pub cutoff: String,
+    pub summary: Summary,
+}
+
+/// What a purge did (or, in a dry run, would do): every page's lists together, and the totals.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PurgeReport {
     /// False for a dry run: nothing was deleted.
@@ -128,7 +155,8 @@ pub struct Summary {
 }
 
 /// Purges what `selection` names from the database `config`, with its files if `files` is
-/// given; deletes only if `execute`. `now` decides the current UTC hour.
+/// given; deletes only if `execute`. `now` decides the current UTC hour. Returns the report of
+/// every page together: for a purge of any size, [`run_pages`] keeps memory constant.
 pub fn run(
     config: &mft_config::Database,
     selection: &Selection,
@@ -136,6 +164,34 @@ pub fn run(
     execute: bool,
     now: DateTime<Utc>,
 ) -> Result<PurgeReport, PurgeError> {
+    let mut all = PurgePage::default();
+    let outcome = run_pages(config, selection, files, execute, now, PAGE_ROWS, |page| {
+        all.rows.extend(page.rows);
+        all.files.extend(page.files);
+        all.kept.extend(page.kept);
+    })?;
+    Ok(PurgeReport {
+        executed: outcome.executed,
+        cutoff: outcome.cutoff,
+        rows: all.rows,
+        files: all.files,
+        kept: all.kept,
+        summary: outcome.summary,
+    })
+}
+
+/// [`run`], [`PAGE_ROWS`] rows (`page_rows` in tests) at a time, oldest `aft_index` first:
+/// each page's files, then its rows, are deleted before the next page is read, and its report
+/// goes to `each_page`. Returns the totals.
+pub fn run_pages(
+    config: &mft_config::Database,
+    selection: &Selection,
+    files: Option<&Mount>,
+    execute: bool,
+    now: DateTime<Utc>,
+    page_rows: usize,
+    mut each_page: impl FnMut(PurgePage),
+) -> Result<PurgeOutcome, PurgeError> {
     if !selection.has_condition() && !selection.all {
         return Err(PurgeError::NoSelection);
     }
@@ -147,19 +203,55 @@ pub fn run(
     let mut conn = db::connect(config)?;
     db::verify_schema(&mut conn)?;
     let hour = current_hour(now);
-    let rows = select(&mut conn, selection, hour)?;
-    let mut plan = Plan::default();
-    for (aft_index, row) in rows {
-        match files.filter(|_| row.method == schema::POST) {
-            Some(mount) => plan.with_file(aft_index, row, mount, hour),
-            None => plan.rows.push((aft_index, row)),
+    let mut summary = Summary::default();
+    let mut keyset = Keyset {
+        after: 0,
+        last: last_index(&mut conn)?,
+        limit: page_rows.max(1),
+    };
+    loop {
+        let rows = select(&mut conn, selection, hour, &keyset)?;
+        let Some((newest, _)) = rows.last() else {
+            break;
+        };
+        keyset.after = *newest;
+        let mut plan = Plan::default();
+        for (aft_index, row) in rows {
+            match files.filter(|_| row.method == schema::POST) {
+                Some(mount) => plan.with_file(aft_index, row, mount, hour),
+                None => plan.rows.push((aft_index, row)),
+            }
         }
+        if execute {
+            plan.delete_files();
+            delete_rows(&mut conn, &plan.rows)?;
+        }
+        let page = plan.into_page(&mut summary);
+        each_page(page);
     }
-    if execute {
-        plan.delete_files();
-        delete_rows(&mut conn, &plan.rows)?;
-    }
-    Ok(plan.report(execute, hour))
+    Ok(PurgeOutcome {
+        executed: execute,
+        cutoff: hour.to_string(),
+        summary,
+    })
+}
+
+/// Which page [`select`] reads: rows after `after`, up to `last`, at most `limit` of them.
+struct Keyset {
+    after: i64,
+    last: i64,
+    limit: usize,
+}
+
+/// The newest `aft_index` when the purge starts (0 for an empty table): rows inserted later are
+/// left alone.
+fn last_index(conn: &mut AnyConnection) -> QueryResult<i64> {
+    let query = aft_log::table.select(diesel::dsl::max(aft_log::aft_index));
+    let last: Option<i64> = match conn {
+        AnyConnection::Postgres(pg) => query.first(pg)?,
+        AnyConnection::Sqlite(sqlite) => query.first(sqlite)?,
+    };
+    Ok(last.unwrap_or(0))
 }
 
 /// The start of the UTC hour `now` is in.
@@ -178,17 +270,21 @@ pub fn parse_time(text: &str) -> Result<NaiveDateTime, String> {
         })
 }
 
-/// The rows selected, oldest index first; never those of the current hour or later.
+/// One page of the rows selected, oldest index first; never those of the current hour or later.
 fn select(
     conn: &mut AnyConnection,
     selection: &Selection,
     hour: NaiveDateTime,
+    page: &Keyset,
 ) -> QueryResult<Vec<(i64, AftRecord)>> {
+    let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
     let pattern = selection.jid_prefix.as_deref().map(like_prefix);
     macro_rules! load {
         ($conn:expr, $backend:ty) => {{
             let mut query = aft_log::table
                 .into_boxed::<$backend>()
+                .filter(aft_log::aft_index.gt(page.after))
+                .filter(aft_log::aft_index.le(page.last))
                 .filter(aft_log::timestampvalue.lt(hour));
             if let Some(method) = &selection.method {
                 query = query.filter(aft_log::method.eq(method));
@@ -207,6 +303,7 @@ fn select(
             }
             query
                 .order(aft_log::aft_index)
+                .limit(limit)
                 .select((aft_log::aft_index, AftRecord::as_select()))
                 .load($conn)
         }};
@@ -230,7 +327,7 @@ fn like_prefix(prefix: &str) -> String {
     pattern
 }
 
-/// Deletes the rows in one transaction.
+/// Deletes the rows (of one page) in one transaction.
 fn delete_rows(conn: &mut AnyConnection, rows: &[(i64, AftRecord)]) -> QueryResult<()> {
     let indexes: Vec<i64> = rows.iter().map(|(i, _)| *i).collect();
     conn.transaction(|conn| {
@@ -327,17 +424,14 @@ impl Plan {
         }
     }
 
-    fn report(self, executed: bool, hour: NaiveDateTime) -> PurgeReport {
-        let summary = Summary {
-            rows: self.rows.len() as u64,
-            files: self.files.len() as u64,
-            bytes: self.files.iter().map(|f| f.bytes).sum(),
-            files_missing: self.missing,
-            kept: self.kept.len() as u64,
-        };
-        PurgeReport {
-            executed,
-            cutoff: hour.to_string(),
+    /// The page's report; its counts are added to `summary`.
+    fn into_page(self, summary: &mut Summary) -> PurgePage {
+        summary.rows += self.rows.len() as u64;
+        summary.files += self.files.len() as u64;
+        summary.bytes += self.files.iter().map(|f| f.bytes).sum::<u64>();
+        summary.files_missing += self.missing;
+        summary.kept += self.kept.len() as u64;
+        PurgePage {
             rows: self
                 .rows
                 .into_iter()
@@ -352,7 +446,6 @@ impl Plan {
                 .collect(),
             files: self.files,
             kept: self.kept,
-            summary,
         }
     }
 }
@@ -394,56 +487,68 @@ fn hour_directory(relative: &Path) -> Option<NaiveDateTime> {
     Some(day.and_time(NaiveTime::from_hms_opt(hour, 0, 0)?))
 }
 
+impl PurgePage {
+    /// The page for people: what goes, then what stays, one line each.
+    pub fn text(&self, executed: bool) -> String {
+        page_text(&self.rows, &self.files, &self.kept, executed)
+    }
+}
+
+impl PurgeOutcome {
+    /// The totals for people, one line.
+    pub fn text(&self) -> String {
+        summary_text(&self.summary, self.executed, &self.cutoff)
+    }
+}
+
 impl PurgeReport {
     /// The report for people: what goes, what stays, and the counts.
     pub fn text(&self) -> String {
-        let verb = if self.executed {
-            "deleted"
-        } else {
-            "would delete"
-        };
-        let mut out = String::new();
-        for row in &self.rows {
-            out += &format!(
-                "{verb} row {} {} {} {} {} {}\n",
-                row.aft_index,
-                row.method,
-                row.timestampvalue,
-                row.jid,
-                row.chat_type,
-                row.file_path
-            );
-        }
-        for file in &self.files {
-            out += &format!(
-                "{verb} file {} ({} bytes)\n",
-                file.path.display(),
-                file.bytes
-            );
-        }
-        for kept in &self.kept {
-            out += &format!(
-                "kept row {} {}: {}\n",
-                kept.aft_index, kept.file_path, kept.reason
-            );
-        }
-        let s = &self.summary;
-        let (rows, files, bytes, note) = match self.executed {
-            true => ("rows deleted", "files deleted", "bytes freed", ""),
-            false => (
-                "rows to delete",
-                "files to delete",
-                "bytes to free",
-                " (dry run: add --execute to delete)",
-            ),
-        };
-        out += &format!(
-            "{rows}: {}, {files}: {}, {bytes}: {}{note}; rows kept: {}, files already gone: {}; \
-             nothing at or after {} UTC is touched\n",
-            s.rows, s.files, s.bytes, s.kept, s.files_missing, self.cutoff,
-        );
-        out
+        page_text(&self.rows, &self.files, &self.kept, self.executed)
+            + &summary_text(&self.summary, self.executed, &self.cutoff)
     }
+}
+
+fn page_text(rows: &[PurgedRow], files: &[PurgedFile], kept: &[KeptRow], executed: bool) -> String {
+    let verb = if executed { "deleted" } else { "would delete" };
+    let mut out = String::new();
+    for row in rows {
+        out += &format!(
+            "{verb} row {} {} {} {} {} {}\n",
+            row.aft_index, row.method, row.timestampvalue, row.jid, row.chat_type, row.file_path
+        );
+    }
+    for file in files {
+        out += &format!(
+            "{verb} file {} ({} bytes)\n",
+            file.path.display(),
+            file.bytes
+        );
+    }
+    for kept in kept {
+        out += &format!(
+            "kept row {} {}: {}\n",
+            kept.aft_index, kept.file_path, kept.reason
+        );
+    }
+    out
+}
+
+fn summary_text(s: &Summary, executed: bool, cutoff: &str) -> String {
+    let (rows, files, bytes, note) = match executed {
+        true => ("rows deleted", "files deleted", "bytes freed", ""),
+        false => (
+            "rows to delete",
+            "files to delete",
+            "bytes to free",
+            " (dry run: add --execute to delete)",
+        ),
+    };
+    format!(
+        "{rows}: {}, {files}: {}, {bytes}: {}{note}; rows kept: {}, files already gone: {}; \
+         nothing at or after {cutoff} UTC is touched\n",
+        s.rows, s.files, s.bytes, s.kept, s.files_missing,
+    )
 }
 
 #[cfg(test)]

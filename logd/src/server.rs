@@ -177,7 +177,8 @@ async fn serve(
 }
 
 /// Serves one connection: reads requests (up to [`MAX_PENDING`] unanswered) and writes replies
-/// as they become ready. On `stop` it reads no more but still answers what it forwarded.
+/// as they become ready, all those ready at once in one write. On `stop` it reads no more but
+/// still answers what it forwarded.
 async fn connection(
     stream: UnixStream,
     jobs: Sender<Job>,
@@ -189,6 +190,7 @@ async fn connection(
     let (replies_to, mut replies) = mpsc::unbounded_channel();
     let mut pending = 0usize;
     let mut reading = true;
+    let mut out = Vec::new();
     while reading || pending > 0 {
         let reply = tokio::select! {
             () = stop.cancelled(), if reading => {
@@ -223,10 +225,17 @@ async fn connection(
                 }
             },
         };
-        if let Err(e) = write.write_all(reply.to_line().as_bytes()).await {
+        reply.write_line(&mut out);
+        // A committed batch answers many requests of this connection at once.
+        while let Ok(reply) = replies.try_recv() {
+            pending -= 1;
+            reply.write_line(&mut out);
+        }
+        if let Err(e) = write.write_all(&out).await {
             log::debug!("cannot reply, the client left: {e}");
             return;
         }
+        out.clear();
     }
 }
 

@@ -383,3 +383,44 @@ fn check_reports_an_unreachable_postgres() {
     );
     assert!(out.contains("\nFAIL connected: "), "{out}");
 }
+
+/// More rows than one page: every page is listed (dry run), then purged, in aft_index order;
+/// the totals cover every page.
+#[tokio::test]
+async fn sqlite_purge_in_pages() {
+    let db = TestDb::new(Backend::Sqlite);
+    drop(logd::db::Database::open(&db.config).unwrap());
+    let rows: Vec<AftRecord> = (0..25)
+        .map(|n| {
+            record(
+                "Get",
+                &format!("user{n}@x"),
+                "im",
+                "2014-12-18 11:00:00",
+                &format!("files/im/20141218/11/f{n}"),
+            )
+        })
+        .collect();
+    insert(&db, &rows);
+    let all: Vec<i64> = db.rows().into_iter().map(|(i, _)| i).collect();
+    let gets = Selection {
+        method: Some("Get".into()),
+        ..Default::default()
+    };
+    for execute in [false, true] {
+        let mut pages = Vec::new();
+        let outcome = purge::run_pages(&db.config, &gets, None, execute, Utc::now(), 10, |page| {
+            pages.push(page.rows.iter().map(|r| r.aft_index).collect::<Vec<_>>())
+        })
+        .unwrap();
+        assert_eq!(
+            pages.iter().map(Vec::len).collect::<Vec<_>>(),
+            [10, 10, 5],
+            "execute: {execute}"
+        );
+        assert_eq!(pages.concat(), all);
+        assert_eq!((outcome.executed, outcome.summary.rows), (execute, 25));
+        let left = db.rows().len();
+        assert_eq!(left, if execute { 0 } else { 25 });
+    }
+}

@@ -6,7 +6,6 @@
 pub mod schema;
 mod verify;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -23,10 +22,6 @@ pub use verify::SchemaMismatch;
 
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
-
-/// Rows per INSERT statement: 12 bound values each stays under SQLite's 32766 and
-/// PostgreSQL's 65535 parameters per statement.
-const INSERT_CHUNK: usize = 1000;
 
 /// How long taking a pooled connection may wait before the batch fails as unreachable.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -188,7 +183,7 @@ impl AftStore for Database {
     }
 }
 
-/// The body of one batch's transaction: all inserts (multi-row), then all `get_end` updates.
+/// The body of one batch's transaction: all inserts, then all `get_end` updates.
 fn apply(conn: &mut AnyConnection, commands: &[Command]) -> QueryResult<Vec<Result<i64, Invalid>>> {
     let records: Vec<&AftRecord> = commands
         .iter()
@@ -197,15 +192,11 @@ fn apply(conn: &mut AnyConnection, commands: &[Command]) -> QueryResult<Vec<Resu
             Command::GetEnd { .. } => None,
         })
         .collect();
-    let mut returned = Vec::with_capacity(records.len());
-    for chunk in records.chunks(INSERT_CHUNK) {
-        returned.extend(insert(conn, chunk)?);
+    let mut indexes = match conn {
+        AnyConnection::Postgres(pg) => insert_postgres(pg, &records)?,
+        AnyConnection::Sqlite(sqlite) => insert_sqlite(sqlite, &records)?,
     }
-    let mut indexes = assign_indexes(&records, returned)
-        .ok_or_else(|| {
-            DieselError::DeserializationError("inserted rows came back different".into())
-        })?
-        .into_iter();
+    .into_iter();
     commands
         .iter()
         .map(|command| match command {
@@ -233,39 +224,83 @@ fn apply(conn: &mut AnyConnection, commands: &[Command]) -> QueryResult<Vec<Resu
         .collect()
 }
 
-/// One multi-row INSERT … RETURNING. The derived connection cannot lower batch inserts with
-/// RETURNING, so the same statement is built for the backend of the inner connection.
-fn insert(conn: &mut AnyConnection, records: &[&AftRecord]) -> QueryResult<Vec<(i64, AftRecord)>> {
-    let rows: Vec<AftRecord> = records.iter().map(|r| (*r).clone()).collect();
-    macro_rules! insert_returning {
-        ($conn:expr) => {
-            diesel::insert_into(aft_log::table)
-                .values(&rows)
-                .returning((aft_log::aft_index, AftRecord::as_returning()))
-                .get_results($conn)
-        };
+/// Inserts `records` on PostgreSQL. One record is one `INSERT … RETURNING aft_index`. More go
+/// in two statements whatever their number, each prepared once per connection: their
+/// `aft_index`es are drawn from the table's sequence first, then all rows go in with them, as
+/// columns of arrays (`unnest`). Each record thus knows its index without the server returning
+/// the rows (RETURNING promises no order).
+fn insert_postgres(
+    conn: &mut diesel::PgConnection,
+    records: &[&AftRecord],
+) -> QueryResult<Vec<i64>> {
+    use diesel::sql_types::{Array, BigInt, Integer, Text, Timestamp};
+    match records {
+        [] => return Ok(Vec::new()),
+        [record] => {
+            return diesel::insert_into(aft_log::table)
+                .values(*record)
+                .returning(aft_log::aft_index)
+                .get_result(conn)
+                .map(|index| vec![index])
+        }
+        _ => {}
     }
-    match conn {
-        AnyConnection::Postgres(pg) => insert_returning!(pg),
-        AnyConnection::Sqlite(sqlite) => insert_returning!(sqlite),
+    #[derive(QueryableByName)]
+    struct Drawn {
+        #[diesel(sql_type = BigInt)]
+        aft_index: i64,
     }
+    let count = i32::try_from(records.len()).expect("a batch is at most 10,000 events");
+    let indexes: Vec<i64> = diesel::sql_query(
+        "SELECT nextval(pg_get_serial_sequence('aft_log', 'aft_index')) AS aft_index \
+         FROM generate_series(1, $1)",
+    )
+    .bind::<Integer, _>(count)
+    .load::<Drawn>(conn)?
+    .into_iter()
+    .map(|d| d.aft_index)
+    .collect();
+    let text = |field: fn(&AftRecord) -> &str| records.iter().map(|r| field(r)).collect::<Vec<_>>();
+    let count = |field: fn(&AftRecord) -> i64| records.iter().map(|r| field(r)).collect::<Vec<_>>();
+    diesel::sql_query(
+        "INSERT INTO aft_log (aft_index, jid, to_jid, method, filename, real_filename, file_type, \
+         chat_type, file_server, file_path, file_size, bytes_transferred, timestampvalue) \
+         SELECT * FROM unnest($1::bigint[], $2::varchar[], $3::varchar[], $4::varchar[], \
+         $5::varchar[], $6::varchar[], $7::varchar[], $8::varchar[], $9::varchar[], $10::varchar[], \
+         $11::bigint[], $12::bigint[], $13::timestamp[])",
+    )
+    .bind::<Array<BigInt>, _>(&indexes)
+    .bind::<Array<Text>, _>(text(|r| &r.jid))
+    .bind::<Array<Text>, _>(text(|r| &r.to_jid))
+    .bind::<Array<Text>, _>(text(|r| &r.method))
+    .bind::<Array<Text>, _>(text(|r| &r.filename))
+    .bind::<Array<Text>, _>(text(|r| &r.real_filename))
+    .bind::<Array<Text>, _>(text(|r| &r.file_type))
+    .bind::<Array<Text>, _>(text(|r| &r.chat_type))
+    .bind::<Array<Text>, _>(text(|r| &r.file_server))
+    .bind::<Array<Text>, _>(text(|r| &r.file_path))
+    .bind::<Array<BigInt>, _>(count(|r| r.file_size))
+    .bind::<Array<BigInt>, _>(count(|r| r.bytes_transferred))
+    .bind::<Array<Timestamp>, _>(records.iter().map(|r| r.timestampvalue).collect::<Vec<_>>())
+    .execute(conn)?;
+    Ok(indexes)
 }
 
-/// The `aft_index` of each inserted record, in order, from the rows RETURNING gave back (whose
-/// order neither PostgreSQL nor SQLite promises). Records are matched by content; identical
-/// records are interchangeable, so which of them gets which index does not matter. `None` if
-/// the rows returned are not the rows inserted.
-fn assign_indexes(records: &[&AftRecord], returned: Vec<(i64, AftRecord)>) -> Option<Vec<i64>> {
-    if returned.len() != records.len() {
-        return None;
-    }
-    let mut by_content: HashMap<AftRecord, Vec<i64>> = HashMap::new();
-    for (index, record) in returned {
-        by_content.entry(record).or_default().push(index);
-    }
+/// Inserts `records` on SQLite one row per statement, the same prepared statement each time
+/// (SQLite runs in-process: a statement costs no round trip, and a small one is far cheaper to
+/// run than one multi-row statement is to compile); each returns its own row's `aft_index`.
+fn insert_sqlite(
+    conn: &mut diesel::SqliteConnection,
+    records: &[&AftRecord],
+) -> QueryResult<Vec<i64>> {
     records
         .iter()
-        .map(|r| by_content.get_mut(*r)?.pop())
+        .map(|record| {
+            diesel::insert_into(aft_log::table)
+                .values(*record)
+                .returning(aft_log::aft_index)
+                .get_result(conn)
+        })
         .collect()
 }
 
@@ -354,30 +389,6 @@ mod tests {
             bytes_transferred: 0,
             timestampvalue: chrono::DateTime::UNIX_EPOCH.naive_utc(),
         }
-    }
-
-    #[test]
-    fn indexes_follow_content_not_order() {
-        let (a, b) = (record("a@x"), record("b@x"));
-        let assigned = assign_indexes(
-            &[&a, &b, &a],
-            vec![(7, b.clone()), (5, a.clone()), (6, a.clone())],
-        )
-        .unwrap();
-        assert_eq!(assigned[1], 7);
-        let mut of_a = vec![assigned[0], assigned[2]];
-        of_a.sort();
-        assert_eq!(of_a, [5, 6]);
-    }
-
-    #[test]
-    fn rows_that_differ_from_the_inserted_ones_are_refused() {
-        let (a, b) = (record("a@x"), record("b@x"));
-        assert_eq!(
-            assign_indexes(&[&a, &a], vec![(1, a.clone()), (2, b.clone())]),
-            None
-        );
-        assert_eq!(assign_indexes(&[&a], vec![]), None);
     }
 
     #[test]

@@ -159,6 +159,27 @@ pub trait SftpBackend: Send + Sync + 'static {
         perm: u16,
     ) -> impl Future<Output = SftpResult<Self::Handle>> + Send;
 
+    /// Opens `path` like [`open`](Self::open) and returns the attributes the file has right
+    /// after. A backend may send both requests at once (the SSH backend does: one round trip).
+    fn open_stat(
+        &self,
+        path: &str,
+        options: OpenOptions,
+        perm: u16,
+    ) -> impl Future<Output = SftpResult<(Self::Handle, Attributes)>> + Send {
+        async move {
+            let handle = self.open(path, options, perm).await?;
+            match self.fstat(&handle).await {
+                Ok(attrs) => Ok((handle, attrs)),
+                Err(e) => {
+                    // Nothing else will ever close it. The fstat error is the one that counts.
+                    let _ = self.close(&handle).await;
+                    Err(e)
+                }
+            }
+        }
+    }
+
     /// The attributes of an open file (it may have been renamed or unlinked since it was opened).
     fn fstat(&self, handle: &Self::Handle) -> impl Future<Output = SftpResult<Attributes>> + Send;
 

@@ -12,6 +12,9 @@
 //!   truncate, fsync) first waits for the file's queued writes.
 //! - Attributes from listings and from fsd's own operations are kept for [`CACHE_TTL`]
 //!   ([`attr_cache`]); the kernel caches attributes and names for [`ATTR_TTL`] on top.
+//! - A directory is listed once per `opendir`; `readdirplus` hands the kernel each name with the
+//!   listing's attributes, so listing a directory with attributes costs no request per name.
+//! - A file unlinked while open has no name any more: its handles answer for it (`nlink` 0).
 
 pub mod attr_cache;
 pub mod error;
@@ -61,6 +64,9 @@ pub const UNKNOWN_INO: Ino = 0xffff_ffff;
 pub struct InodeAttributes {
     pub ino: Ino,
     pub attrs: Attributes,
+    /// 1 for a file with a name (SFTP version 3 does not count links), 0 for a file unlinked
+    /// while open.
+    pub nlink: u32,
 }
 
 /// Attribute changes asked by `setattr`; `None` leaves one as it is.
@@ -78,9 +84,29 @@ pub struct AttributeChanges {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedEntry {
     pub ino: Ino,
-    pub kind: FileKind,
     pub name: String,
+    /// As the listing showed them; for `.` and `..` only the kind is known (the kernel takes
+    /// nothing else of theirs).
+    pub attrs: Attributes,
 }
+
+/// An open directory: the listing taken at `opendir`.
+#[derive(Clone)]
+struct Listing {
+    dir: Ino,
+    entries: Arc<[ListedEntry]>,
+}
+
+/// The attributes shown for `.` and `..`: a directory, nothing else known.
+const DOT_ATTRIBUTES: Attributes = Attributes {
+    kind: FileKind::Directory,
+    perm: 0,
+    size: 0,
+    uid: 0,
+    gid: 0,
+    atime: SystemTime::UNIX_EPOCH,
+    mtime: SystemTime::UNIX_EPOCH,
+};
 
 /// What the filesystem has done since it started.
 #[derive(Debug, Default)]
@@ -108,7 +134,7 @@ pub struct Filesystem<B: SftpBackend> {
     inodes: Mutex<InodeTable>,
     /// Open files by FUSE file handle; a request in flight holds its own reference.
     files: Mutex<HashMap<u64, Arc<OpenFile<B::Handle>>>>,
-    listings: Mutex<HashMap<u64, Arc<[ListedEntry]>>>,
+    listings: Mutex<HashMap<u64, Listing>>,
     cache: Mutex<AttrCache>,
     next_handle: AtomicU64,
     counters: Arc<Counters>,
@@ -118,15 +144,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().expect("filesystem state lock")
 }
 
-/// A name as SFTP can carry it: UTF-8, at most [`NAME_MAX`] bytes.
+/// A name as SFTP can carry it: at most [`NAME_MAX`] bytes (checked first, as a local file
+/// system would), UTF-8.
 fn entry_name(name: &OsStr) -> FsResult<&str> {
-    let name = name
-        .to_str()
-        .ok_or_else(|| FsError::InvalidName(name.to_owned()))?;
     if name.len() > NAME_MAX {
         return Err(FsError::NameTooLong(name.len()));
     }
-    Ok(name)
+    name.to_str()
+        .ok_or_else(|| FsError::InvalidName(name.to_owned()))
 }
 
 /// The path of `name` in the directory `dir`.
@@ -233,7 +258,11 @@ impl<B: SftpBackend> Filesystem<B> {
 
     fn remember(&self, parent: Ino, name: &str, attrs: Attributes) -> InodeAttributes {
         let ino = lock(&self.inodes).remember(parent, name, attrs.kind);
-        InodeAttributes { ino, attrs }
+        InodeAttributes {
+            ino,
+            attrs,
+            nlink: 1,
+        }
     }
 
     fn new_handle(&self) -> u64 {
@@ -276,6 +305,14 @@ impl<B: SftpBackend> Filesystem<B> {
 
     fn forget_cached(&self, path: &str) {
         lock(&self.cache).forget(path);
+    }
+
+    /// A name was added to or removed from the directory `dir`: its cached attributes (times)
+    /// are stale.
+    fn dir_changed(&self, dir: Ino) {
+        if let Ok(path) = self.path(dir) {
+            self.forget_cached(&path);
+        }
     }
 
     /// Whether `path` exists, for explaining an `SSH_FX_FAILURE`.
@@ -337,19 +374,45 @@ impl<B: SftpBackend> Filesystem<B> {
         lock(&self.inodes).forget(ino, count);
     }
 
-    /// The attributes of `ino`, through the open file `fh` if the kernel names one.
+    /// The open file `fh`; for an inode without a name (unlinked while open, so only its
+    /// handles reach it), any open file of `ino` if the kernel names none (`fstat` after
+    /// `unlink` sends no handle).
+    fn open_file_for(&self, ino: Ino, fh: Option<u64>, named: bool) -> Option<Arc<OpenFile<B::Handle>>> {
+        let files = lock(&self.files);
+        fh.and_then(|fh| files.get(&fh))
+            .or_else(|| {
+                (!named)
+                    .then(|| files.values().find(|f| f.ino == ino))
+                    .flatten()
+            })
+            .cloned()
+    }
+
+    /// The attributes of `ino`, through the open file `fh` if the kernel names one. A file
+    /// unlinked while open answers through one of its handles, with `nlink` 0.
     pub async fn getattr(&self, ino: Ino, fh: Option<u64>) -> FsResult<InodeAttributes> {
         self.settle(ino).await?;
-        let open = fh.and_then(|fh| lock(&self.files).get(&fh).cloned());
-        if let Some(open) = open {
+        let path = self.path(ino);
+        let nlink = u32::from(path.is_ok());
+        if let Some(open) = self.open_file_for(ino, fh, path.is_ok()) {
             match self.call(self.backend.fstat(&open.handle)).await {
-                // The handle died with a lost connection: the name still answers.
-                Err(SftpError::HandleLost) => {}
-                answer => return Ok(InodeAttributes { ino, attrs: answer? }),
+                // The handle died with a lost connection: the name, if any, still answers.
+                Err(SftpError::HandleLost) if path.is_ok() => {}
+                answer => {
+                    return Ok(InodeAttributes {
+                        ino,
+                        attrs: answer?,
+                        nlink,
+                    })
+                }
             }
         }
-        let attrs = self.lstat(&self.path(ino)?).await?;
-        Ok(InodeAttributes { ino, attrs })
+        let attrs = self.lstat(&path?).await?;
+        Ok(InodeAttributes {
+            ino,
+            attrs,
+            nlink,
+        })
     }
 
     /// Changes attributes of `ino` (truncation, mode, owner, times) and returns the new ones.
@@ -392,8 +455,8 @@ impl<B: SftpBackend> Filesystem<B> {
             owner,
             times,
         };
-        let open = fh.and_then(|fh| lock(&self.files).get(&fh).cloned());
         let path = self.path(ino);
+        let open = self.open_file_for(ino, fh, path.is_ok());
         let answer = match (&open, &path) {
             (Some(open), _) => self.call(self.backend.fsetstat(&open.handle, set)).await,
             (None, Ok(path)) => self.call(self.backend.setstat(path, set)).await,
@@ -421,7 +484,7 @@ impl<B: SftpBackend> Filesystem<B> {
                 },
             );
         }
-        self.forget_cached(&self.path(parent)?);
+        self.dir_changed(parent);
         let attrs = self.fresh_lstat(&path).await?;
         Ok(self.remember(parent, name, attrs))
     }
@@ -442,11 +505,11 @@ impl<B: SftpBackend> Filesystem<B> {
             exclusive: flags & libc::O_EXCL != 0,
             ..open_options(flags)
         };
-        let handle = match self
-            .call(self.backend.open(&path, options, perm & 0o7777))
+        let (handle, attrs) = match self
+            .call(self.backend.open_stat(&path, options, perm & 0o7777))
             .await
         {
-            Ok(handle) => handle,
+            Ok(opened) => opened,
             Err(e)
                 if options.exclusive
                     && e.is_status(StatusCode::Failure)
@@ -456,16 +519,7 @@ impl<B: SftpBackend> Filesystem<B> {
             }
             Err(e) => return Err(self.space_error(e).await),
         };
-        let attrs = match self.call(self.backend.fstat(&handle)).await {
-            Ok(attrs) => attrs,
-            Err(e) => {
-                // Nothing will ever release this handle: close it now. The fstat error is the
-                // one that counts.
-                let _ = self.call(self.backend.close(&handle)).await;
-                return Err(e.into());
-            }
-        };
-        self.forget_cached(&self.path(parent)?);
+        self.dir_changed(parent);
         lock(&self.cache).put(path, attrs, Instant::now());
         let entry = self.remember(parent, name, attrs);
         let fh = self.add_open_file(entry.ino, handle);
@@ -555,9 +609,22 @@ impl<B: SftpBackend> Filesystem<B> {
         Ok(closed?)
     }
 
-    /// Lists the directory `ino` once; `readdir` then pages through this listing.
+    /// Lists the directory `ino` once; `readdir` and `readdirplus` then page through this
+    /// listing. Queued writes of open files in it are sent first, so the listing shows them.
     pub async fn opendir(&self, ino: Ino) -> FsResult<u64> {
         let path = self.path(ino)?;
+        let writing: Vec<Ino> = {
+            let inodes = lock(&self.inodes);
+            lock(&self.files)
+                .values()
+                .filter(|f| f.writes.get().is_some_and(WriteBehind::is_busy))
+                .filter(|f| inodes.parent(f.ino) == Some(ino))
+                .map(|f| f.ino)
+                .collect()
+        };
+        for child in writing {
+            self.settle(child).await?;
+        }
         let entries = self.call(self.backend.read_dir(&path)).await?;
         let now = Instant::now();
         let mut cache = lock(&self.cache);
@@ -571,27 +638,74 @@ impl<B: SftpBackend> Filesystem<B> {
             .into_iter()
             .map(|(ino, name)| ListedEntry {
                 ino,
-                kind: FileKind::Directory,
                 name: name.to_owned(),
+                attrs: DOT_ATTRIBUTES,
             })
             .chain(entries.into_iter().map(|entry| ListedEntry {
                 ino: inodes.child(ino, &entry.name).unwrap_or(UNKNOWN_INO),
-                kind: entry.attrs.kind,
                 name: entry.name,
+                attrs: entry.attrs,
             }))
             .collect();
         drop(inodes);
         let fh = self.new_handle();
-        lock(&self.listings).insert(fh, listing);
+        lock(&self.listings).insert(
+            fh,
+            Listing {
+                dir: ino,
+                entries: listing,
+            },
+        );
         Ok(fh)
     }
 
     /// The listing of the open directory `fh` (the kernel pages through it by index).
     pub fn readdir(&self, fh: u64) -> FsResult<Arc<[ListedEntry]>> {
+        Ok(self.listing(fh)?.entries)
+    }
+
+    fn listing(&self, fh: u64) -> FsResult<Listing> {
         lock(&self.listings)
             .get(&fh)
             .cloned()
             .ok_or(FsError::BadHandle(fh))
+    }
+
+    /// READDIRPLUS: hands the entries of the open directory `fh` from index `offset` on to
+    /// `add(next offset, name, inode and attributes)` until it answers that the reply is full.
+    /// The attributes are the listing's, so `ls -l` needs no LOOKUP per name. Each name handed
+    /// over counts as one kernel reference, as a LOOKUP would (the kernel keeps the inode);
+    /// `.` and `..` do not (the kernel takes nothing of them but their inode numbers).
+    pub fn readdirplus(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, &str, &InodeAttributes) -> bool,
+    ) -> FsResult<()> {
+        let listing = self.listing(fh)?;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (index, entry) in listing.entries.iter().enumerate().skip(start) {
+            // The offset of an entry is where the next call starts.
+            let next = index as u64 + 1;
+            if index < 2 {
+                let dot = InodeAttributes {
+                    ino: entry.ino,
+                    attrs: entry.attrs,
+                    nlink: 1,
+                };
+                if add(next, &entry.name, &dot) {
+                    break;
+                }
+                continue;
+            }
+            let found = self.remember(listing.dir, &entry.name, entry.attrs);
+            if add(next, &entry.name, &found) {
+                // It did not fit: the kernel never saw it.
+                self.forget(found.ino, 1);
+                break;
+            }
+        }
+        Ok(())
     }
 
     pub fn releasedir(&self, fh: u64) -> FsResult<()> {
@@ -631,6 +745,8 @@ impl<B: SftpBackend> Filesystem<B> {
                 e.into()
             });
         }
+        self.dir_changed(parent);
+        self.dir_changed(new_parent);
         lock(&self.inodes).rename(parent, name, new_parent, new_name);
         Ok(())
     }
@@ -648,6 +764,7 @@ impl<B: SftpBackend> Filesystem<B> {
         let path = self.child_path(parent, name)?;
         self.forget_cached(&path);
         self.call(self.backend.remove(&path)).await?;
+        self.dir_changed(parent);
         lock(&self.inodes).unlink(parent, name);
         Ok(())
     }
@@ -666,6 +783,7 @@ impl<B: SftpBackend> Filesystem<B> {
                 },
             );
         }
+        self.dir_changed(parent);
         lock(&self.inodes).unlink(parent, name);
         Ok(())
     }
@@ -691,6 +809,7 @@ impl<B: SftpBackend> Filesystem<B> {
                 },
             );
         }
+        self.dir_changed(parent);
         let attrs = self.fresh_lstat(&path).await?;
         Ok(self.remember(parent, name, attrs))
     }
@@ -719,6 +838,7 @@ impl<B: SftpBackend> Filesystem<B> {
                 },
             );
         }
+        self.dir_changed(new_parent);
         let attrs = self.fresh_lstat(&path).await?;
         Ok(self.remember(new_parent, new_name, attrs))
     }
@@ -924,29 +1044,115 @@ mod tests {
         assert_eq!(by_name(".").ino, dir);
         assert_eq!(by_name("..").ino, ROOT);
         assert_eq!(by_name("known").ino, known);
-        assert_eq!(by_name("known").kind, FileKind::RegularFile);
+        assert_eq!(by_name("known").attrs.kind, FileKind::RegularFile);
         assert_eq!(by_name("made-on-the-server").ino, UNKNOWN_INO);
-        assert_eq!(by_name("made-on-the-server").kind, FileKind::Directory);
+        assert_eq!(by_name("made-on-the-server").attrs.kind, FileKind::Directory);
         assert_eq!(fs.readdir(fh).unwrap_err().errno(), libc::EBADF);
     }
 
     #[tokio::test]
-    async fn unlink_keeps_an_open_file_readable() {
+    async fn readdirplus_hands_out_the_listings_attributes_and_counts_only_what_fit() {
+        let fs = fs();
+        let server = fs.backend();
+        for (file, len) in [("a", 3), ("b", 5), ("c", 7)] {
+            let options = OpenOptions {
+                write: true,
+                create: true,
+                ..OpenOptions::default()
+            };
+            let handle = server.open(&below(ROOT_DIR, file), options, 0o640).await.unwrap();
+            server.write(&handle, 0, &vec![1; len]).await.unwrap();
+            server.close(&handle).await.unwrap();
+        }
+        let fh = fs.opendir(ROOT).await.unwrap();
+        let mut seen = Vec::new();
+        // A reply with room for three entries, then one with room for the rest.
+        for (offset, room) in [(0, 3), (3, usize::MAX)] {
+            let mut room = room;
+            fs.readdirplus(fh, offset, |next, name, entry| {
+                if room == 0 {
+                    return true;
+                }
+                room -= 1;
+                seen.push((next, name.to_owned(), *entry));
+                false
+            })
+            .unwrap();
+        }
+        fs.releasedir(fh).unwrap();
+        let names: Vec<(u64, &str)> = seen.iter().map(|(n, name, _)| (*n, name.as_str())).collect();
+        assert_eq!(names, [(1, "."), (2, ".."), (3, "a"), (4, "b"), (5, "c")]);
+        assert_eq!((seen[0].2.ino, seen[1].2.ino), (ROOT, ROOT));
+        for (_, name, entry) in &seen[2..] {
+            let looked_up = fs.lookup(ROOT, OsStr::new(name)).await.unwrap();
+            assert_eq!(*entry, looked_up, "{name}: the listing's attributes, the same inode");
+            assert_eq!(entry.attrs.perm, 0o640);
+        }
+        // Each name is held twice (readdirplus, lookup): "b", offered to the full first reply,
+        // was taken back.
+        for (_, _, entry) in &seen[2..] {
+            fs.forget(entry.ino, 1);
+            assert!(lock(&fs.inodes).names(entry.ino).is_some());
+            fs.forget(entry.ino, 1);
+        }
+        assert_eq!(lock(&fs.inodes).len(), 1, "only the root is left");
+    }
+
+    #[tokio::test]
+    async fn an_unlinked_open_file_answers_through_its_handle_with_nlink_0() {
         let fs = fs();
         let ino = write_file(&fs, ROOT, "f", b"still here").await;
-        let fh = fs.open(ino, libc::O_RDONLY).await.unwrap();
+        let fh = fs.open(ino, libc::O_RDWR).await.unwrap();
+        assert_eq!(fs.getattr(ino, None).await.unwrap().nlink, 1);
         fs.unlink(ROOT, name("f")).await.unwrap();
         assert_eq!(
             fs.lookup(ROOT, name("f")).await.unwrap_err().errno(),
             libc::ENOENT
         );
-        assert_eq!(fs.read(fh, 0, 100).await.unwrap(), b"still here");
-        assert_eq!(fs.getattr(ino, Some(fh)).await.unwrap().attrs.size, 10);
+        // fstat(2) after unlink(2): the kernel names no handle.
+        let attrs = fs.getattr(ino, None).await.unwrap();
+        assert_eq!((attrs.nlink, attrs.attrs.size), (0, 10));
+        assert_eq!(fs.getattr(ino, Some(fh)).await.unwrap().nlink, 0);
+        fs.write(fh, 10, b", and more".to_vec()).await.unwrap();
+        assert_eq!(fs.read(fh, 0, 100).await.unwrap(), b"still here, and more");
+        let changed = fs
+            .setattr(
+                ino,
+                None,
+                AttributeChanges {
+                    size: Some(5),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!((changed.nlink, changed.attrs.size), (0, 5));
         fs.release(fh).await.unwrap();
+        assert_eq!(fs.getattr(ino, None).await.unwrap_err().errno(), libc::ENOENT);
         assert_eq!(
             fs.unlink(ROOT, name("f")).await.unwrap_err().errno(),
             libc::ENOENT
         );
+    }
+
+    #[tokio::test]
+    async fn adding_or_removing_a_name_shows_in_the_parents_times_at_once() {
+        let fs = fs();
+        let dir = fs.mkdir(ROOT, name("d"), 0o755).await.unwrap().ino;
+        let file = write_file(&fs, dir, "f", b"x").await;
+        fs.mkdir(dir, name("sub"), 0o755).await.unwrap();
+        for step in ["symlink", "link", "rename", "unlink", "rmdir"] {
+            let before = fs.getattr(dir, None).await.unwrap().attrs.mtime;
+            match step {
+                "symlink" => drop(fs.symlink(dir, name("l"), name("f")).await.unwrap()),
+                "link" => drop(fs.link(file, dir, name("g")).await.unwrap()),
+                "rename" => fs.rename(dir, name("g"), dir, name("h"), false).await.unwrap(),
+                "unlink" => fs.unlink(dir, name("h")).await.unwrap(),
+                _ => fs.rmdir(dir, name("sub")).await.unwrap(),
+            }
+            let after = fs.getattr(dir, None).await.unwrap().attrs.mtime;
+            assert!(after > before, "{step} shows in the directory's mtime");
+        }
     }
 
     #[tokio::test]
@@ -994,6 +1200,12 @@ mod tests {
         assert_eq!(
             fs.lookup(ROOT, bad).await.unwrap_err().errno(),
             libc::EINVAL
+        );
+        let long_and_bad = OsStr::from_bytes(&[0xff; NAME_MAX + 1]);
+        assert_eq!(
+            fs.lookup(ROOT, long_and_bad).await.unwrap_err().errno(),
+            libc::ENAMETOOLONG,
+            "the length is checked first"
         );
     }
 

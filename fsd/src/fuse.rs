@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
-    MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, SessionACL, TimeOrNow,
-    WriteFlags,
+    Errno, FileAttr, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 
 use crate::backend::{FileKind, SftpBackend};
@@ -139,8 +139,9 @@ fn file_attr(entry: &InodeAttributes) -> FileAttr {
         crtime: a.mtime,
         kind: file_type(a.kind),
         perm: a.perm,
-        // 1 means "not counted": tools like find then do not skip subdirectories.
-        nlink: 1,
+        // 1 means "not counted": tools like find then do not skip subdirectories; 0 for a
+        // file unlinked while open.
+        nlink: entry.nlink,
         uid: a.uid,
         gid: a.gid,
         rdev: 0,
@@ -181,6 +182,11 @@ impl<B: SftpBackend> fuser::Filesystem for FuseFilesystem<B> {
             let _ = config.set_max_readahead(nearest);
         }
         let _ = config.set_max_background(MAX_BACKGROUND);
+        // READDIRPLUS for every listing (not only the first, as with READDIRPLUS_AUTO): the
+        // attributes come with the listing, so `ls -l` and `find` cost no LOOKUP per name.
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS) {
+            log::info!("the kernel lacks {missing:?}: listings without attributes");
+        }
         Ok(())
     }
 
@@ -535,7 +541,7 @@ impl<B: SftpBackend> fuser::Filesystem for FuseFilesystem<B> {
                     if reply.add(
                         INodeNo(entry.ino),
                         index as u64 + 1,
-                        file_type(entry.kind),
+                        file_type(entry.attrs.kind),
                         &entry.name,
                     ) {
                         break;
@@ -544,6 +550,31 @@ impl<B: SftpBackend> fuser::Filesystem for FuseFilesystem<B> {
                 reply.ok();
             }
             Err(e) => reply.error(fail("readdir", &e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        log::trace!("readdirplus(inode {ino}, fh {fh}, from {offset})");
+        let listed = self.fs.readdirplus(fh.0, offset, |next, name, entry| {
+            reply.add(
+                INodeNo(entry.ino),
+                next,
+                name,
+                &ATTR_TTL,
+                &file_attr(entry),
+                Generation(0),
+            )
+        });
+        match listed {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("readdirplus", &e)),
         }
     }
 

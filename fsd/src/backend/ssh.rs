@@ -55,6 +55,8 @@ const _: () = assert!(
     HANDLES_PER_SESSION < 128,
     "russh-sftp mangles OpenSSH handles from 128 on"
 );
+/// READDIR requests sent at once on one directory handle.
+const READDIRS_IN_FLIGHT: usize = 8;
 /// The largest read or write request; OpenSSH accepts up to 255 KiB.
 pub const MAX_CHUNK: u32 = 256 * 1024;
 /// How long one SFTP request may wait for its answer on a live connection.
@@ -718,6 +720,30 @@ fn file_attributes(attrs: SetAttributes) -> FileAttributes {
     }
 }
 
+/// SFTP `pflags` for an open.
+fn open_flags(options: OpenOptions) -> OpenFlags {
+    let mut flags = OpenFlags::empty();
+    for (wanted, flag) in [
+        (options.read, OpenFlags::READ),
+        (options.write, OpenFlags::WRITE),
+        (options.append, OpenFlags::APPEND),
+        (options.create, OpenFlags::CREATE),
+        (options.truncate, OpenFlags::TRUNCATE),
+        (options.exclusive, OpenFlags::EXCLUDE),
+    ] {
+        flags.set(flag, wanted);
+    }
+    flags
+}
+
+/// The attributes an open sends: the permission bits of a file it creates.
+fn open_attributes(options: OpenOptions, perm: u16) -> FileAttributes {
+    FileAttributes {
+        permissions: options.create.then_some(u32::from(perm)),
+        ..FileAttributes::empty()
+    }
+}
+
 /// SSH wire strings (`uint32` length, then the bytes), for extension requests.
 fn ssh_strings(strings: &[&str]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -745,22 +771,31 @@ impl SftpBackend for SshBackend {
             .await
             .map_err(|e| c.error(e))?
             .handle;
+        // READDIRs on one handle are answered in order, each with the next names: several in
+        // flight at once list a large directory in fewer round trips, and a small one (names,
+        // then end of file) in one.
         let mut entries = Vec::new();
-        let listed = loop {
-            match session.readdir(handle.as_str()).await {
-                Ok(name) => entries.extend(
-                    name.files
-                        .into_iter()
-                        .filter(|f| f.filename != "." && f.filename != "..")
-                        .map(|f| DirEntry {
-                            attrs: attributes(&f.attrs),
-                            name: f.filename,
-                        }),
-                ),
-                Err(ClientError::Status(s)) if s.status_code == protocol::StatusCode::Eof => {
-                    break Ok(entries)
+        let listed = 'listing: loop {
+            let answers = join_all(
+                (0..READDIRS_IN_FLIGHT).map(|_| session.readdir(handle.as_str())),
+            )
+            .await;
+            for answer in answers {
+                match answer {
+                    Ok(name) => entries.extend(
+                        name.files
+                            .into_iter()
+                            .filter(|f| f.filename != "." && f.filename != "..")
+                            .map(|f| DirEntry {
+                                attrs: attributes(&f.attrs),
+                                name: f.filename,
+                            }),
+                    ),
+                    Err(ClientError::Status(s)) if s.status_code == protocol::StatusCode::Eof => {
+                        break 'listing Ok(entries)
+                    }
+                    Err(e) => break 'listing Err(c.error(e)),
                 }
-                Err(e) => break Err(c.error(e)),
             }
         };
         let closed = session.close(handle).await.map_err(|e| c.error(e));
@@ -773,23 +808,8 @@ impl SftpBackend for SshBackend {
     async fn open(&self, path: &str, options: OpenOptions, perm: u16) -> SftpResult<RemoteHandle> {
         let c = self.connection()?;
         let (slot, session) = c.take_slot().await?;
-        let mut flags = OpenFlags::empty();
-        for (wanted, flag) in [
-            (options.read, OpenFlags::READ),
-            (options.write, OpenFlags::WRITE),
-            (options.append, OpenFlags::APPEND),
-            (options.create, OpenFlags::CREATE),
-            (options.truncate, OpenFlags::TRUNCATE),
-            (options.exclusive, OpenFlags::EXCLUDE),
-        ] {
-            flags.set(flag, wanted);
-        }
-        let attrs = FileAttributes {
-            permissions: options.create.then_some(u32::from(perm)),
-            ..FileAttributes::empty()
-        };
         let handle = session
-            .open(path, flags, attrs)
+            .open(path, open_flags(options), open_attributes(options, perm))
             .await
             .map_err(|e| c.error(e))?
             .handle;
@@ -798,6 +818,33 @@ impl SftpBackend for SshBackend {
             session,
             slot,
         })
+    }
+
+    async fn open_stat(
+        &self,
+        path: &str,
+        options: OpenOptions,
+        perm: u16,
+    ) -> SftpResult<(RemoteHandle, Attributes)> {
+        let c = self.connection()?;
+        let (slot, session) = c.take_slot().await?;
+        // One session serves its requests in order: the LSTAT sees what the OPEN made.
+        let (opened, stat) = futures_util::join!(
+            session.open(path, open_flags(options), open_attributes(options, perm)),
+            session.lstat(path)
+        );
+        let handle = RemoteHandle {
+            handle: opened.map_err(|e| c.error(e))?.handle,
+            session,
+            slot,
+        };
+        match stat {
+            Ok(attrs) => Ok((handle, attributes(&attrs.attrs))),
+            Err(e) => {
+                let _ = self.close(&handle).await;
+                Err(c.error(e))
+            }
+        }
     }
 
     async fn fstat(&self, handle: &RemoteHandle) -> SftpResult<Attributes> {

@@ -253,6 +253,26 @@ pub struct Http {
     pub max_file_size: u64,
     /// HS256 secrets shared with the IM server; any of them verifies a token, the first signs.
     pub token_secrets: Vec<String>,
+    /// PEM certificate chain; with `tls_key`, httpd serves HTTPS (both or neither).
+    #[serde(default)]
+    pub tls_certificate: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_certificate`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Whether a native download URI works without a download token (a capability URL).
+    #[serde(default)]
+    pub anonymous_downloads: bool,
+    /// The secret shared with the XMPP server for XEP-0363 external upload slots (Prosody
+    /// `mod_http_upload_external`, ejabberd `external_secret`, Prosody `mod_http_file_share`
+    /// JWTs). Without it, `PUT /upload/…` is refused.
+    #[serde(default)]
+    pub slot_secret: Option<String>,
+    /// Uploads and downloads in progress at most; beyond, 503 with `Retry-After`.
+    #[serde(default = "default_max_concurrent_transfers")]
+    pub max_concurrent_transfers: usize,
+    /// Seconds allowed to receive a request's headers, and for a body to stall (no data).
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
 }
 
 impl Http {
@@ -263,6 +283,69 @@ impl Http {
             n => n,
         }
     }
+
+    /// The certificate and key files when both are set (HTTPS), `None` for plain HTTP.
+    pub fn tls(&self) -> Option<(&Path, &Path)> {
+        self.tls_certificate.as_deref().zip(self.tls_key.as_deref())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.token_secrets.is_empty() {
+            return Err(invalid(
+                "http.token_secrets",
+                "must list at least one secret",
+                "token_secrets = [\"<at least 32 random characters>\"]",
+            ));
+        }
+        if let Some(short) = self.token_secrets.iter().find(|s| s.len() < 32) {
+            return Err(invalid(
+                "http.token_secrets",
+                format!("each secret must be at least 32 characters, one has {}", short.len()),
+                "token_secrets = [\"<output of: openssl rand -hex 32>\"]",
+            ));
+        }
+        if self.tls_certificate.is_some() != self.tls_key.is_some() {
+            return Err(invalid(
+                "http.tls_certificate",
+                "tls_certificate and tls_key go together: set both (HTTPS) or neither (plain HTTP)",
+                "tls_certificate = \"/etc/mft/tls/cert.pem\"  and  tls_key = \"/etc/mft/tls/key.pem\"",
+            ));
+        }
+        for (key, path) in [("http.tls_certificate", &self.tls_certificate), ("http.tls_key", &self.tls_key)] {
+            if path.as_ref().is_some_and(|p| !p.is_absolute()) {
+                return Err(invalid(key, format!("must be an absolute path, got {path:?}"), "tls_key = \"/etc/mft/tls/key.pem\""));
+            }
+        }
+        if self.slot_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            return Err(invalid(
+                "http.slot_secret",
+                "must be at least 16 characters",
+                "slot_secret = \"<output of: openssl rand -hex 32>\"",
+            ));
+        }
+        if !(1..=100_000).contains(&self.max_concurrent_transfers) {
+            return Err(invalid(
+                "http.max_concurrent_transfers",
+                format!("must be 1 to 100000, got {}", self.max_concurrent_transfers),
+                "max_concurrent_transfers = 64",
+            ));
+        }
+        if !(1..=3_600).contains(&self.request_timeout_secs) {
+            return Err(invalid(
+                "http.request_timeout_secs",
+                format!("must be 1 to 3600 seconds, got {}", self.request_timeout_secs),
+                "request_timeout_secs = 60",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn default_max_concurrent_transfers() -> usize {
+    64
+}
+fn default_request_timeout_secs() -> u64 {
+    60
 }
 
 fn default_ssh_port() -> u16 {
@@ -337,22 +420,7 @@ impl NodeConfig {
         self.validate_file_server()?;
         self.validate_database()?;
         self.validate_fsd()?;
-        let http = &self.http;
-        if http.token_secrets.is_empty() {
-            return Err(invalid(
-                "http.token_secrets",
-                "must list at least one secret",
-                "token_secrets = [\"<at least 32 random characters>\"]",
-            ));
-        }
-        if let Some(short) = http.token_secrets.iter().find(|s| s.len() < 32) {
-            return Err(invalid(
-                "http.token_secrets",
-                format!("each secret must be at least 32 characters, one has {}", short.len()),
-                "token_secrets = [\"<output of: openssl rand -hex 32>\"]",
-            ));
-        }
-        Ok(())
+        self.http.validate()
     }
 
     fn validate_file_server(&self) -> Result<(), ConfigError> {
@@ -596,6 +664,31 @@ token_secrets = ["0123456789abcdef0123456789abcdef"]
         assert_eq!(c.http.max_file_size_bytes(), DEFAULT_MAX_FILE_SIZE);
         let c = NodeConfig::parse(&GOOD.replace("[http]", "[http]\nmax_file_size = 1000")).unwrap();
         assert_eq!(c.http.max_file_size_bytes(), 1000);
+    }
+
+    #[test]
+    fn http_section_has_defaults_and_limits() {
+        let c = NodeConfig::parse(GOOD).unwrap();
+        assert_eq!((c.http.max_concurrent_transfers, c.http.request_timeout_secs), (64, 60));
+        assert!(!c.http.anonymous_downloads);
+        assert_eq!((c.http.tls(), c.http.slot_secret.as_deref()), (None, None));
+        let c = NodeConfig::parse(&GOOD.replace(
+            "[http]",
+            "[http]\ntls_certificate = \"/etc/c.pem\"\ntls_key = \"/etc/k.pem\"\nslot_secret = \"0123456789abcdef\"",
+        ))
+        .unwrap();
+        assert_eq!(c.http.tls(), Some((Path::new("/etc/c.pem"), Path::new("/etc/k.pem"))));
+        for (text, key) in [
+            ("tls_certificate = \"/etc/c.pem\"", "http.tls_certificate:"),
+            ("tls_key = \"/etc/k.pem\"", "http.tls_certificate:"),
+            ("tls_certificate = \"c.pem\"\ntls_key = \"/k.pem\"", "http.tls_certificate:"),
+            ("slot_secret = \"short\"", "http.slot_secret:"),
+            ("max_concurrent_transfers = 0", "http.max_concurrent_transfers:"),
+            ("request_timeout_secs = 0", "http.request_timeout_secs:"),
+        ] {
+            let e = error_of(&GOOD.replace("[http]", &format!("[http]\n{text}")));
+            assert!(e.starts_with(key), "expected {key} in: {e}");
+        }
     }
 
     #[test]

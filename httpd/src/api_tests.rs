@@ -20,10 +20,11 @@ use crate::audit::memory::{MemoryAuditLog, Row};
 use crate::auth::{Credentials, DownloadGrant, UploadGrant};
 use crate::http::routes;
 use crate::layout::{ChatType, FILES_PER_HOUR_DIR};
-use crate::transfer::{Clock, Transfers};
+use crate::transfer::{Clock, DownloadRequest, Transfers};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
 const PUBLIC_URL: &str = "https://mft1.example.com";
+const SLOT_SECRET: &str = crate::slot::tests::SECRET;
 
 struct ManualClock(Mutex<DateTime<Utc>>);
 
@@ -51,6 +52,15 @@ impl Node {
     }
 
     fn with(transfer_mode: &str, max_file_size: u64) -> Node {
+        Node::configured(transfer_mode, &format!("max_file_size = {max_file_size}"))
+    }
+
+    /// A managed node with slots enabled and `extra` lines in `[http]`.
+    fn with_http(extra: &str) -> Node {
+        Node::configured("managed", &format!("slot_secret = \"{SLOT_SECRET}\"\n{extra}"))
+    }
+
+    fn configured(transfer_mode: &str, http: &str) -> Node {
         let mount = tempfile::tempdir().unwrap();
         let config = NodeConfig::parse(&format!(
             r#"
@@ -68,8 +78,8 @@ host_key = "files.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE"
 mount_point = "{}"
 
 [http]
-max_file_size = {max_file_size}
 token_secrets = ["{SECRET}"]
+{http}
 "#,
             mount.path().display()
         ))
@@ -107,6 +117,7 @@ fn upload_token(chat_type: ChatType) -> String {
         from: "alice@example.com".into(),
         to: "bob@example.com".into(),
         chat_type,
+        max_size: None,
     };
     format!("Bearer {}", credentials().issue_upload(&grant, Utc::now() + chrono::Duration::hours(1)))
 }
@@ -153,6 +164,14 @@ async fn error_of<B: actix_web::body::MessageBody>(
 fn header_value(headers: &header::HeaderMap, name: header::HeaderName) -> &str {
     let value = headers.get(&name).unwrap_or_else(|| panic!("no {name} header"));
     value.to_str().unwrap()
+}
+
+/// The length a response declares for its body (its `Content-Length` on the wire).
+fn declared_len<B: actix_web::body::MessageBody>(response: &actix_web::dev::ServiceResponse<B>) -> u64 {
+    match response.response().body().size() {
+        actix_web::body::BodySize::Sized(n) => n,
+        other => panic!("the body is not sized: {other:?}"),
+    }
 }
 
 fn entries(dir: &Path) -> Vec<String> {
@@ -254,6 +273,7 @@ async fn credentials_are_required() {
         from: "alice@example.com".into(),
         to: "bob@example.com".into(),
         chat_type: ChatType::Im,
+        max_size: None,
     };
     let expired = format!("Bearer {}", credentials().issue_upload(&expired, Utc::now() - chrono::Duration::hours(1)));
     let forged = Credentials::new(&["another secret, 32 characters at least".to_owned()]).issue_upload(
@@ -261,6 +281,7 @@ async fn credentials_are_required() {
             from: "mallory@example.com".into(),
             to: "bob@example.com".into(),
             chat_type: ChatType::Im,
+            max_size: None,
         },
         Utc::now() + chrono::Duration::hours(1),
     );
@@ -412,7 +433,13 @@ async fn a_download_cut_short_records_the_bytes_sent() {
     let location = header_value(test::call_service(&app, request).await.headers(), header::LOCATION).to_owned();
 
     let path = location.strip_prefix(PUBLIC_URL).unwrap();
-    let download = node.transfers.download(Some(&download_token()), path, true).await.unwrap();
+    let token = download_token();
+    let request = DownloadRequest {
+        authorization: Some(&token),
+        with_body: true,
+        preconditions: Default::default(),
+    };
+    let download = node.transfers.download(path, &request).await.unwrap();
     let mut body = download.body.unwrap();
     let first = body.next().await.unwrap().unwrap();
     drop(body);
@@ -429,7 +456,8 @@ async fn real_server_answers_head_and_stops() {
     let addr = listener.local_addr().unwrap();
     let transfers = node.transfers.clone().into_inner();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = actix_web::rt::spawn(crate::run(listener, transfers, async {
+    let ops = Arc::new(crate::ops::tests::ops(node.mount.path(), crate::ops::tests::FixedLogd(None)));
+    let server = actix_web::rt::spawn(crate::run(listener, transfers, ops, async {
         stopped.await.ok();
     }));
 
@@ -470,3 +498,7 @@ async fn real_server_answers_head_and_stops() {
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+mod downloads;
+mod slots;
+mod uploads;

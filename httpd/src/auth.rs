@@ -1,6 +1,7 @@
 //! Credentials: HS256 JWT bearer tokens that the IM server (or `httpd token`) issues.
 //!
-//! An upload token names the sender (`sub`), the recipient (`to`) and the chat type; a download
+//! An upload token names the sender (`sub`), the recipient (`to`), the chat type and optionally
+//! the largest file it allows (`max_size`, bytes); a download
 //! token names the downloader (`sub`). Any of `http.token_secrets` verifies a token and the first
 //! signs, so secrets rotate by prepending a new one. This module knows nothing of HTTP: it turns
 //! an `Authorization` header value into verified claims, or says why it cannot.
@@ -33,12 +34,14 @@ pub enum AuthError {
     BadClaim { claim: &'static str, problem: String },
 }
 
-/// What an upload token grants: `sub` may send a file to `to` in a chat of `chat_type`.
+/// What an upload token grants: `sub` may send a file to `to` in a chat of `chat_type`, of at
+/// most `max_size` bytes if the token says so (the node's own limit applies too).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadGrant {
     pub from: String,
     pub to: String,
     pub chat_type: ChatType,
+    pub max_size: Option<u64>,
 }
 
 /// What a download token grants: `sub` may download files of this node.
@@ -53,6 +56,8 @@ struct UploadClaims {
     to: String,
     chat_type: String,
     exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_size: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -98,6 +103,7 @@ impl Credentials {
             from: checked_jid("sub", claims.sub)?,
             to: checked_jid("to", claims.to)?,
             chat_type,
+            max_size: claims.max_size,
         })
     }
 
@@ -116,6 +122,7 @@ impl Credentials {
             to: grant.to.clone(),
             chat_type: grant.chat_type.as_str().to_owned(),
             exp: expires.timestamp(),
+            max_size: grant.max_size,
         })
     }
 
@@ -195,6 +202,7 @@ mod tests {
             from: "alice@example.com/phone".into(),
             to: "room@conference.example.com".into(),
             chat_type: ChatType::Persistent,
+            max_size: Some(1_000),
         }
     }
 
@@ -251,6 +259,7 @@ mod tests {
             to: "c@d".into(),
             chat_type: "broadcast".into(),
             exp: in_an_hour().timestamp(),
+            max_size: None,
         });
         assert!(matches!(
             c.verify_upload(Some(&bearer(&token))),

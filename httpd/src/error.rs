@@ -15,13 +15,14 @@ use mft_config::TransferMode;
 
 use crate::auth::AuthError;
 use crate::real_name::RealNameError;
+use crate::slot::SlotError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
     BadRequest(String),
-    #[error("the file name (?name=) is missing")]
+    #[error("the file name is missing: send ?name=, a Content-Disposition filename or a multipart file part")]
     MissingName,
     #[error(transparent)]
     BadName(#[from] RealNameError),
@@ -39,7 +40,18 @@ pub enum Error {
     Audit(#[source] LogdError),
     #[error("{}", store_message(.0))]
     Store(#[source] StoreError),
+    #[error("this node is busy with {0} transfers; retry shortly")]
+    Busy(usize),
+    #[error("the request body stalled: no data for {0} seconds")]
+    Stalled(u64),
+    #[error("the range starts beyond the end of the file ({0} bytes)")]
+    RangeNotSatisfiable(u64),
+    #[error(transparent)]
+    Slot(#[from] SlotError),
 }
+
+/// Seconds a client is asked to wait when the node is busy.
+const RETRY_AFTER_SECS: &str = "1";
 
 fn audit_message(e: &LogdError) -> &'static str {
     match e {
@@ -87,6 +99,20 @@ impl Error {
             Error::Store(StoreError::Unavailable(_)) => (StatusCode::SERVICE_UNAVAILABLE, "file_server_unavailable"),
             Error::Store(StoreError::Full(_)) => (StatusCode::INSUFFICIENT_STORAGE, "file_server_full"),
             Error::Store(StoreError::Io(_)) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Error::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            Error::Stalled(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
+            Error::RangeNotSatisfiable(_) => (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable"),
+            Error::Slot(e) => match e {
+                SlotError::NotConfigured => (StatusCode::FORBIDDEN, "slots_disabled"),
+                SlotError::BadPath => (StatusCode::NOT_FOUND, "not_found"),
+                SlotError::BadMac => (StatusCode::FORBIDDEN, "bad_slot_token"),
+                SlotError::LengthRequired => (StatusCode::LENGTH_REQUIRED, "length_required"),
+                SlotError::BadToken(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+                SlotError::Expired => (StatusCode::GONE, "slot_expired"),
+                SlotError::Mismatch(_) => (StatusCode::BAD_REQUEST, "slot_mismatch"),
+                SlotError::SizeMismatch { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "size_mismatch"),
+                SlotError::AlreadyUsed => (StatusCode::CONFLICT, "slot_used"),
+            },
         }
     }
 
@@ -116,8 +142,17 @@ impl ResponseError for Error {
             log::info!("{code}: {}", self.with_causes());
         }
         let mut response = HttpResponse::build(status);
-        if status == StatusCode::UNAUTHORIZED {
-            response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+        match self {
+            _ if status == StatusCode::UNAUTHORIZED => {
+                response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+            }
+            Error::Busy(_) => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS)));
+            }
+            Error::RangeNotSatisfiable(size) => {
+                response.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));
+            }
+            _ => {}
         }
         response.json(serde_json::json!({ "error": code, "message": self.to_string() }))
     }
@@ -139,7 +174,12 @@ mod tests {
     fn each_error_has_its_status_code_and_message() {
         let cases: Vec<(Error, u16, &str, &str)> = vec![
             (Error::BadRequest("bad query".into()), 400, "bad_request", "bad query"),
-            (Error::MissingName, 400, "bad_file_name", "the file name (?name=) is missing"),
+            (
+                Error::MissingName,
+                400,
+                "bad_file_name",
+                "the file name is missing: send ?name=, a Content-Disposition filename or a multipart file part",
+            ),
             (Error::BadName(RealNameError::Empty), 400, "bad_file_name", "the file name is empty"),
             (Error::Unauthorized(AuthError::Expired), 401, "unauthorized", "the token has expired"),
             (
@@ -182,6 +222,38 @@ mod tests {
             ),
             (Error::Store(StoreError::from(io_error(libc::ENOSPC))), 507, "file_server_full", "the file server is full"),
             (Error::Store(StoreError::from(io_error(libc::EACCES))), 500, "internal", "internal error"),
+            (Error::Busy(64), 503, "busy", "this node is busy with 64 transfers; retry shortly"),
+            (Error::Stalled(60), 408, "timeout", "the request body stalled: no data for 60 seconds"),
+            (
+                Error::RangeNotSatisfiable(10),
+                416,
+                "range_not_satisfiable",
+                "the range starts beyond the end of the file (10 bytes)",
+            ),
+            (
+                Error::Slot(SlotError::NotConfigured),
+                403,
+                "slots_disabled",
+                "this node accepts no upload slots (http.slot_secret is not set)",
+            ),
+            (
+                Error::Slot(SlotError::BadPath),
+                404,
+                "not_found",
+                "not an upload slot: expected /upload/<slot>/<file> or /upload/<hash>/<random>/<file>",
+            ),
+            (Error::Slot(SlotError::BadMac), 403, "bad_slot_token", "the slot token (?v= or ?v2=) is missing or does not match"),
+            (Error::Slot(SlotError::LengthRequired), 411, "length_required", "a slot upload needs a Content-Length"),
+            (Error::Slot(SlotError::BadToken("x".into())), 401, "unauthorized", "the slot token is missing or not valid: x"),
+            (Error::Slot(SlotError::Expired), 410, "slot_expired", "the upload slot has expired"),
+            (Error::Slot(SlotError::Mismatch("slot")), 400, "slot_mismatch", "the token is for another slot: slot"),
+            (
+                Error::Slot(SlotError::SizeMismatch { declared: 2, granted: 1 }),
+                413,
+                "size_mismatch",
+                "the upload is 2 bytes but the slot was granted for 1",
+            ),
+            (Error::Slot(SlotError::AlreadyUsed), 409, "slot_used", "this upload slot has already been used"),
         ];
         for (error, status, code, message) in cases {
             let response = error.error_response();
@@ -198,5 +270,10 @@ mod tests {
         assert!(e.with_causes().starts_with("internal error: file store error: Permission denied"), "{}", e.with_causes());
         let response = Error::Unauthorized(AuthError::Missing).error_response();
         assert_eq!(response.headers().get(header::WWW_AUTHENTICATE).unwrap(), "Bearer");
+        let response = Error::Slot(SlotError::BadToken("x".into())).error_response();
+        assert_eq!(response.headers().get(header::WWW_AUTHENTICATE).unwrap(), "Bearer");
+        assert_eq!(Error::Busy(1).error_response().headers().get(header::RETRY_AFTER).unwrap(), "1");
+        let response = Error::RangeNotSatisfiable(1000).error_response();
+        assert_eq!(response.headers().get(header::CONTENT_RANGE).unwrap(), "bytes */1000");
     }
 }

@@ -1,8 +1,14 @@
 //! The HTTP glue: routes, handlers that only translate between actix and [`Transfers`], and the
 //! server entry point.
 //!
-//! - `POST /files?name=<real name>`: upload (raw body), `201 Created` with `Location`.
-//! - `GET` / `HEAD /files/<node>/<chat_type>/<YYYYMMDD>/<HH[.n]>/<file_name>/<real name>`: download.
+//! - `POST /files[?name=<real name>]`: upload (raw body, or `multipart/form-data`), `201 Created`
+//!   with `Location`.
+//! - `GET` / `HEAD /files/<node>/<chat_type>/<YYYYMMDD>/<HH[.n]>/<file_name>/<real name>`: download
+//!   (one `Range`, `ETag`, `If-None-Match`, `If-Range`).
+//! - `PUT /upload/<slot path>`: fill an XEP-0363 external upload slot; `GET` / `HEAD` serve it.
+//! - `GET /healthz`: liveness; the other operations endpoints are [`crate::ops`]'s.
+//!
+//! `docs/http-api.md` lists every status code and header.
 //!
 //! Anything else is a JSON 404.
 
@@ -10,22 +16,61 @@ use std::future::Future;
 use std::io;
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderMap};
-use actix_web::http::Method;
+use actix_web::http::{Method, StatusCode};
+use futures_util::StreamExt;
 use actix_web::{guard, web, App, HttpRequest, HttpResponse, HttpServer};
 use serde::Deserialize;
 
+use crate::conditional::{Answer, Preconditions};
 use crate::error::Error;
+use crate::slot::{SlotRequest, SLOT_PREFIX};
+use crate::transfer::{Download, DownloadRequest, Uploaded};
+use crate::ops::Ops;
 use crate::transfer::Transfers;
 
 /// How long a graceful stop waits for transfers in flight.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 
+/// Every route the node serves and its methods. Registrations take their methods from here
+/// ([`on`]), and a test checks `httpd/openapi.json` against this list and the app against it:
+/// a new route is added here, in the registration and in the document.
+pub const ROUTES: &[(&str, &[&str])] = &[
+    ("/healthz", &["GET"]),
+    ("/files", &["POST"]),
+    ("/files/{path:.*}", &["GET", "HEAD"]),
+    ("/upload/{path:.*}", &["GET", "HEAD", "PUT"]),
+    ("/status", &["GET"]),
+    ("/status.html", &["GET"]),
+    ("/readyz", &["GET"]),
+    ("/metrics", &["GET"]),
+    ("/openapi.json", &["GET"]),
+];
+
+/// A route taking the methods [`ROUTES`] lists for `path`. Panics if `path` is not listed (a
+/// programming error, caught by any test that builds the app).
+pub fn on(path: &str) -> actix_web::Route {
+    let (_, methods) = ROUTES
+        .iter()
+        .find(|(listed, _)| *listed == path)
+        .unwrap_or_else(|| panic!("{path} is not in http::ROUTES"));
+    let method = |name: &str| guard::Method(Method::from_bytes(name.as_bytes()).expect("a method name"));
+    let any = methods[1..].iter().fold(guard::Any(method(methods[0])), |any, name| any.or(method(name)));
+    web::route().guard(any)
+}
+
 #[derive(Debug, Deserialize)]
 struct UploadQuery {
     name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SlotQuery {
+    v: Option<String>,
+    v2: Option<String>,
 }
 
 /// Registers the routes of the node on an `App` (or a test service).
@@ -33,12 +78,10 @@ pub fn routes(transfers: web::Data<Transfers>) -> impl FnOnce(&mut web::ServiceC
     move |cfg| {
         cfg.app_data(transfers)
             .app_data(web::QueryConfig::default().error_handler(|e, _| Error::BadRequest(e.to_string()).into()))
-            .route("/healthz", web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }))
-            .route("/files", web::post().to(upload))
-            .route(
-                "/files/{path:.*}",
-                web::route().guard(guard::Any(guard::Get()).or(guard::Head())).to(download),
-            )
+            .route("/healthz", on("/healthz").to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }))
+            .route("/files", on("/files").to(upload))
+            .route("/files/{path:.*}", on("/files/{path:.*}").to(download))
+            .route("/upload/{path:.*}", on("/upload/{path:.*}").to(slot))
             .default_service(web::to(|| async { Err::<HttpResponse, _>(Error::NotFound) }));
     }
 }
@@ -50,55 +93,194 @@ async fn upload(
     transfers: web::Data<Transfers>,
 ) -> Result<HttpResponse, Error> {
     let headers = request.headers();
-    let declared_len = header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse().ok());
-    let uploaded = transfers
-        .upload(header_str(headers, header::AUTHORIZATION), query.name.as_deref(), declared_len, body)
-        .await?;
-    Ok(HttpResponse::Created()
+    let ticket = transfers.admit_upload(header_str(headers, header::AUTHORIZATION), content_length(headers))?;
+    let is_multipart = header_str(headers, header::CONTENT_TYPE).is_some_and(|t| t.to_ascii_lowercase().starts_with("multipart/form-data"));
+    let uploaded = if is_multipart {
+        let mut form = actix_multipart::Multipart::new(headers, body);
+        let part = file_part(&mut form).await?;
+        let name = query.name.clone().or_else(|| part.content_disposition().and_then(disposition_filename));
+        transfers.upload(ticket, name.as_deref(), part).await?
+    } else {
+        let name = query.name.clone().or_else(|| {
+            let value = headers.get(header::CONTENT_DISPOSITION)?;
+            disposition_filename(&header::ContentDisposition::from_raw(value).ok()?)
+        });
+        transfers.upload(ticket, name.as_deref(), body).await?
+    };
+    Ok(created(uploaded))
+}
+
+/// The most bytes of form fields skipped before the file part of a multipart upload.
+const MAX_SKIPPED_FORM_BYTES: usize = 64 * 1024;
+
+/// The first part of a multipart form that carries a file name; other parts before it are
+/// read and dropped (at most [`MAX_SKIPPED_FORM_BYTES`]).
+async fn file_part(form: &mut actix_multipart::Multipart) -> Result<actix_multipart::Field, Error> {
+    let bad = |e: actix_multipart::MultipartError| Error::BadRequest(format!("the multipart body is malformed: {e}"));
+    let mut skipped = 0;
+    while let Some(part) = form.next().await {
+        let mut part = part.map_err(bad)?;
+        if part.content_disposition().is_some_and(|d| d.get_filename().is_some() || d.get_filename_ext().is_some()) {
+            return Ok(part);
+        }
+        while let Some(chunk) = part.next().await {
+            skipped += chunk.map_err(bad)?.len();
+            if skipped > MAX_SKIPPED_FORM_BYTES {
+                return Err(Error::BadRequest("the form fields before the file part are too large".into()));
+            }
+        }
+    }
+    Err(Error::MissingName)
+}
+
+/// The file name of a `Content-Disposition`: `filename*` (RFC 5987, UTF-8) before `filename`.
+fn disposition_filename(disposition: &header::ContentDisposition) -> Option<String> {
+    match disposition.get_filename_ext() {
+        Some(ext) if ext.charset == header::Charset::Ext("UTF-8".into()) || ext.charset == header::Charset::Ext("utf-8".into()) => {
+            String::from_utf8(ext.value.clone()).ok()
+        }
+        _ => disposition.get_filename().map(str::to_owned),
+    }
+}
+
+fn created(uploaded: Uploaded) -> HttpResponse {
+    HttpResponse::Created()
         .insert_header((header::LOCATION, uploaded.uri.as_str()))
-        .json(uploaded))
+        .json(uploaded)
 }
 
 async fn download(request: HttpRequest, transfers: web::Data<Transfers>) -> Result<HttpResponse, Error> {
-    let with_body = request.method() != Method::HEAD;
-    let download = transfers
-        .download(header_str(request.headers(), header::AUTHORIZATION), request.uri().path(), with_body)
-        .await?;
+    let download = transfers.download(request.uri().path(), &download_request(&request)).await?;
+    Ok(download_response(download))
+}
+
+/// `PUT` fills an XEP-0363 slot; `GET` and `HEAD` serve it (no credentials: a capability URL).
+async fn slot(
+    request: HttpRequest,
+    query: web::Query<SlotQuery>,
+    body: web::Payload,
+    transfers: web::Data<Transfers>,
+) -> Result<HttpResponse, Error> {
+    let raw_path = request.uri().path().strip_prefix(SLOT_PREFIX).unwrap_or_default();
+    if request.method() != Method::PUT {
+        let download = transfers.download_slot(raw_path, &download_request(&request)).await?;
+        return Ok(download_response(download));
+    }
+    let headers = request.headers();
+    let slot_request = SlotRequest {
+        v: query.v.as_deref(),
+        v2: query.v2.as_deref(),
+        authorization: header_str(headers, header::AUTHORIZATION),
+        content_length: content_length(headers),
+        content_type: header_str(headers, header::CONTENT_TYPE),
+    };
+    Ok(created(transfers.upload_slot(raw_path, &slot_request, body).await?))
+}
+
+fn download_request(request: &HttpRequest) -> DownloadRequest<'_> {
+    let headers = request.headers();
+    DownloadRequest {
+        authorization: header_str(headers, header::AUTHORIZATION),
+        with_body: request.method() != Method::HEAD,
+        preconditions: Preconditions {
+            range: header_str(headers, header::RANGE),
+            if_none_match: header_str(headers, header::IF_NONE_MATCH),
+            if_range: header_str(headers, header::IF_RANGE),
+        },
+    }
+}
+
+/// The response to a download: status from its [`Answer`], validators, and the safe
+/// presentation headers (inline only for media and plain text, `nosniff`, a CSP that runs
+/// nothing).
+fn download_response(download: Download) -> HttpResponse {
     let (media_type, disposition) = download.real_name.presentation();
-    let mut response = HttpResponse::Ok();
+    let (_, length) = download.answer.span(download.size);
+    let mut response = HttpResponse::build(match download.answer {
+        Answer::NotModified => StatusCode::NOT_MODIFIED,
+        Answer::Full => StatusCode::OK,
+        Answer::Partial { .. } => StatusCode::PARTIAL_CONTENT,
+        Answer::Unsatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
+    });
     response
-        .insert_header((header::CONTENT_TYPE, media_type))
-        .insert_header((header::CONTENT_DISPOSITION, download.real_name.content_disposition(disposition)))
+        .insert_header((header::ETAG, download.validators.etag))
+        .insert_header((header::LAST_MODIFIED, download.validators.last_modified))
+        .insert_header((header::ACCEPT_RANGES, "bytes"))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header((header::CONTENT_SECURITY_POLICY, "default-src 'none'; sandbox"));
-    // A sized body, so that HEAD too answers with the file's Content-Length.
-    Ok(match download.body {
-        Some(body) => response.body(SizedStream::new(download.size, body)),
-        None => response.body(SizedStream::new(download.size, futures_util::stream::empty::<io::Result<_>>())),
-    })
+    if download.answer == Answer::NotModified {
+        return response.finish();
+    }
+    if let Answer::Partial { start, end } = download.answer {
+        response.insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{}", download.size)));
+    }
+    response
+        .insert_header((header::CONTENT_TYPE, media_type))
+        .insert_header((header::CONTENT_DISPOSITION, download.real_name.content_disposition(disposition)));
+    // A sized body, so that HEAD too answers with the Content-Length.
+    match download.body {
+        Some(body) => response.body(SizedStream::new(length, body)),
+        None => response.body(SizedStream::new(length, futures_util::stream::empty::<io::Result<_>>())),
+    }
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Serves the node on an already bound `listener` until `shutdown` completes, then stops
-/// gracefully (transfers in flight get [`SHUTDOWN_TIMEOUT_SECS`] to finish).
-pub async fn run(listener: TcpListener, transfers: Arc<Transfers>, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse().ok())
+}
+
+/// Serves the node (transfers, and the operations endpoints of `ops`) on an already bound
+/// `listener` until `shutdown` completes, then stops gracefully (transfers in flight get
+/// [`SHUTDOWN_TIMEOUT_SECS`] to finish).
+pub async fn run(
+    listener: TcpListener,
+    transfers: Arc<Transfers>,
+    ops: Arc<Ops>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let http = &transfers.config().http;
+    let tls = match http.tls() {
+        Some((certificate, key)) => Some(crate::tls::server_config(certificate, key).map_err(io::Error::other)?),
+        None => {
+            let addr = listener.local_addr()?;
+            if !addr.ip().is_loopback() {
+                log::warn!("serving plain HTTP on {addr}: set http.tls_certificate and http.tls_key unless a TLS reverse proxy is in front");
+            }
+            None
+        }
+    };
+    let timeout = Duration::from_secs(http.request_timeout_secs);
+    let purge = actix_web::rt::spawn(crate::transfer::purge_every_minute(transfers.clone()));
     let transfers = web::Data::from(transfers);
-    let server = HttpServer::new(move || App::new().configure(routes(transfers.clone())))
-        .listen(listener)?
+    let ops = web::Data::from(ops);
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(actix_web::middleware::from_fn(crate::ops::observe))
+            .configure(routes(transfers.clone()))
+            .configure(crate::ops::routes(ops.clone()))
+    })
+    .client_request_timeout(timeout);
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
+    };
+    let server = server
         .disable_signals()
         .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
         .run();
     let handle = server.handle();
     let mut server = std::pin::pin!(server);
-    tokio::select! {
-        stopped = &mut server => return stopped,
-        () = shutdown => {}
-    }
-    log::info!("httpd stopping");
-    // The server future carries out the stop command, so it is polled alongside.
-    let ((), stopped) = tokio::join!(handle.stop(true), server);
+    let stopped = tokio::select! {
+        stopped = &mut server => stopped,
+        () = shutdown => {
+            log::info!("httpd stopping");
+            // The server future carries out the stop command, so it is polled alongside.
+            tokio::join!(handle.stop(true), server).1
+        }
+    };
+    purge.abort();
     stopped
 }

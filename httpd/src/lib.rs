@@ -10,19 +10,37 @@
 //! - [`real_name`]: the user's file name, validated and presented safely.
 //! - [`uri`]: download URIs, formatted and strictly parsed.
 //! - [`auth`]: JWT credentials.
+//! - [`slot`]: XEP-0363 external upload slots and their schemes' credentials.
+//! - [`conditional`]: `Range`, `ETag`, `If-None-Match`, `If-Range`.
+//! - [`slot_index`]: which stored file each filled slot names, and when it expires.
+//! - [`tls`]: the rustls server configuration from PEM files.
 //! - [`store`]: files on the mount (temp name, fsync, rename).
 //! - [`audit`]: the audit log interface and its logd implementation.
 //! - [`transfer`]: the upload and download logic.
 //! - [`error`]: every failure, mapped to a status and a stable code.
 //! - [`http`]: routes, handlers and the server entry point.
+//!
+//! Operations, beside the transfers:
+//! - [`metrics`]: the seed's counters (totals and 60 s timeslices) and the Prometheus registry.
+//! - [`node_status`]: the status report, assembled from fsd's, logd's and httpd's observations.
+//! - [`status_page`]: that report as an HTML page.
+//! - [`ops`]: `/status`, `/readyz`, `/metrics`, `/openapi.json` and request timing.
 
 pub mod audit;
 pub mod auth;
+pub mod conditional;
 pub mod error;
 pub mod http;
 pub mod layout;
+pub mod metrics;
+pub mod node_status;
+pub mod ops;
 pub mod real_name;
+pub mod slot;
+pub mod slot_index;
+pub mod status_page;
 pub mod store;
+pub mod tls;
 pub mod transfer;
 pub mod uri;
 

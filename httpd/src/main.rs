@@ -1,7 +1,8 @@
 //! `httpd`: runs the node's HTTP front, or prints a token for testing and operations.
 //!
 //! - `httpd [--config PATH]` serves on `http.listen` until SIGTERM or SIGINT.
-//! - `httpd token upload --from A --to B --chat-type im [--ttl-secs N]` prints an upload token.
+//! - `httpd token upload --from A --to B --chat-type im [--max-size BYTES] [--ttl-secs N]` prints an
+//!   upload token.
 //! - `httpd token download --as B [--ttl-secs N]` prints a download token.
 
 use std::net::TcpListener;
@@ -13,7 +14,9 @@ use chrono::{Duration, Utc};
 use clap::{Parser, Subcommand};
 use httpd::auth::{is_valid_jid, Credentials, DownloadGrant, UploadGrant};
 use httpd::layout::ChatType;
+use httpd::ops::{self, Ops};
 use httpd::store::Mount;
+use httpd::metrics;
 use httpd::{SystemClock, Transfers};
 use mft_config::NodeConfig;
 use tokio::signal::unix::{signal, SignalKind};
@@ -48,6 +51,9 @@ enum TokenCommand {
         /// im, groupchat or persistent.
         #[arg(long)]
         chat_type: ChatType,
+        /// The largest file the token allows, in bytes (the node's limit applies too).
+        #[arg(long)]
+        max_size: Option<u64>,
         /// How long the token is valid, in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl_secs: u32,
@@ -83,10 +89,10 @@ fn token(credentials: &Credentials, command: TokenCommand) -> anyhow::Result<Str
         Ok(())
     };
     Ok(match command {
-        TokenCommand::Upload { from, to, chat_type, ttl_secs } => {
+        TokenCommand::Upload { from, to, chat_type, max_size, ttl_secs } => {
             check(&from)?;
             check(&to)?;
-            credentials.issue_upload(&UploadGrant { from, to, chat_type }, expires(ttl_secs))
+            credentials.issue_upload(&UploadGrant { from, to, chat_type, max_size }, expires(ttl_secs))
         }
         TokenCommand::Download { downloader, ttl_secs } => {
             check(&downloader)?;
@@ -99,11 +105,13 @@ async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     let addr = config.http.listen;
     let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr} (http.listen)"))?;
     let audit = Arc::new(logd::LogdClient::new(config.logd.socket.clone()));
+    let probe = Arc::new(logd::LogdClient::new(config.logd.socket.clone()).with_timeout(ops::PROBE_TIMEOUT));
+    let ops = Arc::new(Ops::new(&config, Mount::Fuse, probe, metrics::TRANSFERS.clone()));
     let transfers = Arc::new(Transfers::new(config, Mount::Fuse, audit, Arc::new(SystemClock)));
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     println!("httpd listening on {}", listener.local_addr()?);
-    httpd::run(listener, transfers, async move {
+    httpd::run(listener, transfers, ops, async move {
         tokio::select! {
             _ = terminate.recv() => log::info!("SIGTERM received"),
             _ = interrupt.recv() => log::info!("SIGINT received"),

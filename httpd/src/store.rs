@@ -79,9 +79,23 @@ impl Store {
         }
     }
 
+    /// The node's directory as mounted.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Runs blocking file system work for this store on tokio's blocking pool.
+    pub(crate) async fn blocking<T: Send + 'static>(
+        self: &std::sync::Arc<Self>,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.clone();
+        blocking(move || f(&store)).await
+    }
+
     /// Fails with [`StoreError::Unavailable`] unless the root is there as [`Mount`] requires.
     /// Never creates the root: if it is missing, the file server is not there.
-    fn check_root(&self) -> Result<(), StoreError> {
+    pub(crate) fn check_root(&self) -> Result<(), StoreError> {
         match self.mount {
             Mount::Fuse => {
                 let fs = nix::sys::statfs::statfs(&self.root).map_err(|e| StoreError::Unavailable(e.into()))?;
@@ -127,18 +141,23 @@ impl Store {
         })
     }
 
-    /// Opens a stored file for reading, with its size; `None` if there is no such file.
-    pub async fn open(self: &std::sync::Arc<Self>, location: &FileLocation) -> Result<Option<(tokio::fs::File, u64)>, StoreError> {
+    /// Opens a stored file for reading; `None` if there is no such file.
+    pub async fn open(self: &std::sync::Arc<Self>, location: &FileLocation) -> Result<Option<StoredFile>, StoreError> {
         let (store, path) = (self.clone(), self.path_of(location));
         let opened = blocking(move || {
             store.check_root()?;
             let file = std::fs::File::open(&path)?;
             let meta = file.metadata()?;
-            Ok(meta.is_file().then_some((file, meta.len())))
+            let modified = meta.modified().map(DateTime::<Utc>::from).unwrap_or(DateTime::UNIX_EPOCH);
+            Ok(meta.is_file().then_some((file, meta.len(), modified)))
         })
         .await;
         match opened {
-            Ok(found) => Ok(found.map(|(file, len)| (tokio::fs::File::from_std(file), len))),
+            Ok(found) => Ok(found.map(|(file, size, modified)| StoredFile {
+                file: tokio::fs::File::from_std(file),
+                size,
+                modified,
+            })),
             Err(StoreError::Io(e)) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
@@ -153,6 +172,14 @@ impl Store {
     fn path_of(&self, location: &FileLocation) -> PathBuf {
         self.root.join(location.relative())
     }
+}
+
+/// A stored file opened for reading.
+#[derive(Debug)]
+pub struct StoredFile {
+    pub file: tokio::fs::File,
+    pub size: u64,
+    pub modified: DateTime<Utc>,
 }
 
 /// A file being written. Commit it, or it is deleted.
@@ -248,7 +275,7 @@ fn remove_file_logged(path: &Path) {
 
 /// Makes a rename durable. File systems that cannot fsync a directory (some FUSE ones) say
 /// `EINVAL`/`ENOTSUP`; that is not an error.
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     match std::fs::File::open(dir).and_then(|d| d.sync_all()) {
         Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOTSUP | libc::EBADF)) => Ok(()),
         other => other,
@@ -300,8 +327,8 @@ mod tests {
         assert_eq!(size, 11);
         assert_eq!(location.relative(), format!("files/im/20140811/15/{name}"));
         assert_eq!(entries(&hour_dir), [name]);
-        let (_, len) = store.open(&location).await.unwrap().unwrap();
-        assert_eq!(len, 11);
+        let stored = store.open(&location).await.unwrap().unwrap();
+        assert_eq!(stored.size, 11);
         store.remove(&location).await.unwrap();
         assert!(store.open(&location).await.unwrap().is_none());
     }

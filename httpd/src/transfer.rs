@@ -1,6 +1,11 @@
-//! The node's two transfers, as plain async functions: an upload stores a body and records a
-//! `Post` row before it hands out a URI; a download records a `Get` row before it sends a byte,
+//! The node's two transfers, as plain async functions: an upload (native, or to an XEP-0363
+//! slot) stores a body and records a `Post` row before it hands out a URI; a download (of a
+//! native URI or a filled slot, whole or one range) records a `Get` row before it sends a byte,
 //! and records the bytes actually sent when its body finishes or is dropped.
+//!
+//! Limits live here too: the size limit (by `Content-Length` before reading, and while
+//! streaming), a stalled body (`http.request_timeout_secs` without data), and at most
+//! `http.max_concurrent_transfers` transfers at once (a permit held until the body is done).
 //!
 //! [`Transfers`] knows the configuration, the credentials, the [`Store`] and the [`AuditLog`];
 //! it takes header values, paths and body streams, and knows nothing else of HTTP (see
@@ -9,6 +14,7 @@
 use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use std::{fmt, io};
 
 use bytes::Bytes;
@@ -17,13 +23,18 @@ use futures_util::{Stream, StreamExt};
 use logd::Transfer;
 use mft_config::NodeConfig;
 use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::io::ReaderStream;
 
 use crate::audit::AuditLog;
-use crate::auth::Credentials;
+use crate::auth::{Credentials, UploadGrant};
+use crate::conditional::{self, Answer, Preconditions, Validators};
 use crate::error::Error;
-use crate::layout::FileLocation;
+use crate::layout::{ChatType, FileLocation};
 use crate::real_name::RealName;
+use crate::slot::{SlotPath, SlotRequest, SlotSecret, SLOT_PREFIX};
+use crate::slot_index::{purgeable, SlotIndex, SlotRecord};
 use crate::store::{Mount, PartialFile, Store};
 use crate::uri::FileUri;
 
@@ -45,6 +56,12 @@ impl Clock for SystemClock {
     }
 }
 
+/// The JID recorded in `aft_log` where a transfer has no known user: anonymous downloads, and
+/// slot uploads whose scheme names no uploader or recipient (`anonymous@<node id>`).
+pub fn placeholder_jid(node_id: &str) -> String {
+    format!("anonymous@{node_id}")
+}
+
 /// What a successful upload answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Uploaded {
@@ -56,73 +73,98 @@ pub struct Uploaded {
     pub size: u64,
 }
 
-/// A download ready to answer: headers from `real_name` and `size`, and the body unless the
-/// request was `HEAD`.
+/// A `GET` or `HEAD` as the download logic sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct DownloadRequest<'a> {
+    /// `Authorization`, for native URIs.
+    pub authorization: Option<&'a str>,
+    /// `false` for `HEAD`: no body, no `Get` row.
+    pub with_body: bool,
+    pub preconditions: Preconditions<'a>,
+}
+
+/// A download ready to answer: headers from `real_name`, `size`, `validators` and `answer`;
+/// the body when the request was a `GET` that moves bytes.
 pub struct Download {
     pub real_name: RealName,
+    /// The whole file's size.
     pub size: u64,
+    pub validators: Validators,
+    /// Never [`Answer::Unsatisfiable`]: that is [`Error::RangeNotSatisfiable`].
+    pub answer: Answer,
     pub body: Option<DownloadBody>,
+}
+
+/// An admitted upload: who sends it, within which limit, holding one of the transfer permits.
+#[derive(Debug)]
+pub struct UploadTicket {
+    grant: UploadGrant,
+    _permit: OwnedSemaphorePermit,
 }
 
 /// The uploads and downloads of one node.
 pub struct Transfers {
     config: NodeConfig,
     credentials: Credentials,
+    slot_secret: SlotSecret,
     store: Arc<Store>,
+    slots: SlotIndex,
     audit: Arc<dyn AuditLog>,
     clock: Arc<dyn Clock>,
+    permits: Arc<Semaphore>,
 }
 
 impl Transfers {
     /// Transfers with the store at `file_server.mount_point`, which must be as `mount` says.
     pub fn new(config: NodeConfig, mount: Mount, audit: Arc<dyn AuditLog>, clock: Arc<dyn Clock>) -> Self {
+        let store = Arc::new(Store::new(config.file_server.mount_point.clone(), mount));
         Self {
             credentials: Credentials::new(&config.http.token_secrets),
-            store: Arc::new(Store::new(config.file_server.mount_point.clone(), mount)),
+            slot_secret: SlotSecret::new(config.http.slot_secret.clone()),
+            slots: SlotIndex::new(store.clone()),
+            permits: Arc::new(Semaphore::new(config.http.max_concurrent_transfers)),
+            store,
             config,
             audit,
             clock,
         }
     }
 
-    /// Stores `body` as the file `name` sent with the upload token in `authorization`, records
-    /// the `Post` row, and only then returns the file's URI. `declared_len` is the request's
-    /// `Content-Length`, checked before a byte is read; the limit is enforced while streaming too.
-    pub async fn upload<E: fmt::Display>(
-        &self,
-        authorization: Option<&str>,
-        name: Option<&str>,
-        declared_len: Option<u64>,
-        body: impl Stream<Item = Result<Bytes, E>>,
-    ) -> Result<Uploaded, Error> {
+    /// Checks an upload before a byte of its body is read: the transfer mode, the upload token
+    /// in `authorization`, the request's `Content-Length` against the size limit, and a free
+    /// transfer permit.
+    pub fn admit_upload(&self, authorization: Option<&str>, declared_len: Option<u64>) -> Result<UploadTicket, Error> {
         self.require_managed()?;
         let grant = self.credentials.verify_upload(authorization)?;
-        let real_name = RealName::parse(name.ok_or(Error::MissingName)?)?;
-        let limit = self.config.http.max_file_size_bytes();
+        let limit = self.size_limit(grant.max_size);
         if declared_len.is_some_and(|len| len > limit) {
             return Err(Error::TooLarge(limit));
         }
+        Ok(UploadTicket {
+            grant,
+            _permit: self.permit()?,
+        })
+    }
+
+    /// Stores `body` as the file `name`, records the `Post` row, and only then returns the
+    /// file's URI. The size limit is enforced while streaming too.
+    pub async fn upload<E: fmt::Display>(
+        &self,
+        ticket: UploadTicket,
+        name: Option<&str>,
+        body: impl Stream<Item = Result<Bytes, E>>,
+    ) -> Result<Uploaded, Error> {
+        let grant = &ticket.grant;
+        let real_name = RealName::parse(name.ok_or(Error::MissingName)?)?;
         let now = self.clock.now();
-        let mut part = self.store.create(grant.chat_type, now).await?;
-        if let Err(e) = receive(&mut part, body, limit).await {
-            part.discard().await;
-            return Err(e);
-        }
-        let (location, size) = part.commit().await?;
+        let (location, size) = self.store_body(grant.chat_type, self.size_limit(grant.max_size), body, now).await?;
         let transfer = Transfer {
             file_size: db_size(size),
             bytes_transferred: db_size(size),
             ..self.record(&grant.from, &grant.to, &location, &real_name, now)
         };
-        let aft_index = match self.audit.post(&transfer).await {
-            Ok(index) => index,
-            Err(e) => {
-                if let Err(removal) = self.store.remove(&location).await {
-                    log::error!("cannot remove {} after its Post record failed: {removal}", transfer.file_path);
-                }
-                return Err(e.into());
-            }
-        };
+        let aft_index = self.record_post(&transfer, &location).await?;
+        crate::metrics::TRANSFERS.upload_completed(size);
         log::info!(
             "upload {} ({:?}) from {} to {} ({}): {size} bytes, aft_index {aft_index}",
             transfer.file_path,
@@ -143,39 +185,125 @@ impl Transfers {
         })
     }
 
-    /// Opens the file at the raw request path `raw_path` for the download token in
-    /// `authorization`. With `with_body`, records the `Get` row first and returns the body.
-    pub async fn download(&self, authorization: Option<&str>, raw_path: &str, with_body: bool) -> Result<Download, Error> {
+    /// Answers a `GET` or `HEAD` of the native download URI `raw_path` (still percent-encoded).
+    /// A download token is required unless `http.anonymous_downloads` is set and none is sent.
+    pub async fn download(&self, raw_path: &str, request: &DownloadRequest<'_>) -> Result<Download, Error> {
         self.require_managed()?;
-        let grant = self.credentials.verify_download(authorization)?;
+        let downloader = match request.authorization {
+            None if self.config.http.anonymous_downloads => placeholder_jid(&self.config.node.id),
+            authorization => self.credentials.verify_download(authorization)?.downloader,
+        };
         let uri = FileUri::parse(raw_path).map_err(|_| Error::NotFound)?;
         if uri.node_id != self.config.node.id {
             return Err(Error::OtherNode(uri.node_id));
         }
-        let (file, size) = self.store.open(&uri.location).await?.ok_or(Error::NotFound)?;
-        let body = if with_body {
-            let jid = &grant.downloader;
-            let transfer = Transfer {
-                file_size: db_size(size),
-                ..self.record(jid, jid, &uri.location, &uri.real_name, self.clock.now())
-            };
-            let aft_index = self.audit.get_start(&transfer).await?;
-            Some(DownloadBody {
-                file: ReaderStream::with_capacity(file, READ_CHUNK),
-                sent: 0,
-                size,
-                aft_index,
-                audit: self.audit.clone(),
-                label: format!("{} by {jid}", transfer.file_path),
-            })
-        } else {
-            None
+        self.serve(&uri.location, uri.real_name, &downloader, request).await
+    }
+
+    /// Fills the upload slot at `raw_path` (after [`SLOT_PREFIX`], still percent-encoded) with
+    /// `body`, for any of the XEP-0363 external schemes; records the `Post` row and the slot.
+    pub async fn upload_slot<E: fmt::Display>(
+        &self,
+        raw_path: &str,
+        request: &SlotRequest<'_>,
+        body: impl Stream<Item = Result<Bytes, E>>,
+    ) -> Result<Uploaded, Error> {
+        self.require_managed()?;
+        let slot = SlotPath::parse(raw_path)?;
+        let now = self.clock.now();
+        let grant = self.slot_secret.verify(&slot, request, now)?;
+        let limit = self.size_limit(None);
+        if grant.size > limit {
+            return Err(Error::TooLarge(limit));
+        }
+        let _permit = self.permit()?;
+        let _reservation = self.slots.reserve(&slot).await?;
+        let (location, size) = self.store_body(grant.chat_type, grant.size, body, now).await?;
+        let placeholder = placeholder_jid(&self.config.node.id);
+        let uploader = grant.uploader.as_deref().unwrap_or(&placeholder);
+        let transfer = Transfer {
+            file_size: db_size(size),
+            bytes_transferred: db_size(size),
+            ..self.record(uploader, &placeholder, &location, &grant.real_name, now)
         };
-        Ok(Download {
-            real_name: uri.real_name,
+        let record = SlotRecord {
+            slot: slot.as_str().to_owned(),
+            scheme: grant.scheme,
+            location: location.relative(),
+            real_name: grant.real_name.to_string(),
             size,
-            body,
+            uploader: grant.uploader.clone(),
+            stored: now,
+            expires: grant.expires,
+        };
+        if let Err(e) = self.slots.put(&record).await {
+            self.remove_quietly(&location, &transfer.file_path).await;
+            return Err(e.into());
+        }
+        let aft_index = match self.record_post(&transfer, &location).await {
+            Ok(index) => index,
+            Err(e) => {
+                if let Err(removal) = self.slots.remove(slot.as_str()).await {
+                    log::error!("cannot remove the record of slot {:?} after its Post record failed: {removal}", slot.as_str());
+                }
+                return Err(e);
+            }
+        };
+        crate::metrics::TRANSFERS.upload_completed(size);
+        log::info!(
+            "slot upload {:?} ({:?}) to {}: {size} bytes, aft_index {aft_index}",
+            slot.as_str(),
+            grant.scheme,
+            transfer.file_path
+        );
+        Ok(Uploaded {
+            uri: format!("{}{SLOT_PREFIX}{raw_path}", self.config.node.public_url),
+            file_name: location.file_name.to_string(),
+            size,
         })
+    }
+
+    /// Answers a `GET` or `HEAD` of a filled slot URL: a capability URL, no credentials. The
+    /// `Get` row names the slot's uploader, or [`placeholder_jid`] when the scheme had none.
+    pub async fn download_slot(&self, raw_path: &str, request: &DownloadRequest<'_>) -> Result<Download, Error> {
+        self.require_managed()?;
+        let slot = SlotPath::parse(raw_path)?;
+        let record = self.slots.get(slot.as_str()).await?.ok_or(Error::NotFound)?;
+        if record.is_expired(self.clock.now()) {
+            return Err(Error::NotFound);
+        }
+        let location = record.file_location().ok_or(Error::NotFound)?;
+        let real_name = RealName::parse(&record.real_name)?;
+        let downloader = record.uploader.unwrap_or_else(|| placeholder_jid(&self.config.node.id));
+        self.serve(&location, real_name, &downloader, request).await
+    }
+
+    /// Removes the files of expired slots (never one of the current UTC hour) and their
+    /// records; returns how many files it removed.
+    pub async fn purge_expired_slots(&self) -> Result<usize, Error> {
+        let now = self.clock.now();
+        let records = self.slots.all().await?;
+        let mut removed = 0;
+        for record in purgeable(&records, now) {
+            if let Some(location) = record.file_location() {
+                let path = self.config.file_server.server_path(&location.relative());
+                match self.store.remove(&location).await {
+                    Ok(()) => {
+                        removed += 1;
+                        log::info!("purged {path} ({:?}): slot {:?} expired at {:?}", record.real_name, record.slot, record.expires);
+                    }
+                    Err(crate::store::StoreError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            self.slots.remove(&record.slot).await?;
+        }
+        Ok(removed)
+    }
+
+    /// The node configuration the transfers run with.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
     }
 
     fn require_managed(&self) -> Result<(), Error> {
@@ -185,6 +313,98 @@ impl Transfers {
         } else {
             Err(Error::NotManaged(mode))
         }
+    }
+
+    /// The largest upload allowed: the node's limit, lowered by the token's if it has one.
+    fn size_limit(&self, token_limit: Option<u64>) -> u64 {
+        let node_limit = self.config.http.max_file_size_bytes();
+        token_limit.map_or(node_limit, |limit| limit.min(node_limit))
+    }
+
+    fn permit(&self) -> Result<OwnedSemaphorePermit, Error> {
+        self.permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::Busy(self.config.http.max_concurrent_transfers))
+    }
+
+    /// Streams `body` into a new file for `chat_type` (at most `limit` bytes, no stall longer
+    /// than `http.request_timeout_secs`) and commits it.
+    async fn store_body<E: fmt::Display>(
+        &self,
+        chat_type: ChatType,
+        limit: u64,
+        body: impl Stream<Item = Result<Bytes, E>>,
+        now: DateTime<Utc>,
+    ) -> Result<(FileLocation, u64), Error> {
+        let mut part = self.store.create(chat_type, now).await?;
+        let idle = Duration::from_secs(self.config.http.request_timeout_secs);
+        if let Err(e) = receive(&mut part, body, limit, idle).await {
+            part.discard().await;
+            return Err(e);
+        }
+        Ok(part.commit().await?)
+    }
+
+    /// Records a `Post` row; if that fails, the stored file is removed (nothing is left behind
+    /// without its record).
+    async fn record_post(&self, transfer: &Transfer, location: &FileLocation) -> Result<i64, Error> {
+        match self.audit.post(transfer).await {
+            Ok(index) => Ok(index),
+            Err(e) => {
+                self.remove_quietly(location, &transfer.file_path).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn remove_quietly(&self, location: &FileLocation, path: &str) {
+        if let Err(removal) = self.store.remove(location).await {
+            log::error!("cannot remove {path} after its upload failed: {removal}");
+        }
+    }
+
+    /// Opens a stored file and answers `request` for `downloader`; a response that moves bytes
+    /// records its `Get` row first.
+    async fn serve(&self, location: &FileLocation, real_name: RealName, downloader: &str, request: &DownloadRequest<'_>) -> Result<Download, Error> {
+        let permit = self.permit()?;
+        let stored = self.store.open(location).await?.ok_or(Error::NotFound)?;
+        let size = stored.size;
+        let validators = Validators::new(size, stored.modified, location.file_name.as_str());
+        let answer = conditional::answer(&request.preconditions, &validators, size);
+        let (offset, length) = match answer {
+            Answer::Unsatisfiable => return Err(Error::RangeNotSatisfiable(size)),
+            answer => answer.span(size),
+        };
+        let body = if request.with_body && answer != Answer::NotModified {
+            let transfer = Transfer {
+                file_size: db_size(size),
+                ..self.record(downloader, downloader, location, &real_name, self.clock.now())
+            };
+            let aft_index = self.audit.get_start(&transfer).await?;
+            let mut file = stored.file;
+            if offset > 0 {
+                file.seek(io::SeekFrom::Start(offset)).await.map_err(crate::store::StoreError::from)?;
+            }
+            Some(DownloadBody {
+                file: ReaderStream::with_capacity(file.take(length), READ_CHUNK),
+                sent: 0,
+                size: length,
+                aft_index,
+                audit: self.audit.clone(),
+                label: format!("{} by {downloader}", transfer.file_path),
+                _permit: permit,
+            })
+        } else {
+            None
+        };
+        Ok(Download {
+            real_name,
+            size,
+            validators,
+            answer,
+            body,
+        })
     }
 
     /// The audit record of a transfer, sizes left at 0.
@@ -205,14 +425,31 @@ impl Transfers {
     }
 }
 
-/// Copies an upload body into `part`, refusing it once it passes `limit` bytes.
+/// How often expired slot files are purged.
+const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Purges expired slot files every minute, for as long as the server runs; failures are logged
+/// here and retried at the next round.
+pub async fn purge_every_minute(transfers: Arc<Transfers>) {
+    let mut interval = tokio::time::interval(PURGE_INTERVAL);
+    loop {
+        interval.tick().await;
+        if let Err(e) = transfers.purge_expired_slots().await {
+            log::error!("cannot purge expired upload slots: {e}");
+        }
+    }
+}
+
+/// Copies an upload body into `part`, refusing it once it passes `limit` bytes or when no data
+/// arrives for `idle`.
 async fn receive<E: fmt::Display>(
     part: &mut PartialFile,
     body: impl Stream<Item = Result<Bytes, E>>,
     limit: u64,
+    idle: Duration,
 ) -> Result<(), Error> {
     let mut body = pin!(body);
-    while let Some(chunk) = body.next().await {
+    while let Some(chunk) = tokio::time::timeout(idle, body.next()).await.map_err(|_| Error::Stalled(idle.as_secs()))? {
         let chunk = chunk.map_err(|e| Error::BadRequest(format!("the upload body broke off: {e}")))?;
         if part.written() + chunk.len() as u64 > limit {
             return Err(Error::TooLarge(limit));
@@ -226,15 +463,18 @@ fn db_size(bytes: u64) -> i64 {
     i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
-/// A download's body: the stored file, chunk by chunk. When it ends or is dropped (the client
-/// went away), it records in the background how many bytes it handed to the server.
+/// A download's body: the stored file (or the requested range of it), chunk by chunk. When it
+/// ends or is dropped (the client went away), it records in the background how many bytes it
+/// handed to the server, and gives its transfer permit back.
 pub struct DownloadBody {
-    file: ReaderStream<tokio::fs::File>,
+    file: ReaderStream<tokio::io::Take<tokio::fs::File>>,
     sent: u64,
+    /// The bytes this response is to carry.
     size: u64,
     aft_index: i64,
     audit: Arc<dyn AuditLog>,
     label: String,
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Stream for DownloadBody {
@@ -252,6 +492,7 @@ impl Stream for DownloadBody {
 impl Drop for DownloadBody {
     fn drop(&mut self) {
         let (audit, aft_index, sent, size) = (self.audit.clone(), self.aft_index, self.sent, self.size);
+        crate::metrics::TRANSFERS.download_ended(sent, sent == size);
         let label = std::mem::take(&mut self.label);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             log::error!("cannot record the end of download {label} (aft_index {aft_index}, {sent} bytes): no runtime");

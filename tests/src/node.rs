@@ -98,12 +98,16 @@ socket = "{socket}"
 [http]
 listen = "127.0.0.1:{http_port}"
 token_secrets = ["test-secret-0123456789abcdef0123456789"]
+
+[fsd]
+status_file = "{fsd_status}"
 "#,
                 ssh_port = sshd.port,
                 server_dir = server_dir.display(),
                 key = sshd.client_key.display(),
                 mount = mount.display(),
                 socket = dir.path().join("logd.sock").display(),
+                fsd_status = dir.path().join("fsd-status.json").display(),
             ),
         )?;
         let mut node = Self {
@@ -168,6 +172,11 @@ token_secrets = ["test-secret-0123456789abcdef0123456789"]
         Self::await_ready(&mut httpd, "httpd's port", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())?;
         self.httpd = Some(httpd);
         Ok(())
+    }
+
+    /// httpd's process id, while it runs.
+    pub fn httpd_pid(&self) -> Option<u32> {
+        self.httpd.as_ref().and_then(Process::pid)
     }
 
     /// Stops logd (SIGTERM) and returns its process for inspection.

@@ -1,0 +1,272 @@
+//! The slot index: which stored file each filled upload slot names, so that the slot URL serves
+//! it, a second `PUT` to it gets 409, and the file is purged once the slot's `expires` passes.
+//!
+//! One small JSON file per slot, `.slots/<sha256 of the slot path>.json` under the node's
+//! directory: beside `files/`, so the seed's layout and the tools that walk it never see it, and
+//! on the file server with the files, so it survives restarts and is unavailable (503) exactly
+//! when the files are. A record is written under a temporary name, fsynced and renamed into
+//! place. Slots being uploaded are also held in memory, so two concurrent `PUT`s to one slot
+//! cannot both store a file (one httpd serves a node's directory).
+//!
+//! [`purgeable`] is the pure expiry rule; this module does not remove stored files itself.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Timelike, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::layout::{FileLocation, FileName, HourDir, FILES_DIR};
+use crate::slot::{Scheme, SlotError, SlotPath};
+use crate::store::{Store, StoreError};
+
+/// The index's directory under the node's directory.
+pub const SLOTS_DIR: &str = ".slots";
+
+/// One filled slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotRecord {
+    /// The decoded slot path after `/upload/`.
+    pub slot: String,
+    pub scheme: Scheme,
+    /// `files/<chat_type>/<YYYYMMDD>/<HH[.n]>/<file_name>`.
+    pub location: String,
+    pub real_name: String,
+    pub size: u64,
+    pub uploader: Option<String>,
+    pub stored: DateTime<Utc>,
+    pub expires: Option<DateTime<Utc>>,
+}
+
+impl SlotRecord {
+    /// The stored file, if the record names a place in the layout (anything else is ignored).
+    pub fn file_location(&self) -> Option<FileLocation> {
+        let segments: Vec<&str> = self.location.split('/').collect();
+        let [FILES_DIR, chat_type, date, hour, file_name] = segments[..] else {
+            return None;
+        };
+        Some(FileLocation {
+            dir: HourDir::parse(chat_type.parse().ok()?, date, hour)?,
+            file_name: FileName::parse(file_name)?,
+        })
+    }
+
+    /// Whether the slot's file may no longer be served at `now`.
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires.is_some_and(|expires| expires <= now)
+    }
+}
+
+/// The expired records whose files may be purged at `now`: never a file of the current UTC hour
+/// (the seed's rule for purges).
+pub fn purgeable(records: &[SlotRecord], now: DateTime<Utc>) -> Vec<&SlotRecord> {
+    records
+        .iter()
+        .filter(|r| r.is_expired(now))
+        .filter(|r| match r.file_location() {
+            Some(location) => (location.dir.date, location.dir.hour) != (now.date_naive(), now.hour()),
+            None => true,
+        })
+        .collect()
+}
+
+/// The index on the mount, with the slots being uploaded.
+#[derive(Debug)]
+pub struct SlotIndex {
+    store: Arc<Store>,
+    in_flight: Arc<Mutex<HashSet<String>>>,
+}
+
+/// A slot held while its file is uploaded; released on drop.
+#[derive(Debug)]
+pub struct Reservation {
+    slot: String,
+    in_flight: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.slot);
+    }
+}
+
+impl SlotIndex {
+    pub fn new(store: Arc<Store>) -> Self {
+        Self {
+            store,
+            in_flight: Arc::default(),
+        }
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.store.root().join(SLOTS_DIR)
+    }
+
+    fn record_name(slot: &str) -> String {
+        format!("{}.json", hex::encode(Sha256::digest(slot.as_bytes())))
+    }
+
+    /// Holds `slot` for one upload: 409 if it is being uploaded or was filled.
+    pub async fn reserve(&self, slot: &SlotPath) -> Result<Reservation, crate::Error> {
+        let fresh = self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(slot.as_str().to_owned());
+        if !fresh {
+            return Err(SlotError::AlreadyUsed.into());
+        }
+        let reservation = Reservation {
+            slot: slot.as_str().to_owned(),
+            in_flight: self.in_flight.clone(),
+        };
+        match self.get(slot.as_str()).await? {
+            Some(_) => Err(SlotError::AlreadyUsed.into()),
+            None => Ok(reservation),
+        }
+    }
+
+    /// The record of `slot`, if it was filled.
+    pub async fn get(&self, slot: &str) -> Result<Option<SlotRecord>, StoreError> {
+        let path = self.dir().join(Self::record_name(slot));
+        let store = self.store.clone();
+        store
+            .blocking(move |store| {
+                store.check_root()?;
+                match std::fs::read(&path) {
+                    Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
+            })
+            .await
+    }
+
+    /// Writes `record` durably: temporary name, fsync, rename, fsync the directory.
+    pub async fn put(&self, record: &SlotRecord) -> Result<(), StoreError> {
+        let (dir, name) = (self.dir(), Self::record_name(&record.slot));
+        let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Io(e.into()))?;
+        self.store
+            .blocking(move |store| {
+                store.check_root()?;
+                std::fs::create_dir_all(&dir)?;
+                let part = dir.join(format!(".{name}.part"));
+                let mut file = std::fs::File::create(&part)?;
+                let written = file.write_all(&bytes).and_then(|()| file.sync_all()).and_then(|()| std::fs::rename(&part, dir.join(&name)));
+                if let Err(e) = written {
+                    let _ = std::fs::remove_file(&part);
+                    return Err(e.into());
+                }
+                Ok(crate::store::sync_dir(&dir)?)
+            })
+            .await
+    }
+
+    /// Deletes the record of `slot` (a slot whose upload was undone, or whose file was purged).
+    pub async fn remove(&self, slot: &str) -> Result<(), StoreError> {
+        let path = self.dir().join(Self::record_name(slot));
+        self.store
+            .blocking(move |_| match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+                _ => Ok(()),
+            })
+            .await
+    }
+
+    /// Every record (unreadable ones are skipped, with a log line).
+    pub async fn all(&self) -> Result<Vec<SlotRecord>, StoreError> {
+        let dir = self.dir();
+        self.store
+            .blocking(move |store| {
+                store.check_root()?;
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                    Err(e) => return Err(e.into()),
+                };
+                let mut records = Vec::new();
+                for entry in entries {
+                    let path = entry?.path();
+                    if path.extension().is_none_or(|e| e != "json") || path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+                        continue;
+                    }
+                    match std::fs::read(&path).map(|b| serde_json::from_slice(&b)) {
+                        Ok(Ok(record)) => records.push(record),
+                        Ok(Err(e)) => log::warn!("skipping the unreadable slot record {}: {e}", path.display()),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(records)
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::store::Mount;
+
+    fn at(hour: u32, minute: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2014, 8, 11, hour, minute, 0).unwrap()
+    }
+
+    fn record(slot: &str, hour: &str, expires: Option<DateTime<Utc>>) -> SlotRecord {
+        SlotRecord {
+            slot: slot.into(),
+            scheme: Scheme::FileShare,
+            location: format!("files/im/20140811/{hour}/abcdefghijklmnopqrstuvwxyz"),
+            real_name: "a.png".into(),
+            size: 1,
+            uploader: None,
+            stored: at(10, 0),
+            expires,
+        }
+    }
+
+    #[test]
+    fn expired_files_outside_the_current_hour_are_purgeable() {
+        let records = [
+            record("old/a", "10", Some(at(11, 0))),
+            record("never/a", "10", None),
+            record("later/a", "10", Some(at(16, 0))),
+            record("this-hour/a", "15", Some(at(15, 1))),
+            record("rolled/a", "14.2", Some(at(15, 0))),
+        ];
+        let slots: Vec<&str> = purgeable(&records, at(15, 30)).iter().map(|r| r.slot.as_str()).collect();
+        assert_eq!(slots, ["old/a", "rolled/a"]);
+        let slots: Vec<&str> = purgeable(&records, at(16, 0)).iter().map(|r| r.slot.as_str()).collect();
+        assert_eq!(slots, ["old/a", "later/a", "this-hour/a", "rolled/a"]);
+    }
+
+    #[test]
+    fn locations_outside_the_layout_are_not_files() {
+        let mut r = record("x/a", "10", None);
+        assert!(r.file_location().is_some());
+        for bad in ["../../etc/passwd", "files/im/20140811/10/../../x", "files/im/20140811/10/ABC", "other/im/20140811/10/abcdefghijklmnopqrstuvwxyz"] {
+            r.location = bad.into();
+            assert_eq!(r.file_location(), None, "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn records_round_trip_and_slots_are_reserved_once() {
+        let mount = tempfile::tempdir().unwrap();
+        let index = SlotIndex::new(Arc::new(Store::new(mount.path(), Mount::Directory)));
+        let slot = SlotPath::parse("abc/a.png").unwrap();
+        let held = index.reserve(&slot).await.unwrap();
+        assert!(matches!(index.reserve(&slot).await, Err(crate::Error::Slot(SlotError::AlreadyUsed))));
+        drop(held);
+        let r = record("abc/a.png", "10", Some(at(11, 0)));
+        index.put(&r).await.unwrap();
+        assert_eq!(index.get("abc/a.png").await.unwrap(), Some(r.clone()));
+        assert!(matches!(index.reserve(&slot).await, Err(crate::Error::Slot(SlotError::AlreadyUsed))));
+        assert_eq!(index.all().await.unwrap(), [r]);
+        let names: Vec<_> = std::fs::read_dir(mount.path().join(SLOTS_DIR)).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "no temporary file left: {names:?}");
+        index.remove("abc/a.png").await.unwrap();
+        assert_eq!(index.get("abc/a.png").await.unwrap(), None);
+        assert!(index.reserve(&slot).await.is_ok());
+    }
+}

@@ -3,7 +3,9 @@
 //! with the client's page cache dropped, 2,000 creates of 4 KiB files, `ls -lR` over 10,000
 //! files, and fsd's peak RSS. Medians of 3 runs, printed as a markdown table with ratios.
 //!
-//! `FSD_BENCH_MIB` scales the large rows for a quick run (default 1024). Needs root, /dev/fuse,
+//! `FSD_BENCH_MIB` scales the large rows for a quick run (default 1024). `FSD_BENCH_ROWS` picks
+//! rows by a comma-separated list of `write`, `read`, `creates`, `ls` (default: all); `read`
+//! without `write` still writes its file first, untimed. Needs root, /dev/fuse,
 //! sshfs; run in release (`cargo bench -p fsd --bench fsd`).
 
 use std::fs::{self, File};
@@ -197,6 +199,10 @@ fn main() -> Result<()> {
         .map(|v| v.parse().context("FSD_BENCH_MIB"))
         .transpose()?
         .unwrap_or(1024);
+    let rows_wanted = std::env::var("FSD_BENCH_ROWS").unwrap_or_default();
+    let wanted = |row: &str| {
+        rows_wanted.trim().is_empty() || rows_wanted.split(',').any(|r| r.trim() == row)
+    };
     let sshd = Sshd::start()?;
     let server_dir = sshd.node_directory("node_1")?;
     let dir = tempfile::Builder::new().prefix("mft-fsd-bench-").tempdir()?;
@@ -205,10 +211,12 @@ fn main() -> Result<()> {
         mount_sshfs(&sshd, dir.path(), "sshfs", &[])?,
         mount_sshfs(&sshd, dir.path(), "sshfs-gcm", &["Ciphers=aes128-gcm@openssh.com"])?,
     ];
-    eprintln!("preparing {} trees of 10,000 files on the server", RUNS * clients.len());
-    for client in &clients {
-        for run in 0..RUNS {
-            make_tree(&server_dir.join(format!("tree-{}-{run}", client.name)))?;
+    if wanted("ls") {
+        eprintln!("preparing {} trees of 10,000 files on the server", RUNS * clients.len());
+        for client in &clients {
+            for run in 0..RUNS {
+                make_tree(&server_dir.join(format!("tree-{}-{run}", client.name)))?;
+            }
         }
     }
     let cold = drop_caches();
@@ -227,18 +235,31 @@ fn main() -> Result<()> {
         Ok(())
     };
     let big = |client: &Client| client.mount_point.join(format!("big-{}", client.name));
-    measure("write+fsync", &|c, _| timed(|| write_big(&big(c), mib)))?;
-    measure("read (cold)", &|c, _| {
-        drop_caches();
-        timed(|| read_big(&big(c), mib))
-    })?;
-    measure("2,000 creates of 4 KiB", &|c, run| {
-        timed(|| create_small(&c.mount_point.join(format!("small-{}-{run}", c.name))))
-    })?;
-    measure("ls -lR, 10,000 files", &|c, run| {
-        drop_caches();
-        timed(|| list_tree(&c.mount_point.join(format!("tree-{}-{run}", c.name))))
-    })?;
+    if wanted("write") {
+        measure("write+fsync", &|c, _| timed(|| write_big(&big(c), mib)))?;
+    }
+    if wanted("read") {
+        if !wanted("write") {
+            for client in &clients {
+                write_big(&big(client), mib)?;
+            }
+        }
+        measure("read (cold)", &|c, _| {
+            drop_caches();
+            timed(|| read_big(&big(c), mib))
+        })?;
+    }
+    if wanted("creates") {
+        measure("2,000 creates of 4 KiB", &|c, run| {
+            timed(|| create_small(&c.mount_point.join(format!("small-{}-{run}", c.name))))
+        })?;
+    }
+    if wanted("ls") {
+        measure("ls -lR, 10,000 files", &|c, run| {
+            drop_caches();
+            timed(|| list_tree(&c.mount_point.join(format!("tree-{}-{run}", c.name))))
+        })?;
+    }
     let rss = clients[0].process.pid().and_then(peak_rss_kib);
 
     println!();

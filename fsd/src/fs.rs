@@ -19,6 +19,8 @@
 pub mod attr_cache;
 pub mod error;
 pub mod inode;
+pub mod known_dirs;
+pub mod read_ahead;
 pub mod write_behind;
 
 use std::collections::HashMap;
@@ -37,6 +39,8 @@ use crate::backend::{
 };
 use attr_cache::AttrCache;
 use inode::InodeTable;
+use known_dirs::KnownDirs;
+use read_ahead::ReadAhead;
 use write_behind::WriteBehind;
 
 /// How long the kernel may trust attributes and names before asking again. The directory can
@@ -51,6 +55,18 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Bytes of one open file's writes that may be queued or in flight at once.
 pub const WRITE_WINDOW: u32 = 8 * 1024 * 1024;
+
+/// Directories whose every name fsd knows answer lookups of other names for this long
+/// ([`known_dirs`]); at most this many directories of at most this many names are kept.
+pub const KNOWN_DIR_TTL: Duration = CACHE_TTL;
+pub const KNOWN_DIRS: usize = 64;
+pub const KNOWN_DIR_NAMES: usize = 16_384;
+
+/// Read-ahead ([`read_ahead`]): requests kept in flight ahead of sequential reads of one open
+/// file, and the bytes they may take, per open file and in all.
+pub const READ_AHEAD_DEPTH: usize = 16;
+pub const READ_AHEAD_PER_FILE: u64 = 4 * 1024 * 1024;
+pub const READ_AHEAD_TOTAL: u64 = 64 * 1024 * 1024;
 
 /// The longest name a directory entry may have (the server's `name_max` on Linux).
 pub const NAME_MAX: usize = 255;
@@ -118,11 +134,27 @@ pub struct Counters {
     pub ops: AtomicU64,
 }
 
-/// An open file: its server handle and, once written to, its write-behind queue.
+/// An open file: its server handle, what is read ahead of it and, once written to, its
+/// write-behind queue.
 struct OpenFile<H> {
     ino: Ino,
     handle: Arc<H>,
     writes: OnceLock<WriteBehind>,
+    ahead: Mutex<ReadAhead<Prefetch>>,
+}
+
+/// One read ahead under way; dropping it cancels it and gives its bytes back to the budget.
+struct Prefetch {
+    task: tokio::task::JoinHandle<SftpResult<Vec<u8>>>,
+    bytes: u64,
+    budget: Arc<AtomicU64>,
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.budget.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 /// The node directory on the file server, as a filesystem.
@@ -136,6 +168,9 @@ pub struct Filesystem<B: SftpBackend> {
     files: Mutex<HashMap<u64, Arc<OpenFile<B::Handle>>>>,
     listings: Mutex<HashMap<u64, Listing>>,
     cache: Mutex<AttrCache>,
+    known: Mutex<KnownDirs>,
+    /// Bytes read ahead or being read ahead, over all open files.
+    read_ahead_bytes: Arc<AtomicU64>,
     next_handle: AtomicU64,
     counters: Arc<Counters>,
 }
@@ -200,6 +235,8 @@ impl<B: SftpBackend> Filesystem<B> {
             files: Mutex::new(HashMap::new()),
             listings: Mutex::new(HashMap::new()),
             cache: Mutex::new(AttrCache::new(CACHE_TTL)),
+            known: Mutex::new(KnownDirs::new(KNOWN_DIR_TTL, KNOWN_DIRS, KNOWN_DIR_NAMES)),
+            read_ahead_bytes: Arc::new(AtomicU64::new(0)),
             next_handle: AtomicU64::new(1),
             counters: Arc::new(Counters::default()),
         }
@@ -282,6 +319,7 @@ impl<B: SftpBackend> Filesystem<B> {
             ino,
             handle: Arc::new(handle),
             writes: OnceLock::new(),
+            ahead: Mutex::new(ReadAhead::new(READ_AHEAD_DEPTH)),
         };
         lock(&self.files).insert(fh, Arc::new(file));
         fh
@@ -312,6 +350,39 @@ impl<B: SftpBackend> Filesystem<B> {
     fn dir_changed(&self, dir: Ino) {
         if let Ok(path) = self.path(dir) {
             self.forget_cached(&path);
+        }
+    }
+
+    /// fsd made `name` in `parent` (`Ok`), or failed to and so is in doubt about `parent`.
+    fn name_added<T>(&self, parent: Ino, name: &str, result: &Result<T, impl Sized>) {
+        if let Ok(dir) = self.path(parent) {
+            let mut known = lock(&self.known);
+            match result {
+                Ok(_) => known.added(&dir, name),
+                Err(_) => known.forget(&dir),
+            }
+        }
+    }
+
+    /// fsd removed `name` (and whatever was below it) from `parent`.
+    fn name_removed(&self, parent: Ino, name: &str) {
+        if let Ok(dir) = self.path(parent) {
+            let mut known = lock(&self.known);
+            known.removed(&dir, name);
+            known.forget_tree(&below(&dir, name));
+        }
+    }
+
+    /// Drops what was read ahead of every open file of `ino` (its data changes).
+    fn drop_read_ahead(&self, ino: Ino) {
+        let files: Vec<_> = lock(&self.files)
+            .values()
+            .filter(|f| f.ino == ino)
+            .cloned()
+            .collect();
+        for file in files {
+            let dropped = lock(&file.ahead).clear();
+            drop(dropped);
         }
     }
 
@@ -364,7 +435,16 @@ impl<B: SftpBackend> Filesystem<B> {
     /// Looks `name` up in `parent`; the kernel now holds one more reference to the result.
     pub async fn lookup(&self, parent: Ino, name: &OsStr) -> FsResult<InodeAttributes> {
         let name = entry_name(name)?;
-        let path = self.child_path(parent, name)?;
+        let dir = self.path(parent)?;
+        let path = below(&dir, name);
+        let now = Instant::now();
+        if lock(&self.cache).get(&path, now).is_none() && lock(&self.known).absent(&dir, name, now)
+        {
+            return Err(FsError::Sftp(SftpError::Status {
+                code: StatusCode::NoSuchFile,
+                message: "no such file (known to fsd)".to_owned(),
+            }));
+        }
         let attrs = self.lstat(&path).await?;
         Ok(self.remember(parent, name, attrs))
     }
@@ -423,6 +503,9 @@ impl<B: SftpBackend> Filesystem<B> {
         changes: AttributeChanges,
     ) -> FsResult<InodeAttributes> {
         self.settle(ino).await?;
+        if changes.size.is_some() {
+            self.drop_read_ahead(ino);
+        }
         // SFTP sets owner and group together, and both times together: fill in the other half.
         let partial_owner = changes.uid.is_some() != changes.gid.is_some();
         let partial_times = changes.atime.is_some() != changes.mtime.is_some();
@@ -475,7 +558,12 @@ impl<B: SftpBackend> Filesystem<B> {
     pub async fn mkdir(&self, parent: Ino, name: &OsStr, perm: u16) -> FsResult<InodeAttributes> {
         let name = entry_name(name)?;
         let path = self.child_path(parent, name)?;
-        if let Err(e) = self.call(self.backend.mkdir(&path, perm & 0o7777)).await {
+        let made = self.call(self.backend.mkdir(&path, perm & 0o7777)).await;
+        self.name_added(parent, name, &made);
+        if made.is_ok() {
+            lock(&self.known).known(&path, [], Instant::now());
+        }
+        if let Err(e) = made {
             return Err(
                 if e.is_status(StatusCode::Failure) && self.exists(&path).await {
                     FsError::AlreadyExists(path)
@@ -505,10 +593,11 @@ impl<B: SftpBackend> Filesystem<B> {
             exclusive: flags & libc::O_EXCL != 0,
             ..open_options(flags)
         };
-        let (handle, attrs) = match self
+        let opened = self
             .call(self.backend.open_stat(&path, options, perm & 0o7777))
-            .await
-        {
+            .await;
+        self.name_added(parent, name, &opened);
+        let (handle, attrs) = match opened {
             Ok(opened) => opened,
             Err(e)
                 if options.exclusive
@@ -532,6 +621,7 @@ impl<B: SftpBackend> Filesystem<B> {
         let options = open_options(flags);
         if options.truncate {
             self.settle(ino).await?;
+            self.drop_read_ahead(ino);
             self.forget_cached(&path);
         }
         let handle = self.call(self.backend.open(&path, options, 0)).await?;
@@ -542,9 +632,50 @@ impl<B: SftpBackend> Filesystem<B> {
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let open = self.open_file(fh)?;
         self.settle(open.ino).await?;
-        let data = self
-            .call(self.backend.read(&open.handle, offset, size))
-            .await?;
+        let plan = lock(&open.ahead).plan(offset, size);
+        drop(plan.dropped);
+        if !plan.wanted.is_empty() {
+            let mut ahead = lock(&open.ahead);
+            for (at, n) in plan.wanted {
+                let bytes = u64::from(n);
+                if (ahead.pending() as u64 + 1) * bytes > READ_AHEAD_PER_FILE {
+                    break;
+                }
+                if self.read_ahead_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes
+                    > READ_AHEAD_TOTAL
+                {
+                    self.read_ahead_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                    break;
+                }
+                self.counters.ops.fetch_add(1, Ordering::Relaxed);
+                let (backend, handle, timeout) =
+                    (self.backend.clone(), open.handle.clone(), self.timeout);
+                let task = tokio::spawn(async move {
+                    bounded(timeout, backend.read(&handle, at, n)).await
+                });
+                let budget = self.read_ahead_bytes.clone();
+                ahead.started(at, n, Prefetch { task, bytes, budget });
+            }
+        }
+        let ahead_data = match plan.hit {
+            Some(mut prefetch) => match (&mut prefetch.task).await {
+                Ok(Ok(data)) => Some(data),
+                // A failed read ahead is asked again, so its error is the request's own.
+                _ => None,
+            },
+            None => None,
+        };
+        let data = match ahead_data {
+            Some(data) => data,
+            None => {
+                self.call(self.backend.read(&open.handle, offset, size))
+                    .await?
+            }
+        };
+        if data.len() < size as usize {
+            let beyond = lock(&open.ahead).end_of_file(offset + data.len() as u64);
+            drop(beyond);
+        }
         self.counters
             .bytes_read
             .fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -556,6 +687,7 @@ impl<B: SftpBackend> Filesystem<B> {
     pub async fn write(&self, fh: u64, offset: u64, data: Vec<u8>) -> FsResult<u32> {
         let open = self.open_file(fh)?;
         let len = data.len() as u32;
+        self.drop_read_ahead(open.ino);
         if let Ok(path) = self.path(open.ino) {
             self.forget_cached(&path);
         }
@@ -603,6 +735,8 @@ impl<B: SftpBackend> Filesystem<B> {
         let open = lock(&self.files)
             .remove(&fh)
             .ok_or(FsError::BadHandle(fh))?;
+        let dropped = lock(&open.ahead).clear();
+        drop(dropped);
         let written = self.drain(&open).await;
         let closed = self.call(self.backend.close(&open.handle)).await;
         written?;
@@ -625,7 +759,9 @@ impl<B: SftpBackend> Filesystem<B> {
         for child in writing {
             self.settle(child).await?;
         }
+        let asked = Instant::now();
         let entries = self.call(self.backend.read_dir(&path)).await?;
+        lock(&self.known).known(&path, entries.iter().map(|e| e.name.as_str()), asked);
         let now = Instant::now();
         let mut cache = lock(&self.cache);
         for entry in &entries {
@@ -734,6 +870,13 @@ impl<B: SftpBackend> Filesystem<B> {
             cache.forget_tree(&from);
             cache.forget_tree(&to);
         }
+        if result.is_ok() {
+            self.name_removed(parent, name);
+            self.name_removed(new_parent, new_name);
+        } else if let Ok(dir) = self.path(parent) {
+            lock(&self.known).forget(&dir);
+        }
+        self.name_added(new_parent, new_name, &result);
         if let Err(e) = result {
             return Err(if !e.is_status(StatusCode::Failure) {
                 e.into()
@@ -764,6 +907,7 @@ impl<B: SftpBackend> Filesystem<B> {
         let path = self.child_path(parent, name)?;
         self.forget_cached(&path);
         self.call(self.backend.remove(&path)).await?;
+        self.name_removed(parent, name);
         self.dir_changed(parent);
         lock(&self.inodes).unlink(parent, name);
         Ok(())
@@ -774,7 +918,11 @@ impl<B: SftpBackend> Filesystem<B> {
         let name = entry_name(name)?;
         let path = self.child_path(parent, name)?;
         lock(&self.cache).forget_tree(&path);
-        if let Err(e) = self.call(self.backend.rmdir(&path)).await {
+        let removed = self.call(self.backend.rmdir(&path)).await;
+        if removed.is_ok() {
+            self.name_removed(parent, name);
+        }
+        if let Err(e) = removed {
             return Err(
                 if e.is_status(StatusCode::Failure) && self.has_entries(&path).await {
                     FsError::NotEmpty(path)
@@ -800,7 +948,9 @@ impl<B: SftpBackend> Filesystem<B> {
             .to_str()
             .ok_or_else(|| FsError::InvalidName(target.to_owned()))?;
         let path = self.child_path(parent, name)?;
-        if let Err(e) = self.call(self.backend.symlink(target, &path)).await {
+        let made = self.call(self.backend.symlink(target, &path)).await;
+        self.name_added(parent, name, &made);
+        if let Err(e) = made {
             return Err(
                 if e.is_status(StatusCode::Failure) && self.exists(&path).await {
                     FsError::AlreadyExists(path)
@@ -829,7 +979,9 @@ impl<B: SftpBackend> Filesystem<B> {
         let new_name = entry_name(new_name)?;
         let existing = self.path(ino)?;
         let path = self.child_path(new_parent, new_name)?;
-        if let Err(e) = self.call(self.backend.hardlink(&existing, &path)).await {
+        let made = self.call(self.backend.hardlink(&existing, &path)).await;
+        self.name_added(new_parent, new_name, &made);
+        if let Err(e) = made {
             return Err(
                 if e.is_status(StatusCode::Failure) && self.exists(&path).await {
                     FsError::AlreadyExists(path)
@@ -914,6 +1066,65 @@ mod tests {
             .collect();
         fs.releasedir(fh).unwrap();
         names
+    }
+
+    #[tokio::test]
+    async fn lookups_in_a_directory_fsd_just_made_need_no_request() {
+        let fs = fs();
+        let dir = fs.mkdir(ROOT, name("d"), 0o755).await.unwrap().ino;
+        let ops = fs.counters().ops.load(Ordering::Relaxed);
+        let missing = fs.lookup(dir, name("new")).await.unwrap_err();
+        assert_eq!(missing.errno(), libc::ENOENT);
+        assert_eq!(fs.counters().ops.load(Ordering::Relaxed), ops, "no request");
+        write_file(&fs, dir, "new", b"x").await;
+        fs.lookup(dir, name("new")).await.unwrap();
+        // Made behind fsd's back: unknown until the window ends (the server then answers).
+        fs.backend().mkdir(&format!("{ROOT_DIR}/d/other"), 0o755).await.unwrap();
+        assert_eq!(fs.lookup(dir, name("other")).await.unwrap_err().errno(), libc::ENOENT);
+        let path = format!("{ROOT_DIR}/d");
+        lock(&fs.known).forget(&path);
+        fs.lookup(dir, name("other")).await.unwrap();
+        // A listing makes the directory known again, with what it lists.
+        names_in(&fs, dir).await;
+        fs.lookup(dir, name("other")).await.unwrap();
+        fs.unlink(dir, name("new")).await.unwrap();
+        let ops = fs.counters().ops.load(Ordering::Relaxed);
+        assert_eq!(fs.lookup(dir, name("new")).await.unwrap_err().errno(), libc::ENOENT);
+        assert_eq!(fs.counters().ops.load(Ordering::Relaxed), ops);
+        fs.rename(dir, name("other"), dir, name("moved"), false).await.unwrap();
+        assert_eq!(fs.lookup(dir, name("other")).await.unwrap_err().errno(), libc::ENOENT);
+        fs.lookup(dir, name("moved")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn sequential_reads_are_served_from_read_ahead_and_writes_drop_it() {
+        let fs = fs();
+        let data: Vec<u8> = (0..64 * 1024u32).map(|i| i as u8).collect();
+        let ino = write_file(&fs, ROOT, "big", &data).await;
+        let fh = fs.open(ino, libc::O_RDWR).await.unwrap();
+        let mut out = Vec::new();
+        for _ in 0..4 {
+            out.extend(fs.read(fh, out.len() as u64, 4096).await.unwrap());
+        }
+        assert!(lock(&fs.open_file(fh).unwrap().ahead).pending() > 0, "reading ahead");
+        assert!(fs.read_ahead_bytes.load(Ordering::Relaxed) > 0);
+        // A write drops what was read ahead: the next read sees it.
+        fs.write(fh, 4 * 4096, vec![0xee; 10]).await.unwrap();
+        assert_eq!(lock(&fs.open_file(fh).unwrap().ahead).pending(), 0);
+        loop {
+            let chunk = fs.read(fh, out.len() as u64, 4096).await.unwrap();
+            if chunk.is_empty() {
+                break;
+            }
+            out.extend(chunk);
+        }
+        let mut expected = data.clone();
+        expected[4 * 4096..4 * 4096 + 10].fill(0xee);
+        assert_eq!(out, expected);
+        // A seek back reads the right bytes too.
+        assert_eq!(fs.read(fh, 100, 4).await.unwrap(), &expected[100..104]);
+        fs.release(fh).await.unwrap();
+        assert_eq!(fs.read_ahead_bytes.load(Ordering::Relaxed), 0, "budget given back");
     }
 
     #[tokio::test]

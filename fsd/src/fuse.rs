@@ -235,6 +235,24 @@ impl<B: SftpBackend> fuser::Filesystem for FuseFilesystem<B> {
         self.run(|fs| async move {
             match fs.lookup(parent.0, &name).await {
                 Ok(entry) => reply.entry(&ATTR_TTL, &file_attr(&entry), Generation(0)),
+                // Inode 0 with a timeout: the kernel keeps the name as absent for ATTR_TTL
+                // (a negative dentry) instead of asking again at once.
+                Err(e) if e.errno() == libc::ENOENT => {
+                    let none = InodeAttributes {
+                        ino: 0,
+                        attrs: crate::backend::Attributes {
+                            kind: crate::backend::FileKind::RegularFile,
+                            perm: 0,
+                            size: 0,
+                            uid: 0,
+                            gid: 0,
+                            atime: std::time::SystemTime::UNIX_EPOCH,
+                            mtime: std::time::SystemTime::UNIX_EPOCH,
+                        },
+                        nlink: 0,
+                    };
+                    reply.entry(&ATTR_TTL, &file_attr(&none), Generation(0));
+                }
                 Err(e) => reply.error(fail("lookup", &e)),
             }
         });

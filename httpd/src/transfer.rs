@@ -165,14 +165,7 @@ impl Transfers {
         };
         let aft_index = self.record_post(&transfer, &location).await?;
         crate::metrics::TRANSFERS.upload_completed(size);
-        log::info!(
-            "upload {} ({:?}) from {} to {} ({}): {size} bytes, aft_index {aft_index}",
-            transfer.file_path,
-            real_name.as_str(),
-            grant.from,
-            grant.to,
-            grant.chat_type
-        );
+        log_transfer("Post", &transfer, size, aft_index, "");
         let uri = FileUri {
             node_id: self.config.node.id.clone(),
             location,
@@ -250,12 +243,7 @@ impl Transfers {
             }
         };
         crate::metrics::TRANSFERS.upload_completed(size);
-        log::info!(
-            "slot upload {:?} ({:?}) to {}: {size} bytes, aft_index {aft_index}",
-            slot.as_str(),
-            grant.scheme,
-            transfer.file_path
-        );
+        log_transfer("Post", &transfer, size, aft_index, &format!(" (slot {:?}, {:?})", slot.as_str(), grant.scheme));
         Ok(Uploaded {
             uri: format!("{}{SLOT_PREFIX}{raw_path}", self.config.node.public_url),
             file_name: location.file_name.to_string(),
@@ -392,7 +380,7 @@ impl Transfers {
                 size: length,
                 aft_index,
                 audit: self.audit.clone(),
-                label: format!("{} by {downloader}", transfer.file_path),
+                transfer,
                 _permit: permit,
             })
         } else {
@@ -473,7 +461,8 @@ pub struct DownloadBody {
     size: u64,
     aft_index: i64,
     audit: Arc<dyn AuditLog>,
-    label: String,
+    /// The Get row as recorded at the start, for the log line at the end.
+    transfer: Transfer,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -489,19 +478,30 @@ impl Stream for DownloadBody {
     }
 }
 
+/// Logs a finished transfer as one info line; its fields become journal fields under systemd
+/// (`METHOD=`, `JID=`, `TO_JID=`, `FILENAME=`, `CHAT_TYPE=`, `BYTES=`, `AFT_INDEX=`).
+fn log_transfer(method: &str, t: &Transfer, bytes: u64, aft_index: i64, note: &str) {
+    log::info!(
+        method = method, jid = t.jid.as_str(), to_jid = t.to_jid.as_str(), filename = t.filename.as_str(),
+        chat_type = t.chat_type.as_str(), bytes = bytes, aft_index = aft_index;
+        "{method} {} ({:?}) by {}: {bytes} bytes{note}", t.file_path, t.real_filename, t.jid
+    );
+}
+
 impl Drop for DownloadBody {
     fn drop(&mut self) {
         let (audit, aft_index, sent, size) = (self.audit.clone(), self.aft_index, self.sent, self.size);
         crate::metrics::TRANSFERS.download_ended(sent, sent == size);
-        let label = std::mem::take(&mut self.label);
+        let transfer = self.transfer.clone();
+        let label = format!("{} by {}", transfer.file_path, transfer.jid);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             log::error!("cannot record the end of download {label} (aft_index {aft_index}, {sent} bytes): no runtime");
             return;
         };
         runtime.spawn(async move {
             match audit.get_end(aft_index, db_size(sent)).await {
-                Ok(()) if sent == size => log::info!("download {label}: {sent} bytes, aft_index {aft_index}"),
-                Ok(()) => log::info!("download {label} broke off: {sent} of {size} bytes, aft_index {aft_index}"),
+                Ok(()) if sent == size => log_transfer("Get", &transfer, sent, aft_index, ""),
+                Ok(()) => log_transfer("Get", &transfer, sent, aft_index, &format!(" (broke off: {sent} of {size} bytes)")),
                 Err(e) => log::error!("cannot record the end of download {label} (aft_index {aft_index}, {sent} bytes): {e}"),
             }
         });

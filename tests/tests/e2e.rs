@@ -136,6 +136,12 @@ fn round_trip(database: Database) {
         // Through the mount the same file is visible at the same relative path.
         assert_eq!(std::fs::metadata(node.mount.join(relative)).unwrap().len(), size as u64);
     }
+    // Each transfer is one log line with structured fields (journal fields under systemd).
+    let logs = node.logs();
+    for row in &rows {
+        let fields = format!("method={} jid={} to_jid={} filename={}", row.method, row.jid, row.to_jid, row.filename);
+        assert!(logs.contains(&fields), "no line with {fields:?} in:\n{logs}");
+    }
     // No partial files are left behind.
     let leftovers = run(Command::new("find").arg(&node.server_dir).args(["-name", ".*"])).unwrap();
     assert_eq!(leftovers.trim(), "", "temporary files left on the file server");

@@ -559,22 +559,10 @@ impl<B: SftpBackend> Filesystem<B> {
         let name = entry_name(name)?;
         let path = self.child_path(parent, name)?;
         let made = self.call(self.backend.mkdir(&path, perm & 0o7777)).await;
-        self.name_added(parent, name, &made);
         if made.is_ok() {
             lock(&self.known).known(&path, [], Instant::now());
         }
-        if let Err(e) = made {
-            return Err(
-                if e.is_status(StatusCode::Failure) && self.exists(&path).await {
-                    FsError::AlreadyExists(path)
-                } else {
-                    self.space_error(e).await
-                },
-            );
-        }
-        self.dir_changed(parent);
-        let attrs = self.fresh_lstat(&path).await?;
-        Ok(self.remember(parent, name, attrs))
+        self.entry_made(parent, name, path, made).await
     }
 
     /// Creates (with `O_EXCL` in `flags`: only if it does not exist) and opens the file `name`
@@ -949,6 +937,19 @@ impl<B: SftpBackend> Filesystem<B> {
             .ok_or_else(|| FsError::InvalidName(target.to_owned()))?;
         let path = self.child_path(parent, name)?;
         let made = self.call(self.backend.symlink(target, &path)).await;
+        self.entry_made(parent, name, path, made).await
+    }
+
+    /// Finishes making `name` in `parent` (at `path`) once the server answered `made`: records
+    /// the name, maps a failure (an existing name, a full server), refreshes the parent and
+    /// returns the new entry's attributes. Shared by mkdir, symlink and link.
+    async fn entry_made<T>(
+        &self,
+        parent: Ino,
+        name: &str,
+        path: String,
+        made: Result<T, SftpError>,
+    ) -> FsResult<InodeAttributes> {
         self.name_added(parent, name, &made);
         if let Err(e) = made {
             return Err(
@@ -980,19 +981,7 @@ impl<B: SftpBackend> Filesystem<B> {
         let existing = self.path(ino)?;
         let path = self.child_path(new_parent, new_name)?;
         let made = self.call(self.backend.hardlink(&existing, &path)).await;
-        self.name_added(new_parent, new_name, &made);
-        if let Err(e) = made {
-            return Err(
-                if e.is_status(StatusCode::Failure) && self.exists(&path).await {
-                    FsError::AlreadyExists(path)
-                } else {
-                    self.space_error(e).await
-                },
-            );
-        }
-        self.dir_changed(new_parent);
-        let attrs = self.fresh_lstat(&path).await?;
-        Ok(self.remember(new_parent, new_name, attrs))
+        self.entry_made(new_parent, new_name, path, made).await
     }
 
     /// Space and inode counts of the server's file system. A server without

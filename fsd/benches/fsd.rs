@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use mft_tests::{is_mounted, wait_until, Process, Sshd};
+use mft_tests::{is_mounted, wait_until, NodeToml, Process, Sshd};
 
 const RUNS: usize = 3;
 const SMALL_FILES: usize = 2_000;
@@ -40,39 +40,9 @@ impl Drop for Client {
 
 fn mount_fsd(sshd: &Sshd, dir: &Path) -> Result<Client> {
     let mount_point = dir.join("fsd");
-    let config = dir.join("node.toml");
-    fs::write(
-        &config,
-        format!(
-            r#"
-[node]
-id = "node_1"
-public_url = "http://127.0.0.1:7336"
-
-[file_server]
-name = "fs_1"
-host = "127.0.0.1"
-port = {port}
-user = "root"
-directory = "{directory}"
-host_key = "{host_key}"
-private_key = "{key}"
-mount_point = "{mount_point}"
-
-[http]
-token_secrets = ["0123456789abcdef0123456789abcdef"]
-
-[fsd]
-status_file = "{status}"
-"#,
-            port = sshd.port,
-            directory = sshd.node_directory("node_1")?.display(),
-            host_key = sshd.host_key_line,
-            key = sshd.client_key.display(),
-            mount_point = mount_point.display(),
-            status = dir.join("fsd-status.json").display(),
-        ),
-    )?;
+    let mut toml = NodeToml::new(sshd, "node_1", dir)?;
+    toml.mount_point = mount_point.clone();
+    let config = toml.write()?;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fsd"));
     cmd.arg("--config").arg(&config);
     let process = Process::spawn("fsd", &mut cmd, &dir.join("fsd.log"))?;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use fsd::status::FsdStatus;
 
 use anyhow::{ensure, Context, Result};
-use mft_tests::{is_mounted, wait_until, Process, Sshd};
+use mft_tests::{is_mounted, wait_until, NodeToml, Process, Sshd};
 use nix::sys::signal::Signal;
 use rand::RngCore;
 
@@ -31,40 +31,13 @@ struct Mount {
     _dir: tempfile::TempDir,
 }
 
-/// The node configuration for fsd against `sshd`, pinning `host_key`.
+/// The node configuration for fsd against `sshd`, pinning `host_key`, with a short keepalive.
 fn write_config(dir: &Path, sshd: &Sshd, host_key: &str, mount_point: &Path) -> Result<PathBuf> {
-    let text = format!(
-        r#"
-[node]
-id = "node_1"
-public_url = "http://127.0.0.1:7336"
-
-[file_server]
-name = "fs_1"
-host = "127.0.0.1"
-port = {port}
-user = "root"
-directory = "{directory}"
-host_key = "{host_key}"
-private_key = "{key}"
-mount_point = "{mount_point}"
-
-[http]
-token_secrets = ["0123456789abcdef0123456789abcdef"]
-
-[fsd]
-status_file = "{status}"
-keepalive_secs = 2
-"#,
-        port = sshd.port,
-        directory = sshd.node_directory(NODE)?.display(),
-        key = sshd.client_key.display(),
-        mount_point = mount_point.display(),
-        status = dir.join("fsd-status.json").display(),
-    );
-    let path = dir.join("node.toml");
-    fs::write(&path, text)?;
-    Ok(path)
+    let mut toml = NodeToml::new(sshd, NODE, dir)?;
+    toml.host_key = host_key.to_owned();
+    toml.mount_point = mount_point.to_owned();
+    toml.keepalive_secs = Some(2);
+    toml.write()
 }
 
 fn spawn_fsd(dir: &Path, config: &Path) -> Result<Process> {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 mod node;
-pub use node::{Database, Node, Response};
+pub use node::{Database, Node, NodeToml, Response};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 

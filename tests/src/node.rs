@@ -11,11 +11,114 @@ use anyhow::{bail, Context, Result};
 use crate::{bin, free_port, is_mounted, run, wait_until, Process, Sshd};
 
 /// Where the node keeps `aft_log`.
+#[derive(Debug, Clone)]
 pub enum Database {
     /// A file in the node's temporary directory.
     Sqlite,
     /// A database URL on a running server.
     Postgres(String),
+}
+
+/// A test node's `node.toml`: loopback everywhere, the [`Sshd`] as file server, every local
+/// file (logd's socket, fsd's status file, a SQLite database) under `dir`. [`NodeToml::new`]
+/// fills in defaults; change the public fields before [`NodeToml::write`].
+#[derive(Debug, Clone)]
+pub struct NodeToml {
+    pub id: String,
+    pub dir: PathBuf,
+    pub ssh_port: u16,
+    /// The node's directory on the file server.
+    pub server_dir: PathBuf,
+    pub client_key: PathBuf,
+    pub host_key: String,
+    pub mount_point: PathBuf,
+    pub http_port: u16,
+    pub database: Database,
+    /// `fsd.keepalive_secs`, when not the default.
+    pub keepalive_secs: Option<u64>,
+}
+
+impl NodeToml {
+    /// Defaults for node `id` on `sshd` (whose node directory it creates): the server's real
+    /// host key, mount point `dir/mnt`, HTTP port 7336, SQLite in `dir`.
+    pub fn new(sshd: &Sshd, id: &str, dir: &Path) -> Result<Self> {
+        Ok(Self {
+            id: id.to_owned(),
+            dir: dir.to_owned(),
+            ssh_port: sshd.port,
+            server_dir: sshd.node_directory(id)?,
+            client_key: sshd.client_key.clone(),
+            host_key: sshd.host_key_line.clone(),
+            mount_point: dir.join("mnt"),
+            http_port: 7336,
+            database: Database::Sqlite,
+            keepalive_secs: None,
+        })
+    }
+
+    /// The database URL the configuration names.
+    pub fn database_url(&self) -> String {
+        match &self.database {
+            Database::Sqlite => self.dir.join("aft_log.sqlite3").to_string_lossy().into_owned(),
+            Database::Postgres(url) => url.clone(),
+        }
+    }
+
+    /// The configuration text.
+    pub fn text(&self) -> String {
+        let kind = match self.database {
+            Database::Sqlite => "sqlite",
+            Database::Postgres(_) => "postgres",
+        };
+        let keepalive = self.keepalive_secs.map(|s| format!("keepalive_secs = {s}\n")).unwrap_or_default();
+        format!(
+            r#"[node]
+id = "{id}"
+public_url = "http://127.0.0.1:{http_port}"
+
+[file_server]
+name = "test_fileserver"
+host = "127.0.0.1"
+port = {ssh_port}
+user = "root"
+directory = "{server_dir}"
+host_key = "{host_key}"
+private_key = "{key}"
+mount_point = "{mount}"
+
+[database]
+kind = "{kind}"
+url = "{database_url}"
+
+[logd]
+socket = "{socket}"
+
+[http]
+listen = "127.0.0.1:{http_port}"
+token_secrets = ["test-secret-0123456789abcdef0123456789"]
+
+[fsd]
+status_file = "{fsd_status}"
+{keepalive}"#,
+            id = self.id,
+            http_port = self.http_port,
+            ssh_port = self.ssh_port,
+            server_dir = self.server_dir.display(),
+            host_key = self.host_key,
+            key = self.client_key.display(),
+            mount = self.mount_point.display(),
+            database_url = self.database_url(),
+            socket = self.dir.join("logd.sock").display(),
+            fsd_status = self.dir.join("fsd-status.json").display(),
+        )
+    }
+
+    /// Writes `dir/node.toml` and returns its path.
+    pub fn write(&self) -> Result<PathBuf> {
+        let path = self.dir.join("node.toml");
+        std::fs::write(&path, self.text())?;
+        Ok(path)
+    }
 }
 
 /// A running node; its daemons stop (and fsd unmounts) when it is dropped.
@@ -63,53 +166,13 @@ impl Node {
     /// Like [`Node::start`], pinning `host_key` instead of the server's real key.
     pub fn start_with(sshd: &Sshd, id: &str, database: Database, host_key: &str) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("mft-node-").tempdir()?;
-        let server_dir = sshd.node_directory(id)?;
-        let mount = dir.path().join("mnt");
-        let http_port = free_port();
-        let (kind, database_url) = match database {
-            Database::Sqlite => ("sqlite", dir.path().join("aft_log.sqlite3").to_string_lossy().into_owned()),
-            Database::Postgres(url) => ("postgres", url),
-        };
-        let config = dir.path().join("node.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"[node]
-id = "{id}"
-public_url = "http://127.0.0.1:{http_port}"
-
-[file_server]
-name = "test_fileserver"
-host = "127.0.0.1"
-port = {ssh_port}
-user = "root"
-directory = "{server_dir}"
-host_key = "{host_key}"
-private_key = "{key}"
-mount_point = "{mount}"
-
-[database]
-kind = "{kind}"
-url = "{database_url}"
-
-[logd]
-socket = "{socket}"
-
-[http]
-listen = "127.0.0.1:{http_port}"
-token_secrets = ["test-secret-0123456789abcdef0123456789"]
-
-[fsd]
-status_file = "{fsd_status}"
-"#,
-                ssh_port = sshd.port,
-                server_dir = server_dir.display(),
-                key = sshd.client_key.display(),
-                mount = mount.display(),
-                socket = dir.path().join("logd.sock").display(),
-                fsd_status = dir.path().join("fsd-status.json").display(),
-            ),
-        )?;
+        let mut toml = NodeToml::new(sshd, id, dir.path())?;
+        toml.host_key = host_key.to_owned();
+        toml.http_port = free_port();
+        toml.database = database;
+        let config = toml.write()?;
+        let (mount, server_dir, http_port, database_url) =
+            (toml.mount_point.clone(), toml.server_dir.clone(), toml.http_port, toml.database_url());
         let mut node = Self {
             config,
             mount,

@@ -15,13 +15,12 @@
 //! `HTTPD_BENCH_SECS` shortens the 30 s rows for a quick run.
 
 use std::fs;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use mft_tests::{free_port, is_mounted, run, wait_until, Database, Node, Process, Sshd};
+use mft_tests::{free_port, is_mounted, run, wait_until, Database, Node, Postgres, Process, Sshd};
 
 const RUNS: usize = 3;
 const BIG: u64 = 1 << 30;
@@ -235,54 +234,6 @@ fn start_nginx(sshd: &Sshd, dir: &Path) -> Result<NginxSide> {
     })
 }
 
-/// A PostgreSQL server with `fsync=on` (the test harness's runs with it off), data under `dir`.
-fn start_durable_postgres(dir: &Path) -> Result<(Process, u16)> {
-    let user = nix::unistd::User::from_name("postgres")?.context("no postgres user")?;
-    let (uid, gid) = (user.uid.as_raw(), user.gid.as_raw());
-    let pg = dir.join("pg");
-    fs::create_dir_all(&pg)?;
-    std::os::unix::fs::chown(&pg, Some(uid), Some(gid))?;
-    let bin = fs::read_dir("/usr/lib/postgresql")
-        .context("PostgreSQL server is not installed")?
-        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-        .filter(|p| p.join("postgres").exists())
-        .max()
-        .context("no PostgreSQL server binaries")?;
-    run(Command::new(bin.join("initdb"))
-        .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "-D"])
-        .arg(pg.join("data"))
-        .uid(uid)
-        .gid(gid))?;
-    let port = free_port();
-    let log = pg.join("postgres.log");
-    fs::File::create(&log)?;
-    std::os::unix::fs::chown(&log, Some(uid), Some(gid))?;
-    let mut cmd = Command::new(bin.join("postgres"));
-    cmd.arg("-D")
-        .arg(pg.join("data"))
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-k"])
-        .arg(&pg)
-        .args([
-            "-c",
-            "fsync=on",
-            "-c",
-            "synchronous_commit=on",
-            "-c",
-            "max_connections=200",
-        ])
-        .uid(uid)
-        .gid(gid);
-    let server = Process::spawn("postgres", &mut cmd, &log)?;
-    let ready = bin.join("pg_isready");
-    wait_until(Duration::from_secs(30), "postgres", || {
-        Command::new(&ready)
-            .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
-            .status()
-            .is_ok_and(|s| s.success())
-    })?;
-    Ok((server, port))
-}
-
 fn curl(args: &[String]) -> Result<String> {
     run(Command::new("curl")
         .args(["-sS", "--fail-with-body", "--max-time", "600"])
@@ -379,12 +330,8 @@ fn main() -> Result<()> {
     fs::write(&script, WRK_SCRIPT)?;
 
     let sshd = Sshd::start()?;
-    let (_postgres, pg_port) = start_durable_postgres(work.path())?;
-    let node = Node::start(
-        &sshd,
-        "node_bench",
-        Database::Postgres(format!("postgres://postgres@127.0.0.1:{pg_port}/postgres")),
-    )?;
+    let postgres = Postgres::start_durable(work.path())?;
+    let node = Node::start(&sshd, "node_bench", Database::Postgres(postgres.url("postgres")))?;
     let node = NodeSide {
         upload: node.upload_token("alice@example.com", "bob@example.com", "im")?,
         download: node.download_token("bob@example.com")?,

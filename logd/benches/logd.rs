@@ -13,9 +13,7 @@
 //!
 //! Prints one markdown table per backend. Everything it starts is stopped on exit.
 
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,7 +42,7 @@ fn main() {
         .prefix("logd-bench-")
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .expect("a work directory on the build disk");
-    let postgres = DurablePostgres::start(work.path());
+    let postgres = mft_tests::Postgres::start_durable(work.path()).expect("start postgres");
     let pg_config = config(DatabaseKind::Postgres, postgres.url("postgres"));
     let sqlite_config = config(
         DatabaseKind::Sqlite,
@@ -289,82 +287,6 @@ fn record(t: &Transfer) -> AftRecord {
         bytes_transferred: t.bytes_transferred,
         timestampvalue: t.timestamp.trunc_subsecs(6).naive_utc(),
     }
-}
-
-/// A PostgreSQL server with durable commits (`fsync=on`, `synchronous_commit=on`): the test
-/// harness's server runs with fsync off, which would flatter the one-transaction-per-event
-/// writer. Data directory under `work`, on the build disk; stopped (SIGTERM) on drop.
-struct DurablePostgres {
-    port: u16,
-    _server: mft_tests::Process,
-}
-
-impl DurablePostgres {
-    fn start(work: &Path) -> Self {
-        let (uid, gid) = (id("-u"), id("-g"));
-        let dir = work.join("pg");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("PostgreSQL server installed")
-            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-            .filter(|p| p.join("postgres").exists())
-            .max()
-            .expect("PostgreSQL server binaries");
-        mft_tests::run(
-            Command::new(bin.join("initdb"))
-                .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "-D"])
-                .arg(dir.join("data"))
-                .uid(uid)
-                .gid(gid),
-        )
-        .expect("initdb");
-        let port = mft_tests::free_port();
-        let log = dir.join("postgres.log");
-        std::fs::File::create(&log).unwrap();
-        std::os::unix::fs::chown(&log, Some(uid), Some(gid)).unwrap();
-        let server = mft_tests::Process::spawn(
-            "postgres",
-            Command::new(bin.join("postgres"))
-                .arg("-D")
-                .arg(dir.join("data"))
-                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-k"])
-                .arg(&dir)
-                .args([
-                    "-c",
-                    "fsync=on",
-                    "-c",
-                    "synchronous_commit=on",
-                    "-c",
-                    "max_connections=200",
-                ])
-                .uid(uid)
-                .gid(gid),
-            &log,
-        )
-        .expect("start postgres");
-        let pg = Self {
-            port,
-            _server: server,
-        };
-        let url = pg.url("postgres");
-        mft_tests::wait_until(Duration::from_secs(30), "postgres", || {
-            diesel::PgConnection::establish(&url).is_ok()
-        })
-        .expect("postgres accepts connections");
-        pg
-    }
-
-    fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
-    }
-}
-
-/// The `postgres` user's uid (`-u`) or gid (`-g`).
-fn id(which: &str) -> u32 {
-    let out =
-        mft_tests::run(Command::new("id").args([which, "postgres"])).expect("a postgres user");
-    out.trim().parse().expect("a numeric id")
 }
 
 /// CPU time used so far by each thread group of this process (by thread name) and by the

@@ -334,10 +334,12 @@ pub fn banner(port: u16) -> Result<String> {
 }
 
 /// A throwaway PostgreSQL server on 127.0.0.1, run as the `postgres` user from a temporary data
-/// directory (fsync off: these are tests, not a durability benchmark).
+/// directory: fsync off for tests ([`Postgres::start`]), on for benchmarks
+/// ([`Postgres::start_durable`]).
 pub struct Postgres {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    durable: bool,
     process: Option<Process>,
 }
 
@@ -358,20 +360,34 @@ fn postgres_bin() -> Result<PathBuf> {
 }
 
 impl Postgres {
+    /// A server for tests, in the system's temporary directory, with fsync off.
     pub fn start() -> Result<Self> {
+        Self::start_in(&std::env::temp_dir(), false)
+    }
+
+    /// A server whose commits are durable (`fsync=on`, `synchronous_commit=on`), with its data
+    /// under `parent`: for benchmarks, where fsync off would flatter one-commit-per-event
+    /// writers. Put `parent` on a real disk, not a tmpfs.
+    pub fn start_durable(parent: &Path) -> Result<Self> {
+        Self::start_in(parent, true)
+    }
+
+    fn start_in(parent: &Path, durable: bool) -> Result<Self> {
         let user = nix::unistd::User::from_name("postgres")?.context("no postgres user")?;
-        let dir = tempfile::Builder::new().prefix("mft-pg-").tempdir()?;
+        let dir = tempfile::Builder::new().prefix("mft-pg-").tempdir_in(parent)?;
         nix::unistd::chown(dir.path(), Some(user.uid), Some(user.gid))?;
         let bin = postgres_bin()?;
         let data = dir.path().join("data");
-        run(Command::new(bin.join("initdb"))
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "-D"])
-            .arg(&data)
-            .uid(user.uid.as_raw())
-            .gid(user.gid.as_raw()))?;
+        let mut initdb = Command::new(bin.join("initdb"));
+        initdb.args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "-D"]).arg(&data);
+        if !durable {
+            initdb.arg("--no-sync");
+        }
+        run(initdb.uid(user.uid.as_raw()).gid(user.gid.as_raw()))?;
         let mut pg = Self {
             dir,
             port: free_port(),
+            durable,
             process: None,
         };
         pg.resume()?;
@@ -389,9 +405,13 @@ impl Postgres {
             .arg(self.dir.path().join("data"))
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-k"])
             .arg(self.dir.path())
-            .args(["-c", "fsync=off", "-c", "max_connections=200"])
+            .args(["-c", "max_connections=200", "-c"])
+            .arg(if self.durable { "fsync=on" } else { "fsync=off" })
             .uid(user.uid.as_raw())
             .gid(user.gid.as_raw());
+        if self.durable {
+            cmd.args(["-c", "synchronous_commit=on"]);
+        }
         let mut process = Process::spawn("postgres", &mut cmd, &log)?;
         let url = self.url("postgres");
         wait_until(Duration::from_secs(30), "postgres to accept connections", || {

@@ -55,3 +55,22 @@ fn killing_sshd_cuts_its_established_connections() {
     let _ = client.stderr.take().unwrap().read_to_string(&mut err);
     status.unwrap_or_else(|e| panic!("{e}: {err}"));
 }
+
+#[test]
+fn the_durable_server_syncs_and_the_test_server_does_not() {
+    use diesel::{Connection, QueryableByName, RunQueryDsl};
+    #[derive(QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        fsync: String,
+    }
+    let show = |pg: &Postgres| {
+        let mut conn = diesel::PgConnection::establish(&pg.url("postgres")).unwrap();
+        diesel::sql_query("SHOW fsync").get_result::<Setting>(&mut conn).unwrap().fsync
+    };
+    let parent = tempfile::tempdir().unwrap();
+    let durable = Postgres::start_durable(parent.path()).unwrap();
+    assert!(durable.dir.path().starts_with(parent.path()));
+    assert_eq!(show(&durable), "on");
+    assert_eq!(show(&Postgres::start().unwrap()), "off");
+}

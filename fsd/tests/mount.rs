@@ -120,13 +120,7 @@ impl Mount {
 impl Drop for Mount {
     fn drop(&mut self) {
         self.fsd.stop();
-        if is_mounted(&self.mount_point) {
-            let _ = Command::new("fusermount3")
-                .arg("-u")
-                .arg("-z")
-                .arg(&self.mount_point)
-                .status();
-        }
+        mft_tests::unmount_if_mounted(&self.mount_point);
     }
 }
 

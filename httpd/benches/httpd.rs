@@ -173,13 +173,7 @@ struct SshfsMount {
 impl Drop for SshfsMount {
     fn drop(&mut self) {
         self.process.stop();
-        if is_mounted(&self.mount_point) {
-            let _ = Command::new("fusermount3")
-                .arg("-u")
-                .arg("-z")
-                .arg(&self.mount_point)
-                .status();
-        }
+        mft_tests::unmount_if_mounted(&self.mount_point);
     }
 }
 

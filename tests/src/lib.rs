@@ -486,6 +486,14 @@ pub fn is_mounted(path: &Path) -> bool {
     info.lines().any(|l| l.split(' ').nth(4) == Some(&target))
 }
 
+/// Detaches a FUSE mount left at `path` (`fusermount3 -u -z`), if there is one: the last step
+/// of a test's or bench's cleanup, after the filesystem's process was stopped.
+pub fn unmount_if_mounted(path: &Path) {
+    if is_mounted(path) {
+        let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(path).status();
+    }
+}
+
 /// The lower-case hex SHA-256 of a file.
 pub fn sha256_file(path: &Path) -> Result<String> {
     use sha2::Digest;

@@ -82,7 +82,7 @@ impl Ops {
     /// Observes the node now (each probe bounded by [`PROBE_TIMEOUT`]) and reports.
     pub async fn status(&self) -> NodeStatus {
         let (mount_point, mount, status_file) = (self.mount_point.clone(), self.mount, self.fsd_status_file.clone());
-        let mounted = run_blocking(move || is_mounted(&mount_point, mount));
+        let mounted = run_blocking(move || mount.check(&mount_point).is_ok());
         let fsd = run_blocking(move || FsdStatus::load(&status_file));
         let logd = async {
             tokio::time::timeout(PROBE_TIMEOUT, self.logd.status())
@@ -120,16 +120,6 @@ async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
         .await
         .ok()?
         .ok()
-}
-
-/// Whether `path` is mounted as `mount` requires (the check the store makes before each write).
-fn is_mounted(path: &std::path::Path, mount: Mount) -> bool {
-    match mount {
-        Mount::Fuse => {
-            nix::sys::statfs::statfs(path).is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::FUSE_SUPER_MAGIC)
-        }
-        Mount::Directory => path.is_dir(),
-    }
 }
 
 /// Registers the operations endpoints (see the module documentation).

@@ -61,6 +61,28 @@ pub enum Mount {
     Directory,
 }
 
+impl Mount {
+    /// Fails with [`StoreError::Unavailable`] unless `root` is there as this requires: the one
+    /// check made before every write and read, and by the status report.
+    pub fn check(self, root: &Path) -> Result<(), StoreError> {
+        match self {
+            Mount::Fuse => {
+                let fs = nix::sys::statfs::statfs(root).map_err(|e| StoreError::Unavailable(e.into()))?;
+                if fs.filesystem_type() != nix::sys::statfs::FUSE_SUPER_MAGIC {
+                    return Err(StoreError::Unavailable(io::Error::new(
+                        io::ErrorKind::NotConnected,
+                        format!("{} is not a FUSE mount: fsd is not running", root.display()),
+                    )));
+                }
+            }
+            Mount::Directory => {
+                std::fs::metadata(root).map_err(StoreError::Unavailable)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The node's directory, mounted at `root`.
 #[derive(Debug)]
 pub struct Store {
@@ -96,21 +118,7 @@ impl Store {
     /// Fails with [`StoreError::Unavailable`] unless the root is there as [`Mount`] requires.
     /// Never creates the root: if it is missing, the file server is not there.
     pub(crate) fn check_root(&self) -> Result<(), StoreError> {
-        match self.mount {
-            Mount::Fuse => {
-                let fs = nix::sys::statfs::statfs(&self.root).map_err(|e| StoreError::Unavailable(e.into()))?;
-                if fs.filesystem_type() != nix::sys::statfs::FUSE_SUPER_MAGIC {
-                    return Err(StoreError::Unavailable(io::Error::new(
-                        io::ErrorKind::NotConnected,
-                        format!("{} is not a FUSE mount: fsd is not running", self.root.display()),
-                    )));
-                }
-            }
-            Mount::Directory => {
-                std::fs::metadata(&self.root).map_err(StoreError::Unavailable)?;
-            }
-        }
-        Ok(())
+        self.mount.check(&self.root)
     }
 
     /// Starts a new file for `chat_type` at `now`: picks its hour directory and a fresh random

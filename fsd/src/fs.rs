@@ -12,8 +12,9 @@
 //!   truncate, fsync) first waits for the file's queued writes.
 //! - Attributes from listings and from fsd's own operations are kept for [`CACHE_TTL`]
 //!   ([`attr_cache`]); the kernel caches attributes and names for [`ATTR_TTL`] on top.
-//! - A directory is listed once per `opendir`; `readdirplus` hands the kernel each name with the
-//!   listing's attributes, so listing a directory with attributes costs no request per name.
+//! - A directory is listed once per `opendir`, at its first `readdir` (opened only to be
+//!   fsynced, it is not listed); `readdirplus` hands the kernel each name with the listing's
+//!   attributes, so listing a directory with attributes costs no request per name.
 //! - A file unlinked while open has no name any more: its handles answer for it (`nlink` 0).
 
 pub mod attr_cache;
@@ -49,6 +50,9 @@ pub const ATTR_TTL: Duration = Duration::from_secs(1);
 
 /// How long fsd trusts attributes it learned from a listing or its own operations.
 pub const CACHE_TTL: Duration = Duration::from_secs(2);
+/// How long a `statfs` answer is reused: httpd checks the mount with `statfs` before every
+/// transfer, and `df` numbers a second old are as good.
+pub const STATFS_TTL: Duration = Duration::from_secs(1);
 
 /// How long one request to the server may take before the caller gets ETIMEDOUT.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -106,11 +110,12 @@ pub struct ListedEntry {
     pub attrs: Attributes,
 }
 
-/// An open directory: the listing taken at `opendir`.
+/// An open directory: the listing, taken at its first `readdir` (a directory opened only to be
+/// fsynced, as after a rename, costs the server nothing).
 #[derive(Clone)]
 struct Listing {
     dir: Ino,
-    entries: Arc<[ListedEntry]>,
+    entries: Arc<tokio::sync::OnceCell<Arc<[ListedEntry]>>>,
 }
 
 /// The attributes shown for `.` and `..`: a directory, nothing else known.
@@ -169,6 +174,8 @@ pub struct Filesystem<B: SftpBackend> {
     listings: Mutex<HashMap<u64, Listing>>,
     cache: Mutex<AttrCache>,
     known: Mutex<KnownDirs>,
+    /// The last `statfs` answer and when it came, for [`STATFS_TTL`].
+    stats: Mutex<Option<(FsStats, Instant)>>,
     /// Bytes read ahead or being read ahead, over all open files.
     read_ahead_bytes: Arc<AtomicU64>,
     next_handle: AtomicU64,
@@ -235,6 +242,7 @@ impl<B: SftpBackend> Filesystem<B> {
             files: Mutex::new(HashMap::new()),
             listings: Mutex::new(HashMap::new()),
             cache: Mutex::new(AttrCache::new(CACHE_TTL)),
+            stats: Mutex::new(None),
             known: Mutex::new(KnownDirs::new(KNOWN_DIR_TTL, KNOWN_DIRS, KNOWN_DIR_NAMES)),
             read_ahead_bytes: Arc::new(AtomicU64::new(0)),
             next_handle: AtomicU64::new(1),
@@ -731,9 +739,24 @@ impl<B: SftpBackend> Filesystem<B> {
         Ok(closed?)
     }
 
-    /// Lists the directory `ino` once; `readdir` and `readdirplus` then page through this
-    /// listing. Queued writes of open files in it are sent first, so the listing shows them.
+    /// Opens the directory `ino`; the first `readdir` or `readdirplus` lists it ([`Self::list`])
+    /// and later calls page through that one listing.
     pub async fn opendir(&self, ino: Ino) -> FsResult<u64> {
+        self.path(ino)?;
+        let fh = self.new_handle();
+        lock(&self.listings).insert(
+            fh,
+            Listing {
+                dir: ino,
+                entries: Arc::default(),
+            },
+        );
+        Ok(fh)
+    }
+
+    /// Lists the directory `ino` on the server, after the queued writes of files in it are sent,
+    /// and learns the names and attributes it sees.
+    async fn list(&self, ino: Ino) -> FsResult<Arc<[ListedEntry]>> {
         let path = self.path(ino)?;
         let writing: Vec<Ino> = {
             let inodes = lock(&self.inodes);
@@ -772,20 +795,15 @@ impl<B: SftpBackend> Filesystem<B> {
             }))
             .collect();
         drop(inodes);
-        let fh = self.new_handle();
-        lock(&self.listings).insert(
-            fh,
-            Listing {
-                dir: ino,
-                entries: listing,
-            },
-        );
-        Ok(fh)
+        Ok(listing)
     }
 
-    /// The listing of the open directory `fh` (the kernel pages through it by index).
-    pub fn readdir(&self, fh: u64) -> FsResult<Arc<[ListedEntry]>> {
-        Ok(self.listing(fh)?.entries)
+    /// The listing of the open directory `fh` (the kernel pages through it by index), taken
+    /// now if this is the first call.
+    pub async fn readdir(&self, fh: u64) -> FsResult<Arc<[ListedEntry]>> {
+        let listing = self.listing(fh)?;
+        let entries = listing.entries.get_or_try_init(|| self.list(listing.dir)).await?;
+        Ok(entries.clone())
     }
 
     fn listing(&self, fh: u64) -> FsResult<Listing> {
@@ -800,15 +818,16 @@ impl<B: SftpBackend> Filesystem<B> {
     /// The attributes are the listing's, so `ls -l` needs no LOOKUP per name. Each name handed
     /// over counts as one kernel reference, as a LOOKUP would (the kernel keeps the inode);
     /// `.` and `..` do not (the kernel takes nothing of them but their inode numbers).
-    pub fn readdirplus(
+    pub async fn readdirplus(
         &self,
         fh: u64,
         offset: u64,
         mut add: impl FnMut(u64, &str, &InodeAttributes) -> bool,
     ) -> FsResult<()> {
-        let listing = self.listing(fh)?;
+        let dir = self.listing(fh)?.dir;
+        let entries = self.readdir(fh).await?;
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        for (index, entry) in listing.entries.iter().enumerate().skip(start) {
+        for (index, entry) in entries.iter().enumerate().skip(start) {
             // The offset of an entry is where the next call starts.
             let next = index as u64 + 1;
             if index < 2 {
@@ -822,7 +841,7 @@ impl<B: SftpBackend> Filesystem<B> {
                 }
                 continue;
             }
-            let found = self.remember(listing.dir, &entry.name, entry.attrs);
+            let found = self.remember(dir, &entry.name, entry.attrs);
             if add(next, &entry.name, &found) {
                 // It did not fit: the kernel never saw it.
                 self.forget(found.ino, 1);
@@ -984,17 +1003,24 @@ impl<B: SftpBackend> Filesystem<B> {
         self.entry_made(new_parent, new_name, path, made).await
     }
 
-    /// Space and inode counts of the server's file system. A server without
-    /// `statvfs@openssh.com` gets zeros (`df` shows the mount, with no numbers).
+    /// Space and inode counts of the server's file system, at most [`STATFS_TTL`] old. A server
+    /// without `statvfs@openssh.com` gets zeros (`df` shows the mount, with no numbers).
     pub async fn statfs(&self) -> FsResult<FsStats> {
-        match self.call(self.backend.statvfs(&self.root)).await {
-            Err(e) if e.is_status(StatusCode::OpUnsupported) => Ok(FsStats {
+        if let Some((stats, at)) = *lock(&self.stats) {
+            if at.elapsed() < STATFS_TTL {
+                return Ok(stats);
+            }
+        }
+        let stats = match self.call(self.backend.statvfs(&self.root)).await {
+            Err(e) if e.is_status(StatusCode::OpUnsupported) => FsStats {
                 block_size: 4096,
                 name_max: NAME_MAX as u64,
                 ..FsStats::default()
-            }),
-            other => Ok(other?),
-        }
+            },
+            other => other?,
+        };
+        *lock(&self.stats) = Some((stats, Instant::now()));
+        Ok(stats)
     }
 }
 
@@ -1049,6 +1075,7 @@ mod tests {
         let fh = fs.opendir(dir).await.unwrap();
         let names = fs
             .readdir(fh)
+            .await
             .unwrap()
             .iter()
             .map(|e| e.name.clone())
@@ -1237,7 +1264,7 @@ mod tests {
             .await
             .unwrap();
         let fh = fs.opendir(dir).await.unwrap();
-        let listing = fs.readdir(fh).unwrap();
+        let listing = fs.readdir(fh).await.unwrap();
         fs.releasedir(fh).unwrap();
         let by_name = |n: &str| listing.iter().find(|e| e.name == n).cloned().unwrap();
         assert_eq!(listing.len(), 4);
@@ -1247,7 +1274,22 @@ mod tests {
         assert_eq!(by_name("known").attrs.kind, FileKind::RegularFile);
         assert_eq!(by_name("made-on-the-server").ino, UNKNOWN_INO);
         assert_eq!(by_name("made-on-the-server").attrs.kind, FileKind::Directory);
-        assert_eq!(fs.readdir(fh).unwrap_err().errno(), libc::EBADF);
+        assert_eq!(fs.readdir(fh).await.unwrap_err().errno(), libc::EBADF);
+    }
+
+    #[tokio::test]
+    async fn a_directory_opened_only_to_be_fsynced_is_not_listed() {
+        use crate::backend::fault::FaultyBackend;
+        let fs = Filesystem::new(FaultyBackend::new(MemoryBackend::new(ROOT_DIR)), ROOT_DIR);
+        let dir = fs.mkdir(ROOT, name("d"), 0o755).await.unwrap().ino;
+        fs.backend().disconnect();
+        let fh = fs.opendir(dir).await.expect("opendir asks the server nothing");
+        fs.releasedir(fh).unwrap();
+        let fh = fs.opendir(dir).await.unwrap();
+        assert!(fs.readdir(fh).await.is_err(), "the first readdir lists");
+        fs.backend().reconnect();
+        assert_eq!(fs.readdir(fh).await.unwrap().len(), 2, "a failed listing is taken again");
+        fs.releasedir(fh).unwrap();
     }
 
     #[tokio::test]
@@ -1277,6 +1319,7 @@ mod tests {
                 seen.push((next, name.to_owned(), *entry));
                 false
             })
+            .await
             .unwrap();
         }
         fs.releasedir(fh).unwrap();
@@ -1414,6 +1457,17 @@ mod tests {
         let fs = fs();
         let stats = fs.statfs().await.unwrap();
         assert!(stats.blocks > 0 && stats.block_size == 4096 && stats.name_max == 255);
+    }
+
+    #[tokio::test]
+    async fn statfs_answers_are_reused_for_a_second() {
+        use crate::backend::fault::FaultyBackend;
+        let fs = Filesystem::new(FaultyBackend::new(MemoryBackend::new(ROOT_DIR)), ROOT_DIR);
+        let first = fs.statfs().await.unwrap();
+        fs.backend().disconnect();
+        assert_eq!(fs.statfs().await.unwrap(), first, "within STATFS_TTL, from the last answer");
+        *lock(&fs.stats) = Some((first, Instant::now() - STATFS_TTL));
+        assert!(fs.statfs().await.is_err(), "past STATFS_TTL the server is asked again");
     }
 
     #[tokio::test]

@@ -551,24 +551,26 @@ impl<B: SftpBackend> fuser::Filesystem for FuseFilesystem<B> {
         mut reply: ReplyDirectory,
     ) {
         log::trace!("readdir(inode {ino}, fh {fh}, from {offset})");
-        match self.fs.readdir(fh.0) {
-            Ok(listing) => {
-                let start = usize::try_from(offset).unwrap_or(usize::MAX);
-                for (index, entry) in listing.iter().enumerate().skip(start) {
-                    // The offset of an entry is where the next readdir starts.
-                    if reply.add(
-                        INodeNo(entry.ino),
-                        index as u64 + 1,
-                        file_type(entry.attrs.kind),
-                        &entry.name,
-                    ) {
-                        break;
+        self.run(|fs| async move {
+            match fs.readdir(fh.0).await {
+                Ok(listing) => {
+                    let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                    for (index, entry) in listing.iter().enumerate().skip(start) {
+                        // The offset of an entry is where the next readdir starts.
+                        if reply.add(
+                            INodeNo(entry.ino),
+                            index as u64 + 1,
+                            file_type(entry.attrs.kind),
+                            &entry.name,
+                        ) {
+                            break;
+                        }
                     }
+                    reply.ok();
                 }
-                reply.ok();
+                Err(e) => reply.error(fail("readdir", &e)),
             }
-            Err(e) => reply.error(fail("readdir", &e)),
-        }
+        });
     }
 
     fn readdirplus(
@@ -580,20 +582,24 @@ impl<B: SftpBackend> fuser::Filesystem for FuseFilesystem<B> {
         mut reply: ReplyDirectoryPlus,
     ) {
         log::trace!("readdirplus(inode {ino}, fh {fh}, from {offset})");
-        let listed = self.fs.readdirplus(fh.0, offset, |next, name, entry| {
-            reply.add(
-                INodeNo(entry.ino),
-                next,
-                name,
-                &ATTR_TTL,
-                &file_attr(entry),
-                Generation(0),
-            )
+        self.run(|fs| async move {
+            let listed = fs
+                .readdirplus(fh.0, offset, |next, name, entry| {
+                    reply.add(
+                        INodeNo(entry.ino),
+                        next,
+                        name,
+                        &ATTR_TTL,
+                        &file_attr(entry),
+                        Generation(0),
+                    )
+                })
+                .await;
+            match listed {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("readdirplus", &e)),
+            }
         });
-        match listed {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(fail("readdirplus", &e)),
-        }
     }
 
     fn releasedir(

@@ -4,8 +4,11 @@
 //! Entries live for [`AttrCache::ttl`]; fsd's own changes update or drop the entries they touch
 //! (a rename or a removed directory drops everything below it). Changes made on the server by
 //! someone else show after at most the TTL, like the kernel's own attribute cache.
+//!
+//! Kept ordered by path, so the entries below a directory are one contiguous range: dropping a
+//! tree costs its own size, not the cache's (every upload's rename drops one).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::backend::Attributes;
@@ -16,14 +19,14 @@ const MAX_ENTRIES: usize = 200_000;
 #[derive(Debug)]
 pub struct AttrCache {
     ttl: Duration,
-    entries: HashMap<String, (Attributes, Instant)>,
+    entries: BTreeMap<String, (Attributes, Instant)>,
 }
 
 impl AttrCache {
     pub fn new(ttl: Duration) -> Self {
         Self {
             ttl,
-            entries: HashMap::new(),
+            entries: BTreeMap::new(),
         }
     }
 
@@ -51,7 +54,16 @@ impl AttrCache {
     pub fn forget_tree(&mut self, path: &str) {
         self.entries.remove(path);
         let prefix = format!("{}/", path.trim_end_matches('/'));
-        self.entries.retain(|p, _| !p.starts_with(&prefix));
+        let below: Vec<String> = self
+            .entries
+            .range(prefix.clone()..)
+            .map(|(p, _)| p)
+            .take_while(|p| p.starts_with(&prefix))
+            .cloned()
+            .collect();
+        for p in below {
+            self.entries.remove(&p);
+        }
     }
 }
 
@@ -81,11 +93,16 @@ mod tests {
         cache.put("/d/a".into(), attrs(1), t0);
         cache.put("/d/sub/b".into(), attrs(2), t0);
         cache.put("/dx".into(), attrs(3), t0);
+        cache.put("/d.txt".into(), attrs(4), t0);
+        cache.put("/d0".into(), attrs(5), t0);
         assert_eq!(cache.get("/d/a", t0 + Duration::from_secs(1)), Some(attrs(1)));
         assert_eq!(cache.get("/d/a", t0 + Duration::from_secs(2)), None);
         cache.forget_tree("/d");
         assert_eq!(cache.get("/d/sub/b", t0), None);
-        assert_eq!(cache.get("/dx", t0), Some(attrs(3)), "a sibling with the same prefix stays");
+        assert_eq!(cache.get("/d/a", t0), None);
+        for (sibling, size) in [("/dx", 3), ("/d.txt", 4), ("/d0", 5)] {
+            assert_eq!(cache.get(sibling, t0), Some(attrs(size)), "{sibling}, a sibling with the same prefix, stays");
+        }
         cache.forget("/dx");
         assert_eq!(cache.get("/dx", t0), None);
     }

@@ -262,15 +262,17 @@ pub struct Http {
     /// Whether a native download URI works without a download token (a capability URL).
     #[serde(default)]
     pub anonymous_downloads: bool,
-    /// The secret shared with the XMPP server for XEP-0363 external upload slots (Prosody
+    /// Secrets shared with the XMPP server for XEP-0363 external upload slots (Prosody
     /// `mod_http_upload_external`, ejabberd `external_secret`, Prosody `mod_http_file_share`
-    /// JWTs). Without it, `PUT /upload/…` is refused.
+    /// JWTs); any of them verifies a slot, so a secret rotates without downtime. Empty: `PUT
+    /// /upload/…` is refused.
     #[serde(default)]
-    pub slot_secret: Option<String>,
+    pub slot_secrets: Vec<String>,
     /// Uploads and downloads in progress at most; beyond, 503 with `Retry-After`.
     #[serde(default = "default_max_concurrent_transfers")]
     pub max_concurrent_transfers: usize,
-    /// Seconds allowed to receive a request's headers, and for a body to stall (no data).
+    /// Seconds allowed to receive a request's headers, for an upload body to stall (no data),
+    /// and for a client to leave sent data unacknowledged (a download it stopped reading).
     #[serde(default = "default_request_timeout_secs")]
     pub request_timeout_secs: u64,
 }
@@ -316,11 +318,11 @@ impl Http {
                 return Err(invalid(key, format!("must be an absolute path, got {path:?}"), "tls_key = \"/etc/mft/tls/key.pem\""));
             }
         }
-        if self.slot_secret.as_ref().is_some_and(|s| s.len() < 16) {
+        if let Some(short) = self.slot_secrets.iter().find(|s| s.len() < 16) {
             return Err(invalid(
-                "http.slot_secret",
-                "must be at least 16 characters",
-                "slot_secret = \"<output of: openssl rand -hex 32>\"",
+                "http.slot_secrets",
+                format!("each secret must be at least 16 characters, one has {}", short.len()),
+                "slot_secrets = [\"<output of: openssl rand -hex 32>\"]",
             ));
         }
         if !(1..=100_000).contains(&self.max_concurrent_transfers) {
@@ -671,24 +673,27 @@ token_secrets = ["0123456789abcdef0123456789abcdef"]
         let c = NodeConfig::parse(GOOD).unwrap();
         assert_eq!((c.http.max_concurrent_transfers, c.http.request_timeout_secs), (64, 60));
         assert!(!c.http.anonymous_downloads);
-        assert_eq!((c.http.tls(), c.http.slot_secret.as_deref()), (None, None));
+        assert_eq!((c.http.tls(), c.http.slot_secrets.len()), (None, 0));
         let c = NodeConfig::parse(&GOOD.replace(
             "[http]",
-            "[http]\ntls_certificate = \"/etc/c.pem\"\ntls_key = \"/etc/k.pem\"\nslot_secret = \"0123456789abcdef\"",
+            "[http]\ntls_certificate = \"/etc/c.pem\"\ntls_key = \"/etc/k.pem\"\nslot_secrets = [\"0123456789abcdef\", \"fedcba9876543210\"]",
         ))
         .unwrap();
         assert_eq!(c.http.tls(), Some((Path::new("/etc/c.pem"), Path::new("/etc/k.pem"))));
+        assert_eq!(c.http.slot_secrets, ["0123456789abcdef", "fedcba9876543210"]);
         for (text, key) in [
             ("tls_certificate = \"/etc/c.pem\"", "http.tls_certificate:"),
             ("tls_key = \"/etc/k.pem\"", "http.tls_certificate:"),
             ("tls_certificate = \"c.pem\"\ntls_key = \"/k.pem\"", "http.tls_certificate:"),
-            ("slot_secret = \"short\"", "http.slot_secret:"),
+            ("slot_secrets = [\"0123456789abcdef\", \"short\"]", "http.slot_secrets:"),
             ("max_concurrent_transfers = 0", "http.max_concurrent_transfers:"),
             ("request_timeout_secs = 0", "http.request_timeout_secs:"),
         ] {
             let e = error_of(&GOOD.replace("[http]", &format!("[http]\n{text}")));
             assert!(e.starts_with(key), "expected {key} in: {e}");
         }
+        let e = error_of(&GOOD.replace("[http]", "[http]\nslot_secret = \"0123456789abcdef\""));
+        assert!(e.contains("unknown field `slot_secret`") && e.contains("`slot_secrets`"), "the old key points to the new one: {e}");
     }
 
     #[test]

@@ -57,7 +57,7 @@ impl Node {
 
     /// A managed node with slots enabled and `extra` lines in `[http]`.
     fn with_http(extra: &str) -> Node {
-        Node::configured("managed", &format!("slot_secret = \"{SLOT_SECRET}\"\n{extra}"))
+        Node::configured("managed", &format!("slot_secrets = [\"{SLOT_SECRET}\"]\n{extra}"))
     }
 
     fn configured(transfer_mode: &str, http: &str) -> Node {

@@ -5,7 +5,6 @@
 //! new variant (here or in `logd::LogdError`) forces a decision. The error is logged once, with its
 //! cause chain, when it becomes a response; the client's message never carries internal details.
 
-use std::error::Error as _;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
@@ -115,18 +114,24 @@ impl Error {
             },
         }
     }
+}
 
-    /// The message with its cause chain, for the log.
-    fn with_causes(&self) -> String {
-        let mut text = self.to_string();
-        let mut cause = self.source();
-        while let Some(e) = cause {
+/// `error`'s message with its cause chain, for the log; a cause that says just what the error
+/// above it said (the client's message, then the store's own) is left out.
+pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut last = error.to_string();
+    let mut text = last.clone();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let message = e.to_string();
+        if message != last {
             text.push_str(": ");
-            text.push_str(&e.to_string());
-            cause = e.source();
+            text.push_str(&message);
         }
-        text
+        last = message;
+        cause = e.source();
     }
+    text
 }
 
 impl ResponseError for Error {
@@ -137,9 +142,9 @@ impl ResponseError for Error {
     fn error_response(&self) -> HttpResponse {
         let (status, code) = self.status_and_code();
         if status.is_server_error() {
-            log::error!("{code}: {}", self.with_causes());
+            log::error!("{code}: {}", with_causes(self));
         } else {
-            log::info!("{code}: {}", self.with_causes());
+            log::info!("{code}: {}", with_causes(self));
         }
         let mut response = HttpResponse::build(status);
         match self {
@@ -234,7 +239,7 @@ mod tests {
                 Error::Slot(SlotError::NotConfigured),
                 403,
                 "slots_disabled",
-                "this node accepts no upload slots (http.slot_secret is not set)",
+                "this node accepts no upload slots (http.slot_secrets is empty)",
             ),
             (
                 Error::Slot(SlotError::BadPath),
@@ -267,7 +272,9 @@ mod tests {
     #[test]
     fn the_log_keeps_the_cause() {
         let e = Error::Store(StoreError::from(io_error(libc::EACCES)));
-        assert!(e.with_causes().starts_with("internal error: file store error: Permission denied"), "{}", e.with_causes());
+        assert!(with_causes(&e).starts_with("internal error: file store error: Permission denied"), "{}", with_causes(&e));
+        let full = Error::Store(StoreError::from(io_error(libc::ENOSPC)));
+        assert_eq!(with_causes(&full), "the file server is full: No space left on device (os error 28)", "each cause once");
         let response = Error::Unauthorized(AuthError::Missing).error_response();
         assert_eq!(response.headers().get(header::WWW_AUTHENTICATE).unwrap(), "Bearer");
         let response = Error::Slot(SlotError::BadToken("x".into())).error_response();

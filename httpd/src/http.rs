@@ -224,6 +224,21 @@ fn download_response(download: Download) -> HttpResponse {
     }
 }
 
+/// Sets TCP_USER_TIMEOUT to `timeout` on `listener`; Linux copies it to every connection accepted
+/// from it, plain HTTP and TLS alike. A connection whose sent data stays unacknowledged that long
+/// is then aborted, and since Linux 5.1 that includes a peer that keeps its receive window shut
+/// (a client that stopped reading a download): the response is dropped, its `Get` row records
+/// the bytes sent, and its transfer slot is freed.
+fn bound_unacknowledged_sends(listener: &TcpListener, timeout: Duration) {
+    use nix::sys::socket::{setsockopt, sockopt::TcpUserTimeout};
+    let millis = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+    if let Err(e) = setsockopt(listener, TcpUserTimeout, &millis) {
+        log::warn!(
+            "cannot set TCP_USER_TIMEOUT on the listening socket: {e}; a client that stops reading a download keeps its transfer slot"
+        );
+    }
+}
+
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -234,7 +249,9 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// Serves the node (transfers, and the operations endpoints of `ops`) on an already bound
 /// `listener` until `shutdown` completes, then stops gracefully (transfers in flight get
-/// [`SHUTDOWN_TIMEOUT_SECS`] to finish).
+/// [`SHUTDOWN_TIMEOUT_SECS`] to finish). `http.request_timeout_secs` bounds a request's headers,
+/// a stalled upload body, and how long sent data may stay unacknowledged
+/// (TCP_USER_TIMEOUT: `bound_unacknowledged_sends`).
 pub async fn run(
     listener: TcpListener,
     transfers: Arc<Transfers>,
@@ -253,6 +270,7 @@ pub async fn run(
         }
     };
     let timeout = Duration::from_secs(http.request_timeout_secs);
+    bound_unacknowledged_sends(&listener, timeout);
     let purge = actix_web::rt::spawn(crate::transfer::purge_every_minute(transfers.clone()));
     let transfers = web::Data::from(transfers);
     let ops = web::Data::from(ops);

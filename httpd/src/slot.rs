@@ -12,7 +12,8 @@
 //!   `filesize`, `filetype`, optional `expires`, and an optional `chat_type` of ours).
 //!
 //! `<path>` is the request path after `/upload/`, percent-decoded; it is also the slot's identity.
-//! MACs are compared in constant time (`hmac`'s `verify_slice`). Nothing here does I/O or knows
+//! Any of `http.slot_secrets` verifies a slot, so the secret rotates without downtime; MACs are
+//! compared with each in constant time (`hmac`'s `verify_slice`). Nothing here does I/O or knows
 //! HTTP: it turns the request's parts into a [`SlotGrant`] or a [`SlotError`], which carries the
 //! status the scheme's clients expect. No part of the path ever becomes a file system path.
 
@@ -44,8 +45,8 @@ pub enum Scheme {
 /// Why a slot request was refused; each variant is the status its scheme's clients expect.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SlotError {
-    /// 403: `http.slot_secret` is not set, so no slot can be valid.
-    #[error("this node accepts no upload slots (http.slot_secret is not set)")]
+    /// 403: `http.slot_secrets` is empty, so no slot can be valid.
+    #[error("this node accepts no upload slots (http.slot_secrets is empty)")]
     NotConfigured,
     /// 404: not the shape of any scheme's slot path.
     #[error("not an upload slot: expected /upload/<slot>/<file> or /upload/<hash>/<random>/<file>")]
@@ -149,27 +150,30 @@ pub struct FileShareClaims {
     pub chat_type: Option<String>,
 }
 
-/// Checks slot requests against the secret shared with the XMPP server.
+/// Checks slot requests against the secrets shared with the XMPP server: any of them verifies,
+/// so a secret rotates without downtime.
 #[derive(Clone)]
-pub struct SlotSecret(Option<String>);
+pub struct SlotSecrets(Vec<String>);
 
-impl std::fmt::Debug for SlotSecret {
+impl std::fmt::Debug for SlotSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "SlotSecret(set)" } else { "SlotSecret(none)" })
+        write!(f, "SlotSecrets({} secrets)", self.0.len())
     }
 }
 
-impl SlotSecret {
-    /// From `http.slot_secret`.
-    pub fn new(secret: Option<String>) -> Self {
-        Self(secret)
+impl SlotSecrets {
+    /// From `http.slot_secrets`.
+    pub fn new(secrets: &[String]) -> Self {
+        Self(secrets.to_vec())
     }
 
     /// Verifies a `PUT` to `path` and says what it may store.
     pub fn verify(&self, path: &SlotPath, request: &SlotRequest<'_>, now: DateTime<Utc>) -> Result<SlotGrant, SlotError> {
-        let secret = self.0.as_deref().ok_or(SlotError::NotConfigured)?;
+        if self.0.is_empty() {
+            return Err(SlotError::NotConfigured);
+        }
         if request.authorization.is_some() {
-            return verify_file_share(secret, path, request, now);
+            return verify_file_share(&self.0, path, request, now);
         }
         let size = request.content_length.ok_or(SlotError::LengthRequired)?;
         let scheme = match (request.v2.is_some(), path.segments().len()) {
@@ -186,7 +190,10 @@ impl SlotSecret {
             _ => (request.v, format!("{} {size}", path.as_str())),
         };
         let token = hex::decode(token.ok_or(SlotError::BadMac)?).map_err(|_| SlotError::BadMac)?;
-        mac(secret, &message).verify_slice(&token).map_err(|_| SlotError::BadMac)?;
+        // Every secret is tried, so the time taken does not tell which one matched.
+        if self.0.iter().filter(|secret| mac(secret, &message).verify_slice(&token).is_ok()).count() == 0 {
+            return Err(SlotError::BadMac);
+        }
         Ok(SlotGrant {
             scheme,
             real_name: path.real_name()?,
@@ -209,22 +216,13 @@ pub fn sign(secret: &str, message: &str) -> String {
     hex::encode(mac(secret, message).finalize().into_bytes())
 }
 
-fn verify_file_share(secret: &str, path: &SlotPath, request: &SlotRequest<'_>, now: DateTime<Utc>) -> Result<SlotGrant, SlotError> {
+fn verify_file_share(secrets: &[String], path: &SlotPath, request: &SlotRequest<'_>, now: DateTime<Utc>) -> Result<SlotGrant, SlotError> {
     let header = request.authorization.unwrap_or_default();
     let token = header
         .strip_prefix("Bearer ")
         .or_else(|| header.strip_prefix("bearer "))
         .ok_or_else(|| SlotError::BadToken("not a Bearer token".into()))?;
-    let mut validation = Validation::new(Algorithm::HS256);
-    // Expiry is checked below against the injected clock, without leeway.
-    validation.validate_exp = false;
-    validation.required_spec_claims.clear();
-    let claims = jsonwebtoken::decode::<FileShareClaims>(token.trim(), &DecodingKey::from_secret(secret.as_bytes()), &validation)
-        .map_err(|e| match e.kind() {
-            ErrorKind::InvalidSignature => SlotError::BadToken("the signature does not match".into()),
-            _ => SlotError::BadToken(e.to_string()),
-        })?
-        .claims;
+    let claims = file_share_claims(secrets, token.trim())?;
     if claims.exp <= now.timestamp() {
         return Err(SlotError::Expired);
     }
@@ -256,6 +254,22 @@ fn verify_file_share(secret: &str, path: &SlotPath, request: &SlotRequest<'_>, n
         size: declared,
         expires: claims.expires.and_then(|t| DateTime::from_timestamp(t, 0)),
     })
+}
+
+/// The claims of a `mod_http_file_share` token signed with any of `secrets`.
+fn file_share_claims(secrets: &[String], token: &str) -> Result<FileShareClaims, SlotError> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    // Expiry is checked by the caller against the injected clock, without leeway.
+    validation.validate_exp = false;
+    validation.required_spec_claims.clear();
+    for secret in secrets {
+        match jsonwebtoken::decode::<FileShareClaims>(token, &DecodingKey::from_secret(secret.as_bytes()), &validation) {
+            Ok(data) => return Ok(data.claims),
+            Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => continue,
+            Err(e) => return Err(SlotError::BadToken(e.to_string())),
+        }
+    }
+    Err(SlotError::BadToken("the signature does not match".into()))
 }
 
 #[cfg(test)]
@@ -292,8 +306,12 @@ pub mod tests {
         SlotPath::parse(raw).unwrap()
     }
 
-    fn secret() -> SlotSecret {
-        SlotSecret::new(Some(SECRET.into()))
+    fn secrets(secrets: &[&str]) -> SlotSecrets {
+        SlotSecrets::new(&secrets.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    fn secret() -> SlotSecrets {
+        secrets(&[SECRET])
     }
 
     #[test]
@@ -310,17 +328,42 @@ pub mod tests {
         assert_eq!(secret().verify(&p, &wrong_size, now()), Err(SlotError::BadMac));
         let upper = v.to_uppercase();
         assert!(secret().verify(&p, &SlotRequest { v: Some(&upper), ..request }, now()).is_ok(), "hex is case-insensitive");
-        let other = SlotSecret::new(Some("another-secret-0123456".into()));
+        let other = secrets(&["another-secret-0123456"]);
         assert_eq!(other.verify(&p, &request, now()), Err(SlotError::BadMac));
         assert_eq!(secret().verify(&p, &SlotRequest { v: None, ..request }, now()), Err(SlotError::BadMac));
         assert_eq!(secret().verify(&p, &SlotRequest { v: Some("zz"), ..request }, now()), Err(SlotError::BadMac));
         assert_eq!(secret().verify(&p, &SlotRequest { content_length: None, ..request }, now()), Err(SlotError::LengthRequired));
-        assert_eq!(SlotSecret::new(None).verify(&p, &request, now()), Err(SlotError::NotConfigured));
+        assert_eq!(secrets(&[]).verify(&p, &request, now()), Err(SlotError::NotConfigured));
 
         let e = path("a1b2c3d4/Xy9rT/report.pdf");
         let v = sign(SECRET, "a1b2c3d4/Xy9rT/report.pdf 10");
         let grant = secret().verify(&e, &SlotRequest { v: Some(&v), content_length: Some(10), ..Default::default() }, now()).unwrap();
         assert_eq!((grant.scheme, grant.real_name.as_str()), (Scheme::Ejabberd, "report.pdf"));
+    }
+
+    #[test]
+    fn any_listed_secret_verifies() {
+        const OLD: &str = "old-slot-secret-0123456";
+        fn by_mac(v: &str) -> SlotRequest<'_> {
+            SlotRequest { v: Some(v), content_length: Some(5), ..Default::default() }
+        }
+        fn by_token(token: &str) -> SlotRequest<'_> {
+            SlotRequest { authorization: Some(token), content_length: Some(5), ..Default::default() }
+        }
+        let p = path("r1/a.txt");
+        let exp = now().timestamp() + 300;
+        let (old_v, new_v) = (sign(OLD, "r1/a.txt 5"), sign(SECRET, "r1/a.txt 5"));
+        let (old_token, new_token) = (file_share_token(OLD, "r1", "a.txt", 5, exp, None), file_share_token(SECRET, "r1", "a.txt", 5, exp, None));
+
+        let rotating = secrets(&[SECRET, OLD]);
+        for request in [by_mac(&old_v), by_mac(&new_v), by_token(&old_token), by_token(&new_token)] {
+            assert!(rotating.verify(&p, &request, now()).is_ok(), "{request:?}");
+        }
+        let rotated = secrets(&[SECRET]);
+        assert!(rotated.verify(&p, &by_mac(&new_v), now()).is_ok());
+        assert!(rotated.verify(&p, &by_token(&new_token), now()).is_ok());
+        assert_eq!(rotated.verify(&p, &by_mac(&old_v), now()), Err(SlotError::BadMac));
+        assert_eq!(rotated.verify(&p, &by_token(&old_token), now()), Err(SlotError::BadToken("the signature does not match".into())));
     }
 
     #[test]

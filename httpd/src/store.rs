@@ -17,16 +17,17 @@ use tokio::io::AsyncWriteExt;
 use crate::layout::{ChatType, FileLocation, FileName, HourAllocator};
 
 /// A failed file system operation on the mount, classified by what it means for the client.
+/// The OS error is the `source`, not part of the message: log with the cause chain.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The mount reports no space (or quota) left.
-    #[error("the file server is full: {0}")]
+    #[error("the file server is full")]
     Full(#[source] io::Error),
     /// The mount is gone or the connection behind it failed.
-    #[error("the file server is unavailable: {0}")]
+    #[error("the file server is unavailable")]
     Unavailable(#[source] io::Error),
     /// Anything else.
-    #[error("file store error: {0}")]
+    #[error("file store error")]
     Io(#[source] io::Error),
 }
 

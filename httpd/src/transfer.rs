@@ -5,7 +5,8 @@
 //!
 //! Limits live here too: the size limit (by `Content-Length` before reading, and while
 //! streaming), a stalled body (`http.request_timeout_secs` without data), and at most
-//! `http.max_concurrent_transfers` transfers at once (a permit held until the body is done).
+//! `http.max_concurrent_transfers` transfers at once (a permit held until the body is done, or
+//! dropped: a client that stops reading is cut off after the same timeout, see [`crate::http::run`]).
 //!
 //! [`Transfers`] knows the configuration, the credentials, the [`Store`] and the [`AuditLog`];
 //! it takes header values, paths and body streams, and knows nothing else of HTTP (see
@@ -33,7 +34,7 @@ use crate::conditional::{self, Answer, Preconditions, Validators};
 use crate::error::Error;
 use crate::layout::{ChatType, FileLocation};
 use crate::real_name::RealName;
-use crate::slot::{SlotPath, SlotRequest, SlotSecret, SLOT_PREFIX};
+use crate::slot::{SlotPath, SlotRequest, SlotSecrets, SLOT_PREFIX};
 use crate::slot_index::{purgeable, SlotIndex, SlotRecord};
 use crate::store::{Mount, PartialFile, Store};
 use crate::uri::FileUri;
@@ -106,7 +107,7 @@ pub struct UploadTicket {
 pub struct Transfers {
     config: NodeConfig,
     credentials: Credentials,
-    slot_secret: SlotSecret,
+    slot_secrets: SlotSecrets,
     store: Arc<Store>,
     slots: SlotIndex,
     audit: Arc<dyn AuditLog>,
@@ -120,7 +121,7 @@ impl Transfers {
         let store = Arc::new(Store::new(config.file_server.mount_point.clone(), mount));
         Self {
             credentials: Credentials::new(&config.http.token_secrets),
-            slot_secret: SlotSecret::new(config.http.slot_secret.clone()),
+            slot_secrets: SlotSecrets::new(&config.http.slot_secrets),
             slots: SlotIndex::new(store.clone()),
             permits: Arc::new(Semaphore::new(config.http.max_concurrent_transfers)),
             store,
@@ -204,7 +205,7 @@ impl Transfers {
         self.require_managed()?;
         let slot = SlotPath::parse(raw_path)?;
         let now = self.clock.now();
-        let grant = self.slot_secret.verify(&slot, request, now)?;
+        let grant = self.slot_secrets.verify(&slot, request, now)?;
         let limit = self.size_limit(None);
         if grant.size > limit {
             return Err(Error::TooLarge(limit));
@@ -348,7 +349,7 @@ impl Transfers {
 
     async fn remove_quietly(&self, location: &FileLocation, path: &str) {
         if let Err(removal) = self.store.remove(location).await {
-            log::error!("cannot remove {path} after its upload failed: {removal}");
+            log::error!("cannot remove {path} after its upload failed: {}", crate::error::with_causes(&removal));
         }
     }
 
@@ -423,7 +424,7 @@ pub async fn purge_every_minute(transfers: Arc<Transfers>) {
     loop {
         interval.tick().await;
         if let Err(e) = transfers.purge_expired_slots().await {
-            log::error!("cannot purge expired upload slots: {e}");
+            log::error!("cannot purge expired upload slots: {}", crate::error::with_causes(&e));
         }
     }
 }

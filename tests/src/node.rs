@@ -36,6 +36,8 @@ pub struct NodeToml {
     pub database: Database,
     /// `fsd.keepalive_secs`, when not the default.
     pub keepalive_secs: Option<u64>,
+    /// More lines for `[http]`, e.g. `"request_timeout_secs = 2\n"`.
+    pub http_extra: String,
 }
 
 impl NodeToml {
@@ -53,6 +55,7 @@ impl NodeToml {
             http_port: 7336,
             database: Database::Sqlite,
             keepalive_secs: None,
+            http_extra: String::new(),
         })
     }
 
@@ -96,7 +99,7 @@ socket = "{socket}"
 [http]
 listen = "127.0.0.1:{http_port}"
 token_secrets = ["test-secret-0123456789abcdef0123456789"]
-
+{http_extra}
 [fsd]
 status_file = "{fsd_status}"
 {keepalive}"#,
@@ -110,6 +113,7 @@ status_file = "{fsd_status}"
             database_url = self.database_url(),
             socket = self.dir.join("logd.sock").display(),
             fsd_status = self.dir.join("fsd-status.json").display(),
+            http_extra = self.http_extra,
         )
     }
 
@@ -165,11 +169,16 @@ impl Node {
 
     /// Like [`Node::start`], pinning `host_key` instead of the server's real key.
     pub fn start_with(sshd: &Sshd, id: &str, database: Database, host_key: &str) -> Result<Self> {
+        Self::start_configured(sshd, id, database, |toml| toml.host_key = host_key.to_owned())
+    }
+
+    /// Like [`Node::start`], with `configure` changing the configuration before it is written.
+    pub fn start_configured(sshd: &Sshd, id: &str, database: Database, configure: impl FnOnce(&mut NodeToml)) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("mft-node-").tempdir()?;
         let mut toml = NodeToml::new(sshd, id, dir.path())?;
-        toml.host_key = host_key.to_owned();
         toml.http_port = free_port();
         toml.database = database;
+        configure(&mut toml);
         let config = toml.write()?;
         let (mount, server_dir, http_port, database_url) =
             (toml.mount_point.clone(), toml.server_dir.clone(), toml.http_port, toml.database_url());

@@ -1,13 +1,19 @@
-//! httpd's strict rule across processes: with logd gone (stopped before an upload, or killed in
-//! the middle of one), an upload is answered 503 without a URI, and no file is left on the file
-//! server (the real sshd's disk, behind fsd's real FUSE mount).
+//! httpd's faults across processes, against the real sshd's disk behind fsd's real FUSE mount:
+//! with logd gone (stopped before an upload, or killed in the middle of one), an upload is
+//! answered 503 without a URI and no file is left on the file server; with the file server full,
+//! 507 and nothing left either; and a client that stops reading a download is cut off after
+//! `http.request_timeout_secs`, its `Get` row records the bytes sent, and its transfer slot is
+//! freed.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
-use mft_tests::{Database, Node, Sshd};
+use diesel::sql_types::{BigInt, Text};
+use diesel::{Connection, QueryableByName, RunQueryDsl};
+use mft_tests::{run, wait_until, Database, Node, Sshd};
 
 /// Every regular file under `dir`, hidden ones (partial uploads) included.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
@@ -24,6 +30,38 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     found
+}
+
+#[derive(QueryableByName, Debug)]
+struct AftRow {
+    #[diesel(sql_type = Text)]
+    method: String,
+    #[diesel(sql_type = BigInt)]
+    file_size: i64,
+    #[diesel(sql_type = BigInt)]
+    bytes_transferred: i64,
+}
+
+/// The node's `aft_log` rows (SQLite), in order.
+fn aft_rows(node: &Node) -> Vec<AftRow> {
+    let mut conn = diesel::SqliteConnection::establish(&node.database_url).unwrap();
+    diesel::sql_query("SELECT method, file_size, bytes_transferred FROM aft_log ORDER BY aft_index").load(&mut conn).unwrap()
+}
+
+/// A tmpfs of `size` mounted over `dir`, unmounted when dropped (a failing test too).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        run(Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(dir)).unwrap();
+        Tmpfs(dir.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("--lazy").arg(&self.0).status();
+    }
 }
 
 #[test]
@@ -73,4 +111,65 @@ fn logd_killed_mid_upload_leaves_no_file() {
     assert!(response.contains("database_unavailable"), "{response}");
     assert!(!response.to_ascii_lowercase().contains("\r\nlocation:"), "{response}");
     assert_eq!(files_under(&node.server_dir), Vec::<PathBuf>::new(), "nothing left on the file server");
+}
+
+#[test]
+fn an_upload_to_a_full_file_server_gets_507_and_leaves_nothing() {
+    let mut sshd = Sshd::start().unwrap();
+    // Dropped after the node and before the sshd, whose directory holds the mount point.
+    let _tmpfs = Tmpfs::mount(&sshd.node_directory("node_1").unwrap(), "1m");
+    // sshd serves from a private copy of the mounts taken when it starts: restart it to see the tmpfs.
+    sshd.kill();
+    sshd.resume().unwrap();
+    let node = Node::start(&sshd, "node_1", Database::Sqlite).unwrap();
+    let token = node.upload_token("alice@example.com", "bob@example.com", "im").unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (big, small) = (work.path().join("big.bin"), work.path().join("small.txt"));
+    std::fs::write(&big, vec![7u8; 3 << 20]).unwrap();
+    std::fs::write(&small, "still room for this").unwrap();
+
+    let response = node.upload(&token, "big.bin", &big).unwrap();
+    assert_eq!(response.status, 507, "{}\n{}", response.text(), node.logs());
+    assert!(response.text().contains("\"file_server_full\""), "{}", response.text());
+    assert!(response.text().contains("the file server is full"), "{}", response.text());
+    assert_eq!(response.header("location"), None);
+    assert_eq!(files_under(&node.server_dir), Vec::<PathBuf>::new(), "nothing left on the file server, no .part either");
+    assert!(aft_rows(&node).is_empty(), "no aft_log row: {:?}", aft_rows(&node));
+
+    let response = node.upload(&token, "small.txt", &small).unwrap();
+    assert_eq!(response.status, 201, "{}\n{}", response.text(), node.logs());
+}
+
+#[test]
+fn a_client_that_stops_reading_a_download_is_cut_off_and_frees_its_slot() {
+    let sshd = Sshd::start().unwrap();
+    let node = Node::start_configured(&sshd, "node_1", Database::Sqlite, |toml| {
+        toml.http_extra = "request_timeout_secs = 2\nmax_concurrent_transfers = 1\n".into();
+    })
+    .unwrap();
+    let up = node.upload_token("alice@example.com", "bob@example.com", "im").unwrap();
+    let down = node.download_token("bob@example.com").unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let body = work.path().join("big.bin");
+    let size = 64 << 20;
+    std::fs::write(&body, vec![5u8; size]).unwrap();
+    let uploaded = node.upload(&up, "big.bin", &body).unwrap();
+    assert_eq!(uploaded.status, 201, "{}\n{}", uploaded.text(), node.logs());
+    let uri = uploaded.header("location").unwrap();
+    let path = uri.strip_prefix(&node.url("")).unwrap();
+
+    // A client that asks for the file and never reads: its receive window soon shuts.
+    let mut stalled = TcpStream::connect(("127.0.0.1", node.http_port)).unwrap();
+    write!(stalled, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {down}\r\n\r\n").unwrap();
+    wait_until(Duration::from_secs(10), "the Get row", || aft_rows(&node).len() == 2).unwrap();
+    let busy = node.download(&down, &uri).unwrap();
+    assert_eq!(busy.status, 503, "the stalled download holds the only transfer slot: {}", busy.text());
+
+    let broken_off = |rows: &[AftRow]| rows.iter().any(|r| r.method == "Get" && (1..r.file_size).contains(&r.bytes_transferred));
+    wait_until(Duration::from_secs(60), "the stalled download to be cut off", || broken_off(&aft_rows(&node)))
+        .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", aft_rows(&node), node.logs()));
+    let again = node.download(&down, &uri).unwrap();
+    assert_eq!(again.status, 200, "the slot is free again: {}", again.text());
+    assert_eq!(again.body.len(), size);
+    drop(stalled);
 }

@@ -123,10 +123,27 @@ async fn slots_need_the_secret_and_a_managed_mode() {
     let app = test::init_service(App::new().configure(routes(node.transfers.clone()))).await;
     let uri = format!("/upload/0b/a.txt?v={}", sign(SLOT_SECRET, "0b/a.txt 1"));
     error_of(test::call_service(&app, put(&uri, "x").to_request()).await, StatusCode::FORBIDDEN, "slots_disabled").await;
-    let node = Node::configured("disabled", &format!("slot_secret = \"{SLOT_SECRET}\""));
+    let node = Node::configured("disabled", &format!("slot_secrets = [\"{SLOT_SECRET}\"]"));
     let app = test::init_service(App::new().configure(routes(node.transfers.clone()))).await;
     error_of(test::call_service(&app, put(&uri, "x").to_request()).await, StatusCode::FORBIDDEN, "managed_transfer_disabled").await;
     assert!(!node.path("files").exists());
+}
+
+/// Rotation: while both secrets are listed, slots signed with either are filled; once the old
+/// one is removed, its slots are refused.
+#[actix_web::test]
+async fn the_slot_secret_rotates_without_downtime() {
+    const NEW: &str = "new-slot-secret-0123456";
+    let slot = |secret: &str, id: &str| format!("/upload/{id}/a.txt?v={}", sign(secret, &format!("{id}/a.txt 5")));
+    let both = Node::configured("managed", &format!("slot_secrets = [\"{NEW}\", \"{SLOT_SECRET}\"]"));
+    let app = test::init_service(App::new().configure(routes(both.transfers.clone()))).await;
+    for uri in [slot(SLOT_SECRET, "r1"), slot(NEW, "r2")] {
+        assert_eq!(test::call_service(&app, put(&uri, "12345").to_request()).await.status(), StatusCode::CREATED, "{uri}");
+    }
+    let new_only = Node::configured("managed", &format!("slot_secrets = [\"{NEW}\"]"));
+    let app = test::init_service(App::new().configure(routes(new_only.transfers.clone()))).await;
+    error_of(test::call_service(&app, put(&slot(SLOT_SECRET, "r3"), "12345").to_request()).await, StatusCode::FORBIDDEN, "bad_slot_token").await;
+    assert_eq!(test::call_service(&app, put(&slot(NEW, "r4"), "12345").to_request()).await.status(), StatusCode::CREATED);
 }
 
 #[actix_web::test]

@@ -15,6 +15,8 @@
 //! - A directory is listed once per `opendir`, at its first `readdir` (opened only to be
 //!   fsynced, it is not listed); `readdirplus` hands the kernel each name with the listing's
 //!   attributes, so listing a directory with attributes costs no request per name.
+//! - An open tells the kernel to keep the file's cached pages when the server shows the size
+//!   and modification time of the previous open and no handle wrote since ([`InodeTable::keep_cache`]).
 //! - A file unlinked while open has no name any more: its handles answer for it (`nlink` 0).
 
 pub mod attr_cache;
@@ -611,8 +613,10 @@ impl<B: SftpBackend> Filesystem<B> {
         Ok((entry, fh))
     }
 
-    /// Opens `ino` with POSIX open `flags`; returns the handle for reads and writes.
-    pub async fn open(&self, ino: Ino, flags: i32) -> FsResult<u64> {
+    /// Opens `ino` with POSIX open `flags`; returns the handle for reads and writes, and whether
+    /// the kernel may keep the pages it cached of the file: yes when the server shows the same
+    /// size and modification time as at the last open, and no handle wrote to it since.
+    pub async fn open(&self, ino: Ino, flags: i32) -> FsResult<(u64, bool)> {
         let path = self.path(ino)?;
         let options = open_options(flags);
         if options.truncate {
@@ -620,8 +624,10 @@ impl<B: SftpBackend> Filesystem<B> {
             self.drop_read_ahead(ino);
             self.forget_cached(&path);
         }
-        let handle = self.call(self.backend.open(&path, options, 0)).await?;
-        Ok(self.add_open_file(ino, handle))
+        let (handle, attrs) = self.call(self.backend.open_stat(&path, options, 0)).await?;
+        lock(&self.cache).put(path, attrs, Instant::now());
+        let keep_cache = lock(&self.inodes).keep_cache(ino, (attrs.size, attrs.mtime));
+        Ok((self.add_open_file(ino, handle), keep_cache))
     }
 
     /// Up to `size` bytes at `offset` (fewer only at the end of the file).
@@ -733,6 +739,9 @@ impl<B: SftpBackend> Filesystem<B> {
             .ok_or(FsError::BadHandle(fh))?;
         let dropped = lock(&open.ahead).clear();
         drop(dropped);
+        if open.writes.get().is_some() {
+            lock(&self.inodes).content_changed(open.ino);
+        }
         let written = self.drain(&open).await;
         let closed = self.call(self.backend.close(&open.handle)).await;
         written?;
@@ -1058,7 +1067,7 @@ mod tests {
     }
 
     async fn read_all(fs: &Filesystem<MemoryBackend>, ino: Ino) -> Vec<u8> {
-        let fh = fs.open(ino, libc::O_RDONLY).await.unwrap();
+        let (fh, _) = fs.open(ino, libc::O_RDONLY).await.unwrap();
         let mut out = Vec::new();
         loop {
             let chunk = fs.read(fh, out.len() as u64, 7).await.unwrap();
@@ -1117,7 +1126,7 @@ mod tests {
         let fs = fs();
         let data: Vec<u8> = (0..64 * 1024u32).map(|i| i as u8).collect();
         let ino = write_file(&fs, ROOT, "big", &data).await;
-        let fh = fs.open(ino, libc::O_RDWR).await.unwrap();
+        let (fh, _) = fs.open(ino, libc::O_RDWR).await.unwrap();
         let mut out = Vec::new();
         for _ in 0..4 {
             out.extend(fs.read(fh, out.len() as u64, 4096).await.unwrap());
@@ -1278,6 +1287,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_kernel_keeps_its_cached_pages_only_of_an_unchanged_file() {
+        let fs = fs();
+        let ino = write_file(&fs, ROOT, "f", b"first").await;
+        let open_keeps = |flags| {
+            let fs = &fs;
+            async move {
+                let (fh, keep) = fs.open(ino, flags).await.unwrap();
+                fs.release(fh).await.unwrap();
+                keep
+            }
+        };
+        assert!(!open_keeps(libc::O_RDONLY).await, "written through fsd since the last open");
+        assert!(open_keeps(libc::O_RDONLY).await, "unchanged since the last open");
+        assert!(open_keeps(libc::O_RDONLY).await);
+
+        // Changed on the server by someone else: another size.
+        let server = fs.backend();
+        let handle = server.open(&below(ROOT_DIR, "f"), OpenOptions { write: true, ..OpenOptions::default() }, 0).await.unwrap();
+        server.write(&handle, 5, b" and more").await.unwrap();
+        server.close(&handle).await.unwrap();
+        lock(&fs.cache).forget(&below(ROOT_DIR, "f"));
+        assert!(!open_keeps(libc::O_RDONLY).await, "the server's size changed");
+        assert!(open_keeps(libc::O_RDONLY).await);
+
+        // A handle that wrote (a write may have failed on the server after the kernel cached it).
+        let (fh, _) = fs.open(ino, libc::O_WRONLY).await.unwrap();
+        fs.write(fh, 0, b"F".to_vec()).await.unwrap();
+        fs.release(fh).await.unwrap();
+        assert!(!open_keeps(libc::O_RDONLY).await, "a handle wrote since");
+        assert_eq!(read_all(&fs, ino).await, b"First and more");
+    }
+
+    #[tokio::test]
     async fn a_directory_opened_only_to_be_fsynced_is_not_listed() {
         use crate::backend::fault::FaultyBackend;
         let fs = Filesystem::new(FaultyBackend::new(MemoryBackend::new(ROOT_DIR)), ROOT_DIR);
@@ -1345,7 +1387,7 @@ mod tests {
     async fn an_unlinked_open_file_answers_through_its_handle_with_nlink_0() {
         let fs = fs();
         let ino = write_file(&fs, ROOT, "f", b"still here").await;
-        let fh = fs.open(ino, libc::O_RDWR).await.unwrap();
+        let (fh, _) = fs.open(ino, libc::O_RDWR).await.unwrap();
         assert_eq!(fs.getattr(ino, None).await.unwrap().nlink, 1);
         fs.unlink(ROOT, name("f")).await.unwrap();
         assert_eq!(
@@ -1434,7 +1476,7 @@ mod tests {
     async fn released_handles_and_bad_names_are_refused() {
         let fs = fs();
         let ino = write_file(&fs, ROOT, "f", b"x").await;
-        let fh = fs.open(ino, libc::O_RDONLY).await.unwrap();
+        let (fh, _) = fs.open(ino, libc::O_RDONLY).await.unwrap();
         fs.release(fh).await.unwrap();
         assert_eq!(fs.read(fh, 0, 1).await.unwrap_err().errno(), libc::EBADF);
         assert_eq!(fs.flush(fh).await.unwrap_err().errno(), libc::EBADF);

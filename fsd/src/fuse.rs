@@ -431,7 +431,10 @@ impl<B: SftpBackend> fuser::Filesystem for FuseFilesystem<B> {
         log::trace!("open(inode {ino}, {:#o})", flags.0);
         self.run(|fs| async move {
             match fs.open(ino.0, flags.0).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok((fh, keep_cache)) => {
+                    let flags = if keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
+                    reply.opened(FileHandle(fh), flags)
+                }
                 Err(e) => reply.error(fail("open", &e)),
             }
         });

@@ -133,7 +133,7 @@ async fn check(fs: &Filesystem<MemoryBackend>, model: &Model) {
             Some(&slot) => {
                 let want = &model.contents[slot];
                 let entry = found.unwrap();
-                let fh = fs.open(entry.ino, libc::O_RDONLY).await.unwrap();
+                let (fh, _) = fs.open(entry.ino, libc::O_RDONLY).await.unwrap();
                 let got = fs.read(fh, 0, 8192).await.unwrap();
                 fs.release(fh).await.unwrap();
                 assert_eq!(&got, want, "content of {name}");
@@ -193,7 +193,7 @@ async fn a_disconnect_fails_queued_writes_at_flush_and_reconnected_opens_work() 
     fs.backend().set_delay(Duration::ZERO);
     fs.backend().reconnect();
     assert_eq!(fs.release(fh).await.unwrap_err().errno(), errno);
-    let fh = fs.open(entry.ino, libc::O_WRONLY).await.unwrap();
+    let (fh, _) = fs.open(entry.ino, libc::O_WRONLY).await.unwrap();
     fs.write(fh, 0, b"again".to_vec()).await.unwrap();
     fs.release(fh).await.unwrap();
     assert_eq!(fs.backend().inner().file_content(&format!("{DIR}/f")).unwrap(), b"again");

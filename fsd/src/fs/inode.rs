@@ -7,8 +7,12 @@
 //! below them. Numbers are never reused, so the generation is always 0.
 
 use std::collections::HashMap;
+use std::time::SystemTime;
 
 use crate::backend::FileKind;
+
+/// A file's content as the server describes it: its size and modification time.
+pub type Version = (u64, SystemTime);
 
 /// An inode number.
 pub type Ino = u64;
@@ -27,6 +31,8 @@ struct Inode {
     children: usize,
     /// False once unlinked or replaced: the inode lives on only for the kernel's references.
     linked: bool,
+    /// The version of the content the kernel's page cache holds, as found at the last open.
+    cached: Option<Version>,
 }
 
 #[derive(Debug)]
@@ -45,6 +51,7 @@ impl Default for InodeTable {
             lookups: 1,
             children: 0,
             linked: true,
+            cached: None,
         };
         Self {
             inodes: HashMap::from([(ROOT, root)]),
@@ -66,6 +73,23 @@ impl InodeTable {
         }
         names.reverse();
         Some(names)
+    }
+
+    /// Whether the kernel may keep its cached pages of `ino` at an open that found the file at
+    /// `version`: only if the last open found the same. `version` is what the cache holds from
+    /// now on.
+    pub fn keep_cache(&mut self, ino: Ino, version: Version) -> bool {
+        self.inodes
+            .get_mut(&ino)
+            .is_some_and(|inode| inode.cached.replace(version) == Some(version))
+    }
+
+    /// The kernel's cached pages of `ino` may differ from the server (a handle that wrote was
+    /// closed; a write may have failed): the next open drops them.
+    pub fn content_changed(&mut self, ino: Ino) {
+        if let Some(inode) = self.inodes.get_mut(&ino) {
+            inode.cached = None;
+        }
     }
 
     /// The parent of a directory (the root is its own parent).
@@ -100,6 +124,7 @@ impl InodeTable {
                 lookups: 1,
                 children: 0,
                 linked: true,
+                cached: None,
             },
         );
         self.by_name.insert((parent, name.to_owned()), ino);

@@ -6,6 +6,7 @@
 pub mod schema;
 mod verify;
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -183,7 +184,9 @@ impl AftStore for Database {
     }
 }
 
-/// The body of one batch's transaction: all inserts, then all `get_end` updates.
+/// The body of one batch's transaction: all inserts, then all `get_end` updates (so that a
+/// `get_end` finds a Get row inserted earlier in the same batch). A `get_end` is answered with
+/// its `aft_index` if that names a Get row, else refused alone.
 fn apply(conn: &mut AnyConnection, commands: &[Command]) -> QueryResult<Vec<Result<i64, Invalid>>> {
     let records: Vec<&AftRecord> = commands
         .iter()
@@ -192,36 +195,44 @@ fn apply(conn: &mut AnyConnection, commands: &[Command]) -> QueryResult<Vec<Resu
             Command::GetEnd { .. } => None,
         })
         .collect();
-    let mut indexes = match conn {
-        AnyConnection::Postgres(pg) => insert_postgres(pg, &records)?,
-        AnyConnection::Sqlite(sqlite) => insert_sqlite(sqlite, &records)?,
-    }
-    .into_iter();
-    commands
+    let ends: Vec<(i64, i64)> = commands
         .iter()
-        .map(|command| match command {
-            Command::Insert(_) => Ok(Ok(indexes.next().expect("one index per insert"))),
+        .filter_map(|c| match c {
             Command::GetEnd {
                 aft_index,
                 bytes_transferred,
-            } => {
-                let updated = diesel::update(
-                    aft_log::table
-                        .filter(aft_log::aft_index.eq(aft_index))
-                        .filter(aft_log::method.eq(schema::GET)),
-                )
-                .set(aft_log::bytes_transferred.eq(bytes_transferred))
-                .execute(conn)?;
-                Ok(match updated {
-                    0 => Err(Invalid::new(
-                        "aft_index",
-                        format!("there is no Get row with aft_index {aft_index}"),
-                    )),
-                    _ => Ok(*aft_index),
-                })
-            }
+            } => Some((*aft_index, *bytes_transferred)),
+            Command::Insert(_) => None,
         })
-        .collect()
+        .collect();
+    let (indexes, updated) = match conn {
+        AnyConnection::Postgres(pg) => {
+            (insert_postgres(pg, &records)?, update_postgres(pg, &ends)?)
+        }
+        AnyConnection::Sqlite(sqlite) => (
+            insert_sqlite(sqlite, &records)?,
+            update_sqlite(sqlite, &ends)?,
+        ),
+    };
+    let mut indexes = indexes.into_iter();
+    Ok(commands
+        .iter()
+        .map(|command| match command {
+            Command::Insert(_) => Ok(indexes.next().expect("one index per insert")),
+            Command::GetEnd { aft_index, .. } if updated.contains(aft_index) => Ok(*aft_index),
+            Command::GetEnd { aft_index, .. } => Err(Invalid::new(
+                "aft_index",
+                format!("there is no Get row with aft_index {aft_index}"),
+            )),
+        })
+        .collect())
+}
+
+/// One `aft_index` returned by a statement written in SQL.
+#[derive(QueryableByName)]
+struct AftIndex {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    aft_index: i64,
 }
 
 /// Inserts `records` on PostgreSQL. One record is one `INSERT … RETURNING aft_index`. More go
@@ -245,18 +256,13 @@ fn insert_postgres(
         }
         _ => {}
     }
-    #[derive(QueryableByName)]
-    struct Drawn {
-        #[diesel(sql_type = BigInt)]
-        aft_index: i64,
-    }
     let count = i32::try_from(records.len()).expect("a batch is at most 10,000 events");
     let indexes: Vec<i64> = diesel::sql_query(
         "SELECT nextval(pg_get_serial_sequence('aft_log', 'aft_index')) AS aft_index \
          FROM generate_series(1, $1)",
     )
     .bind::<Integer, _>(count)
-    .load::<Drawn>(conn)?
+    .load::<AftIndex>(conn)?
     .into_iter()
     .map(|d| d.aft_index)
     .collect();
@@ -302,6 +308,58 @@ fn insert_sqlite(
                 .get_result(conn)
         })
         .collect()
+}
+
+/// Sets `bytes_transferred` of the Get rows named by `ends` (`(aft_index, bytes_transferred)`
+/// of each `get_end`, in batch order) on PostgreSQL, in one statement whatever their number: the
+/// values go in as columns of arrays (`UPDATE … FROM unnest(…)`), and the server returns the
+/// `aft_index`es of the rows updated. An `aft_index` named twice takes its last value, as one
+/// `UPDATE` per `get_end` in order would (given both, PostgreSQL would update the row once, with
+/// either value).
+fn update_postgres(
+    conn: &mut diesel::PgConnection,
+    ends: &[(i64, i64)],
+) -> QueryResult<HashSet<i64>> {
+    use diesel::sql_types::{Array, BigInt, Text};
+    if ends.is_empty() {
+        return Ok(HashSet::new());
+    }
+    // Later values replace earlier ones.
+    let last: HashMap<i64, i64> = ends.iter().copied().collect();
+    let (indexes, bytes): (Vec<i64>, Vec<i64>) = last.into_iter().unzip();
+    diesel::sql_query(
+        "UPDATE aft_log SET bytes_transferred = v.bytes_transferred \
+         FROM unnest($1::bigint[], $2::bigint[]) AS v(aft_index, bytes_transferred) \
+         WHERE aft_log.aft_index = v.aft_index AND aft_log.method = $3 \
+         RETURNING aft_log.aft_index",
+    )
+    .bind::<Array<BigInt>, _>(&indexes)
+    .bind::<Array<BigInt>, _>(&bytes)
+    .bind::<Text, _>(schema::GET)
+    .load::<AftIndex>(conn)
+    .map(|rows| rows.into_iter().map(|r| r.aft_index).collect())
+}
+
+/// The same on SQLite: one run of the same prepared `UPDATE` per `get_end`, in batch order (no
+/// round trips to save, as for inserts).
+fn update_sqlite(
+    conn: &mut diesel::SqliteConnection,
+    ends: &[(i64, i64)],
+) -> QueryResult<HashSet<i64>> {
+    let mut updated = HashSet::new();
+    for &(aft_index, bytes_transferred) in ends {
+        let rows = diesel::update(
+            aft_log::table
+                .filter(aft_log::aft_index.eq(aft_index))
+                .filter(aft_log::method.eq(schema::GET)),
+        )
+        .set(aft_log::bytes_transferred.eq(bytes_transferred))
+        .execute(conn)?;
+        if rows > 0 {
+            updated.insert(aft_index);
+        }
+    }
+    Ok(updated)
 }
 
 /// Sorts a failed transaction by what the writer should do about it.
@@ -505,6 +563,98 @@ mod tests {
             classify(DieselError::BrokenTransactionManager),
             StoreError::Unreachable(_)
         ));
+    }
+
+    /// Commits, on a fresh database, rows 1 (Get), 2 (Post) and 3 (Get), then a batch mixing
+    /// inserts with `get_end`s: of earlier rows, of a row inserted in the same batch, of one row
+    /// twice (the last value wins), of a Post row and of no row (each refused alone); and checks
+    /// the replies and the table.
+    fn get_ends_in_one_batch(config: mft_config::Database) {
+        let mut db = Database::open(&config).unwrap();
+        let get = || AftRecord {
+            method: schema::GET.into(),
+            ..record("a@x")
+        };
+        let end = |aft_index, bytes_transferred| Command::GetEnd {
+            aft_index,
+            bytes_transferred,
+        };
+        let earlier = [
+            Command::Insert(get()),
+            Command::Insert(record("b@x")),
+            Command::Insert(get()),
+        ];
+        assert_eq!(db.commit(&earlier).unwrap(), [Ok(1), Ok(2), Ok(3)]);
+        let batch = [
+            end(1, 10),
+            Command::Insert(get()),
+            end(3, 30),
+            end(4, 40),
+            end(1, 11),
+            end(2, 20),
+            end(99, 90),
+            Command::Insert(record("c@x")),
+        ];
+        let no_get_row = |n| {
+            Err(Invalid::new(
+                "aft_index",
+                format!("there is no Get row with aft_index {n}"),
+            ))
+        };
+        assert_eq!(
+            db.commit(&batch).unwrap(),
+            [
+                Ok(1),
+                Ok(4),
+                Ok(3),
+                Ok(4),
+                Ok(1),
+                no_get_row(2),
+                no_get_row(99),
+                Ok(5)
+            ]
+        );
+        // A batch of one get_end.
+        assert_eq!(db.commit(&[end(3, 31)]).unwrap(), [Ok(3)]);
+        let rows: Vec<(i64, String, i64)> = aft_log::table
+            .order(aft_log::aft_index)
+            .select((
+                aft_log::aft_index,
+                aft_log::method,
+                aft_log::bytes_transferred,
+            ))
+            .load(&mut connect(&config).unwrap())
+            .unwrap();
+        let expected = [
+            (1, "Get", 11),
+            (2, "Post", 0),
+            (3, "Get", 31),
+            (4, "Get", 40),
+            (5, "Post", 0),
+        ];
+        assert_eq!(
+            rows,
+            expected.map(|(index, method, bytes)| (index, method.to_owned(), bytes))
+        );
+    }
+
+    #[test]
+    fn sqlite_get_ends_in_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        get_ends_in_one_batch(mft_config::Database {
+            url: dir.path().join("aft_log.sqlite3").display().to_string(),
+            ..Default::default()
+        });
+    }
+
+    #[test]
+    fn postgres_get_ends_in_one_batch() {
+        let pg = mft_tests::Postgres::start().expect("start a throwaway PostgreSQL");
+        get_ends_in_one_batch(mft_config::Database {
+            kind: DatabaseKind::Postgres,
+            url: pg.create_database("mft_node_1").unwrap(),
+            ..Default::default()
+        });
     }
 
     /// A real SQLite database limited to a few pages: the batch that does not fit fails as full,

@@ -12,6 +12,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{
@@ -106,13 +107,22 @@ impl Mounted {
 }
 
 impl<B: SftpBackend> FuseFilesystem<B> {
-    /// Runs `op` on the runtime with the filesystem; it replies when done.
+    /// Runs `op` with the filesystem; it replies when done. It is polled once here, on the
+    /// dispatch thread: an operation answered without waiting (from fsd's caches, or a write
+    /// queued behind) replies at once, with no switch to a runtime thread; one that waits for
+    /// the server has sent its request by then, and finishes as a task on the runtime.
     fn run<F, Fut>(&self, op: F)
     where
         F: FnOnce(Arc<Filesystem<B>>) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.runtime.spawn(op(self.fs.clone()));
+        let _in_runtime = self.runtime.enter();
+        let mut operation = Box::pin(op(self.fs.clone()));
+        // A future registers the waker of its latest poll: the task's, once spawned.
+        let mut first_poll = Context::from_waker(Waker::noop());
+        if operation.as_mut().poll(&mut first_poll).is_pending() {
+            self.runtime.spawn(operation);
+        }
     }
 }
 

@@ -10,7 +10,7 @@
 //!
 //! Rows: one 1 GiB upload with curl (MB/s, median of 3); 100 KiB uploads, then 100 KiB
 //! downloads (round robin over 100 files), at concurrency 32 for 30 s with wrk (requests/s,
-//! p50/p99 latency). Prints a markdown table with ratios node / nginx. Needs root, /dev/fuse,
+//! p50/p99 latency), each after a `sync`. Prints a markdown table with ratios node / nginx. Needs root, /dev/fuse,
 //! sshfs, nginx, wrk, PostgreSQL, and the release binaries (`cargo build --release --bins`).
 //! `HTTPD_BENCH_SECS` shortens the 30 s rows for a quick run.
 
@@ -255,6 +255,9 @@ struct Load {
 }
 
 fn wrk(side: &dyn Side, script: &Path, env: &[(&'static str, String)], secs: u64) -> Result<Load> {
+    // Each row starts with the disk idle: the previous row's writes (three 1 GiB uploads) are
+    // on disk, not still being written back under this row's fsyncs.
+    run(&mut Command::new("sync"))?;
     let mut cmd = Command::new("wrk");
     cmd.args([
         "-t",

@@ -810,9 +810,14 @@ impl<B: SftpBackend> Filesystem<B> {
     /// The listing of the open directory `fh` (the kernel pages through it by index), taken
     /// now if this is the first call.
     pub async fn readdir(&self, fh: u64) -> FsResult<Arc<[ListedEntry]>> {
+        Ok(self.listed(fh).await?.1)
+    }
+
+    /// The directory of the open directory `fh` and its listing, taken now if not yet.
+    async fn listed(&self, fh: u64) -> FsResult<(Ino, Arc<[ListedEntry]>)> {
         let listing = self.listing(fh)?;
         let entries = listing.entries.get_or_try_init(|| self.list(listing.dir)).await?;
-        Ok(entries.clone())
+        Ok((listing.dir, entries.clone()))
     }
 
     fn listing(&self, fh: u64) -> FsResult<Listing> {
@@ -833,8 +838,7 @@ impl<B: SftpBackend> Filesystem<B> {
         offset: u64,
         mut add: impl FnMut(u64, &str, &InodeAttributes) -> bool,
     ) -> FsResult<()> {
-        let dir = self.listing(fh)?.dir;
-        let entries = self.readdir(fh).await?;
+        let (dir, entries) = self.listed(fh).await?;
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         for (index, entry) in entries.iter().enumerate().skip(start) {
             // The offset of an entry is where the next call starts.
@@ -1038,12 +1042,18 @@ mod tests {
     use std::ffi::OsStr;
 
     use super::*;
+    use crate::backend::fault::FaultyBackend;
     use crate::backend::memory::MemoryBackend;
 
     const ROOT_DIR: &str = "/srv/node_1";
 
     fn fs() -> Filesystem<MemoryBackend> {
         Filesystem::new(MemoryBackend::new(ROOT_DIR), ROOT_DIR)
+    }
+
+    /// A filesystem whose server can be disconnected ([`FaultyBackend::disconnect`]).
+    fn faulty_fs() -> Filesystem<FaultyBackend<MemoryBackend>> {
+        Filesystem::new(FaultyBackend::new(MemoryBackend::new(ROOT_DIR)), ROOT_DIR)
     }
 
     fn name(s: &str) -> &OsStr {
@@ -1321,8 +1331,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_directory_opened_only_to_be_fsynced_is_not_listed() {
-        use crate::backend::fault::FaultyBackend;
-        let fs = Filesystem::new(FaultyBackend::new(MemoryBackend::new(ROOT_DIR)), ROOT_DIR);
+        let fs = faulty_fs();
         let dir = fs.mkdir(ROOT, name("d"), 0o755).await.unwrap().ino;
         fs.backend().disconnect();
         let fh = fs.opendir(dir).await.expect("opendir asks the server nothing");
@@ -1503,8 +1512,7 @@ mod tests {
 
     #[tokio::test]
     async fn statfs_answers_are_reused_for_a_second() {
-        use crate::backend::fault::FaultyBackend;
-        let fs = Filesystem::new(FaultyBackend::new(MemoryBackend::new(ROOT_DIR)), ROOT_DIR);
+        let fs = faulty_fs();
         let first = fs.statfs().await.unwrap();
         fs.backend().disconnect();
         assert_eq!(fs.statfs().await.unwrap(), first, "within STATFS_TTL, from the last answer");

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant, SystemTime};
 use fuser::{
     Errno, FileAttr, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
     LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, Request, SessionACL, TimeOrNow, WriteFlags,
+    IoctlFlags, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl,
+    ReplyOpen, ReplyStatfs, ReplyWrite, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 
 use crate::backend::{FileKind, SftpBackend};
@@ -217,6 +217,24 @@ impl<B: SftpBackend> fuser::Filesystem for FuseFilesystem<B> {
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
         reply.error(Errno::ENOSYS);
+    }
+
+    // A file on the server is not a device: every ioctl is "inappropriate" (ENOTTY), which is
+    // what `isatty(3)` expects. The kernel asks for each call (it does not remember an
+    // ENOSYS here, unlike the xattrs above), and Python's `open()` calls `isatty` on every
+    // file it opens: this answers quietly, where fuser's default logs a warning each time.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {

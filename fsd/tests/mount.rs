@@ -7,6 +7,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -197,6 +198,19 @@ fn files_written_through_the_mount_land_on_the_server() -> Result<()> {
     // Truncating open (cp onto an existing file).
     fs::write(mount.path(&final_path), b"short")?;
     ensure!(fs::read(mount.on_server(&final_path))? == b"short");
+
+    // isatty(3) on a file (Python's open() asks, for every file): not a terminal, and quietly.
+    let file = File::open(mount.path(&final_path))?;
+    // SAFETY: `file` is open for the duration of the call.
+    let tty = unsafe { libc::isatty(file.as_raw_fd()) };
+    let errno = std::io::Error::last_os_error().raw_os_error();
+    ensure!(tty == 0 && errno == Some(libc::ENOTTY), "isatty: {tty}, {errno:?}");
+    drop(file);
+    ensure!(
+        !mount.fsd.log_text().contains("Not Implemented"),
+        "fsd logged an unanswered request:\n{}",
+        mount.fsd.log_text()
+    );
 
     // Listing, stat.
     ensure!(

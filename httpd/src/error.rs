@@ -5,7 +5,6 @@
 //! new variant (here or in `logd::LogdError`) forces a decision. The error is logged once, with its
 //! cause chain, when it becomes a response; the client's message never carries internal details.
 
-
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};

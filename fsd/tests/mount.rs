@@ -32,12 +32,13 @@ struct Mount {
     _dir: tempfile::TempDir,
 }
 
-/// The node configuration for fsd against `sshd`, pinning `host_key`, with a short keepalive.
-fn write_config(dir: &Path, sshd: &Sshd, host_key: &str, mount_point: &Path) -> Result<PathBuf> {
+/// The node configuration for fsd against `sshd`, mounting at `dir/store`, with a short
+/// keepalive; `configure` changes it before it is written.
+fn write_config(dir: &Path, sshd: &Sshd, configure: impl FnOnce(&mut NodeToml)) -> Result<PathBuf> {
     let mut toml = NodeToml::new(sshd, NODE, dir)?;
-    toml.host_key = host_key.to_owned();
-    toml.mount_point = mount_point.to_owned();
+    toml.mount_point = dir.join("store");
     toml.keepalive_secs = Some(2);
+    configure(&mut toml);
     toml.write()
 }
 
@@ -68,14 +69,19 @@ fn fsd_command(config: &Path, args: &[&str]) -> Result<(bool, String, String)> {
 
 impl Mount {
     fn start(sshd: &Sshd) -> Result<Self> {
-        Self::start_with(sshd, |_| {})
+        Self::start_with(sshd, |_| {}, |_| {})
     }
 
-    fn start_with(sshd: &Sshd, setup: impl FnOnce(&mut Command)) -> Result<Self> {
+    /// fsd with its configuration changed by `configure` and its command by `setup`.
+    fn start_with(
+        sshd: &Sshd,
+        configure: impl FnOnce(&mut NodeToml),
+        setup: impl FnOnce(&mut Command),
+    ) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("mft-fsd-").tempdir()?;
         // Not created in advance: fsd makes its mount point.
         let mount_point = dir.path().join("store");
-        let config = write_config(dir.path(), sshd, &sshd.host_key_line, &mount_point)?;
+        let config = write_config(dir.path(), sshd, configure)?;
         let mut fsd = spawn_fsd_with(dir.path(), &config, setup)?;
         let server_dir = sshd.node_directory(NODE)?;
         let message = format!(
@@ -339,7 +345,7 @@ fn a_wrong_host_key_is_refused_and_nothing_is_mounted() -> Result<()> {
 
     let dir = tempfile::tempdir()?;
     let mount_point = dir.path().join("store");
-    let config = write_config(dir.path(), &sshd, &pinned, &mount_point)?;
+    let config = write_config(dir.path(), &sshd, |toml| toml.host_key = pinned)?;
     let mut fsd = spawn_fsd(dir.path(), &config)?;
     let status = fsd.wait_exit(Duration::from_secs(15))?;
     let log = fsd.log_text();
@@ -464,7 +470,7 @@ fn systemd_hears_ready_then_stopping() -> Result<()> {
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path)?;
     socket.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let mut mount = Mount::start_with(&sshd, |cmd| {
+    let mut mount = Mount::start_with(&sshd, |_| {}, |cmd| {
         cmd.env("NOTIFY_SOCKET", &socket_path);
     })?;
     let mut buf = [0u8; 256];
@@ -517,17 +523,32 @@ fn check_reports_the_seven_tests_and_the_status_file_carries_them() -> Result<()
 }
 
 #[test]
+fn a_server_under_the_free_space_threshold_raises_the_alarm_and_still_takes_files() -> Result<()> {
+    let sshd = Sshd::start()?;
+    // No disk in use is 100 % free: this threshold is always crossed.
+    let mount = Mount::start_with(&sshd, |toml| toml.free_space_warn_percent = 100, |_| {})?;
+    let (ok, out, err) = fsd_command(&mount.config(), &["check"])?;
+    ensure!(!ok, "check passed under the threshold:\n{out}{err}");
+    ensure!(out.contains("FAIL free_space: ") && out.contains("threshold 100%"), "{out}");
+    ensure!(out.lines().filter(|l| l.starts_with("PASS ")).count() == 6, "{out}");
+    wait_until(Duration::from_secs(15), "the alarm in the status file", || {
+        mount.status().is_ok_and(|s| s.alarms == ["MftExtFsFreeSpaceWarn"] && s.connected)
+    })?;
+    let log = mount.fsd.log_text();
+    ensure!(log.contains("MftExtFsFreeSpaceWarn raised: "), "{log}");
+    // The alarm warns; it does not refuse files.
+    write_synced(&mount.path("still.txt"), b"taken")?;
+    ensure!(fs::read(mount.on_server("still.txt"))? == b"taken");
+    Ok(())
+}
+
+#[test]
 fn keygen_makes_rotates_and_guards_the_node_key() -> Result<()> {
     let sshd = Sshd::start()?;
     let dir = tempfile::tempdir()?;
     let key = dir.path().join("keys/node_key");
     fs::create_dir(dir.path().join("keys"))?;
-    let config = write_config(dir.path(), &sshd, &sshd.host_key_line, &dir.path().join("store"))?;
-    let text = fs::read_to_string(&config)?.replace(
-        &format!("private_key = \"{}\"", sshd.client_key.display()),
-        &format!("private_key = \"{}\"", key.display()),
-    );
-    fs::write(&config, text)?;
+    let config = write_config(dir.path(), &sshd, |toml| toml.client_key = key.clone())?;
 
     let (ok, first, err) = fsd_command(&config, &["keygen"])?;
     ensure!(ok, "{first}{err}");

@@ -36,6 +36,9 @@ pub struct NodeToml {
     pub database: Database,
     /// `fsd.keepalive_secs`, when not the default.
     pub keepalive_secs: Option<u64>,
+    /// `fsd.free_space_warn_percent`. 1 by default, not the node's 10: how full the test
+    /// machine's own disk is must not decide whether a test sees `MftExtFsFreeSpaceWarn`.
+    pub free_space_warn_percent: u8,
     /// More lines for `[http]`, e.g. `"request_timeout_secs = 2\n"`.
     pub http_extra: String,
 }
@@ -55,6 +58,7 @@ impl NodeToml {
             http_port: 7336,
             database: Database::Sqlite,
             keepalive_secs: None,
+            free_space_warn_percent: 1,
             http_extra: String::new(),
         })
     }
@@ -102,6 +106,7 @@ token_secrets = ["test-secret-0123456789abcdef0123456789"]
 {http_extra}
 [fsd]
 status_file = "{fsd_status}"
+free_space_warn_percent = {free_space}
 {keepalive}"#,
             id = self.id,
             http_port = self.http_port,
@@ -113,6 +118,7 @@ status_file = "{fsd_status}"
             database_url = self.database_url(),
             socket = self.dir.join("logd.sock").display(),
             fsd_status = self.dir.join("fsd-status.json").display(),
+            free_space = self.free_space_warn_percent,
             http_extra = self.http_extra,
         )
     }

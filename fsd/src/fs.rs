@@ -613,6 +613,27 @@ impl<B: SftpBackend> Filesystem<B> {
         Ok((entry, fh))
     }
 
+    /// `mknod(2)`: makes the empty regular file `name` in `parent`, only if it does not exist,
+    /// and closes it again. SFTP cannot make FIFOs, sockets or device nodes: for any `kind`
+    /// (`mode & S_IFMT`) but `S_IFREG` nothing is sent and the answer is EPERM, as from a
+    /// filesystem on disk that cannot hold them.
+    pub async fn mknod(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        kind: u32,
+        perm: u16,
+    ) -> FsResult<InodeAttributes> {
+        if kind != libc::S_IFREG {
+            return Err(FsError::SpecialFile(kind));
+        }
+        let (entry, fh) = self
+            .create(parent, name, perm, libc::O_WRONLY | libc::O_EXCL)
+            .await?;
+        self.release(fh).await?;
+        Ok(entry)
+    }
+
     /// Opens `ino` with POSIX open `flags`; returns the handle for reads and writes, and whether
     /// the kernel may keep the pages it cached of the file: yes when the server shows the same
     /// size and modification time as at the last open, and no handle wrote to it since.
@@ -1192,6 +1213,23 @@ mod tests {
             .await
             .unwrap();
         fs.release(fh).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn mknod_makes_empty_regular_files_only() {
+        let fs = fs();
+        let entry = fs.mknod(ROOT, name("n"), libc::S_IFREG, 0o640).await.unwrap();
+        assert_eq!((entry.attrs.size, entry.attrs.perm), (0, 0o640));
+        let server = fs.backend();
+        assert_eq!(server.file_content("/srv/node_1/n").unwrap(), b"");
+        assert_eq!(server.open_handles(), 0, "closed again");
+        let err = fs.mknod(ROOT, name("n"), libc::S_IFREG, 0o640).await.unwrap_err();
+        assert_eq!(err.errno(), libc::EEXIST, "{err}");
+        for kind in [libc::S_IFIFO, libc::S_IFSOCK, libc::S_IFCHR, libc::S_IFBLK] {
+            let err = fs.mknod(ROOT, name("special"), kind, 0o640).await.unwrap_err();
+            assert_eq!(err.errno(), libc::EPERM, "{err}");
+        }
+        assert_eq!(names_in(&fs, ROOT).await, [".", "..", "n"]);
     }
 
     #[tokio::test]

@@ -355,6 +355,26 @@ impl<B: SftpBackend> fuser::Filesystem for FuseFilesystem<B> {
         });
     }
 
+    fn mknod(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        log::trace!("mknod(parent {parent}, {name:?}, {mode:o})");
+        let name = name.to_owned();
+        self.run(|fs| async move {
+            match fs.mknod(parent.0, &name, mode & libc::S_IFMT, perm(mode, umask)).await {
+                Ok(entry) => reply.entry(&ATTR_TTL, &file_attr(&entry), Generation(0)),
+                Err(e) => reply.error(fail("mknod", &e)),
+            }
+        });
+    }
+
     fn symlink(
         &self,
         _req: &Request,

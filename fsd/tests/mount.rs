@@ -397,6 +397,15 @@ fn links_modes_times_and_truncation_reach_the_server() -> Result<()> {
         fs::metadata(mount.path("b")).is_ok_and(|m| m.len() == 3)
     })?;
 
+    // mknod makes regular files; SFTP has no FIFOs (or sockets, or devices).
+    let mode = nix::sys::stat::Mode::from_bits_truncate(0o640);
+    nix::sys::stat::mknod(&mount.path("empty"), nix::sys::stat::SFlag::S_IFREG, mode, 0)?;
+    let made = fs::metadata(mount.on_server("empty"))?;
+    ensure!(made.is_file() && made.len() == 0, "{made:?}");
+    let err = nix::unistd::mkfifo(&mount.path("fifo"), mode).unwrap_err();
+    ensure!(err == nix::errno::Errno::EPERM, "{err}");
+    ensure!(!mount.fsd.log_text().contains("Not Implemented"), "{}", mount.fsd.log_text());
+
     // Names SFTP cannot carry.
     let long = "x".repeat(256);
     let err = File::create(mount.path(&long)).unwrap_err();

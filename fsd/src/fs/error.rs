@@ -31,6 +31,8 @@ pub enum FsError {
     NoSpace(SftpError),
     #[error("rename flags {0:#x} are not supported")]
     UnsupportedRename(u32),
+    #[error("SFTP cannot make a file of type {0:#o} (only regular files)")]
+    SpecialFile(u32),
 }
 
 pub type FsResult<T> = Result<T, FsError>;
@@ -66,6 +68,7 @@ impl FsError {
             Self::NameTooLong(_) => libc::ENAMETOOLONG,
             Self::NoSpace(_) => libc::ENOSPC,
             Self::UnsupportedRename(_) => libc::EINVAL,
+            Self::SpecialFile(_) => libc::EPERM,
         }
     }
 
@@ -78,6 +81,7 @@ impl FsError {
                 | libc::EEXIST
                 | libc::ENOTEMPTY
                 | libc::EACCES
+                | libc::EPERM
                 | libc::EINVAL
                 | libc::ENAMETOOLONG
         )
@@ -128,6 +132,7 @@ mod tests {
                 libc::ENOSPC,
             ),
             (FsError::UnsupportedRename(2), libc::EINVAL),
+            (FsError::SpecialFile(libc::S_IFIFO), libc::EPERM),
         ];
         for (error, errno) in cases {
             assert_eq!(error.errno(), errno, "{error:?}");

@@ -23,7 +23,7 @@ use fuser::{
 };
 
 use crate::backend::{FileKind, SftpBackend};
-use crate::fs::{AttributeChanges, Filesystem, FsError, InodeAttributes, ATTR_TTL};
+use crate::fs::{AttributeChanges, Filesystem, FsError, FsResult, InodeAttributes, ATTR_TTL};
 
 /// The largest write the kernel sends in one request.
 pub const MAX_WRITE: u32 = 1024 * 1024;
@@ -174,6 +174,14 @@ fn time(t: TimeOrNow) -> SystemTime {
     match t {
         TimeOrNow::SpecificTime(t) => t,
         TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+/// Answers an operation that made a name (mkdir, mknod, symlink, link) with its entry.
+fn reply_entry(reply: ReplyEntry, op: &str, made: FsResult<InodeAttributes>) {
+    match made {
+        Ok(entry) => reply.entry(&ATTR_TTL, &file_attr(&entry), Generation(0)),
+        Err(e) => reply.error(fail(op, &e)),
     }
 }
 
@@ -348,10 +356,7 @@ impl<B: SftpBackend> fuser::Filesystem for FuseFilesystem<B> {
         log::trace!("mkdir(parent {parent}, {name:?}, {mode:o})");
         let name = name.to_owned();
         self.run(|fs| async move {
-            match fs.mkdir(parent.0, &name, perm(mode, umask)).await {
-                Ok(entry) => reply.entry(&ATTR_TTL, &file_attr(&entry), Generation(0)),
-                Err(e) => reply.error(fail("mkdir", &e)),
-            }
+            reply_entry(reply, "mkdir", fs.mkdir(parent.0, &name, perm(mode, umask)).await);
         });
     }
 
@@ -368,10 +373,8 @@ impl<B: SftpBackend> fuser::Filesystem for FuseFilesystem<B> {
         log::trace!("mknod(parent {parent}, {name:?}, {mode:o})");
         let name = name.to_owned();
         self.run(|fs| async move {
-            match fs.mknod(parent.0, &name, mode & libc::S_IFMT, perm(mode, umask)).await {
-                Ok(entry) => reply.entry(&ATTR_TTL, &file_attr(&entry), Generation(0)),
-                Err(e) => reply.error(fail("mknod", &e)),
-            }
+            let made = fs.mknod(parent.0, &name, mode & libc::S_IFMT, perm(mode, umask)).await;
+            reply_entry(reply, "mknod", made);
         });
     }
 
@@ -386,10 +389,7 @@ impl<B: SftpBackend> fuser::Filesystem for FuseFilesystem<B> {
         log::trace!("symlink(parent {parent}, {link_name:?} -> {target:?})");
         let (name, target) = (link_name.to_owned(), target.as_os_str().to_owned());
         self.run(|fs| async move {
-            match fs.symlink(parent.0, &name, &target).await {
-                Ok(entry) => reply.entry(&ATTR_TTL, &file_attr(&entry), Generation(0)),
-                Err(e) => reply.error(fail("symlink", &e)),
-            }
+            reply_entry(reply, "symlink", fs.symlink(parent.0, &name, &target).await);
         });
     }
 
@@ -414,10 +414,7 @@ impl<B: SftpBackend> fuser::Filesystem for FuseFilesystem<B> {
         log::trace!("link(inode {ino}, parent {newparent}, {newname:?})");
         let name = newname.to_owned();
         self.run(|fs| async move {
-            match fs.link(ino.0, newparent.0, &name).await {
-                Ok(entry) => reply.entry(&ATTR_TTL, &file_attr(&entry), Generation(0)),
-                Err(e) => reply.error(fail("link", &e)),
-            }
+            reply_entry(reply, "link", fs.link(ino.0, newparent.0, &name).await);
         });
     }
 

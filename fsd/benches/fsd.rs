@@ -191,9 +191,13 @@ fn main() -> Result<()> {
     let mut rows: Vec<(&str, Vec<Duration>)> = Vec::new();
     let mut measure = |label: &'static str, f: &dyn Fn(&Client, usize) -> Result<Duration>| -> Result<()> {
         let mut per_client = vec![Vec::new(); clients.len()];
-        // Runs interleaved, so a slow moment of the machine hits every client alike.
+        // Runs interleaved, the order turned by one every run, so that a slow moment of the
+        // machine, and what one client leaves behind for the next (blocks to free, pages to
+        // write back), hit every client alike.
         for run in 0..RUNS {
-            for (i, client) in clients.iter().enumerate() {
+            for turn in 0..clients.len() {
+                let i = (turn + run) % clients.len();
+                let client = &clients[i];
                 let took = f(client, run).with_context(|| format!("{label} on {}", client.name))?;
                 eprintln!("{label:<28} {:<10} run {run}: {took:.2?}", client.name);
                 per_client[i].push(took);

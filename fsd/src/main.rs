@@ -83,8 +83,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// The runtime's worker threads. One: fsd's network work is one SSH connection whose session
+/// task (framing, encryption) runs on one thread whatever the count, and every further worker
+/// adds hand-offs between threads, each a sleep and a wake-up (see "Threads" in
+/// docs/fsd-semantics.md for the measurements).
+const RUNTIME_WORKERS: usize = 1;
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(RUNTIME_WORKERS)
         .enable_all()
         .thread_name("fsd")
         .build()

@@ -8,6 +8,7 @@
 
 pub mod fault;
 pub mod memory;
+mod sftp;
 pub mod ssh;
 
 use std::future::Future;
@@ -191,12 +192,13 @@ pub trait SftpBackend: Send + Sync + 'static {
         len: u32,
     ) -> impl Future<Output = SftpResult<Vec<u8>>> + Send;
 
-    /// Writes all of `data` at `offset`; returns once the server has acknowledged it.
+    /// Writes all of `data` at `offset`; returns once the server has acknowledged it. `data`
+    /// is taken whole, so that it can be sent without a copy.
     fn write(
         &self,
         handle: &Self::Handle,
         offset: u64,
-        data: &[u8],
+        data: Vec<u8>,
     ) -> impl Future<Output = SftpResult<()>> + Send;
 
     /// Makes the file's data durable on the server's disk (`fsync@openssh.com`).

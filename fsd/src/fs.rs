@@ -722,11 +722,10 @@ impl<B: SftpBackend> Filesystem<B> {
                     (backend.clone(), handle.clone(), counters.clone());
                 async move {
                     counters.ops.fetch_add(1, Ordering::Relaxed);
-                    let written = bounded(timeout, backend.write(&handle, offset, &data)).await;
+                    let len = data.len() as u64;
+                    let written = bounded(timeout, backend.write(&handle, offset, data)).await;
                     if written.is_ok() {
-                        counters
-                            .bytes_written
-                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+                        counters.bytes_written.fetch_add(len, Ordering::Relaxed);
                     }
                     written
                 }
@@ -1353,7 +1352,7 @@ mod tests {
         // Changed on the server by someone else: another size.
         let server = fs.backend();
         let handle = server.open(&below(ROOT_DIR, "f"), OpenOptions { write: true, ..OpenOptions::default() }, 0).await.unwrap();
-        server.write(&handle, 5, b" and more").await.unwrap();
+        server.write(&handle, 5, b" and more".to_vec()).await.unwrap();
         server.close(&handle).await.unwrap();
         lock(&fs.cache).forget(&below(ROOT_DIR, "f"));
         assert!(!open_keeps(libc::O_RDONLY).await, "the server's size changed");
@@ -1392,7 +1391,7 @@ mod tests {
                 ..OpenOptions::default()
             };
             let handle = server.open(&below(ROOT_DIR, file), options, 0o640).await.unwrap();
-            server.write(&handle, 0, &vec![1; len]).await.unwrap();
+            server.write(&handle, 0, vec![1; len]).await.unwrap();
             server.close(&handle).await.unwrap();
         }
         let fh = fs.opendir(ROOT).await.unwrap();

@@ -126,7 +126,7 @@ impl<B: SftpBackend> SftpBackend for FaultyBackend<B> {
         self.serve(self.inner.read(&handle.inner, offset, len)).await
     }
 
-    async fn write(&self, handle: &Self::Handle, offset: u64, data: &[u8]) -> SftpResult<()> {
+    async fn write(&self, handle: &Self::Handle, offset: u64, data: Vec<u8>) -> SftpResult<()> {
         self.check(handle)?;
         self.serve(async {
             if let Some(left) = self.writes_left.lock().expect("writes lock").as_mut() {

@@ -287,7 +287,7 @@ impl SftpBackend for MemoryBackend {
         Ok(data[start..end].to_vec())
     }
 
-    async fn write(&self, handle: &MemoryHandle, offset: u64, data: &[u8]) -> SftpResult<()> {
+    async fn write(&self, handle: &MemoryHandle, offset: u64, data: Vec<u8>) -> SftpResult<()> {
         let mut state = self.lock();
         let open = state.handle(handle)?;
         if !open.options.write {
@@ -304,7 +304,7 @@ impl SftpBackend for MemoryBackend {
         if file.data.len() < end {
             file.data.resize(end, 0);
         }
-        file.data[start..end].copy_from_slice(data);
+        file.data[start..end].copy_from_slice(&data);
         file.mtime = SystemTime::now();
         Ok(())
     }

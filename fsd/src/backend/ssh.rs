@@ -1,6 +1,7 @@
 //! The real file server: one SSH connection (`russh`) carrying a pool of SFTP sessions
-//! (`russh-sftp`), with the server's host key pinned and the node's key for authentication,
-//! watched by keepalives and re-established in the background when it is lost.
+//! ([`SftpChannel`]: fsd's own framing, with russh-sftp's packet types), with the server's host
+//! key pinned and the node's key for authentication, watched by keepalives and re-established
+//! in the background when it is lost.
 //!
 //! **Connection.** [`SshBackend::connect`] makes the first connection (startup fails if it
 //! cannot). A supervisor task then watches it: when it closes (the server went away, or
@@ -10,14 +11,14 @@
 //! backoff ([`BACKOFF_MIN`] to [`BACKOFF_MAX`]). Handles opened on a lost connection stay
 //! invalid ([`SftpError::HandleLost`]): the server closed them with the connection.
 //!
-//! **Sessions and the handle defect.** russh-sftp 3.0.1 decodes SFTP handles as UTF-8 strings,
-//! lossily. OpenSSH's handles are 4-byte big-endian slot numbers, reused from a free list, so a
-//! session never holding more than 128 handles at once only ever sees slots 0–127, which are valid
-//! one-byte UTF-8; the 129th would come back mangled and its writes and close would fail. So
-//! every session is kept under [`HANDLES_PER_SESSION`] open handles: an open goes to the least
-//! loaded session, and when every session is full a new one (SSH channel) is opened, up to
-//! [`MAX_SESSIONS`] (and the server's `MaxSessions`). Only then does `open` fail with
-//! [`SftpError::TooManyOpenFiles`].
+//! **Sessions and the handle defect.** russh-sftp 3.0.1, whose decoder fsd uses, decodes SFTP
+//! handles as UTF-8 strings, lossily. OpenSSH's handles are 4-byte big-endian slot numbers,
+//! reused from a free list, so a session never holding more than 128 handles at once only ever
+//! sees slots 0–127, which are valid one-byte UTF-8; the 129th would come back mangled and its
+//! writes and close would fail. So every session is kept under [`HANDLES_PER_SESSION`] open
+//! handles: an open goes to the least loaded session, and when every session is full a new one
+//! (SSH channel) is opened, up to [`MAX_SESSIONS`] (and the server's `MaxSessions`). Only then
+//! does `open` fail with [`SftpError::TooManyOpenFiles`].
 //!
 //! Reads and writes are split into requests of at most [`MAX_CHUNK`] bytes (or the server's
 //! `limits@openssh.com`, if smaller) that are all sent at once.
@@ -27,15 +28,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use futures_util::future::join_all;
 use mft_config::FileServer;
 use russh::client;
 use russh::keys::{Algorithm, HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh_sftp::client::error::Error as ClientError;
 use russh_sftp::client::rawsession::Limits;
-use russh_sftp::client::RawSftpSession;
 use russh_sftp::protocol::{self, FileAttributes, OpenFlags, Packet};
 use tokio::sync::watch;
+
+use super::sftp::SftpChannel;
 
 use super::{
     Attributes, DirEntry, FileKind, FsStats, OpenOptions, SetAttributes, SftpBackend, SftpError,
@@ -59,7 +62,7 @@ const _: () = assert!(
 const READDIRS_IN_FLIGHT: usize = 8;
 /// The largest read or write request; OpenSSH accepts up to 255 KiB.
 pub const MAX_CHUNK: u32 = 256 * 1024;
-/// How long one SFTP request may wait for its answer on a live connection.
+/// How long one SFTP request may take, sent and answered, on a live connection.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long making a connection (TCP, key exchange, authentication, sessions) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -170,7 +173,7 @@ impl client::Handler for ServerCheck {
 }
 
 /// The SFTP sessions of one connection and the handles each holds.
-struct Pool<S = RawSftpSession> {
+struct Pool<S = SftpChannel> {
     sessions: Vec<Arc<S>>,
     handles: Vec<usize>,
 }
@@ -218,7 +221,7 @@ impl Drop for HandleSlot {
 /// An open file on the server; its session slot is given back when it is dropped.
 pub struct RemoteHandle {
     handle: String,
-    session: Arc<RawSftpSession>,
+    session: Arc<SftpChannel>,
     slot: HandleSlot,
 }
 
@@ -487,14 +490,14 @@ impl Connection {
     }
 
     /// A session for a request without a handle (round robin).
-    fn any_session(&self) -> Arc<RawSftpSession> {
+    fn any_session(&self) -> Arc<SftpChannel> {
         let pool = self.pool.lock().expect("pool lock");
         let next = self.next_session.fetch_add(1, Ordering::Relaxed);
         pool.sessions[next % pool.sessions.len()].clone()
     }
 
     /// A place for one more handle, adding a session when every one is full.
-    async fn take_slot(self: &Arc<Self>) -> SftpResult<(HandleSlot, Arc<RawSftpSession>)> {
+    async fn take_slot(self: &Arc<Self>) -> SftpResult<(HandleSlot, Arc<SftpChannel>)> {
         let taken = |connection: &Arc<Self>| {
             let (index, session) = connection.pool.lock().expect("pool lock").take()?;
             let slot = HandleSlot {
@@ -551,7 +554,7 @@ impl Connection {
     /// Sends an `@openssh.com` extension request that answers with a status.
     async fn extended_status(
         &self,
-        session: &RawSftpSession,
+        session: &SftpChannel,
         request: &str,
         data: Vec<u8>,
     ) -> SftpResult<()> {
@@ -613,10 +616,10 @@ fn cipher_preference(aes_hardware: bool) -> &'static [russh::cipher::Name] {
     }
 }
 
-/// Opens one SFTP session on `ssh` and applies the server's limits to it.
+/// Opens one SFTP session on `ssh`; returns it with the server's limits.
 async fn open_session(
     ssh: &client::Handle<ServerCheck>,
-) -> Result<(RawSftpSession, Limits), String> {
+) -> Result<(SftpChannel, Limits), String> {
     let channel = ssh
         .channel_open_session()
         .await
@@ -625,9 +628,9 @@ async fn open_session(
         .request_subsystem(true, "sftp")
         .await
         .map_err(|e| e.to_string())?;
-    let mut session = RawSftpSession::new(channel.into_stream());
-    session.set_timeout(REQUEST_TIMEOUT.as_secs());
-    let version = session.init().await.map_err(|e| e.to_string())?;
+    let (session, version) = SftpChannel::start(channel, REQUEST_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
     for extension in [POSIX_RENAME, FSYNC, STATVFS, HARDLINK] {
         if !version.extensions.contains_key(extension) {
             log::warn!(
@@ -638,7 +641,6 @@ async fn open_session(
     let mut limits = Limits::default();
     if version.extensions.contains_key(LIMITS) {
         limits = session.limits().await.map_err(|e| e.to_string())?.into();
-        session.set_limits(limits);
     }
     Ok((session, limits))
 }
@@ -798,7 +800,7 @@ impl SftpBackend for SshBackend {
                 }
             }
         };
-        let closed = session.close(handle).await.map_err(|e| c.error(e));
+        let closed = session.close(&handle).await.map_err(|e| c.error(e));
         drop(slot);
         let entries = listed?;
         closed?;
@@ -891,14 +893,16 @@ impl SftpBackend for SshBackend {
         Ok(out)
     }
 
-    async fn write(&self, handle: &RemoteHandle, offset: u64, data: &[u8]) -> SftpResult<()> {
+    async fn write(&self, handle: &RemoteHandle, offset: u64, data: Vec<u8>) -> SftpResult<()> {
         let c = self.connection_of(handle)?;
-        let writes = data.chunks(c.chunk as usize).enumerate().map(|(i, chunk)| {
-            handle.session.write(
-                handle.handle.as_str(),
-                offset + i as u64 * u64::from(c.chunk),
-                chunk.to_vec(),
-            )
+        // Pieces of the one buffer, sent without copying.
+        let data = Bytes::from(data);
+        let chunk = c.chunk as usize;
+        let writes = (0..data.len()).step_by(chunk).map(|start| {
+            let piece = data.slice(start..data.len().min(start + chunk));
+            handle
+                .session
+                .write(handle.handle.as_str(), offset + start as u64, piece)
         });
         for answer in join_all(writes).await {
             answer.map_err(|e| c.error(e))?;

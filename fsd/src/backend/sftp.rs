@@ -5,7 +5,9 @@
 //! channel's `AsyncWrite`, which copies it once more; a write's data is also copied into an
 //! owned vector and serialised again. Here a request goes straight to the channel from the
 //! future that asks (the first poll sends it, so requests go out in the order they are asked,
-//! as fsd's write-behind and the FUSE dispatch thread need), and a write's data travels as
+//! as fsd's write-behind and the FUSE dispatch thread need; when the channel cannot take it at
+//! once, a task finishes sending it, so that a request given up never leaves half a packet on
+//! the channel), and a write's data travels as
 //! `Bytes` slices of the caller's buffer: the only copy left in user space is russh's, into the
 //! SSH packet it encrypts. One task per session reads the answers, reassembles the SFTP
 //! packets from the channel's data and hands each to the request with its id.
@@ -16,6 +18,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -114,7 +117,7 @@ impl Drop for Asked<'_> {
     }
 }
 
-/// Ends the session when dropped holding it: see [`SftpChannel::send`].
+/// Ends the session when dropped holding it: see [`SftpChannel::send_whole`].
 struct Unfinished<'a>(Option<&'a Waiting>);
 
 impl Drop for Unfinished<'_> {
@@ -168,19 +171,22 @@ fn status(answer: Answer) -> Result<Status, Error> {
 impl SftpChannel {
     /// Starts SFTP on `channel` (the `sftp` subsystem already requested): the answer reader,
     /// then `INIT`. Each request fails with [`Error::Timeout`] after `timeout`.
-    pub async fn start(channel: Channel<Msg>, timeout: Duration) -> Result<(Self, Version), Error> {
+    pub async fn start(
+        channel: Channel<Msg>,
+        timeout: Duration,
+    ) -> Result<(Arc<Self>, Version), Error> {
         let (read, write) = channel.split();
         let waiting = Arc::new(Waiting::new());
         tokio::spawn(read_answers(read, waiting.clone()));
-        let session = Self {
+        let session = Arc::new(Self {
             channel: write,
             sending: tokio::sync::Mutex::new(()),
             waiting,
             next_id: AtomicU32::new(1),
             timeout,
-        };
+        });
         let version = match session
-            .ask(None, &[Bytes::try_from(Packet::from(Init::default()))?])
+            .ask(None, vec![Bytes::try_from(Packet::from(Init::default()))?])
             .await?
         {
             Packet::Version(version) => version,
@@ -194,15 +200,15 @@ impl SftpChannel {
     }
 
     /// Sends the packet `make(id)` for a new request id and waits for its answer.
-    async fn call(&self, make: impl FnOnce(u32) -> Packet) -> Answer {
+    async fn call(self: &Arc<Self>, make: impl FnOnce(u32) -> Packet) -> Answer {
         let id = self.id();
-        self.ask(Some(id), &[Bytes::try_from(make(id))?]).await
+        self.ask(Some(id), vec![Bytes::try_from(make(id))?]).await
     }
 
     /// Sends `pieces`, one SFTP packet, and waits for the answer to `id`: at most the session's
     /// timeout for both, and no longer than the session lives (a send waiting for the channel's
     /// window of a dead connection would wait for ever).
-    async fn ask(&self, id: Option<u32>, pieces: &[Bytes]) -> Answer {
+    async fn ask(self: &Arc<Self>, id: Option<u32>, pieces: Vec<Bytes>) -> Answer {
         let answered = self.waiting.add(id).ok_or_else(closed)?;
         let _asked = Asked {
             waiting: &self.waiting,
@@ -221,23 +227,44 @@ impl SftpChannel {
         }
     }
 
-    /// Puts `pieces` on the channel, whole: a packet left half sent (its caller gave up, or the
-    /// channel failed) would make the server misread every later one, so the session ends then.
-    async fn send(&self, pieces: &[Bytes]) -> Result<(), Error> {
-        let _sending = self.sending.lock().await;
-        let mut unfinished = Unfinished(Some(&self.waiting));
-        for piece in pieces {
-            self.channel
-                .data_bytes(piece.clone())
-                .await
-                .map_err(|e| Error::IO(e.to_string()))?;
+    /// Puts `pieces`, one SFTP packet, on the channel: at once where the channel takes them
+    /// (the first poll), else in a task of its own, so that a caller giving up (a read ahead
+    /// dropped) never leaves a packet half sent, which the server would misread with every
+    /// later one.
+    async fn send(self: &Arc<Self>, pieces: Vec<Bytes>) -> Result<(), Error> {
+        let mut sending = Box::pin(self.clone().send_whole(pieces));
+        if let Poll::Ready(sent) = futures_util::poll!(&mut sending) {
+            return sent;
         }
-        unfinished.0 = None;
-        Ok(())
+        tokio::spawn(sending)
+            .await
+            .unwrap_or_else(|_| Err(closed()))
+    }
+
+    /// Sends `pieces` whole, one after the other, unless the session ends first. Dropped
+    /// half way, it ends the session.
+    async fn send_whole(self: Arc<Self>, pieces: Vec<Bytes>) -> Result<(), Error> {
+        let sent = async {
+            let _sending = self.sending.lock().await;
+            let mut unfinished = Unfinished(Some(&self.waiting));
+            for piece in pieces {
+                self.channel
+                    .data_bytes(piece)
+                    .await
+                    .map_err(|e| Error::IO(e.to_string()))?;
+            }
+            unfinished.0 = None;
+            Ok(())
+        };
+        tokio::select! {
+            biased;
+            sent = sent => sent,
+            () = self.waiting.ended.cancelled() => Err(closed()),
+        }
     }
 
     pub async fn open(
-        &self,
+        self: &Arc<Self>,
         path: &str,
         flags: OpenFlags,
         attrs: FileAttributes,
@@ -255,12 +282,17 @@ impl SftpChannel {
         answer_as!(answer.await, Handle)
     }
 
-    pub async fn close(&self, handle: &str) -> Result<Status, Error> {
+    pub async fn close(self: &Arc<Self>, handle: &str) -> Result<Status, Error> {
         let handle = handle.to_owned();
         status(self.call(|id| (Close { id, handle }).into()).await)
     }
 
-    pub async fn read(&self, handle: &str, offset: u64, len: u32) -> Result<Data, Error> {
+    pub async fn read(
+        self: &Arc<Self>,
+        handle: &str,
+        offset: u64,
+        len: u32,
+    ) -> Result<Data, Error> {
         let handle = handle.to_owned();
         let answer = self.call(|id| {
             (Read {
@@ -274,34 +306,47 @@ impl SftpChannel {
         answer_as!(answer.await, Data)
     }
 
-    pub async fn write(&self, handle: &str, offset: u64, data: Bytes) -> Result<Status, Error> {
+    pub async fn write(
+        self: &Arc<Self>,
+        handle: &str,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<Status, Error> {
         let id = self.id();
         let mut packet = write_header(id, handle, offset, data.len())?;
         let answer = if data.len() <= COPY_WRITES_UP_TO {
             packet.put_slice(&data);
-            self.ask(Some(id), &[packet.freeze()]).await
+            self.ask(Some(id), vec![packet.freeze()]).await
         } else {
-            self.ask(Some(id), &[packet.freeze(), data]).await
+            self.ask(Some(id), vec![packet.freeze(), data]).await
         };
         status(answer)
     }
 
-    pub async fn lstat(&self, path: &str) -> Result<Attrs, Error> {
+    pub async fn lstat(self: &Arc<Self>, path: &str) -> Result<Attrs, Error> {
         let path = path.to_owned();
         answer_as!(self.call(|id| (Lstat { id, path }).into()).await, Attrs)
     }
 
-    pub async fn fstat(&self, handle: &str) -> Result<Attrs, Error> {
+    pub async fn fstat(self: &Arc<Self>, handle: &str) -> Result<Attrs, Error> {
         let handle = handle.to_owned();
         answer_as!(self.call(|id| (Fstat { id, handle }).into()).await, Attrs)
     }
 
-    pub async fn setstat(&self, path: &str, attrs: FileAttributes) -> Result<Status, Error> {
+    pub async fn setstat(
+        self: &Arc<Self>,
+        path: &str,
+        attrs: FileAttributes,
+    ) -> Result<Status, Error> {
         let path = path.to_owned();
         status(self.call(|id| (SetStat { id, path, attrs }).into()).await)
     }
 
-    pub async fn fsetstat(&self, handle: &str, attrs: FileAttributes) -> Result<Status, Error> {
+    pub async fn fsetstat(
+        self: &Arc<Self>,
+        handle: &str,
+        attrs: FileAttributes,
+    ) -> Result<Status, Error> {
         let handle = handle.to_owned();
         status(
             self.call(|id| (FSetStat { id, handle, attrs }).into())
@@ -309,33 +354,37 @@ impl SftpChannel {
         )
     }
 
-    pub async fn opendir(&self, path: &str) -> Result<Handle, Error> {
+    pub async fn opendir(self: &Arc<Self>, path: &str) -> Result<Handle, Error> {
         let path = path.to_owned();
         answer_as!(self.call(|id| (OpenDir { id, path }).into()).await, Handle)
     }
 
-    pub async fn readdir(&self, handle: &str) -> Result<Name, Error> {
+    pub async fn readdir(self: &Arc<Self>, handle: &str) -> Result<Name, Error> {
         let handle = handle.to_owned();
         answer_as!(self.call(|id| (ReadDir { id, handle }).into()).await, Name)
     }
 
-    pub async fn remove(&self, path: &str) -> Result<Status, Error> {
+    pub async fn remove(self: &Arc<Self>, path: &str) -> Result<Status, Error> {
         let filename = path.to_owned();
         status(self.call(|id| (Remove { id, filename }).into()).await)
     }
 
-    pub async fn mkdir(&self, path: &str, attrs: FileAttributes) -> Result<Status, Error> {
+    pub async fn mkdir(
+        self: &Arc<Self>,
+        path: &str,
+        attrs: FileAttributes,
+    ) -> Result<Status, Error> {
         let path = path.to_owned();
         status(self.call(|id| (MkDir { id, path, attrs }).into()).await)
     }
 
-    pub async fn rmdir(&self, path: &str) -> Result<Status, Error> {
+    pub async fn rmdir(self: &Arc<Self>, path: &str) -> Result<Status, Error> {
         let path = path.to_owned();
         status(self.call(|id| (RmDir { id, path }).into()).await)
     }
 
     /// Plain `SSH_FXP_RENAME`: refuses an existing `to`.
-    pub async fn rename(&self, from: &str, to: &str) -> Result<Status, Error> {
+    pub async fn rename(self: &Arc<Self>, from: &str, to: &str) -> Result<Status, Error> {
         let (oldpath, newpath) = (from.to_owned(), to.to_owned());
         status(
             self.call(|id| {
@@ -350,18 +399,18 @@ impl SftpChannel {
         )
     }
 
-    pub async fn realpath(&self, path: &str) -> Result<Name, Error> {
+    pub async fn realpath(self: &Arc<Self>, path: &str) -> Result<Name, Error> {
         let path = path.to_owned();
         answer_as!(self.call(|id| (RealPath { id, path }).into()).await, Name)
     }
 
-    pub async fn readlink(&self, path: &str) -> Result<Name, Error> {
+    pub async fn readlink(self: &Arc<Self>, path: &str) -> Result<Name, Error> {
         let path = path.to_owned();
         answer_as!(self.call(|id| (ReadLink { id, path }).into()).await, Name)
     }
 
     /// `SSH_FXP_SYMLINK` as OpenSSH takes it: target first, then the link's path.
-    pub async fn symlink(&self, target: &str, path: &str) -> Result<Status, Error> {
+    pub async fn symlink(self: &Arc<Self>, target: &str, path: &str) -> Result<Status, Error> {
         let (linkpath, targetpath) = (target.to_owned(), path.to_owned());
         status(
             self.call(|id| {
@@ -377,13 +426,13 @@ impl SftpChannel {
     }
 
     /// An `SSH_FXP_EXTENDED` request; the answer as it came.
-    pub async fn extended(&self, request: &str, data: Vec<u8>) -> Answer {
+    pub async fn extended(self: &Arc<Self>, request: &str, data: Vec<u8>) -> Answer {
         let request = request.to_owned();
         self.call(|id| (Extended { id, request, data }).into())
             .await
     }
 
-    pub async fn statvfs(&self, path: &str) -> Result<Statvfs, Error> {
+    pub async fn statvfs(self: &Arc<Self>, path: &str) -> Result<Statvfs, Error> {
         let data = StatvfsExtension {
             path: path.to_owned(),
         };
@@ -395,7 +444,7 @@ impl SftpChannel {
         Ok(russh_sftp::de::from_bytes(&mut reply.data.into())?)
     }
 
-    pub async fn limits(&self) -> Result<LimitsExtension, Error> {
+    pub async fn limits(self: &Arc<Self>) -> Result<LimitsExtension, Error> {
         let reply = answer_as!(
             self.extended(russh_sftp::extensions::LIMITS, Vec::new())
                 .await,

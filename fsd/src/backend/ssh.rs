@@ -39,7 +39,6 @@ use russh_sftp::protocol::{self, FileAttributes, OpenFlags, Packet};
 use tokio::sync::watch;
 
 use super::sftp::SftpChannel;
-
 use super::{
     Attributes, DirEntry, FileKind, FsStats, OpenOptions, SetAttributes, SftpBackend, SftpError,
     SftpResult, StatusCode,
@@ -457,7 +456,7 @@ impl Connection {
             for limit in [limits.read_len, limits.write_len].into_iter().flatten() {
                 chunk = chunk.min(u32::try_from(limit).unwrap_or(u32::MAX));
             }
-            sessions.push(Arc::new(session));
+            sessions.push(session);
         }
         // Whole pages: a FUSE request of a power of two splits into equal requests.
         let chunk = prev_power_of_two(chunk);
@@ -523,7 +522,7 @@ impl Connection {
             SftpError::TooManyOpenFiles
         })?;
         let mut pool = self.pool.lock().expect("pool lock");
-        pool.sessions.push(Arc::new(session));
+        pool.sessions.push(session);
         pool.handles.push(0);
         log::debug!("opened SFTP session {}", pool.sessions.len());
         drop(pool);
@@ -554,7 +553,7 @@ impl Connection {
     /// Sends an `@openssh.com` extension request that answers with a status.
     async fn extended_status(
         &self,
-        session: &SftpChannel,
+        session: &Arc<SftpChannel>,
         request: &str,
         data: Vec<u8>,
     ) -> SftpResult<()> {
@@ -619,7 +618,7 @@ fn cipher_preference(aes_hardware: bool) -> &'static [russh::cipher::Name] {
 /// Opens one SFTP session on `ssh`; returns it with the server's limits.
 async fn open_session(
     ssh: &client::Handle<ServerCheck>,
-) -> Result<(SftpChannel, Limits), String> {
+) -> Result<(Arc<SftpChannel>, Limits), String> {
     let channel = ssh
         .channel_open_session()
         .await

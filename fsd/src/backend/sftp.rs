@@ -4,13 +4,13 @@
 //! russh-sftp's `RawSftpSession` hands every request to a writer task through a queue and the
 //! channel's `AsyncWrite`, which copies it once more; a write's data is also copied into an
 //! owned vector and serialised again. Here a request goes straight to the channel from the
-//! future that asks (the first poll sends it, so requests go out in the order they are asked,
+//! future that asks: the first poll sends it, so requests go out in the order they are asked,
 //! as fsd's write-behind and the FUSE dispatch thread need; when the channel cannot take it at
 //! once, a task finishes sending it, so that a request given up never leaves half a packet on
-//! the channel), and a write's data travels as
-//! `Bytes` slices of the caller's buffer: the only copy left in user space is russh's, into the
-//! SSH packet it encrypts. One task per session reads the answers, reassembles the SFTP
-//! packets from the channel's data and hands each to the request with its id.
+//! the channel. A write's data travels as `Bytes` slices of the caller's buffer: the only copy
+//! left in user space is russh's, into the SSH packet it encrypts. One task per session reads
+//! the answers, reassembles the SFTP packets from the channel's data and hands each to the
+//! request with its id.
 //!
 //! Handles are still decoded by russh-sftp, as UTF-8 strings (see the handle defect in
 //! [`super::ssh`]).

@@ -218,8 +218,10 @@ fn main() -> Result<()> {
         measure("write+fsync", &|c, _| {
             // The previous run's file goes first, untimed, and `sync` lets the server's disk
             // free (and discard) its blocks: the row times writing, not truncating 1 GiB.
-            let _ = fs::remove_file(big(c));
-            sync();
+            match fs::remove_file(big(c)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => sync(),
+            }
             timed(|| write_big(&big(c), mib))
         })?;
     }

@@ -275,6 +275,12 @@ pub struct Http {
     /// and for a client to leave sent data unacknowledged (a download it stopped reading).
     #[serde(default = "default_request_timeout_secs")]
     pub request_timeout_secs: u64,
+    /// The web origins (`https://host[:port]`) whose pages may fill upload slots and download
+    /// files (CORS on `/upload/…` and `/files/…`); `"*"` allows any origin, an empty list none.
+    /// The default is `["*"]`: those routes take only explicit credentials (a bearer token or
+    /// the slot URL itself), never cookies, so a page can use only what it already holds.
+    #[serde(default = "default_cors_allowed_origins")]
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Http {
@@ -332,6 +338,13 @@ impl Http {
                 "max_concurrent_transfers = 64",
             ));
         }
+        if let Some(bad) = self.cors_allowed_origins.iter().find(|o| !is_origin(o)) {
+            return Err(invalid(
+                "http.cors_allowed_origins",
+                format!("each entry must be \"*\" or an origin such as https://chat.example.com (scheme, host, optional port; no path), got {bad:?}"),
+                "cors_allowed_origins = [\"https://chat.example.com\"]",
+            ));
+        }
         if !(1..=3_600).contains(&self.request_timeout_secs) {
             return Err(invalid(
                 "http.request_timeout_secs",
@@ -343,11 +356,26 @@ impl Http {
     }
 }
 
+fn default_cors_allowed_origins() -> Vec<String> {
+    vec!["*".into()]
+}
 fn default_max_concurrent_transfers() -> usize {
     64
 }
 fn default_request_timeout_secs() -> u64 {
     60
+}
+
+/// `*`, or a web origin: `http://` or `https://`, then a host (and port) without path, query,
+/// user or whitespace.
+fn is_origin(origin: &str) -> bool {
+    if origin == "*" {
+        return true;
+    }
+    let host = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+    host.is_some_and(|host| {
+        !host.is_empty() && !host.contains(['/', '?', '#', '@', '*']) && !host.chars().any(|c| c.is_whitespace() || c.is_control())
+    })
 }
 
 fn default_ssh_port() -> u16 {
@@ -674,6 +702,9 @@ token_secrets = ["0123456789abcdef0123456789abcdef"]
         assert_eq!((c.http.max_concurrent_transfers, c.http.request_timeout_secs), (64, 60));
         assert!(!c.http.anonymous_downloads);
         assert_eq!((c.http.tls(), c.http.slot_secrets.len()), (None, 0));
+        assert_eq!(c.http.cors_allowed_origins, ["*"]);
+        let c = NodeConfig::parse(&GOOD.replace("[http]", "[http]\ncors_allowed_origins = [\"https://chat.example.com\", \"http://127.0.0.1:5280\"]")).unwrap();
+        assert_eq!(c.http.cors_allowed_origins, ["https://chat.example.com", "http://127.0.0.1:5280"]);
         let c = NodeConfig::parse(&GOOD.replace(
             "[http]",
             "[http]\ntls_certificate = \"/etc/c.pem\"\ntls_key = \"/etc/k.pem\"\nslot_secrets = [\"0123456789abcdef\", \"fedcba9876543210\"]",
@@ -688,6 +719,9 @@ token_secrets = ["0123456789abcdef0123456789abcdef"]
             ("slot_secrets = [\"0123456789abcdef\", \"short\"]", "http.slot_secrets:"),
             ("max_concurrent_transfers = 0", "http.max_concurrent_transfers:"),
             ("request_timeout_secs = 0", "http.request_timeout_secs:"),
+            ("cors_allowed_origins = [\"https://chat.example.com/\"]", "http.cors_allowed_origins:"),
+            ("cors_allowed_origins = [\"chat.example.com\"]", "http.cors_allowed_origins:"),
+            ("cors_allowed_origins = [\"https://*.example.com\"]", "http.cors_allowed_origins:"),
         ] {
             let e = error_of(&GOOD.replace("[http]", &format!("[http]\n{text}")));
             assert!(e.starts_with(key), "expected {key} in: {e}");

@@ -502,3 +502,85 @@ async fn real_server_answers_head_and_stops() {
 mod downloads;
 mod slots;
 mod uploads;
+
+/// Defect 1 of issue 15: a token says what it is for, and each route takes only its own kind.
+#[actix_web::test]
+async fn an_upload_token_is_not_a_download_token() {
+    let node = Node::new();
+    let app = test::init_service(App::new().configure(routes(node.transfers.clone()))).await;
+    let upload = upload_token(ChatType::Im);
+    let request = upload_request(&upload, "a.txt", "secret").to_request();
+    let location = header_value(test::call_service(&app, request).await.headers(), header::LOCATION).to_owned();
+    let request = TestRequest::get()
+        .uri(location.strip_prefix(PUBLIC_URL).unwrap())
+        .insert_header((header::AUTHORIZATION, upload.as_str()))
+        .to_request();
+    let message = error_of(test::call_service(&app, request).await, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    assert!(message.contains("purpose"), "{message}");
+    let request = upload_request(&download_token(), "b.txt", "x").to_request();
+    error_of(test::call_service(&app, request).await, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    assert_eq!(node.audit.rows().len(), 1, "no Get row for the upload token");
+}
+
+/// Defect 2 of issue 15: the URI's last segment must be the name the file was stored with, so
+/// a downloader cannot choose the name (and type) it is served and recorded under.
+#[actix_web::test]
+async fn the_uri_must_carry_the_stored_real_name() {
+    let node = Node::new();
+    let app = test::init_service(App::new().configure(routes(node.transfers.clone()))).await;
+    let request = upload_request(&upload_token(ChatType::Im), "report.txt", "<html>").to_request();
+    let location = header_value(test::call_service(&app, request).await.headers(), header::LOCATION).to_owned();
+    for renamed in ["photo.png", "report.TXT", "report.txt.html"] {
+        let uri = location.replace("/report.txt", &format!("/{renamed}"));
+        let response = test::call_service(&app, get_request(&uri).to_request()).await;
+        error_of(response, StatusCode::NOT_FOUND, "not_found").await;
+    }
+    assert_eq!(node.audit.rows().len(), 1, "no Get row for a renamed URI");
+    let response = test::call_service(&app, get_request(&location).to_request()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(test::read_body(response).await, "<html>");
+    let rows = node.rows_when(|rows| rows.len() == 2 && rows[1].transfer.bytes_transferred == 6).await;
+    assert_eq!(rows[1].transfer.real_filename, "report.txt");
+}
+
+/// Defect 3 of issue 15: a chunked body whose first chunk size is malformed ends the request
+/// while the file is being created; no `.part` file may survive it.
+#[actix_web::test]
+async fn a_malformed_chunk_leaves_no_part_file() {
+    let node = Node::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let ops = Arc::new(crate::ops::tests::ops(node.mount.path(), crate::ops::tests::FixedLogd(None)));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = actix_web::rt::spawn(crate::run(listener, node.transfers.clone().into_inner(), ops, async {
+        stopped.await.ok();
+    }));
+    let token = upload_token(ChatType::Im);
+    for _ in 0..3 {
+        let request = format!(
+            "POST /files?name=a.txt HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n\
+             Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"
+        );
+        actix_web::rt::task::spawn_blocking(move || {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream.write_all(request.as_bytes()).unwrap();
+            let mut response = Vec::new();
+            let _ = stream.read_to_end(&mut response);
+        })
+        .await
+        .unwrap();
+    }
+    let hour_dir = node.path("files/im/20140811/15");
+    for _ in 0..200 {
+        if !hour_dir.exists() || entries(&hour_dir).is_empty() {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!hour_dir.exists() || entries(&hour_dir).is_empty(), "left behind: {:?}", entries(&hour_dir));
+    assert!(node.audit.rows().is_empty());
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+mod cors;

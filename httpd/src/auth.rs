@@ -1,8 +1,9 @@
 //! Credentials: HS256 JWT bearer tokens that the IM server (or `httpd token`) issues.
 //!
-//! An upload token names the sender (`sub`), the recipient (`to`), the chat type and optionally
-//! the largest file it allows (`max_size`, bytes); a download
-//! token names the downloader (`sub`). Any of `http.token_secrets` verifies a token and the first
+//! Every token says what it is for (`purpose`: `upload` or `download`), and each side takes only
+//! its own kind. An upload token names the sender (`sub`), the recipient (`to`), the chat type and
+//! optionally the largest file it allows (`max_size`, bytes); a download token names the
+//! downloader (`sub`). Any of `http.token_secrets` verifies a token and the first
 //! signs, so secrets rotate by prepending a new one. This module knows nothing of HTTP: it turns
 //! an `Authorization` header value into verified claims, or says why it cannot.
 
@@ -26,6 +27,8 @@ pub enum AuthError {
     NotBearer,
     #[error("the token has expired")]
     Expired,
+    #[error("the token is not valid yet (nbf)")]
+    NotYetValid,
     #[error("the token's signature does not match any configured secret")]
     BadSignature,
     #[error("the token is malformed or lacks a required claim: {0}")]
@@ -50,8 +53,33 @@ pub struct DownloadGrant {
     pub downloader: String,
 }
 
+/// The `purpose` claim: which side a token is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Purpose {
+    Upload,
+    Download,
+}
+
+impl Purpose {
+    fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Upload => "upload",
+            Purpose::Download => "download",
+        }
+    }
+
+    fn article(self) -> &'static str {
+        match self {
+            Purpose::Upload => "an upload",
+            Purpose::Download => "a download",
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct UploadClaims {
+    purpose: Purpose,
     sub: String,
     to: String,
     chat_type: String,
@@ -62,6 +90,7 @@ struct UploadClaims {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct DownloadClaims {
+    purpose: Purpose,
     sub: String,
     exp: i64,
 }
@@ -94,7 +123,7 @@ impl Credentials {
 
     /// Checks the value of an `Authorization` header for an upload.
     pub fn verify_upload(&self, authorization: Option<&str>) -> Result<UploadGrant, AuthError> {
-        let claims: UploadClaims = self.decode(authorization)?;
+        let claims: UploadClaims = self.decode(authorization, Purpose::Upload)?;
         let chat_type = claims.chat_type.parse().map_err(|e: crate::layout::UnknownChatType| AuthError::BadClaim {
             claim: "chat_type",
             problem: e.to_string(),
@@ -109,7 +138,7 @@ impl Credentials {
 
     /// Checks the value of an `Authorization` header for a download.
     pub fn verify_download(&self, authorization: Option<&str>) -> Result<DownloadGrant, AuthError> {
-        let claims: DownloadClaims = self.decode(authorization)?;
+        let claims: DownloadClaims = self.decode(authorization, Purpose::Download)?;
         Ok(DownloadGrant {
             downloader: checked_jid("sub", claims.sub)?,
         })
@@ -118,6 +147,7 @@ impl Credentials {
     /// An upload token valid until `expires`.
     pub fn issue_upload(&self, grant: &UploadGrant, expires: DateTime<Utc>) -> String {
         self.encode(&UploadClaims {
+            purpose: Purpose::Upload,
             sub: grant.from.clone(),
             to: grant.to.clone(),
             chat_type: grant.chat_type.as_str().to_owned(),
@@ -129,6 +159,7 @@ impl Credentials {
     /// A download token valid until `expires`.
     pub fn issue_download(&self, grant: &DownloadGrant, expires: DateTime<Utc>) -> String {
         self.encode(&DownloadClaims {
+            purpose: Purpose::Download,
             sub: grant.downloader.clone(),
             exp: expires.timestamp(),
         })
@@ -139,24 +170,53 @@ impl Credentials {
             .expect("HS256 signing of plain claims cannot fail")
     }
 
-    fn decode<C: DeserializeOwned>(&self, authorization: Option<&str>) -> Result<C, AuthError> {
+    /// The claims of a token for `purpose`; the purpose is checked before the other claims are
+    /// read, so a token of the other kind is refused as such.
+    fn decode<C: DeserializeOwned>(&self, authorization: Option<&str>, purpose: Purpose) -> Result<C, AuthError> {
         let header = authorization.ok_or(AuthError::Missing)?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .map(str::trim)
-            .ok_or(AuthError::NotBearer)?;
-        let validation = Validation::new(Algorithm::HS256);
+        let token = bearer_token(header).ok_or(AuthError::NotBearer)?;
+        // `exp` (required) and `nbf` (when present) are checked with jsonwebtoken's default
+        // leeway of 60 s, for clock skew between the IM server and the node.
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.validate_nbf = true;
         for key in &self.verifying {
-            match jsonwebtoken::decode::<C>(token, key, &validation) {
-                Ok(data) => return Ok(data.claims),
+            match jsonwebtoken::decode::<serde_json::Value>(token, key, &validation) {
+                Ok(data) => return claims_for(data.claims, purpose),
                 Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => continue,
                 Err(e) if matches!(e.kind(), ErrorKind::ExpiredSignature) => return Err(AuthError::Expired),
+                Err(e) if matches!(e.kind(), ErrorKind::ImmatureSignature) => return Err(AuthError::NotYetValid),
                 Err(e) => return Err(AuthError::Malformed(e.to_string())),
             }
         }
         Err(AuthError::BadSignature)
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive
+/// (RFC 9110 §11.1), the token trimmed.
+pub fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn claims_for<C: DeserializeOwned>(claims: serde_json::Value, purpose: Purpose) -> Result<C, AuthError> {
+    let found = claims.get("purpose").cloned().map(serde_json::from_value::<Purpose>);
+    match found {
+        Some(Ok(found)) if found == purpose => {}
+        Some(Ok(found)) => {
+            return Err(AuthError::BadClaim {
+                claim: "purpose",
+                problem: format!("this is {} token, not {} token", found.article(), purpose.article()),
+            })
+        }
+        _ => {
+            return Err(AuthError::BadClaim {
+                claim: "purpose",
+                problem: format!("must be \"{}\"", purpose.as_str()),
+            })
+        }
+    }
+    serde_json::from_value(claims).map_err(|e| AuthError::Malformed(e.to_string()))
 }
 
 /// A JID as the audit log stores it: non-empty, at most [`MAX_JID_LEN`] bytes, `local@domain`
@@ -242,10 +302,33 @@ mod tests {
         assert_eq!(c.verify_download(Some(&bearer(&expired))), Err(AuthError::Expired));
         assert!(matches!(c.verify_download(Some("Bearer not.a.jwt")), Err(AuthError::Malformed(_))));
         let download = c.issue_download(&DownloadGrant { downloader: "bob@example.com".into() }, in_an_hour());
-        assert!(
-            matches!(c.verify_upload(Some(&bearer(&download))), Err(AuthError::Malformed(m)) if m.contains("to")),
-            "a download token lacks the upload claims"
+        assert_eq!(
+            c.verify_upload(Some(&bearer(&download))),
+            Err(AuthError::BadClaim { claim: "purpose", problem: "this is a download token, not an upload token".into() })
         );
+        let upload = c.issue_upload(&grant(), in_an_hour());
+        assert_eq!(
+            c.verify_download(Some(&bearer(&upload))),
+            Err(AuthError::BadClaim { claim: "purpose", problem: "this is an upload token, not a download token".into() })
+        );
+        let later = (Utc::now() + chrono::Duration::minutes(10)).timestamp();
+        let early = c.encode(&serde_json::json!({"purpose": "download", "sub": "bob@example.com", "nbf": later, "exp": later + 60}));
+        assert_eq!(c.verify_download(Some(&bearer(&early))), Err(AuthError::NotYetValid));
+        let unmarked = c.encode(&serde_json::json!({"sub": "bob@example.com", "exp": in_an_hour().timestamp()}));
+        assert_eq!(
+            c.verify_download(Some(&bearer(&unmarked))),
+            Err(AuthError::BadClaim { claim: "purpose", problem: "must be \"download\"".into() })
+        );
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for header in ["Bearer t", "bearer t", "BEARER  t ", "bEaReR t"] {
+            assert_eq!(bearer_token(header), Some("t"), "{header:?}");
+        }
+        for header in ["Basic t", "Bearert", "Bearer", ""] {
+            assert_eq!(bearer_token(header), None, "{header:?}");
+        }
     }
 
     #[test]
@@ -255,6 +338,7 @@ mod tests {
         let token = c.issue_upload(&bad_jid, in_an_hour());
         assert!(matches!(c.verify_upload(Some(&bearer(&token))), Err(AuthError::BadClaim { claim: "to", .. })));
         let token = c.encode(&UploadClaims {
+            purpose: Purpose::Upload,
             sub: "a@b".into(),
             to: "c@d".into(),
             chat_type: "broadcast".into(),

@@ -94,7 +94,10 @@ fn matches_any(tags: &str, etag: &str) -> bool {
 /// Parses `bytes=a-b`, `bytes=a-` or `bytes=-n`; `None` when the header is to be ignored
 /// (another unit, bad syntax, several ranges).
 fn single_range(range: &str, size: u64) -> Option<Answer> {
-    let spec = range.trim().strip_prefix("bytes=")?.trim();
+    // The unit is case-insensitive (RFC 9110 §14.1).
+    let range = range.trim();
+    range.get(..6).filter(|unit| unit.eq_ignore_ascii_case("bytes="))?;
+    let spec = range[6..].trim();
     if spec.contains(',') {
         return None;
     }
@@ -157,6 +160,9 @@ mod tests {
         assert_eq!(range("bytes=500-5000", 1000), Answer::Partial { start: 500, end: 999 }, "end clamped");
         assert_eq!(range("bytes=999-999", 1000), Answer::Partial { start: 999, end: 999 });
         assert_eq!(range(" bytes= 1 - 2 ", 1000), Answer::Partial { start: 1, end: 2 });
+        assert_eq!(range("Bytes=0-9", 1000), Answer::Partial { start: 0, end: 9 }, "the unit is case-insensitive");
+        assert_eq!(range("BYTES=-1", 1000), Answer::Partial { start: 999, end: 999 });
+        assert_eq!(range("byteś=0-9", 1000), Answer::Full);
     }
 
     #[test]

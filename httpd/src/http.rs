@@ -8,6 +8,11 @@
 //! - `PUT /upload/<slot path>`: fill an XEP-0363 external upload slot; `GET` / `HEAD` serve it.
 //! - `GET /healthz`: liveness; the other operations endpoints are [`crate::ops`]'s.
 //!
+//! The slot and download routes answer CORS (`actix-cors`) for the origins of
+//! `http.cors_allowed_origins`: preflights for `PUT`, `GET` and `HEAD` with `Authorization` and
+//! `Content-Type`, and `Access-Control-Allow-Origin` on every response, errors included, so that
+//! browser XMPP clients can use them. A plain `OPTIONS` (no preflight) gets `204` and `Allow`.
+//!
 //! `docs/http-api.md` lists every status code and header.
 //!
 //! Anything else is a JSON 404.
@@ -41,8 +46,8 @@ const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 pub const ROUTES: &[(&str, &[&str])] = &[
     ("/healthz", &["GET"]),
     ("/files", &["POST"]),
-    ("/files/{path:.*}", &["GET", "HEAD"]),
-    ("/upload/{path:.*}", &["GET", "HEAD", "PUT"]),
+    ("/files/{path:.*}", &["GET", "HEAD", "OPTIONS"]),
+    ("/upload/{path:.*}", &["GET", "HEAD", "OPTIONS", "PUT"]),
     ("/status", &["GET"]),
     ("/status.html", &["GET"]),
     ("/readyz", &["GET"]),
@@ -50,16 +55,54 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/openapi.json", &["GET"]),
 ];
 
-/// A route taking the methods [`ROUTES`] lists for `path`. Panics if `path` is not listed (a
-/// programming error, caught by any test that builds the app).
+/// A route taking the methods [`ROUTES`] lists for `path`, but `OPTIONS` (which only CORS
+/// answers: [`with_cors`]). Panics if `path` is not listed (a programming error, caught by any
+/// test that builds the app).
 pub fn on(path: &str) -> actix_web::Route {
+    web::route().guard(methods_of(path, |m| m != "OPTIONS"))
+}
+
+/// A guard for the methods of `path` in [`ROUTES`] that `keep` keeps.
+fn methods_of(path: &str, keep: impl Fn(&str) -> bool) -> guard::AnyGuard {
     let (_, methods) = ROUTES
         .iter()
         .find(|(listed, _)| *listed == path)
         .unwrap_or_else(|| panic!("{path} is not in http::ROUTES"));
+    let mut kept = methods.iter().filter(|m| keep(m));
     let method = |name: &str| guard::Method(Method::from_bytes(name.as_bytes()).expect("a method name"));
-    let any = methods[1..].iter().fold(guard::Any(method(methods[0])), |any, name| any.or(method(name)));
-    web::route().guard(any)
+    let first = kept.next().unwrap_or_else(|| panic!("{path} lists no method"));
+    kept.fold(guard::Any(method(first)), |any, name| any.or(method(name)))
+}
+
+/// The CORS policy of the slot and download routes, for `origins` (`*`: any).
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    let cors = actix_cors::Cors::default()
+        .allowed_methods(["PUT", "GET", "HEAD"])
+        .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([header::CONTENT_DISPOSITION, header::CONTENT_RANGE, header::ETAG, header::LOCATION])
+        // A page of another origin gets no CORS headers (its browser refuses it); other
+        // clients, which send no Origin, are not affected.
+        .block_on_origin_mismatch(false)
+        .max_age(3600);
+    origins.iter().fold(cors, |cors, origin| match origin.as_str() {
+        "*" => cors.allow_any_origin().send_wildcard(),
+        origin => cors.allowed_origin(origin),
+    })
+}
+
+/// The resource `path` (all its [`ROUTES`] methods, `OPTIONS` included) behind [`cors`]; a
+/// plain `OPTIONS` that is not a preflight gets `204` with `Allow`.
+fn with_cors(path: &'static str, origins: &[String], route: actix_web::Route) -> impl actix_web::dev::HttpServiceFactory {
+    let (_, methods) = ROUTES.iter().find(|(listed, _)| *listed == path).expect("a listed route");
+    let allow = methods.join(", ");
+    web::resource(path)
+        .guard(methods_of(path, |_| true))
+        .route(route)
+        .default_service(web::to(move || {
+            let allow = allow.clone();
+            async move { HttpResponse::NoContent().insert_header((header::ALLOW, allow)).finish() }
+        }))
+        .wrap(cors(origins))
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,12 +119,13 @@ struct SlotQuery {
 /// Registers the routes of the node on an `App` (or a test service).
 pub fn routes(transfers: web::Data<Transfers>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
+        let origins = transfers.config().http.cors_allowed_origins.clone();
         cfg.app_data(transfers)
             .app_data(web::QueryConfig::default().error_handler(|e, _| Error::BadRequest(e.to_string()).into()))
             .route("/healthz", on("/healthz").to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }))
             .route("/files", on("/files").to(upload))
-            .route("/files/{path:.*}", on("/files/{path:.*}").to(download))
-            .route("/upload/{path:.*}", on("/upload/{path:.*}").to(slot))
+            .service(with_cors("/files/{path:.*}", &origins, on("/files/{path:.*}").to(download)))
+            .service(with_cors("/upload/{path:.*}", &origins, on("/upload/{path:.*}").to(slot)))
             .default_service(web::to(|| async { Err::<HttpResponse, _>(Error::NotFound) }));
     }
 }

@@ -6,7 +6,8 @@
 //!   timeslice). There is one per process, [`TRANSFERS`], which the transfer code bumps when an
 //!   upload is stored and logged and when a download's body ends.
 //! - [`Metrics`]: the Prometheus registry served at `/metrics`: the counters, one gauge per seed
-//!   alarm and a request-latency histogram by route, method and status class.
+//!   alarm and a request-latency histogram by route, method and status class (each label from
+//!   a fixed set, so anonymous requests cannot add series).
 //!
 //! `docs/operations-endpoints.md` maps each metric to the seed's counter and alarm names.
 
@@ -176,10 +177,14 @@ struct AlarmLabels {
 struct RequestLabels {
     /// The matched route pattern (`/files/{path:.*}`), or `none`: bounded cardinality.
     route: String,
-    method: String,
+    /// One of [`METHOD_LABELS`], or `other`: bounded cardinality, whatever clients send.
+    method: &'static str,
     /// `2xx`, `4xx`, …
     status: &'static str,
 }
+
+/// The request methods that get a label of their own; any other method is counted as `other`.
+pub const METHOD_LABELS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "OPTIONS", "DELETE", "PATCH"];
 
 type RequestHistograms = Family<RequestLabels, Histogram, fn() -> Histogram>;
 
@@ -273,7 +278,7 @@ impl Metrics {
         const CLASSES: [&str; 6] = ["other", "1xx", "2xx", "3xx", "4xx", "5xx"];
         let labels = RequestLabels {
             route: route.unwrap_or("none").to_owned(),
-            method: method.to_owned(),
+            method: METHOD_LABELS.into_iter().find(|m| *m == method).unwrap_or("other"),
             status: CLASSES.get(usize::from(status / 100)).copied().unwrap_or("other"),
         };
         self.requests.get_or_create(&labels).observe(elapsed.as_secs_f64());
@@ -407,5 +412,23 @@ mod tests {
             Some(1.0)
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    /// Defect 4 of issue 15: anonymous requests with made-up methods add no series.
+    #[test]
+    fn request_methods_are_a_fixed_set_of_labels() {
+        let (counters, _) = counters_on_a_test_clock();
+        let metrics = Metrics::new(counters);
+        for i in 0..200 {
+            metrics.observe_request(None, &format!("X{i}"), 405, Duration::from_micros(1));
+        }
+        metrics.observe_request(None, "GET", 404, Duration::from_micros(1));
+        let text = metrics.encode(&[]);
+        let series = text.lines().filter(|l| l.starts_with("mft_http_request_duration_seconds_count{")).count();
+        assert_eq!(series, 2, "{text}");
+        assert_eq!(
+            sample(&text, "mft_http_request_duration_seconds_count{route=\"none\",method=\"other\",status=\"4xx\"}"),
+            Some(200.0)
+        );
     }
 }

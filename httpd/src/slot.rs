@@ -25,7 +25,7 @@ use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::auth::is_valid_jid;
+use crate::auth::{bearer_token, is_valid_jid};
 use crate::layout::ChatType;
 use crate::real_name::RealName;
 
@@ -132,6 +132,9 @@ pub struct SlotGrant {
     pub size: u64,
     /// When the stored file is to be purged, if the scheme says.
     pub expires: Option<DateTime<Utc>>,
+    /// Until when the credential could still be presented: `mod_http_file_share`'s `exp`;
+    /// `None` for the MAC schemes, whose slot URLs never expire.
+    pub token_expires: Option<DateTime<Utc>>,
 }
 
 /// The claims of a `mod_http_file_share` upload token.
@@ -148,6 +151,9 @@ pub struct FileShareClaims {
     pub expires: Option<i64>,
     #[serde(default)]
     pub chat_type: Option<String>,
+    /// Not before (unix time), if the XMPP server sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
 }
 
 /// Checks slot requests against the secrets shared with the XMPP server: any of them verifies,
@@ -201,6 +207,7 @@ impl SlotSecrets {
             chat_type: ChatType::Im,
             size,
             expires: None,
+            token_expires: None,
         })
     }
 }
@@ -218,13 +225,13 @@ pub fn sign(secret: &str, message: &str) -> String {
 
 fn verify_file_share(secrets: &[String], path: &SlotPath, request: &SlotRequest<'_>, now: DateTime<Utc>) -> Result<SlotGrant, SlotError> {
     let header = request.authorization.unwrap_or_default();
-    let token = header
-        .strip_prefix("Bearer ")
-        .or_else(|| header.strip_prefix("bearer "))
-        .ok_or_else(|| SlotError::BadToken("not a Bearer token".into()))?;
-    let claims = file_share_claims(secrets, token.trim())?;
+    let token = bearer_token(header).ok_or_else(|| SlotError::BadToken("not a Bearer token".into()))?;
+    let claims = file_share_claims(secrets, token)?;
     if claims.exp <= now.timestamp() {
         return Err(SlotError::Expired);
+    }
+    if claims.nbf.is_some_and(|nbf| nbf > now.timestamp()) {
+        return Err(SlotError::BadToken("the token is not valid yet (nbf)".into()));
     }
     let [slot, file] = path.segments()[..] else {
         return Err(SlotError::BadPath);
@@ -253,13 +260,15 @@ fn verify_file_share(secrets: &[String], path: &SlotPath, request: &SlotRequest<
         chat_type,
         size: declared,
         expires: claims.expires.and_then(|t| DateTime::from_timestamp(t, 0)),
+        token_expires: DateTime::from_timestamp(claims.exp, 0),
     })
 }
 
 /// The claims of a `mod_http_file_share` token signed with any of `secrets`.
 fn file_share_claims(secrets: &[String], token: &str) -> Result<FileShareClaims, SlotError> {
     let mut validation = Validation::new(Algorithm::HS256);
-    // Expiry is checked by the caller against the injected clock, without leeway.
+    // Expiry and `nbf` are checked by the caller against the injected clock, without leeway
+    // (Prosody signs its slot tokens on the clock it checks them with).
     validation.validate_exp = false;
     validation.required_spec_claims.clear();
     for secret in secrets {
@@ -297,6 +306,7 @@ pub mod tests {
             filetype: "image/png".into(),
             expires,
             chat_type: None,
+            nbf: None,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap();
         format!("Bearer {token}")
@@ -404,6 +414,22 @@ pub mod tests {
         );
         assert!(matches!(check(file_share_token("wrong-secret-0123456789", "slot-77", "cat.png", 5, exp, None), 5, &p), Err(SlotError::BadToken(_))));
         assert!(matches!(check("Bearer x.y.z".into(), 5, &p), Err(SlotError::BadToken(_))));
+        let early = FileShareClaims {
+            nbf: Some(now().timestamp() + 60),
+            ..jsonwebtoken::decode::<FileShareClaims>(
+                token.strip_prefix("Bearer ").unwrap(),
+                &DecodingKey::from_secret(SECRET.as_bytes()),
+                &{
+                    let mut v = Validation::new(Algorithm::HS256);
+                    v.validate_exp = false;
+                    v
+                },
+            )
+            .unwrap()
+            .claims
+        };
+        let early = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &early, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap();
+        assert_eq!(check(format!("bearer {early}"), 5, &p), Err(SlotError::BadToken("the token is not valid yet (nbf)".into())));
         assert!(matches!(check("Basic abc".into(), 5, &p), Err(SlotError::BadToken(_))));
     }
 

@@ -1,5 +1,7 @@
 //! The slot index: which stored file each filled upload slot names, so that the slot URL serves
 //! it, a second `PUT` to it gets 409, and the file is purged once the slot's `expires` passes.
+//! A purged slot's record stays, marked `purged`, until its token's `exp` has passed too, so that
+//! the slot cannot be filled again while its token is still valid.
 //!
 //! One small JSON file per slot, `.slots/<sha256 of the slot path>.json` under the node's
 //! directory: beside `files/`, so the seed's layout and the tools that walk it never see it, and
@@ -39,6 +41,12 @@ pub struct SlotRecord {
     pub uploader: Option<String>,
     pub stored: DateTime<Utc>,
     pub expires: Option<DateTime<Utc>>,
+    /// Until when the slot's token could be presented (see [`crate::slot::SlotGrant`]).
+    #[serde(default)]
+    pub token_expires: Option<DateTime<Utc>>,
+    /// The file was purged; the record stays as a tombstone while the token is valid.
+    #[serde(default)]
+    pub purged: bool,
 }
 
 impl SlotRecord {
@@ -56,7 +64,13 @@ impl SlotRecord {
 
     /// Whether the slot's file may no longer be served at `now`.
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
-        self.expires.is_some_and(|expires| expires <= now)
+        self.purged || self.expires.is_some_and(|expires| expires <= now)
+    }
+
+    /// Whether the record must stay at `now` once its file is gone: while the token that filled
+    /// the slot could still fill it again (a MAC scheme's slot URL never expires).
+    pub fn needs_tombstone(&self, now: DateTime<Utc>) -> bool {
+        self.token_expires.is_none_or(|exp| exp > now)
     }
 }
 
@@ -65,7 +79,7 @@ impl SlotRecord {
 pub fn purgeable(records: &[SlotRecord], now: DateTime<Utc>) -> Vec<&SlotRecord> {
     records
         .iter()
-        .filter(|r| r.is_expired(now))
+        .filter(|r| !r.purged && r.is_expired(now))
         .filter(|r| match r.file_location() {
             Some(location) => (location.dir.date, location.dir.hour) != (now.date_naive(), now.hour()),
             None => true,
@@ -222,6 +236,8 @@ mod tests {
             uploader: None,
             stored: at(10, 0),
             expires,
+            token_expires: None,
+            purged: false,
         }
     }
 

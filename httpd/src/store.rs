@@ -3,7 +3,13 @@
 //! [`Store`] writes a new file under a temporary name in its final hour directory, fsyncs it and
 //! renames it into place, so neither a reader nor a crash ever sees a partial file under a real
 //! name; a [`PartialFile`] that is not committed is deleted, whatever stopped it (an error, a
-//! limit, or a client that went away). It opens stored files for reading. It does not know about
+//! limit, or a client that went away). It opens stored files for reading.
+//!
+//! Each stored file's real name (the user's name for it) is kept beside it as a symbolic link,
+//! `.names/<file_name>` → `<real name>` under the node's directory (outside the seed's layout,
+//! like `.slots/`): one call to make, one to read, and the name is never followed as a path.
+//! A download names the file and its real name; [`StoredFile::real_name`] lets the caller refuse
+//! a name that is not the stored one. It does not know about
 //! HTTP, credentials or the audit log. Directories are created only when a file is stored.
 //!
 //! All file system calls run on tokio's blocking pool; bodies move chunk by chunk.
@@ -15,6 +21,10 @@ use chrono::{DateTime, Utc};
 use tokio::io::AsyncWriteExt;
 
 use crate::layout::{ChatType, FileLocation, FileName, HourAllocator};
+use crate::real_name::RealName;
+
+/// The directory of the real-name links under the node's directory.
+pub const NAMES_DIR: &str = ".names";
 
 /// A failed file system operation on the mount, classified by what it means for the client.
 /// The OS error is the `source`, not part of the message: log with the cause chain.
@@ -124,9 +134,13 @@ impl Store {
 
     /// Starts a new file for `chat_type` at `now`: picks its hour directory and a fresh random
     /// name, creates the directory if needed and opens `.<file_name>.part` in it.
+    ///
+    /// The [`PartialFile`] is made on the blocking thread as soon as the file exists, so that if
+    /// this future is dropped meanwhile (the client's connection broke), dropping the finished
+    /// task's result deletes the file.
     pub async fn create(self: &std::sync::Arc<Self>, chat_type: ChatType, now: DateTime<Utc>) -> Result<PartialFile, StoreError> {
         let store = self.clone();
-        let (file, location, dir) = blocking(move || {
+        blocking(move || {
             store.check_root()?;
             let location = FileLocation {
                 dir: store.allocator.allocate(chat_type, now)?,
@@ -134,52 +148,66 @@ impl Store {
             };
             let dir = store.root.join(location.dir.relative());
             std::fs::create_dir_all(&dir)?;
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(dir.join(location.file_name.partial()))?;
-            Ok((file, location, dir))
+            let part = dir.join(location.file_name.partial());
+            let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&part)?;
+            Ok(PartialFile {
+                file: Some(tokio::fs::File::from_std(file)),
+                part,
+                dir,
+                names: store.root.join(NAMES_DIR),
+                location,
+                written: 0,
+            })
         })
-        .await?;
-        Ok(PartialFile {
-            file: Some(tokio::fs::File::from_std(file)),
-            part: dir.join(location.file_name.partial()),
-            dir,
-            location,
-            written: 0,
-        })
+        .await
     }
 
     /// Opens a stored file for reading; `None` if there is no such file.
     pub async fn open(self: &std::sync::Arc<Self>, location: &FileLocation) -> Result<Option<StoredFile>, StoreError> {
-        let (store, path) = (self.clone(), self.path_of(location));
+        let (store, path, name_link) = (self.clone(), self.path_of(location), self.name_link(location));
         let opened = blocking(move || {
             store.check_root()?;
             let file = std::fs::File::open(&path)?;
             let meta = file.metadata()?;
             let modified = meta.modified().map(DateTime::<Utc>::from).unwrap_or(DateTime::UNIX_EPOCH);
-            Ok(meta.is_file().then_some((file, meta.len(), modified)))
+            let real_name = match std::fs::read_link(&name_link) {
+                Ok(target) => target.into_os_string().into_string().ok(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e.into()),
+            };
+            Ok(meta.is_file().then_some((file, meta.len(), modified, real_name)))
         })
         .await;
         match opened {
-            Ok(found) => Ok(found.map(|(file, size, modified)| StoredFile {
+            Ok(found) => Ok(found.map(|(file, size, modified, real_name)| StoredFile {
                 file: tokio::fs::File::from_std(file),
                 size,
                 modified,
+                real_name,
             })),
             Err(StoreError::Io(e)) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// Deletes a stored file (an upload whose audit record failed).
+    /// Deletes a stored file (an upload whose audit record failed, an expired slot's file) and
+    /// its real-name link.
     pub async fn remove(&self, location: &FileLocation) -> Result<(), StoreError> {
-        let path = self.path_of(location);
-        blocking(move || Ok(std::fs::remove_file(path)?)).await
+        let (path, name_link) = (self.path_of(location), self.name_link(location));
+        blocking(move || {
+            std::fs::remove_file(path)?;
+            remove_file_logged(&name_link);
+            Ok(())
+        })
+        .await
     }
 
     fn path_of(&self, location: &FileLocation) -> PathBuf {
         self.root.join(location.relative())
+    }
+
+    fn name_link(&self, location: &FileLocation) -> PathBuf {
+        self.root.join(NAMES_DIR).join(location.file_name.as_str())
     }
 }
 
@@ -189,6 +217,9 @@ pub struct StoredFile {
     pub file: tokio::fs::File,
     pub size: u64,
     pub modified: DateTime<Utc>,
+    /// The real name it was stored with; `None` if it has no name link (or a name that is not
+    /// UTF-8, which the store never writes).
+    pub real_name: Option<String>,
 }
 
 /// A file being written. Commit it, or it is deleted.
@@ -198,6 +229,8 @@ pub struct PartialFile {
     file: Option<tokio::fs::File>,
     part: PathBuf,
     dir: PathBuf,
+    /// `.names/` under the node's directory.
+    names: PathBuf,
     location: FileLocation,
     written: u64,
 }
@@ -220,18 +253,27 @@ impl PartialFile {
         Ok(())
     }
 
-    /// Makes the file durable under its real name: flush, fsync, rename, fsync the directory.
-    /// On failure the partial file is deleted.
-    pub async fn commit(mut self) -> Result<(FileLocation, u64), StoreError> {
+    /// Makes the file durable under its resource name, with `real_name` linked to it: flush,
+    /// fsync, the name link, rename, fsync both directories. On failure the partial file (and
+    /// the link) is deleted.
+    pub async fn commit(mut self, real_name: &RealName) -> Result<(FileLocation, u64), StoreError> {
         let mut file = self.file.take().expect("a PartialFile is committed once");
         let part = self.part.clone();
         let done = match file.flush().await {
             Ok(()) => {
                 let file = file.into_std().await;
-                let (dir, location) = (self.dir.clone(), self.location.clone());
+                let (dir, names, location) = (self.dir.clone(), self.names.clone(), self.location.clone());
+                let real_name = real_name.as_str().to_owned();
                 blocking(move || {
                     file.sync_all()?;
-                    std::fs::rename(&part, dir.join(location.file_name.as_str()))?;
+                    std::fs::create_dir_all(&names)?;
+                    let link = names.join(location.file_name.as_str());
+                    std::os::unix::fs::symlink(&real_name, &link)?;
+                    if let Err(e) = std::fs::rename(&part, dir.join(location.file_name.as_str())) {
+                        remove_file_logged(&link);
+                        return Err(e.into());
+                    }
+                    sync_dir(&names)?;
                     Ok(sync_dir(&dir)?)
                 })
                 .await
@@ -332,14 +374,16 @@ mod tests {
         assert_eq!(entries(&hour_dir), [format!(".{name}.part")]);
         part.write(b"hello ").await.unwrap();
         part.write(b"world").await.unwrap();
-        let (location, size) = part.commit().await.unwrap();
+        let (location, size) = part.commit(&RealName::parse("Größe (2) ..txt").unwrap()).await.unwrap();
         assert_eq!(size, 11);
         assert_eq!(location.relative(), format!("files/im/20140811/15/{name}"));
-        assert_eq!(entries(&hour_dir), [name]);
+        assert_eq!(entries(&hour_dir), std::slice::from_ref(&name));
         let stored = store.open(&location).await.unwrap().unwrap();
-        assert_eq!(stored.size, 11);
+        assert_eq!((stored.size, stored.real_name.as_deref()), (11, Some("Größe (2) ..txt")));
+        assert_eq!(entries(&mount.path().join(NAMES_DIR)), [name]);
         store.remove(&location).await.unwrap();
         assert!(store.open(&location).await.unwrap().is_none());
+        assert!(entries(&mount.path().join(NAMES_DIR)).is_empty(), "the name link goes with the file");
     }
 
     #[tokio::test]
@@ -361,6 +405,25 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         panic!("the dropped partial file is still there: {:?}", entries(&hour_dir));
+    }
+
+    /// Defect 3 of issue 15: an upload cancelled while its file is being created (the
+    /// connection broke) leaves no `.part` file behind.
+    #[tokio::test]
+    async fn a_create_cancelled_midway_leaves_no_part_file() {
+        let mount = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::new(mount.path(), Mount::Directory));
+        let mut create = Box::pin(store.create(ChatType::Im, now()));
+        assert!(futures_util::poll!(&mut create).is_pending(), "the create runs on the blocking pool");
+        drop(create);
+        let hour_dir = mount.path().join("files/im/20140811/15");
+        for _ in 0..200 {
+            if hour_dir.exists() && entries(&hour_dir).is_empty() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("left behind: {:?}", hour_dir.exists().then(|| entries(&hour_dir)));
     }
 
     #[tokio::test]

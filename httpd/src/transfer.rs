@@ -158,7 +158,7 @@ impl Transfers {
         let grant = &ticket.grant;
         let real_name = RealName::parse(name.ok_or(Error::MissingName)?)?;
         let now = self.clock.now();
-        let (location, size) = self.store_body(grant.chat_type, self.size_limit(grant.max_size), body, now).await?;
+        let (location, size) = self.store_body(grant.chat_type, &real_name, self.size_limit(grant.max_size), body, now).await?;
         let transfer = Transfer {
             file_size: db_size(size),
             bytes_transferred: db_size(size),
@@ -212,7 +212,7 @@ impl Transfers {
         }
         let _permit = self.permit()?;
         let _reservation = self.slots.reserve(&slot).await?;
-        let (location, size) = self.store_body(grant.chat_type, grant.size, body, now).await?;
+        let (location, size) = self.store_body(grant.chat_type, &grant.real_name, grant.size, body, now).await?;
         let placeholder = placeholder_jid(&self.config.node.id);
         let uploader = grant.uploader.as_deref().unwrap_or(&placeholder);
         let transfer = Transfer {
@@ -229,6 +229,8 @@ impl Transfers {
             uploader: grant.uploader.clone(),
             stored: now,
             expires: grant.expires,
+            token_expires: grant.token_expires,
+            purged: false,
         };
         if let Err(e) = self.slots.put(&record).await {
             self.remove_quietly(&location, &transfer.file_path).await;
@@ -268,10 +270,15 @@ impl Transfers {
     }
 
     /// Removes the files of expired slots (never one of the current UTC hour) and their
-    /// records; returns how many files it removed.
+    /// records, keeping a purged record as a tombstone while its token is valid (so the slot
+    /// cannot be filled again) and removing tombstones whose token has expired; returns how many
+    /// files it removed.
     pub async fn purge_expired_slots(&self) -> Result<usize, Error> {
         let now = self.clock.now();
         let records = self.slots.all().await?;
+        for tombstone in records.iter().filter(|r| r.purged && !r.needs_tombstone(now)) {
+            self.slots.remove(&tombstone.slot).await?;
+        }
         let mut removed = 0;
         for record in purgeable(&records, now) {
             if let Some(location) = record.file_location() {
@@ -285,7 +292,11 @@ impl Transfers {
                     Err(e) => return Err(e.into()),
                 }
             }
-            self.slots.remove(&record.slot).await?;
+            if record.needs_tombstone(now) {
+                self.slots.put(&SlotRecord { purged: true, ..record.clone() }).await?;
+            } else {
+                self.slots.remove(&record.slot).await?;
+            }
         }
         Ok(removed)
     }
@@ -318,10 +329,11 @@ impl Transfers {
     }
 
     /// Streams `body` into a new file for `chat_type` (at most `limit` bytes, no stall longer
-    /// than `http.request_timeout_secs`) and commits it.
+    /// than `http.request_timeout_secs`) and commits it under `real_name`.
     async fn store_body<E: fmt::Display>(
         &self,
         chat_type: ChatType,
+        real_name: &RealName,
         limit: u64,
         body: impl Stream<Item = Result<Bytes, E>>,
         now: DateTime<Utc>,
@@ -332,7 +344,7 @@ impl Transfers {
             part.discard().await;
             return Err(e);
         }
-        Ok(part.commit().await?)
+        Ok(part.commit(real_name).await?)
     }
 
     /// Records a `Post` row; if that fails, the stored file is removed (nothing is left behind
@@ -354,10 +366,20 @@ impl Transfers {
     }
 
     /// Opens a stored file and answers `request` for `downloader`; a response that moves bytes
-    /// records its `Get` row first.
+    /// records its `Get` row first. The file must have been stored as `real_name` (else 404): a
+    /// downloader cannot choose the name it is served and recorded under.
     async fn serve(&self, location: &FileLocation, real_name: RealName, downloader: &str, request: &DownloadRequest<'_>) -> Result<Download, Error> {
         let permit = self.permit()?;
         let stored = self.store.open(location).await?.ok_or(Error::NotFound)?;
+        if stored.real_name.as_deref() != Some(real_name.as_str()) {
+            log::info!(
+                "refused {}: the URI names it {:?}, it was stored as {:?}",
+                location.relative(),
+                real_name.as_str(),
+                stored.real_name
+            );
+            return Err(Error::NotFound);
+        }
         let size = stored.size;
         let validators = Validators::new(size, stored.modified, location.file_name.as_str());
         let answer = conditional::answer(&request.preconditions, &validators, size);

@@ -214,3 +214,26 @@ async fn expired_slot_files_are_purged_but_not_in_the_current_hour() {
     assert_eq!(std::fs::read_dir(node.path(SLOTS_DIR)).unwrap().count(), 0);
     assert_eq!(node.transfers.purge_expired_slots().await.unwrap(), 0);
 }
+
+/// Defect 5 of issue 15: once an expired slot's file is purged, the slot stays used for as long
+/// as its token could still be presented.
+#[actix_web::test]
+async fn a_purged_slot_cannot_be_filled_again() {
+    let node = Node::with_http("");
+    let app = test::init_service(App::new().configure(routes(node.transfers.clone()))).await;
+    let token = file_share_token(SLOT_SECRET, "p1", "cat.png", 4, at(11, 17, 0).timestamp(), Some(at(11, 15, 45).timestamp()));
+    let fill = || put("/upload/p1/cat.png", "meow").insert_header((header::AUTHORIZATION, token.clone())).to_request();
+    assert_eq!(test::call_service(&app, fill()).await.status(), StatusCode::CREATED);
+    node.set_time(at(11, 16, 0));
+    assert_eq!(node.transfers.purge_expired_slots().await.unwrap(), 1);
+    assert!(stored_files(&node).is_empty());
+    error_of(test::call_service(&app, fill()).await, StatusCode::CONFLICT, "slot_used").await;
+    error_of(test::call_service(&app, TestRequest::get().uri("/upload/p1/cat.png").to_request()).await, StatusCode::NOT_FOUND, "not_found").await;
+    assert_eq!(node.audit.rows().len(), 1, "no second Post row");
+
+    // Once the token has expired, nobody can present it: the record goes.
+    node.set_time(at(11, 17, 0));
+    assert_eq!(node.transfers.purge_expired_slots().await.unwrap(), 0);
+    assert_eq!(std::fs::read_dir(node.path(SLOTS_DIR)).unwrap().count(), 0);
+    error_of(test::call_service(&app, fill()).await, StatusCode::GONE, "slot_expired").await;
+}

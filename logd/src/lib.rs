@@ -9,8 +9,8 @@
 //!
 //! - [`LogdStatus`], what a running logd reports about itself (checks, alarms, counters).
 //!
-//! With the `server` feature (default), the daemon itself: request validation, the batching
-//! policy, the group-commit writer, the diesel store with its migrations and schema check, the
+//! With the `server` feature (default), the daemon itself: request framing ([`framing`]) and
+//! validation, the batching policy, the group-commit writer, the diesel store with its migrations and schema check, the
 //! alarms and counters, the socket server ([`server::run`]); and the operator commands
 //! [`checks`] (`logd check`) and [`purge`] (`logd purge`).
 
@@ -29,6 +29,8 @@ mod batch;
 pub mod checks;
 #[cfg(feature = "server")]
 pub mod db;
+#[cfg(feature = "server")]
+pub mod framing;
 #[cfg(feature = "server")]
 mod health;
 #[cfg(feature = "server")]

@@ -6,7 +6,8 @@
 //! A `status` request is answered here, apart from the writer: the checks run on a blocking
 //! thread against the pool, the alarms and counters come from the writer's [`Monitor`].
 //!
-//! Only translation lives here: decoding is in `request`, batching and commit in `writer`.
+//! Only translation lives here: framing is in `framing`, decoding in `request`, batching and
+//! commit in `writer`. No line, however broken, ends a connection: each is answered.
 //! [`run`] takes the shutdown signal as a future, so tests run the real server in-process.
 
 use std::future::Future;
@@ -20,12 +21,13 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
-use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::batch::BatchPolicy;
 use crate::db::{Database, DbError};
+use crate::framing::{Frame, RequestLines};
 use crate::health::Monitor;
 use crate::protocol::{Outcome, Reply};
 use crate::request::{self, Body, Invalid, Rejection};
@@ -186,7 +188,7 @@ async fn connection(
     stop: CancellationToken,
 ) {
     let (read, mut write) = stream.into_split();
-    let mut requests = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_LINE));
+    let mut requests = FramedRead::new(read, RequestLines::new(MAX_LINE));
     let (replies_to, mut replies) = mpsc::unbounded_channel();
     let mut pending = 0usize;
     let mut reading = true;
@@ -206,20 +208,24 @@ async fn connection(
                     reading = false;
                     continue;
                 }
-                Some(Ok(line)) if line.trim().is_empty() => continue,
-                Some(Ok(line)) => match forward(&line, &jobs, &status, &replies_to) {
+                Some(Ok(Frame::Line(line))) if line.trim().is_empty() => continue,
+                Some(Ok(Frame::Line(line))) => match forward(&line, &jobs, &status, &replies_to) {
                     None => {
                         pending += 1;
                         continue;
                     }
                     Some(reply) => reply,
                 },
-                Some(Err(LinesCodecError::MaxLineLengthExceeded)) => Rejection {
-                    id: None,
-                    invalid: Invalid::new("request", format!("longer than {MAX_LINE} bytes")),
+                Some(Ok(frame)) => {
+                    let message = match frame {
+                        Frame::TooLong => format!("longer than {MAX_LINE} bytes"),
+                        Frame::NotUtf8 => "not UTF-8".into(),
+                        _ => "the connection ended before the line's newline; the line was not read".into(),
+                    };
+                    log::warn!("refused a request line: {message}");
+                    Rejection { id: None, invalid: Invalid::new("request", message) }.into_reply()
                 }
-                .into_reply(),
-                Some(Err(LinesCodecError::Io(e))) => {
+                Some(Err(e)) => {
                     log::debug!("connection closed: {e}");
                     return;
                 }

@@ -215,6 +215,40 @@ async fn postgres_a_wrong_schema_is_refused() {
     a_wrong_schema_is_refused(Backend::Postgres, "INTEGER", "integer").await;
 }
 
+/// A line over the limit or not UTF-8 is refused and the connection goes on; a request that the
+/// client's close cut off before its newline is refused and never committed (issue 15).
+#[tokio::test]
+async fn sqlite_broken_lines_are_refused_without_closing_the_connection() {
+    let db = TestDb::new(Backend::Sqlite);
+    let logd = start(&db).await.unwrap();
+    let post = |id: u64| {
+        serde_json::json!({"version": 1, "id": id, "op": "post", "transfer": transfer(1, id as usize)}).to_string()
+    };
+    let stream = UnixStream::connect(&logd.socket).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let mut replies = BufReader::new(read).lines();
+    let json = |line: Option<String>| serde_json::from_str::<serde_json::Value>(&line.unwrap()).unwrap();
+    let mut bytes = vec![b'x'; 300 * 1024];
+    bytes.extend_from_slice(b"\n\xff\xfe{}\n");
+    bytes.extend_from_slice((post(7) + "\n").as_bytes());
+    write.write_all(&bytes).await.unwrap();
+    let first = json(replies.next_line().await.unwrap());
+    let second = json(replies.next_line().await.unwrap());
+    let third = json(replies.next_line().await.unwrap());
+    assert_eq!((first["status"].as_str(), first["field"].as_str()), (Some("invalid"), Some("request")));
+    assert!(first["message"].as_str().unwrap().starts_with("longer than"), "{first}");
+    assert_eq!(second["message"], "not UTF-8");
+    assert_eq!((third["id"].as_u64(), third["status"].as_str()), (Some(7), Some("ok")));
+
+    write.write_all(post(8).as_bytes()).await.unwrap();
+    write.shutdown().await.unwrap();
+    let cut = json(replies.next_line().await.unwrap());
+    assert_eq!((cut["id"].as_u64(), cut["status"].as_str()), (None, Some("invalid")), "{cut}");
+    assert!(cut["message"].as_str().unwrap().contains("newline"), "{cut}");
+    assert_eq!(db.rows().len(), 1, "the request cut short is not committed");
+    logd.stop().await;
+}
+
 /// A stale socket file is replaced; a live one is not taken over; on shutdown the socket goes,
 /// and a restarted logd keeps the rows and continues the sequence.
 #[tokio::test]

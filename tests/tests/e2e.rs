@@ -135,6 +135,9 @@ fn round_trip(database: Database) {
         assert_eq!(std::fs::metadata(path).unwrap().len(), size as u64);
         // Through the mount the same file is visible at the same relative path.
         assert_eq!(std::fs::metadata(node.mount.join(relative)).unwrap().len(), size as u64);
+        // Its real name is linked beside the layout, on the file server.
+        let name_link = Path::new(&node.server_dir).join(".names").join(&post.filename);
+        assert_eq!(std::fs::read_link(&name_link).unwrap(), Path::new(case.name), "{name_link:?}");
     }
     // Each transfer is one log line with structured fields (journal fields under systemd).
     let logs = node.logs();
@@ -143,7 +146,7 @@ fn round_trip(database: Database) {
         assert!(logs.contains(&fields), "no line with {fields:?} in:\n{logs}");
     }
     // No partial files are left behind.
-    let leftovers = run(Command::new("find").arg(&node.server_dir).args(["-name", ".*"])).unwrap();
+    let leftovers = run(Command::new("find").arg(&node.server_dir).args(["-name", ".*.part"])).unwrap();
     assert_eq!(leftovers.trim(), "", "temporary files left on the file server");
 }
 

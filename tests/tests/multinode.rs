@@ -70,9 +70,10 @@ fn three_nodes_share_one_database_server_and_one_file_server() {
             assert!(row.file_path.starts_with(&format!("{}/", node.server_dir.display())), "{id}: {}", row.file_path);
             assert!(std::path::Path::new(&row.file_path).exists());
         }
-        // Each node's directory holds exactly its own one file.
-        let stored = walk_files(&node.server_dir);
+        // Each node's directory holds exactly its own one file (and its real-name link).
+        let stored = walk_files(&node.server_dir.join("files"));
         assert_eq!(stored.len(), 1, "{id}: {stored:?}");
+        assert_eq!(walk_files(&node.server_dir.join(".names")).len(), 1, "{id}");
     }
 }
 

@@ -15,6 +15,11 @@ use serde::Deserialize;
 /// The largest file a node accepts when `http.max_file_size` is 0: 4 GiB.
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 4 << 30;
 
+/// The directory of the real-name links, beside `files/` in the node's directory: httpd keeps
+/// each stored file's real name as the link `.names/<file_name>` → `<real name>`, and
+/// `logd purge` deletes the link with its file.
+pub const NAMES_DIR: &str = ".names";
+
 /// A configuration file that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -268,6 +273,11 @@ pub struct Http {
     /// /upload/…` is refused.
     #[serde(default)]
     pub slot_secrets: Vec<String>,
+    /// The XMPP domain of ejabberd's uploaders when its `mod_http_upload` has
+    /// `jid_in_url: node`: a slot's first segment is then the uploader's node, recorded as
+    /// `<node>@<this domain>`. Unset: ejabberd slots name no uploader.
+    #[serde(default)]
+    pub ejabberd_jid_domain: Option<String>,
     /// Uploads and downloads in progress at most; beyond, 503 with `Retry-After`.
     #[serde(default = "default_max_concurrent_transfers")]
     pub max_concurrent_transfers: usize,
@@ -330,6 +340,15 @@ impl Http {
                 format!("each secret must be at least 16 characters, one has {}", short.len()),
                 "slot_secrets = [\"<output of: openssl rand -hex 32>\"]",
             ));
+        }
+        if let Some(domain) = &self.ejabberd_jid_domain {
+            if domain.is_empty() || domain.contains(['@', '/', ' ']) || domain.chars().any(char::is_control) {
+                return Err(invalid(
+                    "http.ejabberd_jid_domain",
+                    format!("must be an XMPP domain such as example.com, got {domain:?}"),
+                    "ejabberd_jid_domain = \"example.com\"",
+                ));
+            }
         }
         if !(1..=100_000).contains(&self.max_concurrent_transfers) {
             return Err(invalid(
@@ -718,6 +737,7 @@ token_secrets = ["0123456789abcdef0123456789abcdef"]
             ("tls_certificate = \"c.pem\"\ntls_key = \"/k.pem\"", "http.tls_certificate:"),
             ("slot_secrets = [\"0123456789abcdef\", \"short\"]", "http.slot_secrets:"),
             ("max_concurrent_transfers = 0", "http.max_concurrent_transfers:"),
+            ("ejabberd_jid_domain = \"alice@example.com\"", "http.ejabberd_jid_domain:"),
             ("request_timeout_secs = 0", "http.request_timeout_secs:"),
             ("cors_allowed_origins = [\"https://chat.example.com/\"]", "http.cors_allowed_origins:"),
             ("cors_allowed_origins = [\"chat.example.com\"]", "http.cors_allowed_origins:"),

@@ -71,6 +71,32 @@ pub fn mount<B: SftpBackend>(
     })
 }
 
+/// Detaches a mount left at `mount_point` by an fsd that died together with its `fusermount3`
+/// auto-unmount helper, as when systemd kills the whole unit after a `kill -9` of fsd: the kernel
+/// answers ENOTCONN for that directory, and fsd could neither create nor mount over it. Returns
+/// whether there was such a mount.
+pub fn detach_stale(mount_point: &Path) -> io::Result<bool> {
+    match std::fs::metadata(mount_point) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            detach(mount_point)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// `fusermount3 -u -z mount_point`: the mount goes away now, files still open keep working.
+fn detach(mount_point: &Path) -> io::Result<()> {
+    let status = Command::new("fusermount3").args(["-u", "-z"]).arg(mount_point).status()?;
+    if !status.success() {
+        return Err(io::Error::other(format!(
+            "fusermount3 -u -z {} failed ({status})",
+            mount_point.display()
+        )));
+    }
+    Ok(())
+}
+
 impl Mounted {
     /// Whether the kernel still talks to fsd (false once someone else unmounted it).
     pub fn is_serving(&self) -> bool {
@@ -81,16 +107,7 @@ impl Mounted {
     /// is dead, so a clean stop unmounts itself). Files still open keep working until closed;
     /// fsd waits for that up to `grace`, then leaves them to fail with ENOTCONN.
     pub fn unmount(self, grace: Duration) -> io::Result<()> {
-        let status = Command::new("fusermount3")
-            .args(["-u", "-z"])
-            .arg(&self.mount_point)
-            .status()?;
-        if !status.success() {
-            return Err(io::Error::other(format!(
-                "fusermount3 -u -z {} failed ({status})",
-                self.mount_point.display()
-            )));
-        }
+        detach(&self.mount_point)?;
         let deadline = Instant::now() + grace;
         while self.is_serving() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));

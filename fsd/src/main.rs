@@ -198,6 +198,14 @@ fn serve(config: &NodeConfig) -> anyhow::Result<ExitCode> {
         }
     };
     let directory = backend.directory().to_owned();
+    if fsd::fuse::detach_stale(mount_point)
+        .with_context(|| format!("cannot detach the stale mount at {}", mount_point.display()))?
+    {
+        log::warn!(
+            "detached the stale mount at {} left by an fsd that was killed",
+            mount_point.display()
+        );
+    }
     std::fs::create_dir_all(mount_point)
         .with_context(|| format!("cannot create the mount point {}", mount_point.display()))?;
     let fs = Arc::new(Filesystem::new(backend, &directory));

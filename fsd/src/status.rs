@@ -7,6 +7,7 @@
 //! and pulls in none of FUSE or SSH.
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -161,7 +162,8 @@ impl FsdStatus {
     }
 
     /// Replaces the file at `path` with this status, atomically (temporary file, then rename),
-    /// making its directory if needed. The file is world-readable: it holds no secret.
+    /// making its directory if needed. The file is world-readable (0644, whatever the umask:
+    /// fsd runs as root with `UMask=0077`, httpd reads it as `mft`): it holds no secret.
     pub fn store(&self, path: &Path) -> Result<(), StatusError> {
         let io = |source| StatusError::Io {
             path: path.display().to_string(),
@@ -175,6 +177,7 @@ impl FsdStatus {
         let text = serde_json::to_vec_pretty(self).expect("a status always serializes");
         let mut file = std::fs::File::create(&temp).map_err(io)?;
         file.write_all(&text).map_err(io)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(io)?;
         drop(file);
         std::fs::rename(&temp, path).map_err(io)
     }
@@ -214,5 +217,29 @@ mod tests {
             "FAIL free_space: 3% available"
         );
         assert!(FsdStatus::load(&dir.path().join("absent")).is_err());
+    }
+
+    /// Under systemd fsd runs with `UMask=0077`; httpd, another user, must still read the file.
+    #[cfg(feature = "daemon")]
+    #[test]
+    fn the_status_file_is_readable_by_others_under_a_strict_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fsd-status.json");
+        let status = FsdStatus {
+            updated_at: "2025-01-01T13:00:00Z".into(),
+            mount_point: "/var/lib/mft/store".into(),
+            connected: true,
+            checks: Vec::new(),
+            alarms: Vec::new(),
+            counters: Counters::default(),
+        };
+        // SAFETY: umask only sets the process's file-mode mask; it is restored right after.
+        let old = unsafe { libc::umask(0o077) };
+        let stored = status.store(&path);
+        // SAFETY: as above.
+        unsafe { libc::umask(old) };
+        stored.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "{mode:o}");
     }
 }

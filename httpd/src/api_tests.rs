@@ -188,6 +188,28 @@ fn sample_body(len: usize) -> Vec<u8> {
 }
 
 #[actix_web::test]
+async fn a_method_that_a_route_does_not_take_is_405_with_allow() {
+    let node = Node::new();
+    let app = test::init_service(App::new().configure(routes(node.transfers.clone()))).await;
+    let cases = [
+        ("TRACE", "/files", "POST"),
+        ("GET", "/files", "POST"),
+        ("PATCH", "/files/node_1/im/20140811/15/x/y", "GET, HEAD, OPTIONS"),
+        ("DELETE", "/upload/slot/name.txt", "GET, HEAD, OPTIONS, PUT"),
+        ("TRACE", "/healthz", "GET"),
+    ];
+    for (method, path, allow) in cases {
+        let method = actix_web::http::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = test::call_service(&app, TestRequest::default().method(method.clone()).uri(path).to_request()).await;
+        assert_eq!(header_value(response.headers(), header::ALLOW), allow, "{method} {path}");
+        let message = error_of(response, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+        assert_eq!(message, format!("this route takes only {allow}"));
+    }
+    let response = test::call_service(&app, TestRequest::default().method(actix_web::http::Method::TRACE).uri("/nothing").to_request()).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND, "a path of no route");
+}
+
+#[actix_web::test]
 async fn upload_then_download_round_trip() {
     let node = Node::new();
     let app = test::init_service(App::new().configure(routes(node.transfers.clone()))).await;
@@ -500,6 +522,7 @@ async fn real_server_answers_head_and_stops() {
 }
 
 mod downloads;
+mod shares;
 mod slots;
 mod uploads;
 

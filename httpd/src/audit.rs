@@ -5,7 +5,7 @@
 //! committed the row (or failed), so callers can make the answer depend on it.
 
 use futures_util::future::BoxFuture;
-use logd::{LogdClient, LogdError, Transfer};
+use logd::{Amendment, LogdClient, LogdError, Transfer};
 
 /// Records uploads and downloads in `aft_log`.
 pub trait AuditLog: Send + Sync + 'static {
@@ -15,8 +15,19 @@ pub trait AuditLog: Send + Sync + 'static {
     /// Records the start of a download (a `Get` row, 0 bytes transferred); returns its `aft_index`.
     fn get_start<'a>(&'a self, transfer: &'a Transfer) -> BoxFuture<'a, Result<i64, LogdError>>;
 
+    /// The same, addressed to the recipient of the file's upload: the row's `to_jid` is the one
+    /// of the Post row of `transfer.filename` (`transfer.to_jid` if there is none); returns the
+    /// `aft_index` and that `to_jid`.
+    fn get_start_to_post_recipient<'a>(&'a self, transfer: &'a Transfer) -> BoxFuture<'a, Result<(i64, String), LogdError>>;
+
     /// Records how many bytes a download actually moved.
     fn get_end(&self, aft_index: i64, bytes_transferred: i64) -> BoxFuture<'_, Result<(), LogdError>>;
+
+    /// Records that a stored file was shared in one more chat (a `Share` row).
+    fn share<'a>(&'a self, transfer: &'a Transfer) -> BoxFuture<'a, Result<i64, LogdError>>;
+
+    /// Records a file's first share in its Post row (recipient, chat type, path).
+    fn amend_post<'a>(&'a self, amendment: &'a Amendment) -> BoxFuture<'a, Result<i64, LogdError>>;
 }
 
 impl AuditLog for LogdClient {
@@ -28,8 +39,20 @@ impl AuditLog for LogdClient {
         Box::pin(LogdClient::get_start(self, transfer))
     }
 
+    fn get_start_to_post_recipient<'a>(&'a self, transfer: &'a Transfer) -> BoxFuture<'a, Result<(i64, String), LogdError>> {
+        Box::pin(LogdClient::get_start_to_post_recipient(self, transfer))
+    }
+
     fn get_end(&self, aft_index: i64, bytes_transferred: i64) -> BoxFuture<'_, Result<(), LogdError>> {
         Box::pin(LogdClient::get_end(self, aft_index, bytes_transferred))
+    }
+
+    fn share<'a>(&'a self, transfer: &'a Transfer) -> BoxFuture<'a, Result<i64, LogdError>> {
+        Box::pin(LogdClient::share(self, transfer))
+    }
+
+    fn amend_post<'a>(&'a self, amendment: &'a Amendment) -> BoxFuture<'a, Result<i64, LogdError>> {
+        Box::pin(LogdClient::amend_post(self, amendment))
     }
 }
 
@@ -89,6 +112,38 @@ pub mod memory {
 
         fn get_start<'a>(&'a self, transfer: &'a Transfer) -> BoxFuture<'a, Result<i64, LogdError>> {
             Box::pin(async move { self.record("Get", transfer) })
+        }
+
+        fn get_start_to_post_recipient<'a>(&'a self, transfer: &'a Transfer) -> BoxFuture<'a, Result<(i64, String), LogdError>> {
+            Box::pin(async move {
+                let post = self.rows().into_iter().find(|r| r.method == "Post" && r.transfer.filename == transfer.filename);
+                let to_jid = post.map_or_else(|| transfer.to_jid.clone(), |p| p.transfer.to_jid);
+                let aft_index = self.record("Get", &Transfer { to_jid: to_jid.clone(), ..transfer.clone() })?;
+                Ok((aft_index, to_jid))
+            })
+        }
+
+        fn share<'a>(&'a self, transfer: &'a Transfer) -> BoxFuture<'a, Result<i64, LogdError>> {
+            Box::pin(async move { self.record("Share", transfer) })
+        }
+
+        fn amend_post<'a>(&'a self, amendment: &'a Amendment) -> BoxFuture<'a, Result<i64, LogdError>> {
+            Box::pin(async move {
+                self.check()?;
+                let mut rows = self.rows.lock().unwrap();
+                let index = rows.iter().position(|r| r.method == "Post" && r.transfer.filename == amendment.filename);
+                let Some(index) = index else {
+                    return Err(LogdError::Invalid {
+                        field: "filename".into(),
+                        message: format!("no Post row of {}", amendment.filename),
+                    });
+                };
+                let t = &mut rows[index].transfer;
+                t.to_jid.clone_from(&amendment.to_jid);
+                t.chat_type.clone_from(&amendment.chat_type);
+                t.file_path.clone_from(&amendment.file_path);
+                Ok(index as i64 + 1)
+            })
         }
 
         fn get_end(&self, aft_index: i64, bytes_transferred: i64) -> BoxFuture<'_, Result<(), LogdError>> {

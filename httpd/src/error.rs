@@ -30,6 +30,9 @@ pub enum Error {
     NotManaged(TransferMode),
     #[error("no such file")]
     NotFound,
+    /// A method that the route of the request's path does not take; its methods.
+    #[error("this route takes only {}", .0.join(", "))]
+    MethodNotAllowed(&'static [&'static str]),
     #[error("this file is stored by node {0}; download it from that node")]
     OtherNode(String),
     #[error("the file is larger than this node accepts ({0} bytes at most)")]
@@ -89,6 +92,7 @@ impl Error {
             Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Error::NotManaged(_) => (StatusCode::FORBIDDEN, "managed_transfer_disabled"),
             Error::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Error::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Error::OtherNode(_) => (StatusCode::NOT_FOUND, "other_node"),
             Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Error::Audit(LogdError::Unavailable(_)) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
@@ -110,6 +114,8 @@ impl Error {
                 SlotError::Mismatch(_) => (StatusCode::BAD_REQUEST, "slot_mismatch"),
                 SlotError::SizeMismatch { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "size_mismatch"),
                 SlotError::AlreadyUsed => (StatusCode::CONFLICT, "slot_used"),
+                SlotError::BadCapability => (StatusCode::FORBIDDEN, "bad_capability"),
+                SlotError::NotOurUrl => (StatusCode::BAD_REQUEST, "not_our_url"),
             },
         }
     }
@@ -156,6 +162,9 @@ impl ResponseError for Error {
             Error::RangeNotSatisfiable(size) => {
                 response.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));
             }
+            Error::MethodNotAllowed(methods) => {
+                response.insert_header((header::ALLOW, methods.join(", ")));
+            }
             _ => {}
         }
         response.json(serde_json::json!({ "error": code, "message": self.to_string() }))
@@ -193,6 +202,7 @@ mod tests {
                 "this node does not carry managed file transfers (node.transfer_mode = \"peer-to-peer\")",
             ),
             (Error::NotFound, 404, "not_found", "no such file"),
+            (Error::MethodNotAllowed(&["GET", "HEAD"]), 405, "method_not_allowed", "this route takes only GET, HEAD"),
             (
                 Error::OtherNode("node_2".into()),
                 404,

@@ -5,7 +5,9 @@
 //!   with `Location`.
 //! - `GET` / `HEAD /files/<node>/<chat_type>/<YYYYMMDD>/<HH[.n]>/<file_name>/<real name>`: download
 //!   (one `Range`, `ETag`, `If-None-Match`, `If-Range`).
-//! - `PUT /upload/<slot path>`: fill an XEP-0363 external upload slot; `GET` / `HEAD` serve it.
+//! - `PUT /upload/<slot path>`: fill an XEP-0363 external upload slot; `GET` / `HEAD` serve it
+//!   (with an optional download capability: `mft_for`, `mft_to`, `mft_type`, `mft_cap`).
+//! - `POST /shares`: the XMPP server's module reports that a slot URL was sent into a chat.
 //! - `GET /healthz`: liveness; the other operations endpoints are [`crate::ops`]'s.
 //!
 //! The slot and download routes answer CORS (`actix-cors`) for the origins of
@@ -32,6 +34,7 @@ use serde::Deserialize;
 
 use crate::conditional::{Answer, Preconditions};
 use crate::error::Error;
+use crate::share::CapabilityQuery;
 use crate::slot::{SlotRequest, SLOT_PREFIX};
 use crate::transfer::{Download, DownloadRequest, Uploaded};
 use crate::ops::Ops;
@@ -48,6 +51,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/files", &["POST"]),
     ("/files/{path:.*}", &["GET", "HEAD", "OPTIONS"]),
     ("/upload/{path:.*}", &["GET", "HEAD", "OPTIONS", "PUT"]),
+    ("/shares", &["POST"]),
     ("/status", &["GET"]),
     ("/status.html", &["GET"]),
     ("/readyz", &["GET"]),
@@ -114,6 +118,10 @@ struct UploadQuery {
 struct SlotQuery {
     v: Option<String>,
     v2: Option<String>,
+    mft_for: Option<String>,
+    mft_to: Option<String>,
+    mft_type: Option<String>,
+    mft_cap: Option<String>,
 }
 
 /// Registers the routes of the node on an `App` (or a test service).
@@ -126,8 +134,23 @@ pub fn routes(transfers: web::Data<Transfers>) -> impl FnOnce(&mut web::ServiceC
             .route("/files", on("/files").to(upload))
             .service(with_cors("/files/{path:.*}", &origins, on("/files/{path:.*}").to(download)))
             .service(with_cors("/upload/{path:.*}", &origins, on("/upload/{path:.*}").to(slot)))
-            .default_service(web::to(|| async { Err::<HttpResponse, _>(Error::NotFound) }));
+            .route("/shares", on("/shares").to(share))
+            .default_service(web::to(not_routed));
     }
+}
+
+/// A request that no route took: 405 with `Allow` if its path is a route's (of [`ROUTES`]) and
+/// only the method is wrong, else 404.
+async fn not_routed(request: HttpRequest) -> Result<HttpResponse, Error> {
+    let path = request.path();
+    let route = ROUTES.iter().find(|(pattern, _)| match pattern.strip_suffix("{path:.*}") {
+        Some(prefix) => path.starts_with(prefix),
+        None => path == *pattern,
+    });
+    Err(match route {
+        Some((_, methods)) => Error::MethodNotAllowed(methods),
+        None => Error::NotFound,
+    })
 }
 
 async fn upload(
@@ -207,7 +230,13 @@ async fn slot(
 ) -> Result<HttpResponse, Error> {
     let raw_path = request.uri().path().strip_prefix(SLOT_PREFIX).unwrap_or_default();
     if request.method() != Method::PUT {
-        let download = transfers.download_slot(raw_path, &download_request(&request)).await?;
+        let capability = CapabilityQuery {
+            mft_for: query.mft_for.as_deref(),
+            mft_to: query.mft_to.as_deref(),
+            mft_type: query.mft_type.as_deref(),
+            mft_cap: query.mft_cap.as_deref(),
+        };
+        let download = transfers.download_slot(raw_path, &capability, &download_request(&request)).await?;
         return Ok(download_response(download));
     }
     let headers = request.headers();
@@ -219,6 +248,12 @@ async fn slot(
         content_type: header_str(headers, header::CONTENT_TYPE),
     };
     Ok(created(transfers.upload_slot(raw_path, &slot_request, body).await?))
+}
+
+/// A share report from the XMPP server's module: `200` with what it recorded.
+async fn share(request: HttpRequest, transfers: web::Data<Transfers>) -> Result<HttpResponse, Error> {
+    let shared = transfers.share(header_str(request.headers(), header::AUTHORIZATION)).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "recorded": shared })))
 }
 
 fn download_request(request: &HttpRequest) -> DownloadRequest<'_> {
@@ -303,8 +338,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let http = &transfers.config().http;
-    let tls = match http.tls() {
-        Some((certificate, key)) => Some(crate::tls::server_config(certificate, key).map_err(io::Error::other)?),
+    let tls = match transfers.secrets().tls_config(http).map_err(io::Error::other)? {
+        Some(tls) => Some(tls),
         None => {
             let addr = listener.local_addr()?;
             if !addr.ip().is_loopback() {

@@ -11,9 +11,11 @@
 //! - [`uri`]: download URIs, formatted and strictly parsed.
 //! - [`auth`]: JWT credentials.
 //! - [`slot`]: XEP-0363 external upload slots and their schemes' credentials.
+//! - [`share`]: the XMPP module's share reports and per-recipient download capabilities.
 //! - [`conditional`]: `Range`, `ETag`, `If-None-Match`, `If-Range`.
 //! - [`slot_index`]: which stored file each filled slot names, and when it expires.
 //! - [`tls`]: the rustls server configuration from PEM files.
+//! - [`reload`]: the token and slot secrets and the TLS certificate, re-read on SIGHUP.
 //! - [`store`]: files on the mount (temp name, fsync, rename).
 //! - [`audit`]: the audit log interface and its logd implementation.
 //! - [`transfer`]: the upload and download logic.
@@ -36,6 +38,8 @@ pub mod metrics;
 pub mod node_status;
 pub mod ops;
 pub mod real_name;
+pub mod reload;
+pub mod share;
 pub mod slot;
 pub mod slot_index;
 pub mod status_page;

@@ -1,6 +1,7 @@
 //! `httpd`: runs the node's HTTP front, or prints a token for testing and operations.
 //!
-//! - `httpd [--config PATH]` serves on `http.listen` until SIGTERM or SIGINT.
+//! - `httpd [--config PATH]` serves on `http.listen` until SIGTERM or SIGINT; SIGHUP re-reads
+//!   the token and slot secrets and the TLS certificate and key ([`httpd::reload`]).
 //! - `httpd token upload --from A --to B --chat-type im [--max-size BYTES] [--ttl-secs N]` prints an
 //!   upload token.
 //! - `httpd token download --as B [--ttl-secs N]` prints a download token.
@@ -78,7 +79,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", token(&Credentials::new(&config.http.token_secrets), command)?);
             Ok(())
         }
-        None => actix_web::rt::System::new().block_on(serve(config)),
+        None => actix_web::rt::System::new().block_on(serve(config, cli.config)),
     }
 }
 
@@ -101,7 +102,7 @@ fn token(credentials: &Credentials, command: TokenCommand) -> anyhow::Result<Str
     })
 }
 
-async fn serve(config: NodeConfig) -> anyhow::Result<()> {
+async fn serve(config: NodeConfig, config_file: PathBuf) -> anyhow::Result<()> {
     let addr = config.http.listen;
     let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr} (http.listen)"))?;
     let audit = Arc::new(logd::LogdClient::new(config.logd.socket.clone()));
@@ -110,6 +111,14 @@ async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     let transfers = Arc::new(Transfers::new(config, Mount::Fuse, audit, Arc::new(SystemClock)));
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    // SIGHUP (systemctl reload): re-read the secrets and the certificate, keep serving.
+    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let secrets = transfers.secrets().clone();
+    actix_web::rt::spawn(async move {
+        while hangup.recv().await.is_some() {
+            secrets.reload_logged(&config_file);
+        }
+    });
     println!("httpd listening on {}", listener.local_addr()?);
     httpd::run(listener, transfers, ops, async move {
         tokio::select! {

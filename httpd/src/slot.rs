@@ -72,6 +72,13 @@ pub enum SlotError {
     /// 409: a file was already uploaded to this slot (or is being uploaded).
     #[error("this upload slot has already been used")]
     AlreadyUsed,
+    /// 403: a download capability (`mft_for`, `mft_to`, `mft_cap`) is incomplete or does not
+    /// match (see [`crate::share`]).
+    #[error("the download capability (mft_for, mft_to, mft_cap) is incomplete or does not match")]
+    BadCapability,
+    /// 400: a share names a URL that is not one of this node's slot URLs.
+    #[error("the shared URL is not an upload slot URL of this node")]
+    NotOurUrl,
 }
 
 /// A slot path after `/upload/`: percent-decoded, 2 or 3 segments, none empty, `.` or `..`,
@@ -159,27 +166,49 @@ pub struct FileShareClaims {
 /// Checks slot requests against the secrets shared with the XMPP server: any of them verifies,
 /// so a secret rotates without downtime.
 #[derive(Clone)]
-pub struct SlotSecrets(Vec<String>);
+pub struct SlotSecrets {
+    secrets: Vec<String>,
+    /// `http.ejabberd_jid_domain`: ejabberd's slots name their uploader (`jid_in_url: node`).
+    ejabberd_jid_domain: Option<String>,
+}
 
 impl std::fmt::Debug for SlotSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SlotSecrets({} secrets)", self.0.len())
+        write!(f, "SlotSecrets({} secrets)", self.secrets.len())
     }
 }
 
 impl SlotSecrets {
-    /// From `http.slot_secrets`.
-    pub fn new(secrets: &[String]) -> Self {
-        Self(secrets.to_vec())
+    /// From `http.slot_secrets` and `http.ejabberd_jid_domain`.
+    pub fn new(secrets: &[String], ejabberd_jid_domain: Option<&str>) -> Self {
+        Self {
+            secrets: secrets.to_vec(),
+            ejabberd_jid_domain: ejabberd_jid_domain.map(str::to_owned),
+        }
+    }
+
+    /// The secrets, for the other credentials signed with them ([`crate::share`]).
+    pub fn secrets(&self) -> &[String] {
+        &self.secrets
+    }
+
+    /// The uploader an ejabberd slot names: `<first segment>@<http.ejabberd_jid_domain>`, if
+    /// that domain is set (ejabberd's `jid_in_url: node` puts the user's node there) and the
+    /// result is a JID.
+    fn ejabberd_uploader(&self, path: &SlotPath) -> Option<String> {
+        let domain = self.ejabberd_jid_domain.as_deref()?;
+        let node = path.segments().first().copied()?;
+        let jid = format!("{node}@{domain}");
+        (!node.contains(['@', '/']) && is_valid_jid(&jid)).then_some(jid)
     }
 
     /// Verifies a `PUT` to `path` and says what it may store.
     pub fn verify(&self, path: &SlotPath, request: &SlotRequest<'_>, now: DateTime<Utc>) -> Result<SlotGrant, SlotError> {
-        if self.0.is_empty() {
+        if self.secrets.is_empty() {
             return Err(SlotError::NotConfigured);
         }
         if request.authorization.is_some() {
-            return verify_file_share(&self.0, path, request, now);
+            return verify_file_share(&self.secrets, path, request, now);
         }
         let size = request.content_length.ok_or(SlotError::LengthRequired)?;
         let scheme = match (request.v2.is_some(), path.segments().len()) {
@@ -197,13 +226,16 @@ impl SlotSecrets {
         };
         let token = hex::decode(token.ok_or(SlotError::BadMac)?).map_err(|_| SlotError::BadMac)?;
         // Every secret is tried, so the time taken does not tell which one matched.
-        if self.0.iter().filter(|secret| mac(secret, &message).verify_slice(&token).is_ok()).count() == 0 {
+        if self.secrets.iter().filter(|secret| mac(secret, &message).verify_slice(&token).is_ok()).count() == 0 {
             return Err(SlotError::BadMac);
         }
         Ok(SlotGrant {
             scheme,
             real_name: path.real_name()?,
-            uploader: None,
+            uploader: match scheme {
+                Scheme::Ejabberd => self.ejabberd_uploader(path),
+                _ => None,
+            },
             chat_type: ChatType::Im,
             size,
             expires: None,
@@ -212,7 +244,8 @@ impl SlotSecrets {
     }
 }
 
-fn mac(secret: &str, message: &str) -> Hmac<Sha256> {
+/// The HMAC-SHA256 of `message` under `secret`.
+pub(crate) fn mac(secret: &str, message: &str) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(message.as_bytes());
     mac
@@ -226,7 +259,7 @@ pub fn sign(secret: &str, message: &str) -> String {
 fn verify_file_share(secrets: &[String], path: &SlotPath, request: &SlotRequest<'_>, now: DateTime<Utc>) -> Result<SlotGrant, SlotError> {
     let header = request.authorization.unwrap_or_default();
     let token = bearer_token(header).ok_or_else(|| SlotError::BadToken("not a Bearer token".into()))?;
-    let claims = file_share_claims(secrets, token)?;
+    let claims: FileShareClaims = signed_claims(secrets, token)?;
     if claims.exp <= now.timestamp() {
         return Err(SlotError::Expired);
     }
@@ -264,15 +297,16 @@ fn verify_file_share(secrets: &[String], path: &SlotPath, request: &SlotRequest<
     })
 }
 
-/// The claims of a `mod_http_file_share` token signed with any of `secrets`.
-fn file_share_claims(secrets: &[String], token: &str) -> Result<FileShareClaims, SlotError> {
+/// The claims of an HS256 token signed with any of `secrets` (slot tokens, and the share tokens
+/// of [`crate::share`]).
+pub(crate) fn signed_claims<T: serde::de::DeserializeOwned>(secrets: &[String], token: &str) -> Result<T, SlotError> {
     let mut validation = Validation::new(Algorithm::HS256);
     // Expiry and `nbf` are checked by the caller against the injected clock, without leeway
     // (Prosody signs its slot tokens on the clock it checks them with).
     validation.validate_exp = false;
     validation.required_spec_claims.clear();
     for secret in secrets {
-        match jsonwebtoken::decode::<FileShareClaims>(token, &DecodingKey::from_secret(secret.as_bytes()), &validation) {
+        match jsonwebtoken::decode::<T>(token, &DecodingKey::from_secret(secret.as_bytes()), &validation) {
             Ok(data) => return Ok(data.claims),
             Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => continue,
             Err(e) => return Err(SlotError::BadToken(e.to_string())),
@@ -317,7 +351,7 @@ pub mod tests {
     }
 
     fn secrets(secrets: &[&str]) -> SlotSecrets {
-        SlotSecrets::new(&secrets.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        SlotSecrets::new(&secrets.iter().map(|s| s.to_string()).collect::<Vec<_>>(), None)
     }
 
     fn secret() -> SlotSecrets {
@@ -349,6 +383,19 @@ pub mod tests {
         let v = sign(SECRET, "a1b2c3d4/Xy9rT/report.pdf 10");
         let grant = secret().verify(&e, &SlotRequest { v: Some(&v), content_length: Some(10), ..Default::default() }, now()).unwrap();
         assert_eq!((grant.scheme, grant.real_name.as_str()), (Scheme::Ejabberd, "report.pdf"));
+        assert_eq!(grant.uploader, None, "without http.ejabberd_jid_domain the first segment is a hash");
+    }
+
+    #[test]
+    fn ejabberd_slots_with_jid_in_url_node_name_their_uploader() {
+        let secrets = SlotSecrets::new(&[SECRET.to_owned()], Some("example.com"));
+        let grant = |raw: &str| {
+            let v = sign(SECRET, &format!("{} 10", path(raw).as_str()));
+            secrets.verify(&path(raw), &SlotRequest { v: Some(&v), content_length: Some(10), ..Default::default() }, now())
+        };
+        assert_eq!(grant("alice/Xy9rT/report.pdf").unwrap().uploader.as_deref(), Some("alice@example.com"));
+        assert_eq!(grant("al%40ice/Xy9rT/report.pdf").unwrap().uploader, None, "a node with @ names no one");
+        assert_eq!(grant("alice/report.pdf").unwrap().uploader, None, "Prosody's slots are not ejabberd's");
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub struct SlotRecord {
     /// The file was purged; the record stays as a tombstone while the token is valid.
     #[serde(default)]
     pub purged: bool,
+    /// The chats the slot's URL was shared in (see [`crate::share`]), first share first: the
+    /// first is the Post row's `to_jid`, each other has a `Share` row.
+    #[serde(default)]
+    pub shares: Vec<String>,
 }
 
 impl SlotRecord {
@@ -238,6 +242,7 @@ mod tests {
             expires,
             token_expires: None,
             purged: false,
+            shares: Vec::new(),
         }
     }
 

@@ -23,8 +23,7 @@ use tokio::io::AsyncWriteExt;
 use crate::layout::{ChatType, FileLocation, FileName, HourAllocator};
 use crate::real_name::RealName;
 
-/// The directory of the real-name links under the node's directory.
-pub const NAMES_DIR: &str = ".names";
+pub use mft_config::NAMES_DIR;
 
 /// A failed file system operation on the mount, classified by what it means for the client.
 /// The OS error is the `source`, not part of the message: log with the cause chain.
@@ -200,6 +199,39 @@ impl Store {
             Ok(())
         })
         .await
+    }
+
+    /// Moves a stored file to the hour directory of `chat_type` for the time it was `stored`
+    /// (the seed's layout dates a file by its upload), keeping its resource name and real-name
+    /// link; returns where it lies now.
+    pub async fn relocate(self: &std::sync::Arc<Self>, from: &FileLocation, chat_type: ChatType, stored: DateTime<Utc>) -> Result<FileLocation, StoreError> {
+        let (store, from) = (self.clone(), from.clone());
+        blocking(move || {
+            store.check_root()?;
+            let to = FileLocation {
+                dir: store.allocator.allocate(chat_type, stored)?,
+                file_name: from.file_name.clone(),
+            };
+            store.rename(&from, &to)?;
+            Ok(to)
+        })
+        .await
+    }
+
+    /// Moves a stored file from one place in the layout to another (undoing a [`Store::relocate`]).
+    pub async fn relocate_to(self: &std::sync::Arc<Self>, from: &FileLocation, to: &FileLocation) -> Result<(), StoreError> {
+        let (store, from, to) = (self.clone(), from.clone(), to.clone());
+        blocking(move || store.rename(&from, &to)).await
+    }
+
+    /// Renames `from` to `to`, creating `to`'s directory, and makes both directories durable.
+    fn rename(&self, from: &FileLocation, to: &FileLocation) -> Result<(), StoreError> {
+        let (old, new) = (self.path_of(from), self.path_of(to));
+        let dir = new.parent().expect("a file in the layout has a directory");
+        std::fs::create_dir_all(dir)?;
+        std::fs::rename(&old, &new)?;
+        sync_dir(dir)?;
+        Ok(sync_dir(old.parent().expect("a file in the layout has a directory"))?)
     }
 
     fn path_of(&self, location: &FileLocation) -> PathBuf {

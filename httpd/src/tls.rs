@@ -1,14 +1,19 @@
-//! HTTPS: the rustls server configuration built from the PEM certificate chain and private key
-//! that `http.tls_certificate` and `http.tls_key` name.
+//! HTTPS: the rustls server configuration, and the certificate chain and private key that
+//! `http.tls_certificate` and `http.tls_key` name, read from their PEM files.
 //!
 //! Only rustls with the `ring` provider and its safe defaults (TLS 1.2 and 1.3); no client
-//! certificates. This module reads the two files once at start and knows nothing else of httpd.
+//! certificates. The configuration takes its certificate from a resolver, so that a reload
+//! ([`crate::reload`]) gives new connections a new certificate; this module knows nothing else
+//! of httpd.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::ResolvesServerCert;
+use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
 /// Why the certificate or key cannot be used.
@@ -24,9 +29,13 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
 }
 
-/// The server configuration for `certificate` (PEM chain, leaf first) and `key` (PEM PKCS#8,
-/// PKCS#1 or SEC1).
-pub fn server_config(certificate: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The chain in `certificate` (PEM, leaf first) with the key in `key` (PEM PKCS#8, PKCS#1 or
+/// SEC1), checked to belong together.
+pub fn certified_key(certificate: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     let chain = CertificateDer::pem_file_iter(certificate)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|source| TlsError::Certificate { path: certificate.to_owned(), source })?;
@@ -34,11 +43,15 @@ pub fn server_config(certificate: &Path, key: &Path) -> Result<ServerConfig, Tls
         return Err(TlsError::NoCertificate { path: certificate.to_owned() });
     }
     let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Key { path: key.to_owned(), source })?;
-    let config = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    Ok(CertifiedKey::from_der(chain, key, &provider())?)
+}
+
+/// The server configuration, each connection's certificate chosen by `certificates`.
+pub fn server_config(certificates: Arc<dyn ResolvesServerCert>) -> Result<ServerConfig, TlsError> {
+    Ok(ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    Ok(config)
+        .with_cert_resolver(certificates))
 }
 
 #[cfg(test)]
@@ -66,7 +79,7 @@ pub mod tests {
     fn loads_a_certificate_and_its_key() {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = self_signed(dir.path());
-        assert!(server_config(&cert, &key).is_ok());
+        assert!(certified_key(&cert, &key).is_ok());
     }
 
     #[test]
@@ -74,18 +87,18 @@ pub mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = self_signed(dir.path());
         let missing = dir.path().join("missing.pem");
-        let e = server_config(&missing, &key).unwrap_err().to_string();
+        let e = certified_key(&missing, &key).unwrap_err().to_string();
         assert!(e.contains("missing.pem (http.tls_certificate)"), "{e}");
-        let e = server_config(&key, &key).unwrap_err().to_string();
+        let e = certified_key(&key, &key).unwrap_err().to_string();
         assert!(e.contains("holds no PEM certificate"), "{e}");
-        let e = server_config(&cert, &cert).unwrap_err().to_string();
+        let e = certified_key(&cert, &cert).unwrap_err().to_string();
         assert!(e.contains("cert.pem (http.tls_key)"), "{e}");
         let (other_cert, _) = self_signed(&{
             let other = dir.path().join("other");
             std::fs::create_dir(&other).unwrap();
             other
         });
-        let e = server_config(&other_cert, &key).unwrap_err().to_string();
+        let e = certified_key(&other_cert, &key).unwrap_err().to_string();
         assert!(e.contains("do not make a TLS configuration"), "{e}");
     }
 }

@@ -21,7 +21,7 @@ use std::{fmt, io};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
-use logd::Transfer;
+use logd::{Amendment, Transfer};
 use mft_config::NodeConfig;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -29,12 +29,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::io::ReaderStream;
 
 use crate::audit::AuditLog;
-use crate::auth::{Credentials, UploadGrant};
+use crate::auth::UploadGrant;
 use crate::conditional::{self, Answer, Preconditions, Validators};
 use crate::error::Error;
 use crate::layout::{ChatType, FileLocation};
 use crate::real_name::RealName;
-use crate::slot::{SlotPath, SlotRequest, SlotSecrets, SLOT_PREFIX};
+use crate::reload::Secrets;
+use crate::share::{verify_capability, verify_share, CapabilityQuery};
+use crate::slot::{SlotPath, SlotRequest, SLOT_PREFIX};
 use crate::slot_index::{purgeable, SlotIndex, SlotRecord};
 use crate::store::{Mount, PartialFile, Store};
 use crate::uri::FileUri;
@@ -96,6 +98,28 @@ pub struct Download {
     pub body: Option<DownloadBody>,
 }
 
+/// To whom a `Get` row is addressed: the chat a capability names, or the upload's recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Recipient {
+    /// The chat (and its type) the download's capability was delivered in.
+    Chat { jid: String, chat_type: ChatType },
+    /// The `to_jid` of the file's Post row; [`placeholder_jid`] if logd has none.
+    OfUpload,
+}
+
+/// What a share changed in the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Shared {
+    /// The file's first share: its Post row now names the recipient and chat type, and the
+    /// file lies in that chat type's directory.
+    First,
+    /// Shared in one more chat: a `Share` row.
+    Again,
+    /// This chat was recorded before (a retried report): nothing new.
+    AlreadyRecorded,
+}
+
 /// An admitted upload: who sends it, within which limit, holding one of the transfer permits.
 #[derive(Debug)]
 pub struct UploadTicket {
@@ -106,13 +130,14 @@ pub struct UploadTicket {
 /// The uploads and downloads of one node.
 pub struct Transfers {
     config: NodeConfig,
-    credentials: Credentials,
-    slot_secrets: SlotSecrets,
+    secrets: Arc<Secrets>,
     store: Arc<Store>,
     slots: SlotIndex,
     audit: Arc<dyn AuditLog>,
     clock: Arc<dyn Clock>,
     permits: Arc<Semaphore>,
+    /// Held while a share changes a slot's record: one at a time.
+    sharing: tokio::sync::Mutex<()>,
 }
 
 impl Transfers {
@@ -120,8 +145,8 @@ impl Transfers {
     pub fn new(config: NodeConfig, mount: Mount, audit: Arc<dyn AuditLog>, clock: Arc<dyn Clock>) -> Self {
         let store = Arc::new(Store::new(config.file_server.mount_point.clone(), mount));
         Self {
-            credentials: Credentials::new(&config.http.token_secrets),
-            slot_secrets: SlotSecrets::new(&config.http.slot_secrets),
+            secrets: Arc::new(Secrets::new(&config.http)),
+            sharing: tokio::sync::Mutex::new(()),
             slots: SlotIndex::new(store.clone()),
             permits: Arc::new(Semaphore::new(config.http.max_concurrent_transfers)),
             store,
@@ -136,7 +161,7 @@ impl Transfers {
     /// transfer permit.
     pub fn admit_upload(&self, authorization: Option<&str>, declared_len: Option<u64>) -> Result<UploadTicket, Error> {
         self.require_managed()?;
-        let grant = self.credentials.verify_upload(authorization)?;
+        let grant = self.secrets.current().credentials.verify_upload(authorization)?;
         let limit = self.size_limit(grant.max_size);
         if declared_len.is_some_and(|len| len > limit) {
             return Err(Error::TooLarge(limit));
@@ -181,17 +206,19 @@ impl Transfers {
 
     /// Answers a `GET` or `HEAD` of the native download URI `raw_path` (still percent-encoded).
     /// A download token is required unless `http.anonymous_downloads` is set and none is sent.
+    /// The `Get` row names the token's downloader (else [`placeholder_jid`]) and is addressed to
+    /// the upload's recipient.
     pub async fn download(&self, raw_path: &str, request: &DownloadRequest<'_>) -> Result<Download, Error> {
         self.require_managed()?;
         let downloader = match request.authorization {
             None if self.config.http.anonymous_downloads => placeholder_jid(&self.config.node.id),
-            authorization => self.credentials.verify_download(authorization)?.downloader,
+            authorization => self.secrets.current().credentials.verify_download(authorization)?.downloader,
         };
         let uri = FileUri::parse(raw_path).map_err(|_| Error::NotFound)?;
         if uri.node_id != self.config.node.id {
             return Err(Error::OtherNode(uri.node_id));
         }
-        self.serve(&uri.location, uri.real_name, &downloader, request).await
+        self.serve(&uri.location, uri.real_name, &downloader, Recipient::OfUpload, request).await
     }
 
     /// Fills the upload slot at `raw_path` (after [`SLOT_PREFIX`], still percent-encoded) with
@@ -205,7 +232,7 @@ impl Transfers {
         self.require_managed()?;
         let slot = SlotPath::parse(raw_path)?;
         let now = self.clock.now();
-        let grant = self.slot_secrets.verify(&slot, request, now)?;
+        let grant = self.secrets.current().slot_secrets.verify(&slot, request, now)?;
         let limit = self.size_limit(None);
         if grant.size > limit {
             return Err(Error::TooLarge(limit));
@@ -231,6 +258,7 @@ impl Transfers {
             expires: grant.expires,
             token_expires: grant.token_expires,
             purged: false,
+            shares: Vec::new(),
         };
         if let Err(e) = self.slots.put(&record).await {
             self.remove_quietly(&location, &transfer.file_path).await;
@@ -254,19 +282,109 @@ impl Transfers {
         })
     }
 
-    /// Answers a `GET` or `HEAD` of a filled slot URL: a capability URL, no credentials. The
-    /// `Get` row names the slot's uploader, or [`placeholder_jid`] when the scheme had none.
-    pub async fn download_slot(&self, raw_path: &str, request: &DownloadRequest<'_>) -> Result<Download, Error> {
+    /// Answers a `GET` or `HEAD` of a filled slot URL: a capability URL, no credentials. With a
+    /// download capability (see [`crate::share`]) the `Get` row names its downloader and chat;
+    /// without, [`placeholder_jid`], addressed to the upload's recipient.
+    pub async fn download_slot(&self, raw_path: &str, capability: &CapabilityQuery<'_>, request: &DownloadRequest<'_>) -> Result<Download, Error> {
         self.require_managed()?;
         let slot = SlotPath::parse(raw_path)?;
+        let (downloader, recipient) = match verify_capability(self.secrets.current().slot_secrets.secrets(), &slot, capability)? {
+            Some(capability) => (
+                capability.downloader,
+                Recipient::Chat {
+                    jid: capability.chat,
+                    chat_type: capability.chat_type,
+                },
+            ),
+            None => (placeholder_jid(&self.config.node.id), Recipient::OfUpload),
+        };
+        let first = self.serve_slot(&slot, &downloader, recipient.clone(), request).await;
+        if !matches!(first, Err(Error::NotFound)) {
+            return first;
+        }
+        // A share may be rewriting the slot's record or moving its file to the chat type's
+        // directory: look again once it is done.
+        let _turn = self.sharing.lock().await;
+        self.serve_slot(&slot, &downloader, recipient, request).await
+    }
+
+    async fn serve_slot(&self, slot: &SlotPath, downloader: &str, recipient: Recipient, request: &DownloadRequest<'_>) -> Result<Download, Error> {
+        let (location, real_name) = self.slot_file(slot).await?;
+        self.serve(&location, real_name, downloader, recipient, request).await
+    }
+
+    /// Where the file of a filled, unexpired slot lies, and its real name.
+    async fn slot_file(&self, slot: &SlotPath) -> Result<(FileLocation, RealName), Error> {
         let record = self.slots.get(slot.as_str()).await?.ok_or(Error::NotFound)?;
         if record.is_expired(self.clock.now()) {
             return Err(Error::NotFound);
         }
         let location = record.file_location().ok_or(Error::NotFound)?;
+        Ok((location, RealName::parse(&record.real_name)?))
+    }
+
+    /// Records a share reported by the XMPP server's module (`authorization`: its share token,
+    /// see [`crate::share`]). The first share of a slot's file names its recipient and chat type
+    /// in the Post row and moves the file to that chat type's directory (its URL stays the
+    /// same); each later chat gets a `Share` row; a chat recorded before changes nothing (the
+    /// module retries reports whose answer it did not get).
+    pub async fn share(&self, authorization: Option<&str>) -> Result<Shared, Error> {
+        self.require_managed()?;
+        let now = self.clock.now();
+        let share = verify_share(self.secrets.current().slot_secrets.secrets(), &self.config.node.public_url, authorization, now)?;
+        let slot = SlotPath::parse(&share.raw_slot_path)?;
+        let _turn = self.sharing.lock().await;
+        let record = self.slots.get(slot.as_str()).await?.filter(|r| !r.is_expired(now)).ok_or(Error::NotFound)?;
+        let location = record.file_location().ok_or(Error::NotFound)?;
         let real_name = RealName::parse(&record.real_name)?;
-        let downloader = record.uploader.unwrap_or_else(|| placeholder_jid(&self.config.node.id));
-        self.serve(&location, real_name, &downloader, request).await
+        let shared = match (record.shares.first(), record.shares.contains(&share.to)) {
+            (None, _) => {
+                let moved = if location.dir.chat_type == share.chat_type {
+                    location.clone()
+                } else {
+                    self.store.relocate(&location, share.chat_type, record.stored).await?
+                };
+                let shared = SlotRecord { location: moved.relative(), shares: vec![share.to.clone()], ..record.clone() };
+                if let Err(e) = self.slots.put(&shared).await {
+                    if moved != location {
+                        if let Err(back) = self.store.relocate_to(&moved, &location).await {
+                            log::error!("cannot move {} back after its slot record failed: {back}", moved.relative());
+                        }
+                    }
+                    return Err(e.into());
+                }
+                self.amend_post(&moved, &share.to).await?;
+                Shared::First
+            }
+            // A retried report of the first share: its Post row may not have been amended.
+            (Some(first), _) if *first == share.to => {
+                self.amend_post(&location, &share.to).await?;
+                Shared::AlreadyRecorded
+            }
+            (Some(_), true) => Shared::AlreadyRecorded,
+            (Some(_), false) => {
+                let transfer = Transfer {
+                    chat_type: share.chat_type.to_string(),
+                    file_size: db_size(record.size),
+                    ..self.record(&share.sharer, &share.to, &location, &real_name, now)
+                };
+                let aft_index = self.audit.share(&transfer).await?;
+                let mut shares = record.shares.clone();
+                shares.push(share.to.clone());
+                self.slots.put(&SlotRecord { shares, ..record.clone() }).await?;
+                log_transfer("Share", &transfer, 0, aft_index, &format!(" (slot {:?})", slot.as_str()));
+                Shared::Again
+            }
+        };
+        log::info!(
+            "shared {} ({:?}) by {} with {} ({}): {shared:?}",
+            slot.as_str(),
+            record.real_name,
+            share.sharer,
+            share.to,
+            share.chat_type
+        );
+        Ok(shared)
     }
 
     /// Removes the files of expired slots (never one of the current UTC hour) and their
@@ -301,7 +419,25 @@ impl Transfers {
         Ok(removed)
     }
 
+    /// Names `to` and the chat type and path of `location` in the Post row of the file there
+    /// (idempotent).
+    async fn amend_post(&self, location: &FileLocation, to: &str) -> Result<(), Error> {
+        let amendment = Amendment {
+            filename: location.file_name.to_string(),
+            to_jid: to.to_owned(),
+            chat_type: location.dir.chat_type.to_string(),
+            file_path: self.config.file_server.server_path(&location.relative()),
+        };
+        self.audit.amend_post(&amendment).await?;
+        Ok(())
+    }
+
     /// The node configuration the transfers run with.
+    /// The reloadable token and slot secrets and TLS certificate.
+    pub fn secrets(&self) -> &Arc<Secrets> {
+        &self.secrets
+    }
+
     pub fn config(&self) -> &NodeConfig {
         &self.config
     }
@@ -368,7 +504,14 @@ impl Transfers {
     /// Opens a stored file and answers `request` for `downloader`; a response that moves bytes
     /// records its `Get` row first. The file must have been stored as `real_name` (else 404): a
     /// downloader cannot choose the name it is served and recorded under.
-    async fn serve(&self, location: &FileLocation, real_name: RealName, downloader: &str, request: &DownloadRequest<'_>) -> Result<Download, Error> {
+    async fn serve(
+        &self,
+        location: &FileLocation,
+        real_name: RealName,
+        downloader: &str,
+        recipient: Recipient,
+        request: &DownloadRequest<'_>,
+    ) -> Result<Download, Error> {
         let permit = self.permit()?;
         let stored = self.store.open(location).await?.ok_or(Error::NotFound)?;
         if stored.real_name.as_deref() != Some(real_name.as_str()) {
@@ -388,11 +531,24 @@ impl Transfers {
             answer => answer.span(size),
         };
         let body = if request.with_body && answer != Answer::NotModified {
-            let transfer = Transfer {
-                file_size: db_size(size),
-                ..self.record(downloader, downloader, location, &real_name, self.clock.now())
+            let placeholder = placeholder_jid(&self.config.node.id);
+            let (to_jid, chat_type) = match &recipient {
+                Recipient::Chat { jid, chat_type } => (jid, *chat_type),
+                Recipient::OfUpload => (&placeholder, location.dir.chat_type),
             };
-            let aft_index = self.audit.get_start(&transfer).await?;
+            let mut transfer = Transfer {
+                file_size: db_size(size),
+                chat_type: chat_type.to_string(),
+                ..self.record(downloader, to_jid, location, &real_name, self.clock.now())
+            };
+            let aft_index = match recipient {
+                Recipient::Chat { .. } => self.audit.get_start(&transfer).await?,
+                Recipient::OfUpload => {
+                    let (aft_index, to_jid) = self.audit.get_start_to_post_recipient(&transfer).await?;
+                    transfer.to_jid = to_jid;
+                    aft_index
+                }
+            };
             let mut file = stored.file;
             if offset > 0 {
                 file.seek(io::SeekFrom::Start(offset)).await.map_err(crate::store::StoreError::from)?;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::protocol::{Op, Outcome, Request, PROTOCOL_VERSION};
-use crate::{LogdStatus, Transfer};
+use crate::{Amendment, LogdStatus, Transfer};
 use connection::Pool;
 
 /// How long one call may take, connection included, unless [`LogdClient::with_timeout`] says.
@@ -79,7 +79,42 @@ impl LogdClient {
     /// A download about to start: inserts its Get row (bytes_transferred as given, normally 0)
     /// and returns aft_index once committed.
     pub async fn get_start(&self, t: &Transfer) -> Result<i64, LogdError> {
-        self.record(Op::GetStart { transfer: t }).await
+        self.record(Op::GetStart {
+            transfer: t,
+            to_jid_of_post: false,
+        })
+        .await
+    }
+
+    /// The same, but the row's `to_jid` is the one of the file's Post row (the upload's
+    /// recipient), or `t.to_jid` if logd finds no Post row of `t.filename`; returns the
+    /// aft_index and that `to_jid`.
+    pub async fn get_start_to_post_recipient(
+        &self,
+        t: &Transfer,
+    ) -> Result<(i64, String), LogdError> {
+        let op = Op::GetStart {
+            transfer: t,
+            to_jid_of_post: true,
+        };
+        match self.call(op).await? {
+            Outcome::Ok { aft_index, to_jid } => {
+                Ok((aft_index, to_jid.unwrap_or_else(|| t.to_jid.clone())))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// One more chat a stored file was shared in: inserts a `Share` row (`jid` the sharer,
+    /// `to_jid` the chat) and returns its aft_index once committed.
+    pub async fn share(&self, t: &Transfer) -> Result<i64, LogdError> {
+        self.record(Op::Share { transfer: t }).await
+    }
+
+    /// A stored file's first share: sets the recipient, chat type and path of its Post row;
+    /// returns that row's aft_index once committed (`Invalid` if there is no such row).
+    pub async fn amend_post(&self, amendment: &Amendment) -> Result<i64, LogdError> {
+        self.record(Op::AmendPost { amendment }).await
     }
 
     /// The download ended (completed or broke off): sets bytes_transferred of that row, committed.
@@ -103,7 +138,7 @@ impl LogdClient {
     /// An event request, whose answer is an aft_index.
     async fn record(&self, op: Op<'_>) -> Result<i64, LogdError> {
         match self.call(op).await? {
-            Outcome::Ok { aft_index } => Ok(aft_index),
+            Outcome::Ok { aft_index, .. } => Ok(aft_index),
             other => Err(unexpected(other)),
         }
     }

@@ -1,6 +1,7 @@
 //! The transfer event: what httpd knows about one upload or download, i.e. the content of one
 //! `aft_log` row except its `aft_index` (assigned by the database) and its `method` (implied by
-//! the request that carries it). Plain data; the server validates it against the column limits.
+//! the request that carries it); and the [`Amendment`] a file's first share makes to its Post
+//! row. Plain data; the server validates it against the column limits.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -30,4 +31,17 @@ pub struct Transfer {
     pub bytes_transferred: i64,
     /// UTC time of the transfer, stored as `TIMESTAMP` (no zone) at microsecond precision.
     pub timestamp: DateTime<Utc>,
+}
+
+/// What a stored file's first share changes in its Post row: the recipient and chat type it
+/// was shared to, and where the file lies now (it moves to that chat type's directory).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Amendment {
+    /// The Post row's `filename` (the encoded resource name).
+    pub filename: String,
+    pub to_jid: String,
+    /// `im`, `groupchat` or `persistent`.
+    pub chat_type: String,
+    /// Absolute path on the file server, file name included.
+    pub file_path: String,
 }

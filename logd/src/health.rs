@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use mft_journal::Alarm;
 
-use crate::request::{Command, Invalid};
+use crate::request::{Command, Done, Invalid};
 use crate::status::Counters;
 use crate::writer::StoreError;
 
@@ -99,7 +99,7 @@ impl AlarmBoard {
 pub(crate) fn tally(
     counters: &mut Counters,
     commands: &[Command],
-    results: &[Result<i64, Invalid>],
+    results: &[Result<Done, Invalid>],
 ) {
     counters.batches += 1;
     counters.last_batch_size = commands.len() as u64;
@@ -110,8 +110,10 @@ pub(crate) fn tally(
         let committed = &mut counters.committed;
         match command {
             Command::Insert(row) if row.method == crate::db::schema::POST => committed.post += 1,
-            Command::Insert(_) => committed.get_start += 1,
+            Command::Insert(row) if row.method == crate::db::schema::SHARE => committed.share += 1,
+            Command::Insert(_) | Command::InsertToPostRecipient(_) => committed.get_start += 1,
             Command::GetEnd { .. } => committed.get_end += 1,
+            Command::AmendPost(_) => committed.amend_post += 1,
         }
     }
 }
@@ -146,7 +148,7 @@ impl Monitor {
     }
 
     /// Counts a committed transaction.
-    pub fn committed(&self, commands: &[Command], results: &[Result<i64, Invalid>]) {
+    pub fn committed(&self, commands: &[Command], results: &[Result<Done, Invalid>]) {
         tally(&mut self.lock().1, commands, results);
     }
 
@@ -274,13 +276,13 @@ mod tests {
             &mut counters,
             &[row("Post"), row("Get"), end.clone(), end],
             &[
-                Ok(1),
-                Ok(2),
-                Ok(2),
+                Ok(Done::row(1)),
+                Ok(Done::row(2)),
+                Ok(Done::row(2)),
                 Err(Invalid::new("aft_index", "no such Get row")),
             ],
         );
-        tally(&mut counters, &[row("Post")], &[Ok(3)]);
+        tally(&mut counters, &[row("Post")], &[Ok(Done::row(3))]);
         assert_eq!(
             (
                 counters.committed.post,

@@ -3,14 +3,14 @@
 //! sends only once the event's row is committed.
 //!
 //! Always compiled (what httpd links with `default-features = false`):
-//! - [`Transfer`], the content of one `aft_log` row;
+//! - [`Transfer`], the content of one `aft_log` row, and the [`Amendment`] of a Post row;
 //! - [`LogdClient`], the async client, and its [`LogdError`];
 //! - the wire format they share (newline-delimited JSON, see `docs/logd-protocol.md`).
 //!
 //! - [`LogdStatus`], what a running logd reports about itself (checks, alarms, counters).
 //!
 //! With the `server` feature (default), the daemon itself: request framing ([`framing`]) and
-//! validation, the batching policy, the group-commit writer, the diesel store with its migrations and schema check, the
+//! validation ([`decode_request`], for the fuzz targets of `fuzz/`), the batching policy, the group-commit writer, the diesel store with its migrations and schema check, the
 //! alarms and counters, the socket server ([`server::run`]); and the operator commands
 //! [`checks`] (`logd check`) and [`purge`] (`logd purge`).
 
@@ -20,7 +20,7 @@ mod protocol;
 mod status;
 
 pub use client::{LogdClient, LogdError};
-pub use event::Transfer;
+pub use event::{Amendment, Transfer};
 pub use status::{Check, Committed, Counters, LogdStatus};
 
 #[cfg(feature = "server")]
@@ -41,3 +41,12 @@ mod request;
 pub mod server;
 #[cfg(feature = "server")]
 mod writer;
+
+/// One request line decoded as the server decodes it: `Err` with the request's `id` (when it
+/// could be read), the field at fault and why. Public for the fuzz targets of `fuzz/`.
+#[cfg(feature = "server")]
+pub fn decode_request(line: &str) -> Result<(), (Option<u64>, String, String)> {
+    request::decode(line)
+        .map(drop)
+        .map_err(|r| (r.id, r.invalid.field, r.invalid.message))
+}

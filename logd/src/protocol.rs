@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{LogdStatus, Transfer};
+use crate::{Amendment, LogdStatus, Transfer};
 
 /// The protocol version this crate speaks; a request with another version is refused.
 pub(crate) const PROTOCOL_VERSION: u32 = 1;
@@ -31,6 +31,17 @@ pub(crate) enum Op<'a> {
     },
     GetStart {
         transfer: &'a Transfer,
+        /// The row takes the `to_jid` of the file's Post row (the transfer's own if none).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        to_jid_of_post: bool,
+    },
+    /// One more chat a stored file was shared in (a `Share` row).
+    Share {
+        transfer: &'a Transfer,
+    },
+    /// The first share: the Post row's recipient, chat type and path.
+    AmendPost {
+        amendment: &'a Amendment,
     },
     GetEnd {
         aft_index: i64,
@@ -52,8 +63,13 @@ pub(crate) struct Reply {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub(crate) enum Outcome {
-    /// Committed: the row's `aft_index` (for `get_end`, the index it updated).
-    Ok { aft_index: i64 },
+    /// Committed: the row's `aft_index` (for `get_end` and `amend_post`, the index it updated);
+    /// for a `get_start` with `to_jid_of_post`, the `to_jid` the row took.
+    Ok {
+        aft_index: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to_jid: Option<String>,
+    },
     /// Refused before reaching the database (or, for `get_end`, no such Get row); nothing written.
     Invalid { field: String, message: String },
     /// The transaction carrying the event failed; nothing written.
@@ -134,7 +150,10 @@ mod tests {
         let line = Request {
             version: 1,
             id: 9,
-            op: Op::GetStart { transfer: &t },
+            op: Op::GetStart {
+                transfer: &t,
+                to_jid_of_post: false,
+            },
         }
         .to_line();
         assert!(line.contains("\"op\":\"get_start\""), "{line}");
@@ -153,7 +172,10 @@ mod tests {
             (
                 Reply {
                     id: Some(1),
-                    outcome: Outcome::Ok { aft_index: 5 },
+                    outcome: Outcome::Ok {
+                        aft_index: 5,
+                        to_jid: None,
+                    },
                 },
                 r#"{"id":1,"status":"ok","aft_index":5}"#,
             ),
@@ -197,7 +219,7 @@ mod tests {
                 concat!(
                     r#"{"id":3,"status":"report","report":{"checks":[{"name":"reachable","ok":true,"#,
                     r#""detail":"127.0.0.1:5432"}],"alarms":["MftDbFullError"],"counters":{"committed":"#,
-                    r#"{"post":0,"get_start":0,"get_end":0},"batches":2,"failed_events":0,"#,
+                    r#"{"post":0,"get_start":0,"get_end":0,"share":0,"amend_post":0},"batches":2,"failed_events":0,"#,
                     r#""last_batch_size":0,"uptime_seconds":0}}}"#
                 ),
             ),

@@ -135,6 +135,9 @@ pub struct PurgedFile {
     /// The file under the mount point.
     pub path: PathBuf,
     pub bytes: u64,
+    /// Its real-name link (`.names/<file_name>` under the mount point), deleted with it; `None`
+    /// for a file outside the seed's layout, which httpd never stored.
+    pub name_link: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -389,6 +392,7 @@ impl Plan {
                 }
                 self.files.push(PurgedFile {
                     aft_index,
+                    name_link: name_link(&path, mount),
                     path,
                     bytes: meta.len(),
                 });
@@ -397,19 +401,25 @@ impl Plan {
         self.rows.push((aft_index, row));
     }
 
-    /// Deletes the planned files; a file that cannot be deleted keeps its row.
+    /// Deletes the planned files, each with its name link; a file that cannot be deleted keeps
+    /// its row (and its link). A link that cannot be deleted is only logged: the file is gone,
+    /// and a dangling link names nothing (its random file name is never reused).
     fn delete_files(&mut self) {
         let mut failed = Vec::new();
         self.files
             .retain(|file| match std::fs::remove_file(&file.path) {
-                Ok(()) => true,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-                Err(e) => {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     failed.push((
                         file.aft_index,
                         format!("cannot delete {}: {e}", file.path.display()),
                     ));
                     false
+                }
+                _ => {
+                    if let Some(link) = &file.name_link {
+                        remove_name_link(link);
+                    }
+                    true
                 }
             });
         for (aft_index, reason) in failed {
@@ -469,6 +479,27 @@ fn local_path(file_path: &str, mount: &Mount, hour: NaiveDateTime) -> Result<Pat
         return Err("in the current UTC hour's directory".into());
     }
     Ok(mount.mount_point.join(relative))
+}
+
+/// The real-name link of the file at `path` under the mount, if `path` is in the seed's layout.
+fn name_link(path: &Path, mount: &Mount) -> Option<PathBuf> {
+    let relative = path.strip_prefix(&mount.mount_point).ok()?;
+    hour_directory(relative)?;
+    Some(
+        mount
+            .mount_point
+            .join(mft_config::NAMES_DIR)
+            .join(relative.file_name()?),
+    )
+}
+
+fn remove_name_link(link: &Path) {
+    match std::fs::remove_file(link) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            log::warn!("cannot delete the name link {}: {e}", link.display())
+        }
+        _ => {}
+    }
 }
 
 /// The UTC hour of a path in the seed's layout, `files/<chat_type>/<YYYYMMDD>/<HH>[.<n>]/<name>`.
@@ -671,6 +702,7 @@ mod tests {
                 aft_index: 7,
                 path: "/m/files/im/20250102/03/f".into(),
                 bytes: 10,
+                name_link: Some("/m/.names/f".into()),
             }],
             kept: vec![],
             summary: Summary {

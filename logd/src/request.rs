@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::db::schema::{self, AftRecord};
 use crate::protocol::{Outcome, Reply, PROTOCOL_VERSION};
+use crate::Amendment;
 
 /// A valid request: its id and what to do.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,13 +40,36 @@ pub(crate) enum Body {
     reason = "nearly every command is an insert; a box would only add an allocation"
 )]
 pub(crate) enum Command {
-    /// `post` or `get_start`: insert this row.
+    /// `post`, `get_start` or `share`: insert this row.
     Insert(AftRecord),
+    /// `get_start` with `to_jid_of_post`: insert this Get row with the `to_jid` of the Post row
+    /// of the same `filename` (its own `to_jid` when there is none).
+    InsertToPostRecipient(AftRecord),
     /// `get_end`: set `bytes_transferred` of the Get row `aft_index`.
     GetEnd {
         aft_index: i64,
         bytes_transferred: i64,
     },
+    /// `amend_post`: a file's first share names its recipient and chat type, and where the file
+    /// now lies, in its Post row.
+    AmendPost(Amendment),
+}
+
+/// What one committed command did: the `aft_index` of the row it inserted or changed, and for
+/// an [`Command::InsertToPostRecipient`] the `to_jid` the row took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Done {
+    pub aft_index: i64,
+    pub to_jid: Option<String>,
+}
+
+impl Done {
+    pub fn row(aft_index: i64) -> Self {
+        Self {
+            aft_index,
+            to_jid: None,
+        }
+    }
 }
 
 /// A value refused: which request field, and why.
@@ -117,7 +141,27 @@ fn body(request: &Object) -> Result<Body, Invalid> {
     }
     let command = match request.get("op")?.as_str() {
         Some("post") => Command::Insert(transfer(request, schema::POST)?),
-        Some("get_start") => Command::Insert(transfer(request, schema::GET)?),
+        Some("share") => Command::Insert(transfer(request, schema::SHARE)?),
+        Some("get_start") => {
+            let row = transfer(request, schema::GET)?;
+            match request.0.get("to_jid_of_post") {
+                None | Some(Value::Bool(false)) => Command::Insert(row),
+                Some(Value::Bool(true)) => Command::InsertToPostRecipient(row),
+                Some(_) => return Err(Invalid::new("to_jid_of_post", "must be true or false")),
+            }
+        }
+        Some("amend_post") => {
+            let Value::Object(map) = request.get("amendment")? else {
+                return Err(Invalid::new("amendment", "must be a JSON object"));
+            };
+            let a = Object(map);
+            Command::AmendPost(Amendment {
+                filename: a.non_empty_text("filename", schema::NAME_MAX)?,
+                to_jid: a.non_empty_text("to_jid", schema::JID_MAX)?,
+                chat_type: chat_type(&a)?,
+                file_path: a.text("file_path", schema::PATH_MAX)?,
+            })
+        }
         Some("get_end") => {
             let aft_index = request.count("aft_index")?;
             if aft_index == 0 {
@@ -129,12 +173,10 @@ fn body(request: &Object) -> Result<Body, Invalid> {
             }
         }
         Some("status") => return Ok(Body::Status),
-        _ => {
-            return Err(Invalid::new(
-                "op",
-                "must be \"post\", \"get_start\", \"get_end\" or \"status\"",
-            ))
-        }
+        _ => return Err(Invalid::new(
+            "op",
+            "must be \"post\", \"get_start\", \"get_end\", \"share\", \"amend_post\" or \"status\"",
+        )),
     };
     Ok(Body::Event(command))
 }
@@ -145,13 +187,7 @@ fn transfer(request: &Object, method: &str) -> Result<AftRecord, Invalid> {
         return Err(Invalid::new("transfer", "must be a JSON object"));
     };
     let t = Object(map);
-    let chat_type = t.text("chat_type", schema::CHAT_TYPE_MAX)?;
-    if !schema::CHAT_TYPES.contains(&chat_type.as_str()) {
-        return Err(Invalid::new(
-            "chat_type",
-            format!("must be one of {}", schema::CHAT_TYPES.join(", ")),
-        ));
-    }
+    let chat_type = chat_type(&t)?;
     Ok(AftRecord {
         jid: t.non_empty_text("jid", schema::JID_MAX)?,
         to_jid: t.non_empty_text("to_jid", schema::JID_MAX)?,
@@ -166,6 +202,18 @@ fn transfer(request: &Object, method: &str) -> Result<AftRecord, Invalid> {
         bytes_transferred: t.count("bytes_transferred")?,
         timestampvalue: t.timestamp("timestamp")?,
     })
+}
+
+/// The `chat_type` field: one of [`schema::CHAT_TYPES`].
+fn chat_type(object: &Object) -> Result<String, Invalid> {
+    let chat_type = object.text("chat_type", schema::CHAT_TYPE_MAX)?;
+    if !schema::CHAT_TYPES.contains(&chat_type.as_str()) {
+        return Err(Invalid::new(
+            "chat_type",
+            format!("must be one of {}", schema::CHAT_TYPES.join(", ")),
+        ));
+    }
+    Ok(chat_type)
 }
 
 /// A JSON object whose fields are read with errors naming them.
@@ -434,5 +482,72 @@ mod tests {
         };
         assert_eq!(row.filename, t.filename);
         assert_eq!(row.timestampvalue, t.timestamp.trunc_subsecs(6).naive_utc());
+    }
+
+    #[test]
+    fn shares_amendments_and_gets_to_the_post_recipient_decode_as_the_client_encodes_them() {
+        use crate::protocol::{Op, Request as Line};
+        let t: crate::Transfer = serde_json::from_value(transfer()).unwrap();
+        let decoded = |op| {
+            let line = Line {
+                version: PROTOCOL_VERSION,
+                id: 5,
+                op,
+            }
+            .to_line();
+            decode(line.trim_end()).unwrap().body
+        };
+        let Body::Event(Command::Insert(row)) = decoded(Op::Share { transfer: &t }) else {
+            panic!("expected an insert")
+        };
+        assert_eq!(
+            (row.method.as_str(), row.to_jid.as_str()),
+            ("Share", "room@conference.example.com")
+        );
+        let Body::Event(Command::InsertToPostRecipient(row)) = decoded(Op::GetStart {
+            transfer: &t,
+            to_jid_of_post: true,
+        }) else {
+            panic!("expected an insert to the Post's recipient")
+        };
+        assert_eq!(row.method, "Get");
+        let amendment = Amendment {
+            filename: "AbC".into(),
+            to_jid: "bob@example.com".into(),
+            chat_type: "im".into(),
+            file_path: "/srv/f/im/20250102/03/AbC".into(),
+        };
+        assert_eq!(
+            decoded(Op::AmendPost {
+                amendment: &amendment
+            }),
+            Body::Event(Command::AmendPost(amendment.clone()))
+        );
+        let refused = |line: Value| decode(&line.to_string()).unwrap_err().invalid.field;
+        let amend = |a: Value| json!({"version": 1, "id": 1, "op": "amend_post", "amendment": a});
+        assert_eq!(
+            refused(amend(
+                json!({"filename": "", "to_jid": "b@x", "chat_type": "im", "file_path": "/p"})
+            )),
+            "filename"
+        );
+        assert_eq!(
+            refused(amend(
+                json!({"filename": "f", "to_jid": "b@x", "chat_type": "dm", "file_path": "/p"})
+            )),
+            "chat_type"
+        );
+        assert_eq!(
+            refused(amend(
+                json!({"filename": "f", "chat_type": "im", "file_path": "/p"})
+            )),
+            "to_jid"
+        );
+        assert_eq!(
+            refused(
+                json!({"version": 1, "id": 1, "op": "get_start", "transfer": transfer(), "to_jid_of_post": 1})
+            ),
+            "to_jid_of_post"
+        );
     }
 }

@@ -54,4 +54,10 @@ pub struct Committed {
     pub get_start: u64,
     /// Download rows completed (`get_end`).
     pub get_end: u64,
+    /// Later shares of a stored file (`method = 'Share'`).
+    #[serde(default)]
+    pub share: u64,
+    /// Post rows given their recipient by a first share (`amend_post`).
+    #[serde(default)]
+    pub amend_post: u64,
 }

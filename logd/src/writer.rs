@@ -20,7 +20,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::batch::BatchPolicy;
 use crate::health::{Monitor, Observation};
 use crate::protocol::{Outcome, Reply};
-use crate::request::{Command, Invalid};
+use crate::request::{Command, Done, Invalid};
 
 /// How often an idle writer checks whether an unreachable database is back.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -30,7 +30,7 @@ pub(crate) trait AftStore {
     /// Applies all `commands` in one transaction. On success, one result per command, in order:
     /// the row's `aft_index`, or why that command alone was refused (a `get_end` naming no Get
     /// row); on error, nothing was committed.
-    fn commit(&mut self, commands: &[Command]) -> Result<Vec<Result<i64, Invalid>>, StoreError>;
+    fn commit(&mut self, commands: &[Command]) -> Result<Vec<Result<Done, Invalid>>, StoreError>;
 
     /// Checks that the database answers, without writing.
     fn probe(&mut self) -> Result<(), StoreError>;
@@ -145,7 +145,7 @@ fn settle(
             let outcomes = results
                 .into_iter()
                 .map(|result| match result {
-                    Ok(aft_index) => Outcome::Ok { aft_index },
+                    Ok(Done { aft_index, to_jid }) => Outcome::Ok { aft_index, to_jid },
                     Err(Invalid { field, message }) => Outcome::Invalid { field, message },
                 })
                 .collect();
@@ -218,7 +218,7 @@ mod tests {
         fn commit(
             &mut self,
             commands: &[Command],
-        ) -> Result<Vec<Result<i64, Invalid>>, StoreError> {
+        ) -> Result<Vec<Result<Done, Invalid>>, StoreError> {
             self.transactions.push(commands.len());
             self.check()?;
             let mut rows = self.rows.clone();
@@ -228,9 +228,12 @@ mod tests {
                     Command::Insert(row) if row.jid == "poison" => {
                         return Err(StoreError::Refused("index row too large".into()))
                     }
-                    Command::Insert(row) => {
+                    Command::Insert(row) | Command::InsertToPostRecipient(row) => {
                         rows.push(row.clone());
-                        Ok(rows.len() as i64)
+                        Ok(Done::row(rows.len() as i64))
+                    }
+                    Command::AmendPost(_) => {
+                        Err(Invalid::new("filename", "this double amends nothing"))
                     }
                     Command::GetEnd {
                         aft_index,
@@ -238,7 +241,7 @@ mod tests {
                     } => match rows.get_mut(*aft_index as usize - 1) {
                         Some(row) if row.method == "Get" => {
                             row.bytes_transferred = *bytes_transferred;
-                            Ok(*aft_index)
+                            Ok(Done::row(*aft_index))
                         }
                         _ => Err(Invalid::new("aft_index", "no such Get row")),
                     },
@@ -319,7 +322,7 @@ mod tests {
         let indexes: Vec<_> = outcomes
             .iter()
             .map(|o| match o {
-                Outcome::Ok { aft_index } => *aft_index,
+                Outcome::Ok { aft_index, .. } => *aft_index,
                 other => panic!("{other:?}"),
             })
             .collect();
@@ -369,14 +372,26 @@ mod tests {
             ],
         );
         assert_eq!(store.transactions, [3, 1, 1, 1]);
-        assert_eq!(outcomes[0], Outcome::Ok { aft_index: 1 });
+        assert_eq!(
+            outcomes[0],
+            Outcome::Ok {
+                aft_index: 1,
+                to_jid: None
+            }
+        );
         assert_eq!(
             outcomes[1],
             Outcome::Database {
                 message: "the database refused the transaction: index row too large".into()
             }
         );
-        assert_eq!(outcomes[2], Outcome::Ok { aft_index: 2 });
+        assert_eq!(
+            outcomes[2],
+            Outcome::Ok {
+                aft_index: 2,
+                to_jid: None
+            }
+        );
         assert_eq!(store.rows.len(), 2);
     }
 
@@ -399,7 +414,13 @@ mod tests {
             ],
         );
         assert_eq!(store.transactions, [3]);
-        assert_eq!(outcomes[1], Outcome::Ok { aft_index: 1 });
+        assert_eq!(
+            outcomes[1],
+            Outcome::Ok {
+                aft_index: 1,
+                to_jid: None
+            }
+        );
         assert_eq!(
             outcomes[2],
             Outcome::Invalid {

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use logd::db::schema::{aft_log, AftRecord};
 use logd::purge::{self, Mount, PurgeError, Selection};
+use mft_config::NAMES_DIR;
 
 use common::{Backend, TestDb};
 
@@ -46,11 +47,21 @@ fn insert(db: &TestDb, rows: &[AftRecord]) {
     }
 }
 
-/// Writes `bytes` bytes at `relative` under the mount, last modified a day ago.
+/// The real-name link of the file at `relative` under the mount.
+fn name_link(mount: &Path, relative: &str) -> std::path::PathBuf {
+    mount
+        .join(NAMES_DIR)
+        .join(relative.rsplit('/').next().unwrap())
+}
+
+/// Writes `bytes` bytes at `relative` under the mount, last modified a day ago, with its
+/// real-name link `.names/<file name>` as httpd stores it.
 fn file(mount: &Path, relative: &str, bytes: usize) {
     let path = mount.join(relative);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, vec![b'x'; bytes]).unwrap();
+    std::fs::create_dir_all(mount.join(NAMES_DIR)).unwrap();
+    std::os::unix::fs::symlink("report.pdf", name_link(mount, relative)).unwrap();
     let file = std::fs::File::options().write(true).open(&path).unwrap();
     file.set_modified(SystemTime::now() - Duration::from_secs(86_400))
         .unwrap();
@@ -179,6 +190,7 @@ async fn purges_rows_and_files_but_never_the_current_hour(backend: Backend) {
     );
     assert_eq!(db.rows().len(), rows.len(), "a dry run deletes nothing");
     assert!(mount_dir.path().join("files/im/20141218/11/old1").exists());
+    assert!(name_link(mount_dir.path(), "old1").is_symlink());
 
     // Then done.
     let done = purge::run(&db.config, &posts, Some(&mount), true, now).unwrap();
@@ -188,6 +200,15 @@ async fn purges_rows_and_files_but_never_the_current_hour(backend: Backend) {
         (3, 2, 120)
     );
     assert!(!mount_dir.path().join("files/im/20141218/11/old1").exists());
+    for gone in ["old1", "old2"] {
+        assert!(
+            !name_link(mount_dir.path(), gone).is_symlink(),
+            "the name link of {gone} goes with the file"
+        );
+    }
+    for kept in ["fresh", "skewed"] {
+        assert!(name_link(mount_dir.path(), kept).is_symlink());
+    }
     assert!(!mount_dir
         .path()
         .join("files/groupchat/20141218/12/old2")

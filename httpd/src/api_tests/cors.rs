@@ -31,6 +31,7 @@ async fn browsers_may_fill_slots_and_download_from_any_origin_by_default() {
         let response = test::call_service(&app, preflight(uri, method).to_request()).await;
         assert!(response.status().is_success(), "{method} {uri}: {}", response.status());
         assert_eq!(allowed_origin(&response).as_deref(), Some("*"), "{method} {uri}");
+        assert!(response.headers().get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS).is_none(), "no credentials are ever allowed");
         let methods = header_value(response.headers(), header::ACCESS_CONTROL_ALLOW_METHODS).to_ascii_uppercase();
         for allowed in ["PUT", "GET", "HEAD"] {
             assert!(methods.contains(allowed), "{methods}");

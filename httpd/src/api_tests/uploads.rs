@@ -147,3 +147,17 @@ async fn a_token_may_lower_the_size_limit() {
     error_of(test::call_service(&app, streamed).await, StatusCode::PAYLOAD_TOO_LARGE, "too_large").await;
     assert_eq!(test::call_service(&app, upload_request(&token, "a.txt", "abc").to_request()).await.status(), StatusCode::CREATED);
 }
+
+#[actix_web::test]
+async fn a_multipart_body_cut_short_before_its_closing_boundary_stalls_only_until_the_request_timeout() {
+    // actix-multipart waits for more of a body that ended before its closing boundary (the fuzz
+    // target `multipart` found it): the upload is refused as a stalled body, 408, nothing kept.
+    let node = Node::configured("managed", "request_timeout_secs = 1");
+    let app = test::init_service(App::new().configure(routes(node.transfers.clone()))).await;
+    let token = upload_token(ChatType::Im);
+    let body = "--XyZ\nContent-Disposition: form-data; name=\"file\"; filename=\"report.pdf\"\n\n%PDF-1.4 data\n";
+    let answer = actix_web::rt::time::timeout(Duration::from_secs(10), test::call_service(&app, multipart(&token, body).to_request())).await;
+    error_of(answer.expect("answered within 10 s"), StatusCode::REQUEST_TIMEOUT, "timeout").await;
+    assert!(node.audit.rows().is_empty());
+    assert!(entries(&node.path("files/im/20140811/15")).is_empty(), "no file, no .part");
+}

@@ -339,7 +339,10 @@ mod tests {
     fn ok(id: Option<u64>, aft_index: i64) -> Reply {
         Reply {
             id,
-            outcome: Outcome::Ok { aft_index },
+            outcome: Outcome::Ok {
+                aft_index,
+                to_jid: None,
+            },
         }
     }
 

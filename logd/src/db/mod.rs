@@ -16,8 +16,9 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use mft_config::DatabaseKind;
 
-use crate::request::{Command, Invalid};
+use crate::request::{Command, Done, Invalid};
 use crate::writer::{AftStore, StoreError};
+use crate::Amendment;
 use schema::{aft_log, AftRecord};
 pub use verify::SchemaMismatch;
 
@@ -165,7 +166,7 @@ fn redact(url: &str) -> String {
 }
 
 impl AftStore for Database {
-    fn commit(&mut self, commands: &[Command]) -> Result<Vec<Result<i64, Invalid>>, StoreError> {
+    fn commit(&mut self, commands: &[Command]) -> Result<Vec<Result<Done, Invalid>>, StoreError> {
         let result = self.connection().and_then(|mut conn| {
             conn.transaction(|conn| apply(conn, commands))
                 .map_err(classify)
@@ -184,15 +185,31 @@ impl AftStore for Database {
     }
 }
 
-/// The body of one batch's transaction: all inserts, then all `get_end` updates (so that a
-/// `get_end` finds a Get row inserted earlier in the same batch). A `get_end` is answered with
-/// its `aft_index` if that names a Get row, else refused alone.
-fn apply(conn: &mut AnyConnection, commands: &[Command]) -> QueryResult<Vec<Result<i64, Invalid>>> {
+/// The body of one batch's transaction: the Post recipients that Get rows take, all inserts,
+/// then all `get_end` updates (so that a `get_end` finds a Get row inserted earlier in the same
+/// batch), then the amendments of Post rows. A `get_end` or an amendment is answered with the
+/// `aft_index` of the row it changed, or refused alone if there is none.
+fn apply(
+    conn: &mut AnyConnection,
+    commands: &[Command],
+) -> QueryResult<Vec<Result<Done, Invalid>>> {
+    let mut addressed = Vec::new();
+    for command in commands {
+        if let Command::InsertToPostRecipient(record) = command {
+            let to_jid = post_recipient(conn, &record.filename)?;
+            addressed.push(AftRecord {
+                to_jid: to_jid.unwrap_or_else(|| record.to_jid.clone()),
+                ..record.clone()
+            });
+        }
+    }
+    let mut addressed_rows = addressed.iter();
     let records: Vec<&AftRecord> = commands
         .iter()
         .filter_map(|c| match c {
             Command::Insert(record) => Some(record),
-            Command::GetEnd { .. } => None,
+            Command::InsertToPostRecipient(_) => addressed_rows.next(),
+            Command::GetEnd { .. } | Command::AmendPost(_) => None,
         })
         .collect();
     let ends: Vec<(i64, i64)> = commands
@@ -202,7 +219,7 @@ fn apply(conn: &mut AnyConnection, commands: &[Command]) -> QueryResult<Vec<Resu
                 aft_index,
                 bytes_transferred,
             } => Some((*aft_index, *bytes_transferred)),
-            Command::Insert(_) => None,
+            _ => None,
         })
         .collect();
     let (indexes, updated) = match conn {
@@ -214,18 +231,71 @@ fn apply(conn: &mut AnyConnection, commands: &[Command]) -> QueryResult<Vec<Resu
             update_sqlite(sqlite, &ends)?,
         ),
     };
-    let mut indexes = indexes.into_iter();
+    let mut amended = Vec::new();
+    for command in commands {
+        if let Command::AmendPost(amendment) = command {
+            amended.push(amend_post(conn, amendment)?);
+        }
+    }
+    let (mut indexes, mut amended) = (indexes.into_iter(), amended.into_iter());
+    let mut addressed_rows = addressed.into_iter();
     Ok(commands
         .iter()
         .map(|command| match command {
-            Command::Insert(_) => Ok(indexes.next().expect("one index per insert")),
-            Command::GetEnd { aft_index, .. } if updated.contains(aft_index) => Ok(*aft_index),
+            Command::Insert(_) => Ok(Done::row(indexes.next().expect("one index per insert"))),
+            Command::InsertToPostRecipient(_) => Ok(Done {
+                aft_index: indexes.next().expect("one index per insert"),
+                to_jid: addressed_rows.next().map(|row| row.to_jid),
+            }),
+            Command::GetEnd { aft_index, .. } if updated.contains(aft_index) => {
+                Ok(Done::row(*aft_index))
+            }
             Command::GetEnd { aft_index, .. } => Err(Invalid::new(
                 "aft_index",
                 format!("there is no Get row with aft_index {aft_index}"),
             )),
+            Command::AmendPost(amendment) => amended
+                .next()
+                .expect("one result per amendment")
+                .map(Done::row)
+                .ok_or_else(|| {
+                    Invalid::new(
+                        "filename",
+                        format!("there is no Post row of {:?}", amendment.filename),
+                    )
+                }),
         })
         .collect())
+}
+
+/// The `to_jid` of the Post row of `filename` (the first, should there be several).
+fn post_recipient(conn: &mut AnyConnection, filename: &str) -> QueryResult<Option<String>> {
+    aft_log::table
+        .filter(aft_log::method.eq(schema::POST))
+        .filter(aft_log::filename.eq(filename))
+        .order(aft_log::aft_index)
+        .select(aft_log::to_jid)
+        .first(conn)
+        .optional()
+}
+
+/// Sets the recipient, chat type and path of the Post row of `amendment.filename`; its
+/// `aft_index`, or `None` if there is no such row.
+fn amend_post(conn: &mut AnyConnection, amendment: &Amendment) -> QueryResult<Option<i64>> {
+    let post = aft_log::table
+        .filter(aft_log::method.eq(schema::POST))
+        .filter(aft_log::filename.eq(&amendment.filename));
+    diesel::update(post)
+        .set((
+            aft_log::to_jid.eq(&amendment.to_jid),
+            aft_log::chat_type.eq(&amendment.chat_type),
+            aft_log::file_path.eq(&amendment.file_path),
+        ))
+        .execute(conn)?;
+    post.order(aft_log::aft_index)
+        .select(aft_log::aft_index)
+        .first(conn)
+        .optional()
 }
 
 /// One `aft_index` returned by a statement written in SQL.
@@ -432,6 +502,14 @@ impl r2d2::ManageConnection for ConnectionManager {
 mod tests {
     use super::*;
 
+    /// The `aft_index` of each result.
+    fn indexes(results: Vec<Result<Done, Invalid>>) -> Vec<Result<i64, Invalid>> {
+        results
+            .into_iter()
+            .map(|r| r.map(|done| done.aft_index))
+            .collect()
+    }
+
     fn record(jid: &str) -> AftRecord {
         AftRecord {
             jid: jid.into(),
@@ -584,7 +662,7 @@ mod tests {
             Command::Insert(record("b@x")),
             Command::Insert(get()),
         ];
-        assert_eq!(db.commit(&earlier).unwrap(), [Ok(1), Ok(2), Ok(3)]);
+        assert_eq!(indexes(db.commit(&earlier).unwrap()), [Ok(1), Ok(2), Ok(3)]);
         let batch = [
             end(1, 10),
             Command::Insert(get()),
@@ -602,7 +680,7 @@ mod tests {
             ))
         };
         assert_eq!(
-            db.commit(&batch).unwrap(),
+            indexes(db.commit(&batch).unwrap()),
             [
                 Ok(1),
                 Ok(4),
@@ -615,7 +693,7 @@ mod tests {
             ]
         );
         // A batch of one get_end.
-        assert_eq!(db.commit(&[end(3, 31)]).unwrap(), [Ok(3)]);
+        assert_eq!(indexes(db.commit(&[end(3, 31)]).unwrap()), [Ok(3)]);
         let rows: Vec<(i64, String, i64)> = aft_log::table
             .order(aft_log::aft_index)
             .select((
@@ -636,6 +714,111 @@ mod tests {
             rows,
             expected.map(|(index, method, bytes)| (index, method.to_owned(), bytes))
         );
+    }
+
+    /// A file's trail as shares make it: a Post row to a placeholder, a Get addressed to the
+    /// Post's recipient (before and after the first share amends it, and in the same batch as
+    /// the amendment), a `Share` row, an amendment of no Post row (refused alone).
+    fn shares_amend_the_post_row(config: mft_config::Database) {
+        let mut db = Database::open(&config).unwrap();
+        let post = AftRecord {
+            to_jid: "anonymous@node_1".into(),
+            filename: "f1".into(),
+            ..record("alice@x")
+        };
+        let get = |jid: &str| {
+            Command::InsertToPostRecipient(AftRecord {
+                method: schema::GET.into(),
+                to_jid: "anonymous@node_1".into(),
+                filename: "f1".into(),
+                ..record(jid)
+            })
+        };
+        let amend = |filename: &str| {
+            Command::AmendPost(Amendment {
+                filename: filename.into(),
+                to_jid: "room@conference.x".into(),
+                chat_type: "persistent".into(),
+                file_path: "/srv/files/persistent/20250102/03/f1".into(),
+            })
+        };
+        let share = Command::Insert(AftRecord {
+            method: schema::SHARE.into(),
+            to_jid: "dave@x".into(),
+            filename: "f1".into(),
+            ..record("alice@x")
+        });
+        assert_eq!(
+            indexes(db.commit(&[Command::Insert(post), get("bob@x")]).unwrap()),
+            [Ok(1), Ok(2)]
+        );
+        assert_eq!(
+            indexes(
+                db.commit(&[amend("f1"), get("carol@x"), share, amend("nothing")])
+                    .unwrap()
+            ),
+            [
+                Ok(1),
+                Ok(3),
+                Ok(4),
+                Err(Invalid::new(
+                    "filename",
+                    "there is no Post row of \"nothing\""
+                ))
+            ]
+        );
+        let done = db.commit(&[get("dave@x")]).unwrap();
+        assert_eq!(
+            done,
+            [Ok(Done {
+                aft_index: 5,
+                to_jid: Some("room@conference.x".into())
+            })],
+            "the reply names the recipient the row took"
+        );
+        let rows: Vec<(String, String, String, String, String)> = aft_log::table
+            .order(aft_log::aft_index)
+            .select((
+                aft_log::method,
+                aft_log::jid,
+                aft_log::to_jid,
+                aft_log::chat_type,
+                aft_log::file_path,
+            ))
+            .load(&mut connect(&config).unwrap())
+            .unwrap();
+        let moved = "/srv/files/persistent/20250102/03/f1";
+        let expected = [
+            ("Post", "alice@x", "room@conference.x", "persistent", moved),
+            ("Get", "bob@x", "anonymous@node_1", "im", "/f"),
+            // The Get rows of a batch take the recipient the Post row had before the batch.
+            ("Get", "carol@x", "anonymous@node_1", "im", "/f"),
+            ("Share", "alice@x", "dave@x", "im", "/f"),
+            ("Get", "dave@x", "room@conference.x", "im", "/f"),
+        ];
+        assert_eq!(
+            rows,
+            expected.map(|(m, j, t, c, p)| (m.into(), j.into(), t.into(), c.into(), p.into()))
+        );
+    }
+
+    #[test]
+    fn sqlite_shares_amend_the_post_row() {
+        let dir = tempfile::tempdir().unwrap();
+        shares_amend_the_post_row(mft_config::Database {
+            url: dir.path().join("aft_log.sqlite3").display().to_string(),
+            ..Default::default()
+        });
+    }
+
+    #[test]
+    fn postgres_shares_amend_the_post_row() {
+        let pg = mft_tests::Postgres::start().expect("start a throwaway PostgreSQL");
+        shares_amend_the_post_row(mft_config::Database {
+            kind: DatabaseKind::Postgres,
+            url: pg.create_database("mft_node_1").unwrap(),
+            ..Default::default()
+        });
     }
 
     #[test]

@@ -6,7 +6,8 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 diesel::table! {
-    /// One row per upload (`method = 'Post'`) and per download (`method = 'Get'`).
+    /// One row per upload (`method = 'Post'`), per download (`method = 'Get'`) and per later
+    /// share of an uploaded file (`method = 'Share'`).
     aft_log (aft_index) {
         aft_index -> BigInt,
         jid -> Varchar,
@@ -41,6 +42,9 @@ pub const PATH_MAX: usize = 4095;
 pub const POST: &str = "Post";
 /// `method` of a download row.
 pub const GET: &str = "Get";
+/// `method` of a row recording that a stored file was shared in one more chat after its first
+/// (whose recipient is the Post row's `to_jid`).
+pub const SHARE: &str = "Share";
 /// The values of `chat_type`.
 pub const CHAT_TYPES: [&str; 3] = ["im", "groupchat", "persistent"];
 

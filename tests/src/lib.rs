@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 mod node;
-pub use node::{Database, Node, NodeToml, Response};
+pub mod prosody;
+pub use node::{AuditRow, Database, Node, NodeToml, Response};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 

@@ -252,6 +252,14 @@ impl Node {
         Ok(())
     }
 
+    /// SIGKILLs fsd with its descendants (its `fusermount3` auto-unmount helper), as systemd
+    /// kills a unit's processes once its main process is killed: the mount is left stale.
+    pub fn kill_fsd_tree(&mut self) {
+        if let Some(mut fsd) = self.fsd.take() {
+            fsd.kill_tree();
+        }
+    }
+
     /// httpd's process id, while it runs.
     pub fn httpd_pid(&self) -> Option<u32> {
         self.httpd.as_ref().and_then(Process::pid)
@@ -260,6 +268,11 @@ impl Node {
     /// Stops logd (SIGTERM) and returns its process for inspection.
     pub fn stop_logd(&mut self) {
         self.logd.take();
+    }
+
+    /// Stops httpd (by its PID); [`Node::start_httpd`] starts it again.
+    pub fn stop_httpd(&mut self) {
+        self.httpd.take();
     }
 
     /// The combined logs of the node's daemons, for failure messages.
@@ -347,4 +360,45 @@ pub fn curl(args: &[String]) -> Result<Response> {
         headers: std::fs::read_to_string(&headers)?,
         body: std::fs::read(&body).unwrap_or_default(),
     })
+}
+
+/// One `aft_log` row as the XMPP and browser tests check it.
+#[derive(diesel::QueryableByName, Debug, Clone, PartialEq)]
+pub struct AuditRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub method: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub jid: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub to_jid: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub chat_type: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub file_path: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub file_size: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub bytes_transferred: i64,
+}
+
+impl AuditRow {
+    /// `(method, jid, to_jid, chat_type)`: who, to whom, in which chat.
+    pub fn trail(&self) -> (String, String, String, String) {
+        (self.method.clone(), self.jid.clone(), self.to_jid.clone(), self.chat_type.clone())
+    }
+}
+
+impl Node {
+    /// The rows of the file uploaded as `real_name`, in order (a node on SQLite).
+    pub fn rows_of_upload(&self, real_name: &str) -> Vec<AuditRow> {
+        use diesel::{Connection, RunQueryDsl};
+        let mut conn = diesel::SqliteConnection::establish(&self.database_url).expect("the node's SQLite database");
+        diesel::sql_query(
+            "SELECT method, jid, to_jid, chat_type, file_path, file_size, bytes_transferred FROM aft_log \
+             WHERE real_filename = ? ORDER BY aft_index",
+        )
+        .bind::<diesel::sql_types::Text, _>(real_name)
+        .load(&mut conn)
+        .expect("aft_log rows")
+    }
 }

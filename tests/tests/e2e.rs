@@ -4,11 +4,12 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use chrono::{NaiveDateTime, Timelike, Utc};
 use diesel::sql_types::{BigInt, Text, Timestamp};
 use diesel::{Connection, QueryableByName, RunQueryDsl};
-use mft_tests::{bin, run, sha256_file, Database, Node, Postgres, Sshd};
+use mft_tests::{bin, run, sha256_file, wait_until, Database, Node, Postgres, Sshd};
 
 #[derive(QueryableByName, Debug)]
 struct AftRow {
@@ -175,6 +176,28 @@ fn wrong_pinned_host_key_refuses_to_mount() {
     };
     assert!(err.contains("host key mismatch"), "{err}");
     assert_eq!(err.matches("SHA256:").count(), 2, "expected and presented fingerprints: {err}");
+}
+
+/// A `kill -9` of fsd that takes its `fusermount3` auto-unmount helper with it (systemd kills the
+/// unit's remaining processes) leaves the mount stale: the directory answers ENOTCONN. The next
+/// fsd detaches it and mounts again, and the node serves.
+#[test]
+fn fsd_mounts_again_over_the_stale_mount_of_a_killed_fsd() {
+    let sshd = Sshd::start().unwrap();
+    let mut node = Node::start(&sshd, "node_1", Database::Sqlite).unwrap();
+    node.kill_fsd_tree();
+    let stale = std::fs::metadata(&node.mount).unwrap_err();
+    assert_eq!(stale.raw_os_error(), Some(libc::ENOTCONN), "the killed fsd's mount: {stale}");
+    // The stale mount is in mountinfo already: wait until the directory answers again.
+    node.start_fsd().unwrap();
+    let remounted = wait_until(Duration::from_secs(30), "fsd's new mount", || std::fs::metadata(&node.mount).is_ok());
+    assert!(remounted.is_ok(), "{:?}\n{}", remounted, node.logs());
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("after-restart.txt");
+    std::fs::write(&source, b"served again").unwrap();
+    let up = node.upload_token("alice@example.com", "bob@example.com", "im").unwrap();
+    let resp = node.upload(&up, "after-restart.txt", &source).unwrap();
+    assert_eq!(resp.status, 201, "{}\n{}", resp.text(), node.logs());
 }
 
 /// Each daemon refuses a bad config file with a message naming the key, the problem and an example.

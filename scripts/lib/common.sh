@@ -19,6 +19,18 @@ MFT_PACKAGES=(
   /usr/bin/psql:postgresql-client
   /usr/bin/curl:curl
   /usr/bin/unshare:util-linux
+  /usr/bin/dpkg-shlibdeps:dpkg-dev
+  /usr/bin/help2man:help2man
+  /usr/bin/jq:jq
+  /usr/bin/lintian:lintian
+  /usr/sbin/debootstrap:debootstrap
+  /usr/bin/systemd-nspawn:systemd-container
+  /usr/bin/nsenter:util-linux
+  /usr/bin/prosody:prosody
+  /usr/bin/chromium:chromium
+  /usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf:fonts-liberation
+  /usr/bin/node:nodejs
+  /usr/bin/npm:npm
 )
 
 # Installs, with apt-get, each package whose file is missing; PostgreSQL's server is checked
@@ -38,7 +50,7 @@ ensure_packages() {
     apt-get update -qq || die "apt-get update failed"
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
   else
-    say "system packages present (openssh-server, fuse3, postgresql, build tools)"
+    say "system packages present (openssh-server, fuse3, postgresql, prosody, build tools)"
   fi
   command -v cargo >/dev/null || { [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"; }
   command -v cargo >/dev/null || die "cargo is not installed: install the Rust toolchain (rustup) first"

@@ -18,6 +18,7 @@
 //! - [`reload`]: the token and slot secrets and the TLS certificate, re-read on SIGHUP.
 //! - [`store`]: files on the mount (temp name, fsync, rename).
 //! - [`audit`]: the audit log interface and its logd implementation.
+//! - [`admission`]: whether uploads are admitted now (the file server and logd not known down).
 //! - [`transfer`]: the upload and download logic.
 //! - [`error`]: every failure, mapped to a status and a stable code.
 //! - [`http`]: routes, handlers and the server entry point.
@@ -28,6 +29,7 @@
 //! - [`status_page`]: that report as an HTML page.
 //! - [`ops`]: `/status`, `/readyz`, `/metrics`, `/openapi.json` and request timing.
 
+pub mod admission;
 pub mod audit;
 pub mod auth;
 pub mod conditional;

@@ -14,6 +14,7 @@ use anyhow::{ensure, Context};
 use chrono::{Duration, Utc};
 use clap::{Parser, Subcommand};
 use httpd::auth::{is_valid_jid, Credentials, DownloadGrant, UploadGrant};
+use httpd::admission;
 use httpd::layout::ChatType;
 use httpd::ops::{self, Ops};
 use httpd::store::Mount;
@@ -107,8 +108,18 @@ async fn serve(config: NodeConfig, config_file: PathBuf) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr} (http.listen)"))?;
     let audit = Arc::new(logd::LogdClient::new(config.logd.socket.clone()));
     let probe = Arc::new(logd::LogdClient::new(config.logd.socket.clone()).with_timeout(ops::PROBE_TIMEOUT));
-    let ops = Arc::new(Ops::new(&config, Mount::Fuse, probe, metrics::TRANSFERS.clone()));
-    let transfers = Arc::new(Transfers::new(config, Mount::Fuse, audit, Arc::new(SystemClock)));
+    let transfers = Arc::new(Transfers::new(config.clone(), Mount::Fuse, audit, Arc::new(SystemClock)));
+    let admission = transfers.admission().clone();
+    let ops = Arc::new(Ops::new(&config, Mount::Fuse, probe, metrics::TRANSFERS.clone(), admission));
+    // Looks at the node between status requests, so that uploads are refused soon after the
+    // file server or logd goes down, and admitted again when it is back.
+    let watcher = ops.clone();
+    actix_web::rt::spawn(async move {
+        loop {
+            watcher.status().await;
+            actix_web::rt::time::sleep(admission::WATCH_INTERVAL).await;
+        }
+    });
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     // SIGHUP (systemctl reload): re-read the secrets and the certificate, keep serving.

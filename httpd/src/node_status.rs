@@ -218,7 +218,7 @@ pub(crate) mod tests {
 
     pub(crate) fn logd_status(alarms: &[&str]) -> LogdStatus {
         LogdStatus {
-            checks: ["reachable", "connected", "schema verified"]
+            checks: [logd::REACHABLE, logd::CONNECTED, logd::SCHEMA_VERIFIED]
                 .iter()
                 .map(|n| logd::Check {
                     name: n.to_string(),

@@ -15,6 +15,7 @@
 //! hands the observations to [`NodeStatus::assemble`]; [`observe`] times every request.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,7 @@ use futures_util::future::BoxFuture;
 use logd::{LogdClient, LogdError, LogdStatus};
 use mft_config::{NodeConfig, TransferMode};
 
+use crate::admission::Admission;
 use crate::http::on;
 use crate::metrics::{Metrics, TransferCounters, CONTENT_TYPE};
 use crate::node_status::{NodeStatus, Observations};
@@ -62,11 +64,21 @@ pub struct Ops {
     logd: Arc<dyn LogdProbe>,
     counters: Arc<TransferCounters>,
     metrics: Metrics,
+    admission: Arc<Admission>,
+    /// Set while a look at the mount point is on the blocking pool (see [`Ops::observe`]).
+    mount_probe: Arc<AtomicBool>,
 }
 
 impl Ops {
-    /// The endpoints of the node `config` describes, whose mount point must be as `mount` says.
-    pub fn new(config: &NodeConfig, mount: Mount, logd: Arc<dyn LogdProbe>, counters: Arc<TransferCounters>) -> Self {
+    /// The endpoints of the node `config` describes, whose mount point must be as `mount` says;
+    /// every report they make updates `admission`.
+    pub fn new(
+        config: &NodeConfig,
+        mount: Mount,
+        logd: Arc<dyn LogdProbe>,
+        counters: Arc<TransferCounters>,
+        admission: Arc<Admission>,
+    ) -> Self {
         Self {
             node_id: config.node.id.clone(),
             transfer_mode: config.node.transfer_mode,
@@ -76,13 +88,35 @@ impl Ops {
             logd,
             metrics: Metrics::new(counters.clone()),
             counters,
+            admission,
+            mount_probe: Arc::default(),
         }
     }
 
-    /// Observes the node now (each probe bounded by [`PROBE_TIMEOUT`]) and reports.
+    /// Observes the node now (each probe bounded by [`PROBE_TIMEOUT`]), updates the admission
+    /// of uploads, and reports.
     pub async fn status(&self) -> NodeStatus {
+        let report = self.observe().await;
+        self.admission.observe(&report);
+        report
+    }
+
+    async fn observe(&self) -> NodeStatus {
         let (mount_point, mount, status_file) = (self.mount_point.clone(), self.mount, self.fsd_status_file.clone());
-        let mounted = run_blocking(move || mount.check(&mount_point).is_ok());
+        let probing = self.mount_probe.clone();
+        let mounted = async move {
+            // A look still stuck on a hung mount: the mount is not answering, and a new look
+            // would only add one more blocked thread.
+            if probing.swap(true, Ordering::SeqCst) {
+                return None;
+            }
+            run_blocking(move || {
+                let mounted = mount.check(&mount_point).is_ok();
+                probing.store(false, Ordering::SeqCst);
+                mounted
+            })
+            .await
+        };
         let fsd = run_blocking(move || FsdStatus::load(&status_file));
         let logd = async {
             tokio::time::timeout(PROBE_TIMEOUT, self.logd.status())
@@ -232,7 +266,7 @@ pub(crate) mod tests {
     /// counters of their own.
     pub(crate) fn ops(dir: &std::path::Path, logd: FixedLogd) -> Ops {
         let counters = Arc::new(TransferCounters::new(Duration::from_secs(60), Box::new(Instant::now)));
-        Ops::new(&config(dir), Mount::Directory, Arc::new(logd), counters)
+        Ops::new(&config(dir), Mount::Directory, Arc::new(logd), counters, Arc::default())
     }
 
     fn config(dir: &std::path::Path) -> NodeConfig {

@@ -28,6 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::io::ReaderStream;
 
+use crate::admission::Admission;
 use crate::audit::AuditLog;
 use crate::auth::UploadGrant;
 use crate::conditional::{self, Answer, Preconditions, Validators};
@@ -136,6 +137,7 @@ pub struct Transfers {
     audit: Arc<dyn AuditLog>,
     clock: Arc<dyn Clock>,
     permits: Arc<Semaphore>,
+    admission: Arc<Admission>,
     /// Held while a share changes a slot's record: one at a time.
     sharing: tokio::sync::Mutex<()>,
 }
@@ -149,6 +151,7 @@ impl Transfers {
             sharing: tokio::sync::Mutex::new(()),
             slots: SlotIndex::new(store.clone()),
             permits: Arc::new(Semaphore::new(config.http.max_concurrent_transfers)),
+            admission: Arc::default(),
             store,
             config,
             audit,
@@ -156,9 +159,14 @@ impl Transfers {
         }
     }
 
+    /// Whether uploads are admitted now; [`crate::ops::Ops`] keeps it up to date.
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
+    }
+
     /// Checks an upload before a byte of its body is read: the transfer mode, the upload token
-    /// in `authorization`, the request's `Content-Length` against the size limit, and a free
-    /// transfer permit.
+    /// in `authorization`, the request's `Content-Length` against the size limit, that the file
+    /// server and logd are not known to be down ([`Admission`]), and a free transfer permit.
     pub fn admit_upload(&self, authorization: Option<&str>, declared_len: Option<u64>) -> Result<UploadTicket, Error> {
         self.require_managed()?;
         let grant = self.secrets.current().credentials.verify_upload(authorization)?;
@@ -166,6 +174,7 @@ impl Transfers {
         if declared_len.is_some_and(|len| len > limit) {
             return Err(Error::TooLarge(limit));
         }
+        self.admission.check()?;
         Ok(UploadTicket {
             grant,
             _permit: self.permit()?,
@@ -237,6 +246,7 @@ impl Transfers {
         if grant.size > limit {
             return Err(Error::TooLarge(limit));
         }
+        self.admission.check()?;
         let _permit = self.permit()?;
         let _reservation = self.slots.reserve(&slot).await?;
         let (location, size) = self.store_body(grant.chat_type, &grant.real_name, grant.size, body, now).await?;

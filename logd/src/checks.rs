@@ -18,9 +18,7 @@ use crate::Check;
 /// How long each network step of a check may take.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(2);
 
-pub const REACHABLE: &str = "reachable";
-pub const CONNECTED: &str = "connected";
-pub const SCHEMA_VERIFIED: &str = "schema verified";
+pub use crate::status::{CONNECTED, REACHABLE, SCHEMA_VERIFIED};
 
 /// Runs the three tests; `connect` supplies the connection for the last two.
 pub fn run<C, E>(

@@ -21,7 +21,7 @@ mod status;
 
 pub use client::{LogdClient, LogdError};
 pub use event::{Amendment, Transfer};
-pub use status::{Check, Committed, Counters, LogdStatus};
+pub use status::{Check, Committed, Counters, LogdStatus, CONNECTED, REACHABLE, SCHEMA_VERIFIED};
 
 #[cfg(feature = "server")]
 mod batch;

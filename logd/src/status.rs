@@ -22,6 +22,11 @@ impl LogdStatus {
     }
 }
 
+/// The names of the seed's three database tests, as [`Check::name`] gives them.
+pub const REACHABLE: &str = "reachable";
+pub const CONNECTED: &str = "connected";
+pub const SCHEMA_VERIFIED: &str = "schema verified";
+
 /// One of the seed's database tests and its outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Check {

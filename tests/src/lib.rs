@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 
 mod node;
 pub mod prosody;
-pub use node::{AuditRow, Database, Node, NodeToml, Response};
+pub use node::{curl, AuditRow, Database, Node, NodeToml, Response};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -141,13 +141,7 @@ impl Process {
     /// per-connection children call setsid).
     pub fn kill_tree(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let root = child.id() as i32;
-            let _ = kill(Pid::from_raw(root), Signal::SIGSTOP);
-            for pid in descendants(root) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-            let _ = kill(Pid::from_raw(-root), Signal::SIGKILL);
-            let _ = kill(Pid::from_raw(root), Signal::SIGKILL);
+            kill_tree(child.id() as i32);
             let _ = child.wait();
         }
     }
@@ -157,6 +151,17 @@ impl Drop for Process {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// SIGKILLs process `root`, its process group and every descendant, all stopped first so that
+/// none can react: as a unit's cgroup-wide kill does (fsd's `fusermount3` dies with it).
+pub fn kill_tree(root: i32) {
+    let _ = kill(Pid::from_raw(root), Signal::SIGSTOP);
+    for pid in descendants(root) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    let _ = kill(Pid::from_raw(-root), Signal::SIGKILL);
+    let _ = kill(Pid::from_raw(root), Signal::SIGKILL);
 }
 
 /// Every descendant of `root` (children, their children, ...), from /proc.

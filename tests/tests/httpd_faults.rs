@@ -1,6 +1,7 @@
 //! httpd's faults across processes, against the real sshd's disk behind fsd's real FUSE mount:
 //! with logd gone (stopped before an upload, or killed in the middle of one), an upload is
-//! answered 503 without a URI and no file is left on the file server; with the file server full,
+//! answered 503 without a URI and no file is left on the file server (refused before its body is
+//! read once httpd knows logd is down, and admitted again when logd is back); with the file server full,
 //! 507 and nothing left either; and a client that stops reading a download is cut off after
 //! `http.request_timeout_secs`, its `Get` row records the bytes sent, and its transfer slot is
 //! freed.
@@ -81,6 +82,55 @@ fn an_upload_without_logd_gets_503_and_leaves_no_file() {
     assert_eq!(response.header("location"), None);
     assert!(!response.text().contains("/files/node_1/"), "no URI: {}", response.text());
     assert_eq!(files_under(&node.server_dir), Vec::<PathBuf>::new(), "nothing left on the file server");
+}
+
+/// Sends only the head of a 200 MB upload and reads the answer, `None` if none came in `wait`.
+fn answer_to_a_head_without_body(node: &Node, token: &str, wait: Duration) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", node.http_port)).unwrap();
+    stream.set_read_timeout(Some(wait)).unwrap();
+    write!(
+        stream,
+        "POST /files?name=big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: 200000000\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    match stream.read_to_end(&mut response) {
+        Ok(_) => Some(String::from_utf8_lossy(&response).into_owned()),
+        // The connection reset after the answer (its body was never read): the answer counts.
+        Err(_) if !response.is_empty() => Some(String::from_utf8_lossy(&response).into_owned()),
+        Err(_) => None,
+    }
+}
+
+#[test]
+fn with_logd_down_an_upload_is_refused_before_its_body_and_admitted_again_after() {
+    let sshd = Sshd::start().unwrap();
+    let mut node = Node::start(&sshd, "node_1", Database::Sqlite).unwrap();
+    let token = node.upload_token("alice@example.com", "bob@example.com", "im").unwrap();
+
+    node.stop_logd();
+    // httpd notices within its watch interval; /readyz makes it look at once.
+    let readyz = mft_tests::curl(&[node.url("/readyz")]).unwrap();
+    assert_eq!(readyz.status, 503, "{}", readyz.text());
+    let response = answer_to_a_head_without_body(&node, &token, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no answer without the body: httpd waits for it\n{}", node.logs()));
+    assert!(response.starts_with("HTTP/1.1 503"), "{response}\n{}", node.logs());
+    assert!(response.contains("database_unavailable"), "{response}");
+    assert!(response.contains("logd"), "the body says which part failed: {response}");
+    assert_eq!(files_under(&node.server_dir), Vec::<PathBuf>::new(), "nothing was stored");
+
+    node.start_logd().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let body = work.path().join("body.bin");
+    std::fs::write(&body, b"after logd came back").unwrap();
+    let mut status = 0;
+    wait_until(Duration::from_secs(10), "uploads admitted again", || {
+        status = node.upload(&token, "back.txt", &body).unwrap().status;
+        status == 201
+    })
+    .unwrap_or_else(|e| panic!("{e}: last status {status}\n{}", node.logs()));
+    assert_eq!(aft_rows(&node).len(), 1, "{:?}", aft_rows(&node));
 }
 
 #[test]

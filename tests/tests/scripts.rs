@@ -104,3 +104,85 @@ fn setup_file_server_refuses_bad_input_before_changing_anything() {
         assert!(!top.exists(), "{args:?} created {top:?}");
     }
 }
+
+/// A node of `scripts/run-node` in a directory of its own, on free ports, with the binaries the
+/// tests use; stopped with `scripts/run-node stop` when dropped.
+struct RunNode {
+    dir: tempfile::TempDir,
+    http_port: u16,
+}
+
+impl RunNode {
+    fn command(dir: &Path, http_port: u16) -> Command {
+        let mut command = Command::new(script("run-node"));
+        command
+            .env("MFT_RUN_DIR", dir)
+            .env("MFT_NODE_BIN", mft_tests::bin_dir())
+            .env("MFT_HTTP_PORT", http_port.to_string())
+            .env("MFT_SSH_PORT", mft_tests::free_port().to_string());
+        command
+    }
+
+    fn start() -> RunNode {
+        let node = RunNode {
+            dir: tempfile::tempdir().unwrap(),
+            http_port: mft_tests::free_port(),
+        };
+        let (out, text) = output(&mut Self::command(node.dir.path(), node.http_port));
+        assert!(out.status.success(), "run-node failed: {text}");
+        node
+    }
+
+    fn stop(&self) -> String {
+        let (out, text) = output(Self::command(self.dir.path(), self.http_port).arg("stop"));
+        assert!(out.status.success(), "run-node stop failed: {text}");
+        text
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn pid(&self, name: &str) -> i32 {
+        std::fs::read_to_string(self.path(&format!("{name}.pid"))).unwrap().trim().parse().unwrap()
+    }
+}
+
+impl Drop for RunNode {
+    fn drop(&mut self) {
+        let _ = Self::command(self.dir.path(), self.http_port).arg("stop").output();
+    }
+}
+
+/// Two nodes of `scripts/run-node` on one machine each keep their own fsd status file, and
+/// `run-node stop` clears the mount a killed fsd left (which `mountpoint -q` does not see).
+#[test]
+fn run_node_twice_keeps_each_status_file_and_stop_clears_a_killed_fsds_mount() {
+    let (first, second) = (RunNode::start(), RunNode::start());
+    for node in [&first, &second] {
+        let status = node.path("fsd-status.json");
+        mft_tests::wait_until(std::time::Duration::from_secs(15), "fsd's status file", || status.exists()).unwrap();
+        let text = std::fs::read_to_string(&status).unwrap();
+        let written: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(written["mount_point"], node.path("mnt").display().to_string(), "{text}");
+        let config = std::fs::read_to_string(node.path("node.toml")).unwrap();
+        assert!(config.contains(&format!("status_file = \"{}\"", status.display())), "{config}");
+    }
+
+    let fsd = nix::unistd::Pid::from_raw(first.pid("fsd"));
+    mft_tests::kill_tree(fsd.as_raw());
+    // Gone, or a zombie that the init process has not reaped yet.
+    mft_tests::wait_until(std::time::Duration::from_secs(10), "fsd gone", || {
+        let stat = std::fs::read_to_string(format!("/proc/{fsd}/stat")).unwrap_or_default();
+        stat.rsplit_once(')').is_none_or(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+    .unwrap();
+    assert!(mft_tests::is_mounted(&first.path("mnt")), "the killed fsd left its mount");
+    let said = first.stop();
+    assert!(!mft_tests::is_mounted(&first.path("mnt")), "run-node stop left the stale mount: {said}");
+
+    let healthz = mft_tests::curl(&[format!("http://127.0.0.1:{}/healthz", second.http_port)]).unwrap();
+    assert_eq!(healthz.status, 200, "the other node still serves");
+    second.stop();
+    assert!(!mft_tests::is_mounted(&second.path("mnt")));
+}

@@ -87,6 +87,11 @@ pub mod memory {
             *self.failure.lock().unwrap() = Some(error);
         }
 
+        /// Makes later calls succeed again.
+        pub fn recover(&self) {
+            *self.failure.lock().unwrap() = None;
+        }
+
         fn record(&self, method: &'static str, transfer: &Transfer) -> Result<i64, LogdError> {
             self.check()?;
             let mut rows = self.rows.lock().unwrap();

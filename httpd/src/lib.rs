@@ -19,6 +19,7 @@
 //! - [`store`]: files on the mount (temp name, fsync, rename).
 //! - [`audit`]: the audit log interface and its logd implementation.
 //! - [`admission`]: whether uploads are admitted now (the file server and logd not known down).
+//! - [`download_log`]: each download's bytes in its Get row, while it runs and at its end (retried).
 //! - [`transfer`]: the upload and download logic.
 //! - [`error`]: every failure, mapped to a status and a stable code.
 //! - [`http`]: routes, handlers and the server entry point.
@@ -33,6 +34,7 @@ pub mod admission;
 pub mod audit;
 pub mod auth;
 pub mod conditional;
+pub mod download_log;
 pub mod error;
 pub mod http;
 pub mod layout;

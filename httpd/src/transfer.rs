@@ -32,6 +32,7 @@ use crate::admission::Admission;
 use crate::audit::AuditLog;
 use crate::auth::UploadGrant;
 use crate::conditional::{self, Answer, Preconditions, Validators};
+use crate::download_log::{DownloadLog, Progress, Recorded};
 use crate::error::Error;
 use crate::layout::{ChatType, FileLocation};
 use crate::real_name::RealName;
@@ -135,6 +136,7 @@ pub struct Transfers {
     store: Arc<Store>,
     slots: SlotIndex,
     audit: Arc<dyn AuditLog>,
+    downloads: DownloadLog,
     clock: Arc<dyn Clock>,
     permits: Arc<Semaphore>,
     admission: Arc<Admission>,
@@ -152,6 +154,7 @@ impl Transfers {
             slots: SlotIndex::new(store.clone()),
             permits: Arc::new(Semaphore::new(config.http.max_concurrent_transfers)),
             admission: Arc::default(),
+            downloads: DownloadLog::new(audit.clone()),
             store,
             config,
             audit,
@@ -563,13 +566,22 @@ impl Transfers {
             if offset > 0 {
                 file.seek(io::SeekFrom::Start(offset)).await.map_err(crate::store::StoreError::from)?;
             }
+            let progress = self.downloads.start(aft_index, move |recorded| match recorded {
+                Ok(Recorded { bytes, tries }) => {
+                    let retried = if tries > 1 { format!(" (recorded at try {tries})") } else { String::new() };
+                    let broke_off = if bytes == length { String::new() } else { format!(" (broke off: {bytes} of {length} bytes)") };
+                    log_transfer("Get", &transfer, bytes, aft_index, &format!("{broke_off}{retried}"));
+                }
+                Err(e) => log::error!(
+                    "cannot record the end of download {} by {} (aft_index {aft_index}): {e}",
+                    transfer.file_path,
+                    transfer.jid
+                ),
+            });
             Some(DownloadBody {
                 file: ReaderStream::with_capacity(file.take(length), READ_CHUNK),
-                sent: 0,
+                progress,
                 size: length,
-                aft_index,
-                audit: self.audit.clone(),
-                transfer,
                 _permit: permit,
             })
         } else {
@@ -640,19 +652,22 @@ fn db_size(bytes: u64) -> i64 {
     i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
-/// A download's body: the stored file (or the requested range of it), chunk by chunk. When it
-/// ends or is dropped (the client went away), it records in the background how many bytes it
-/// handed to the server, and gives its transfer permit back.
+/// A download's body: the stored file (or the requested range of it), chunk by chunk. Its Get
+/// row records the bytes it handed to the server, while it runs and when it ends or is dropped
+/// (the client went away): see [`DownloadLog`]. Dropping it gives its transfer permit back.
 pub struct DownloadBody {
     file: ReaderStream<tokio::io::Take<tokio::fs::File>>,
-    sent: u64,
+    progress: Progress,
     /// The bytes this response is to carry.
     size: u64,
-    aft_index: i64,
-    audit: Arc<dyn AuditLog>,
-    /// The Get row as recorded at the start, for the log line at the end.
-    transfer: Transfer,
     _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for DownloadBody {
+    fn drop(&mut self) {
+        let sent = self.progress.sent();
+        crate::metrics::TRANSFERS.download_ended(sent, sent == self.size);
+    }
 }
 
 impl Stream for DownloadBody {
@@ -661,7 +676,7 @@ impl Stream for DownloadBody {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let polled = Pin::new(&mut self.file).poll_next(cx);
         if let Poll::Ready(Some(Ok(chunk))) = &polled {
-            self.sent += chunk.len() as u64;
+            self.progress.add(chunk.len() as u64);
         }
         polled
     }
@@ -675,24 +690,4 @@ fn log_transfer(method: &str, t: &Transfer, bytes: u64, aft_index: i64, note: &s
         chat_type = t.chat_type.as_str(), bytes = bytes, aft_index = aft_index;
         "{method} {} ({:?}) by {}: {bytes} bytes{note}", t.file_path, t.real_filename, t.jid
     );
-}
-
-impl Drop for DownloadBody {
-    fn drop(&mut self) {
-        let (audit, aft_index, sent, size) = (self.audit.clone(), self.aft_index, self.sent, self.size);
-        crate::metrics::TRANSFERS.download_ended(sent, sent == size);
-        let transfer = self.transfer.clone();
-        let label = format!("{} by {}", transfer.file_path, transfer.jid);
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            log::error!("cannot record the end of download {label} (aft_index {aft_index}, {sent} bytes): no runtime");
-            return;
-        };
-        runtime.spawn(async move {
-            match audit.get_end(aft_index, db_size(sent)).await {
-                Ok(()) if sent == size => log_transfer("Get", &transfer, sent, aft_index, ""),
-                Ok(()) => log_transfer("Get", &transfer, sent, aft_index, &format!(" (broke off: {sent} of {size} bytes)")),
-                Err(e) => log::error!("cannot record the end of download {label} (aft_index {aft_index}, {sent} bytes): {e}"),
-            }
-        });
-    }
 }

@@ -223,3 +223,68 @@ fn a_client_that_stops_reading_a_download_is_cut_off_and_frees_its_slot() {
     assert_eq!(again.body.len(), size);
     drop(stalled);
 }
+
+/// A node with one uploaded file of `size` bytes; its download path and a download token.
+fn node_with_a_file(sshd: &Sshd, size: usize) -> (Node, String, String) {
+    let node = Node::start(sshd, "node_1", Database::Sqlite).unwrap();
+    let up = node.upload_token("alice@example.com", "bob@example.com", "im").unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let body = work.path().join("big.bin");
+    std::fs::write(&body, vec![3u8; size]).unwrap();
+    let uploaded = node.upload(&up, "big.bin", &body).unwrap();
+    assert_eq!(uploaded.status, 201, "{}\n{}", uploaded.text(), node.logs());
+    let path = uploaded.header("location").unwrap().strip_prefix(&node.url("")).unwrap().to_owned();
+    let down = node.download_token("bob@example.com").unwrap();
+    (node, path, down)
+}
+
+/// Asks for `path` and reads `bytes` bytes of the answer (head included).
+fn start_download(node: &Node, path: &str, token: &str, bytes: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", node.http_port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut start = vec![0; bytes];
+    stream.read_exact(&mut start).unwrap();
+    assert!(start.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&start[..200]));
+    stream
+}
+
+/// The `bytes_transferred` of the node's one Get row.
+fn get_bytes(node: &Node) -> i64 {
+    let rows = aft_rows(node);
+    let gets: Vec<_> = rows.iter().filter(|r| r.method == "Get").collect();
+    assert_eq!(gets.len(), 1, "{rows:?}");
+    gets[0].bytes_transferred
+}
+
+#[test]
+fn a_download_that_ends_while_logd_is_down_is_recorded_once_logd_is_back() {
+    let sshd = Sshd::start().unwrap();
+    let size = 4 << 20;
+    let (mut node, path, token) = node_with_a_file(&sshd, size);
+    let mut download = start_download(&node, &path, &token, 4096);
+    node.stop_logd();
+    let mut rest = Vec::new();
+    download.read_to_end(&mut rest).unwrap();
+    assert!(rest.len() > size - 4096, "the whole file came: {} bytes after the first 4096", rest.len());
+    // The end was tried while logd was away; it is retried until logd records it.
+    std::thread::sleep(Duration::from_secs(1));
+    node.start_logd().unwrap();
+    wait_until(Duration::from_secs(30), "the Get row to record the whole file", || get_bytes(&node) == size as i64)
+        .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", aft_rows(&node), node.logs()));
+}
+
+#[test]
+fn an_httpd_killed_mid_download_leaves_the_bytes_sent_until_its_last_report() {
+    let sshd = Sshd::start().unwrap();
+    let size = 64 << 20;
+    let (node, path, token) = node_with_a_file(&sshd, size);
+    let download = start_download(&node, &path, &token, 1 << 20);
+    // Longer than httpd's progress interval (5 s), reading nothing more: the send buffers fill.
+    std::thread::sleep(Duration::from_secs(7));
+    let httpd = node.httpd_pid().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(httpd as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let recorded = get_bytes(&node);
+    assert!((1 << 19..size as i64).contains(&recorded), "bytes_transferred {recorded} of {size}\n{}", node.logs());
+    drop(download);
+}

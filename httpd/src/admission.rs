@@ -4,7 +4,7 @@
 //!
 //! [`Admission`] keeps the verdict of the latest status report ([`Admission::observe`], called
 //! by every [`crate::ops::Ops::status`]: the `/status` and `/readyz` endpoints, and httpd's
-//! watcher every [`WATCH_INTERVAL`]). The verdict is narrower than `/readyz`: an alarm such as
+//! watcher every [`WATCH_INTERVAL`], or [`RECHECK_INTERVAL`] while uploads are refused). The verdict is narrower than `/readyz`: an alarm such as
 //! low free space leaves uploads open; only what makes an upload fail for certain closes them.
 
 use std::io;
@@ -17,9 +17,13 @@ use crate::error::Error;
 use crate::node_status::NodeStatus;
 use crate::store::StoreError;
 
-/// How often httpd looks at the node when nobody asks for its status: the longest an upload
-/// can be admitted (and then fail) after the file server or logd went down.
+/// How often httpd looks at the node when nobody asks for its status, while uploads are
+/// admitted: about the longest an upload can be admitted (and then fail) after the file server
+/// or logd went down.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+/// The same while uploads are refused: about the longest they stay refused once the file
+/// server and logd are back.
+pub const RECHECK_INTERVAL: Duration = Duration::from_millis(250);
 
 /// What keeps uploads out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +82,16 @@ impl Admission {
                 None => log::info!("uploads admitted again: the file server and logd answer"),
             }
             *down = verdict;
+        }
+    }
+
+    /// How long to wait before the next look: [`WATCH_INTERVAL`] while admitting, else
+    /// [`RECHECK_INTERVAL`].
+    pub fn next_look(&self) -> Duration {
+        if self.down.lock().expect("the admission lock is never poisoned").is_some() {
+            RECHECK_INTERVAL
+        } else {
+            WATCH_INTERVAL
         }
     }
 
@@ -149,7 +163,9 @@ mod tests {
     fn the_verdict_follows_the_latest_report_and_maps_to_503() {
         let admission = Admission::default();
         assert!(admission.check().is_ok());
+        assert_eq!(admission.next_look(), WATCH_INTERVAL);
         admission.observe(&NodeStatus::assemble(logd_down()));
+        assert_eq!(admission.next_look(), RECHECK_INTERVAL);
         let refused = admission.check().unwrap_err();
         assert_eq!(
             refused.status_and_code(),

@@ -14,7 +14,6 @@ use anyhow::{ensure, Context};
 use chrono::{Duration, Utc};
 use clap::{Parser, Subcommand};
 use httpd::auth::{is_valid_jid, Credentials, DownloadGrant, UploadGrant};
-use httpd::admission;
 use httpd::layout::ChatType;
 use httpd::ops::{self, Ops};
 use httpd::store::Mount;
@@ -110,14 +109,14 @@ async fn serve(config: NodeConfig, config_file: PathBuf) -> anyhow::Result<()> {
     let probe = Arc::new(logd::LogdClient::new(config.logd.socket.clone()).with_timeout(ops::PROBE_TIMEOUT));
     let transfers = Arc::new(Transfers::new(config.clone(), Mount::Fuse, audit, Arc::new(SystemClock)));
     let admission = transfers.admission().clone();
-    let ops = Arc::new(Ops::new(&config, Mount::Fuse, probe, metrics::TRANSFERS.clone(), admission));
+    let ops = Arc::new(Ops::new(&config, Mount::Fuse, probe, metrics::TRANSFERS.clone(), admission.clone()));
     // Looks at the node between status requests, so that uploads are refused soon after the
     // file server or logd goes down, and admitted again when it is back.
     let watcher = ops.clone();
     actix_web::rt::spawn(async move {
         loop {
             watcher.status().await;
-            actix_web::rt::time::sleep(admission::WATCH_INTERVAL).await;
+            actix_web::rt::time::sleep(admission.next_look()).await;
         }
     });
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;

@@ -233,7 +233,7 @@ impl Node {
         let socket = self.dir.path().join("logd.sock");
         Self::await_ready(&mut logd, "logd's socket", || std::os::unix::net::UnixStream::connect(&socket).is_ok())?;
         self.logd = Some(logd);
-        Ok(())
+        self.await_admission()
     }
 
     pub fn start_fsd(&mut self) -> Result<()> {
@@ -241,7 +241,25 @@ impl Node {
         let mount = self.mount.clone();
         Self::await_ready(&mut fsd, "fsd's mount", || is_mounted(&mount))?;
         self.fsd = Some(fsd);
-        Ok(())
+        self.await_admission()
+    }
+
+    /// When httpd runs, waits until its status report sees the file server and logd up: httpd
+    /// refuses uploads from the report before (it looks by itself every 2 s, and at every
+    /// `/status`, which this asks for).
+    fn await_admission(&self) -> Result<()> {
+        if self.httpd.is_none() {
+            return Ok(());
+        }
+        let url = self.url("/status");
+        let mut last = String::new();
+        wait_until(Duration::from_secs(30), "httpd to see the file server and logd up", || {
+            let Ok(response) = curl(std::slice::from_ref(&url)) else { return false };
+            last = response.text();
+            let Ok(report) = serde_json::from_str::<serde_json::Value>(&last) else { return false };
+            report["mount"]["mounted"] == true && report["logd"]["reachable"] == true && report["fsd"]["connected"] != false
+        })
+        .map_err(|e| e.context(last))
     }
 
     pub fn start_httpd(&mut self) -> Result<()> {

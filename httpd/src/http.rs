@@ -351,6 +351,7 @@ pub async fn run(
     let timeout = Duration::from_secs(http.request_timeout_secs);
     bound_unacknowledged_sends(&listener, timeout);
     let purge = actix_web::rt::spawn(crate::transfer::purge_every_minute(transfers.clone()));
+    let sweep = actix_web::rt::spawn(crate::transfer::sweep_partials_once(transfers.clone()));
     let transfers = web::Data::from(transfers);
     let ops = web::Data::from(ops);
     let server = HttpServer::new(move || {
@@ -382,5 +383,6 @@ pub async fn run(
         }
     };
     purge.abort();
+    sweep.abort();
     stopped
 }

@@ -12,15 +12,21 @@
 //! a name that is not the stored one. It does not know about
 //! HTTP, credentials or the audit log. Directories are created only when a file is stored.
 //!
+//! A partial file that no process will finish (httpd, fsd or the file server died mid-upload)
+//! is removed by [`Store::sweep_partials`], which httpd runs once the store is first there after
+//! it starts: it takes every `.part` under `files/` but those this process is writing.
+//!
 //! All file system calls run on tokio's blocking pool; bodies move chunk by chunk.
 
+use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use tokio::io::AsyncWriteExt;
 
-use crate::layout::{ChatType, FileLocation, FileName, HourAllocator};
+use crate::layout::{ChatType, FileLocation, FileName, HourAllocator, FILES_DIR};
 use crate::real_name::RealName;
 
 pub use mft_config::NAMES_DIR;
@@ -99,6 +105,47 @@ pub struct Store {
     root: PathBuf,
     mount: Mount,
     allocator: HourAllocator,
+    in_flight: Arc<InFlight>,
+}
+
+/// The partial files this process is writing, which a sweep leaves alone.
+#[derive(Debug, Default)]
+struct InFlight(Mutex<HashSet<PathBuf>>);
+
+impl InFlight {
+    fn set(&self) -> std::sync::MutexGuard<'_, HashSet<PathBuf>> {
+        self.0.lock().expect("the in-flight lock is never poisoned")
+    }
+}
+
+/// Keeps a partial file's path in [`InFlight`] for as long as it lives.
+#[derive(Debug)]
+struct Registration {
+    in_flight: Arc<InFlight>,
+    part: PathBuf,
+}
+
+impl Registration {
+    fn new(in_flight: &Arc<InFlight>, part: &Path) -> Self {
+        in_flight.set().insert(part.to_owned());
+        Self {
+            in_flight: in_flight.clone(),
+            part: part.to_owned(),
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.in_flight.set().remove(&self.part);
+    }
+}
+
+/// What a sweep removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub files: u64,
+    pub bytes: u64,
 }
 
 impl Store {
@@ -108,6 +155,7 @@ impl Store {
             allocator: HourAllocator::new(root.clone()),
             root,
             mount,
+            in_flight: Arc::default(),
         }
     }
 
@@ -148,15 +196,58 @@ impl Store {
             let dir = store.root.join(location.dir.relative());
             std::fs::create_dir_all(&dir)?;
             let part = dir.join(location.file_name.partial());
+            // Registered before it exists, so that a sweep never sees it unregistered.
+            let registration = Registration::new(&store.in_flight, &part);
             let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&part)?;
             Ok(PartialFile {
                 file: Some(tokio::fs::File::from_std(file)),
+                _registration: registration,
                 part,
                 dir,
                 names: store.root.join(NAMES_DIR),
                 location,
                 written: 0,
             })
+        })
+        .await
+    }
+
+    /// Removes every partial file under `files/` that this process is not writing: those of
+    /// uploads cut off by a crash of httpd, fsd or the file server. A directory that cannot be
+    /// read is logged and skipped.
+    pub async fn sweep_partials(self: &Arc<Self>) -> Result<Swept, StoreError> {
+        self.blocking(|store| {
+            store.check_root()?;
+            let mut swept = Swept::default();
+            let mut dirs = vec![store.root.join(FILES_DIR)];
+            while let Some(dir) = dirs.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        log::warn!("cannot look for partial uploads in {}: {e}", dir.display());
+                        continue;
+                    }
+                };
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    let Ok(kind) = entry.file_type() else { continue };
+                    if kind.is_dir() {
+                        dirs.push(path);
+                    } else if kind.is_file() && is_partial(&entry.file_name()) && !store.in_flight.set().contains(&path) {
+                        let bytes = entry.metadata().map_or(0, |m| m.len());
+                        match std::fs::remove_file(&path) {
+                            Ok(()) => {
+                                swept.files += 1;
+                                swept.bytes += bytes;
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                            Err(e) => log::warn!("cannot remove the partial upload {}: {e}", path.display()),
+                        }
+                    }
+                }
+            }
+            Ok(swept)
         })
         .await
     }
@@ -259,6 +350,7 @@ pub struct StoredFile {
 pub struct PartialFile {
     /// `None` once committed or discarded.
     file: Option<tokio::fs::File>,
+    _registration: Registration,
     part: PathBuf,
     dir: PathBuf,
     /// `.names/` under the node's directory.
@@ -341,6 +433,11 @@ impl Drop for PartialFile {
     }
 }
 
+/// Whether a name in an hour directory is a partial file's ([`FileName::partial`]).
+fn is_partial(name: &std::ffi::OsStr) -> bool {
+    name.to_str().is_some_and(|name| name.starts_with('.') && name.ends_with(".part"))
+}
+
 /// Deletes a partial file; failing to is logged here, since nobody else can act on it.
 async fn remove_quietly(part: PathBuf) {
     if let Err(e) = tokio::task::spawn_blocking(move || remove_file_logged(&part)).await {
@@ -376,8 +473,6 @@ async fn blocking<T: Send + 'static>(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use chrono::TimeZone;
 
     use super::*;
@@ -394,6 +489,35 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    /// A sweep takes the partial files an earlier process left, in any hour directory, and
+    /// leaves the uploads in flight and the stored files alone.
+    #[tokio::test]
+    async fn a_sweep_removes_orphaned_partial_files_only() {
+        let mount = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::new(mount.path(), Mount::Directory));
+        let mut stored = store.create(ChatType::Im, now()).await.unwrap();
+        stored.write(b"kept").await.unwrap();
+        let (location, _) = stored.commit(&RealName::parse("a.txt").unwrap()).await.unwrap();
+        let mut in_flight = store.create(ChatType::Im, now()).await.unwrap();
+        in_flight.write(b"still coming").await.unwrap();
+        let old_hour = mount.path().join("files/persistent/20140101/03.1");
+        std::fs::create_dir_all(&old_hour).unwrap();
+        std::fs::write(old_hour.join(".AbCdEf.part"), vec![0u8; 1000]).unwrap();
+        std::fs::write(mount.path().join("files/im/20140811/15/.GhIjKl.part"), b"12345").unwrap();
+
+        assert_eq!(store.sweep_partials().await.unwrap(), Swept { files: 2, bytes: 1005 });
+        assert_eq!(entries(&old_hour), Vec::<String>::new());
+        let hour_dir = mount.path().join("files/im/20140811/15");
+        let in_flight_name = format!(".{}.part", in_flight.location().file_name);
+        assert_eq!(entries(&hour_dir), {
+            let mut kept = vec![location.file_name.to_string(), in_flight_name];
+            kept.sort();
+            kept
+        });
+        in_flight.discard().await;
+        assert_eq!(store.sweep_partials().await.unwrap(), Swept::default());
     }
 
     #[tokio::test]

@@ -629,6 +629,33 @@ pub async fn purge_every_minute(transfers: Arc<Transfers>) {
     }
 }
 
+/// How often the start-up sweep looks again for the store while it is not there.
+const SWEEP_RETRY: Duration = Duration::from_secs(2);
+
+/// Removes the partial files that uploads cut off before this httpd started left behind
+/// ([`Store::sweep_partials`]), once the store is first there.
+pub async fn sweep_partials_once(transfers: Arc<Transfers>) {
+    loop {
+        match transfers.store.sweep_partials().await {
+            Ok(swept) => {
+                if swept.files > 0 {
+                    log::warn!(
+                        "removed {} partial uploads ({} bytes) left by uploads that were cut off before httpd started",
+                        swept.files,
+                        swept.bytes
+                    );
+                }
+                return;
+            }
+            Err(crate::store::StoreError::Unavailable(_)) => tokio::time::sleep(SWEEP_RETRY).await,
+            Err(e) => {
+                log::error!("cannot sweep partial uploads: {}", crate::error::with_causes(&e));
+                return;
+            }
+        }
+    }
+}
+
 /// Copies an upload body into `part`, refusing it once it passes `limit` bytes or when no data
 /// arrives for `idle`.
 async fn receive<E: fmt::Display>(

@@ -288,3 +288,37 @@ fn an_httpd_killed_mid_download_leaves_the_bytes_sent_until_its_last_report() {
     assert!((1 << 19..size as i64).contains(&recorded), "bytes_transferred {recorded} of {size}\n{}", node.logs());
     drop(download);
 }
+
+#[test]
+fn the_partial_file_of_an_httpd_killed_mid_upload_is_swept_by_the_next_httpd() {
+    let sshd = Sshd::start().unwrap();
+    let mut node = Node::start(&sshd, "node_1", Database::Sqlite).unwrap();
+    let token = node.upload_token("alice@example.com", "bob@example.com", "im").unwrap();
+    let partials = |node: &Node| -> Vec<PathBuf> {
+        files_under(&node.server_dir).into_iter().filter(|p| p.to_string_lossy().ends_with(".part")).collect()
+    };
+    let half = vec![1u8; 1 << 20];
+    let mut stream = TcpStream::connect(("127.0.0.1", node.http_port)).unwrap();
+    write!(
+        stream,
+        "POST /files?name=big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: {}\r\n\r\n",
+        2 * half.len()
+    )
+    .unwrap();
+    stream.write_all(&half).unwrap();
+    wait_until(Duration::from_secs(10), "the partial file on the file server", || !partials(&node).is_empty()).unwrap();
+    let httpd = node.httpd_pid().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(httpd as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    drop(stream);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(partials(&node).len(), 1, "the killed httpd left its partial file");
+
+    node.start_httpd().unwrap();
+    // The sweep logs what it removed once its walk is done.
+    wait_until(Duration::from_secs(20), "the next httpd to sweep it", || {
+        partials(&node).is_empty() && node.logs().contains("removed 1 partial uploads")
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", partials(&node), node.logs()));
+    assert!(aft_rows(&node).is_empty(), "{:?}", aft_rows(&node));
+}

@@ -2,12 +2,13 @@
 //! upload is refused with 503 before a byte of its body is read, instead of being received in
 //! full and refused at the end.
 //!
-//! [`Admission`] keeps the verdict of the latest status report ([`Admission::observe`], called
+//! [`Admission`] keeps the verdict of the latest-started status report ([`Admission::observe`], called
 //! by every [`crate::ops::Ops::status`]: the `/status` and `/readyz` endpoints, and httpd's
 //! watcher every [`WATCH_INTERVAL`], or [`RECHECK_INTERVAL`] while uploads are refused). The verdict is narrower than `/readyz`: an alarm such as
 //! low free space leaves uploads open; only what makes an upload fail for certain closes them.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -68,27 +69,55 @@ impl From<Down> for Error {
 /// The latest verdict; open until a report says otherwise.
 #[derive(Debug, Default)]
 pub struct Admission {
-    down: Mutex<Option<Down>>,
+    /// Handed to each report as it starts ([`Admission::turn`]).
+    turns: AtomicU64,
+    state: Mutex<State>,
 }
 
+#[derive(Debug, Default)]
+struct State {
+    /// The turn of the report the verdict is from.
+    turn: u64,
+    down: Option<Down>,
+}
+
+/// When a report started, among all of them: reports end out of order (one waits on a hung
+/// mount while a later one finds it mounted again), and only the latest-started counts.
+#[derive(Debug, Clone, Copy)]
+pub struct Turn(u64);
+
 impl Admission {
-    /// Takes the verdict of `report`; a change is logged.
-    pub fn observe(&self, report: &NodeStatus) {
+    /// Taken by a report before it looks at the node.
+    pub fn turn(&self) -> Turn {
+        Turn(self.turns.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+
+    /// Takes the verdict of `report`, made in `turn`, unless a report started later was taken
+    /// already; a change is logged.
+    pub fn observe(&self, turn: Turn, report: &NodeStatus) {
         let verdict = Down::of(report);
-        let mut down = self.down.lock().expect("the admission lock is never poisoned");
-        if *down != verdict {
+        let mut state = self.lock();
+        if turn.0 < state.turn {
+            return;
+        }
+        state.turn = turn.0;
+        if state.down != verdict {
             match &verdict {
                 Some(why) => log::warn!("uploads refused until the node recovers: {why:?}"),
                 None => log::info!("uploads admitted again: the file server and logd answer"),
             }
-            *down = verdict;
+            state.down = verdict;
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("the admission lock is never poisoned")
     }
 
     /// How long to wait before the next look: [`WATCH_INTERVAL`] while admitting, else
     /// [`RECHECK_INTERVAL`].
     pub fn next_look(&self) -> Duration {
-        if self.down.lock().expect("the admission lock is never poisoned").is_some() {
+        if self.lock().down.is_some() {
             RECHECK_INTERVAL
         } else {
             WATCH_INTERVAL
@@ -97,7 +126,7 @@ impl Admission {
 
     /// `Ok` while uploads are admitted; else the error the upload is refused with.
     pub fn check(&self) -> Result<(), Error> {
-        match self.down.lock().expect("the admission lock is never poisoned").clone() {
+        match self.lock().down.clone() {
             None => Ok(()),
             Some(down) => Err(down.into()),
         }
@@ -164,14 +193,24 @@ mod tests {
         let admission = Admission::default();
         assert!(admission.check().is_ok());
         assert_eq!(admission.next_look(), WATCH_INTERVAL);
-        admission.observe(&NodeStatus::assemble(logd_down()));
+        admission.observe(admission.turn(), &NodeStatus::assemble(logd_down()));
         assert_eq!(admission.next_look(), RECHECK_INTERVAL);
         let refused = admission.check().unwrap_err();
         assert_eq!(
             refused.status_and_code(),
             (actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
         );
-        admission.observe(&NodeStatus::assemble(healthy()));
+        admission.observe(admission.turn(), &NodeStatus::assemble(healthy()));
+        assert!(admission.check().is_ok());
+    }
+
+    /// A report that started before the latest one taken, and ends after it, changes nothing.
+    #[test]
+    fn a_report_overtaken_by_a_later_one_is_ignored() {
+        let admission = Admission::default();
+        let (slow, quick) = (admission.turn(), admission.turn());
+        admission.observe(quick, &NodeStatus::assemble(healthy()));
+        admission.observe(slow, &NodeStatus::assemble(Observations { mounted: false, ..healthy() }));
         assert!(admission.check().is_ok());
     }
 }

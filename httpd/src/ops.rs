@@ -15,7 +15,7 @@
 //! hands the observations to [`NodeStatus::assemble`]; [`observe`] times every request.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,8 +65,9 @@ pub struct Ops {
     counters: Arc<TransferCounters>,
     metrics: Metrics,
     admission: Arc<Admission>,
-    /// Set while a look at the mount point is on the blocking pool (see [`Ops::observe`]).
-    mount_probe: Arc<AtomicBool>,
+    /// Looks at the mount point still on the blocking pool after [`PROBE_TIMEOUT`] (see
+    /// [`Ops::observe`]).
+    stuck_mount_probes: Arc<AtomicUsize>,
 }
 
 impl Ops {
@@ -89,33 +90,47 @@ impl Ops {
             metrics: Metrics::new(counters.clone()),
             counters,
             admission,
-            mount_probe: Arc::default(),
+            stuck_mount_probes: Arc::default(),
         }
     }
 
     /// Observes the node now (each probe bounded by [`PROBE_TIMEOUT`]), updates the admission
     /// of uploads, and reports.
     pub async fn status(&self) -> NodeStatus {
+        let turn = self.admission.turn();
         let report = self.observe().await;
-        self.admission.observe(&report);
+        self.admission.observe(turn, &report);
         report
     }
 
     async fn observe(&self) -> NodeStatus {
         let (mount_point, mount, status_file) = (self.mount_point.clone(), self.mount, self.fsd_status_file.clone());
-        let probing = self.mount_probe.clone();
+        let stuck = self.stuck_mount_probes.clone();
         let mounted = async move {
-            // A look still stuck on a hung mount: the mount is not answering, and a new look
-            // would only add one more blocked thread.
-            if probing.swap(true, Ordering::SeqCst) {
+            // A look is stuck on a hung mount: it is not answering, and a new look would only
+            // add one more blocked thread.
+            if stuck.load(Ordering::SeqCst) > 0 {
                 return None;
             }
-            run_blocking(move || {
+            // This look's state, settled by whichever comes first: the look ending, or the
+            // wait for it timing out.
+            const RUNNING: u8 = 0;
+            const ENDED: u8 = 1;
+            const STUCK: u8 = 2;
+            let state = Arc::new(AtomicU8::new(RUNNING));
+            let (look_state, look_stuck) = (state.clone(), stuck.clone());
+            let mounted = run_blocking(move || {
                 let mounted = mount.check(&mount_point).is_ok();
-                probing.store(false, Ordering::SeqCst);
+                if look_state.swap(ENDED, Ordering::SeqCst) == STUCK {
+                    look_stuck.fetch_sub(1, Ordering::SeqCst);
+                }
                 mounted
             })
-            .await
+            .await;
+            if mounted.is_none() && state.compare_exchange(RUNNING, STUCK, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                stuck.fetch_add(1, Ordering::SeqCst);
+            }
+            mounted
         };
         let fsd = run_blocking(move || FsdStatus::load(&status_file));
         let logd = async {

@@ -171,6 +171,7 @@ mod tests {
             file_size: 8192,
             bytes_transferred: 0,
             timestamp: chrono::Utc::now(),
+            sha256: None,
         };
         futures_util::FutureExt::now_or_never(audit.get_start(&transfer)).unwrap().unwrap()
     }

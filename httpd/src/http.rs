@@ -213,7 +213,15 @@ fn disposition_filename(disposition: &header::ContentDisposition) -> Option<Stri
 fn created(uploaded: Uploaded) -> HttpResponse {
     HttpResponse::Created()
         .insert_header((header::LOCATION, uploaded.uri.as_str()))
+        .insert_header(("Repr-Digest", repr_digest(&uploaded.sha256)))
         .json(uploaded)
+}
+
+/// The `Repr-Digest` field (RFC 9530) of a SHA-256 given in hex: `sha-256=:<base64>:`.
+fn repr_digest(sha256_hex: &str) -> String {
+    use base64::Engine;
+    let bytes = hex::decode(sha256_hex).expect("the store gives the digest in hex");
+    format!("sha-256=:{}:", base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
 async fn download(request: HttpRequest, transfers: web::Data<Transfers>) -> Result<HttpResponse, Error> {

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::layout::{ChatType, FileLocation, FileName, HourAllocator, FILES_DIR};
@@ -201,6 +202,7 @@ impl Store {
             let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&part)?;
             Ok(PartialFile {
                 file: Some(tokio::fs::File::from_std(file)),
+                digest: Sha256::new(),
                 _registration: registration,
                 part,
                 dir,
@@ -345,11 +347,22 @@ pub struct StoredFile {
     pub real_name: Option<String>,
 }
 
+/// A file made durable under its resource name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub location: FileLocation,
+    pub size: u64,
+    /// The SHA-256 of what was written, lowercase hex.
+    pub sha256: String,
+}
+
 /// A file being written. Commit it, or it is deleted.
 #[derive(Debug)]
 pub struct PartialFile {
     /// `None` once committed or discarded.
     file: Option<tokio::fs::File>,
+    /// Of every byte written so far.
+    digest: Sha256,
     _registration: Registration,
     part: PathBuf,
     dir: PathBuf,
@@ -373,6 +386,7 @@ impl PartialFile {
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
         let file = self.file.as_mut().expect("a PartialFile is written only before commit or discard");
         file.write_all(chunk).await?;
+        self.digest.update(chunk);
         self.written += chunk.len() as u64;
         Ok(())
     }
@@ -380,7 +394,7 @@ impl PartialFile {
     /// Makes the file durable under its resource name, with `real_name` linked to it: flush,
     /// fsync, the name link, rename, fsync both directories. On failure the partial file (and
     /// the link) is deleted.
-    pub async fn commit(mut self, real_name: &RealName) -> Result<(FileLocation, u64), StoreError> {
+    pub async fn commit(mut self, real_name: &RealName) -> Result<Committed, StoreError> {
         let mut file = self.file.take().expect("a PartialFile is committed once");
         let part = self.part.clone();
         let done = match file.flush().await {
@@ -405,7 +419,11 @@ impl PartialFile {
             Err(e) => Err(e.into()),
         };
         match done {
-            Ok(()) => Ok((self.location.clone(), self.written)),
+            Ok(()) => Ok(Committed {
+                location: self.location.clone(),
+                size: self.written,
+                sha256: hex::encode(std::mem::take(&mut self.digest).finalize()),
+            }),
             Err(e) => {
                 remove_quietly(self.part.clone()).await;
                 Err(e)
@@ -499,7 +517,7 @@ mod tests {
         let store = Arc::new(Store::new(mount.path(), Mount::Directory));
         let mut stored = store.create(ChatType::Im, now()).await.unwrap();
         stored.write(b"kept").await.unwrap();
-        let (location, _) = stored.commit(&RealName::parse("a.txt").unwrap()).await.unwrap();
+        let location = stored.commit(&RealName::parse("a.txt").unwrap()).await.unwrap().location;
         let mut in_flight = store.create(ChatType::Im, now()).await.unwrap();
         in_flight.write(b"still coming").await.unwrap();
         let old_hour = mount.path().join("files/persistent/20140101/03.1");
@@ -530,7 +548,9 @@ mod tests {
         assert_eq!(entries(&hour_dir), [format!(".{name}.part")]);
         part.write(b"hello ").await.unwrap();
         part.write(b"world").await.unwrap();
-        let (location, size) = part.commit(&RealName::parse("Größe (2) ..txt").unwrap()).await.unwrap();
+        let Committed { location, size, sha256 } = part.commit(&RealName::parse("Größe (2) ..txt").unwrap()).await.unwrap();
+        // sha256sum of "hello world".
+        assert_eq!(sha256, "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
         assert_eq!(size, 11);
         assert_eq!(location.relative(), format!("files/im/20140811/15/{name}"));
         assert_eq!(entries(&hour_dir), std::slice::from_ref(&name));

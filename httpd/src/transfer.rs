@@ -40,7 +40,7 @@ use crate::reload::Secrets;
 use crate::share::{verify_capability, verify_share, CapabilityQuery};
 use crate::slot::{SlotPath, SlotRequest, SLOT_PREFIX};
 use crate::slot_index::{purgeable, SlotIndex, SlotRecord};
-use crate::store::{Mount, PartialFile, Store};
+use crate::store::{Committed, Mount, PartialFile, Store};
 use crate::uri::FileUri;
 
 /// How much of a stored file a download reads at a time.
@@ -76,6 +76,9 @@ pub struct Uploaded {
     pub file_name: String,
     /// Bytes stored.
     pub size: u64,
+    /// The SHA-256 of the bytes stored, lowercase hex, as the Post row records it (also sent as
+    /// `Repr-Digest`).
+    pub sha256: String,
 }
 
 /// A `GET` or `HEAD` as the download logic sees it.
@@ -195,10 +198,12 @@ impl Transfers {
         let grant = &ticket.grant;
         let real_name = RealName::parse(name.ok_or(Error::MissingName)?)?;
         let now = self.clock.now();
-        let (location, size) = self.store_body(grant.chat_type, &real_name, self.size_limit(grant.max_size), body, now).await?;
+        let Committed { location, size, sha256 } =
+            self.store_body(grant.chat_type, &real_name, self.size_limit(grant.max_size), body, now).await?;
         let transfer = Transfer {
             file_size: db_size(size),
             bytes_transferred: db_size(size),
+            sha256: Some(sha256.clone()),
             ..self.record(&grant.from, &grant.to, &location, &real_name, now)
         };
         let aft_index = self.record_post(&transfer, &location).await?;
@@ -213,6 +218,7 @@ impl Transfers {
             uri: format!("{}{}", self.config.node.public_url, uri.path()),
             file_name: uri.location.file_name.to_string(),
             size,
+            sha256,
         })
     }
 
@@ -252,12 +258,13 @@ impl Transfers {
         self.admission.check()?;
         let _permit = self.permit()?;
         let _reservation = self.slots.reserve(&slot).await?;
-        let (location, size) = self.store_body(grant.chat_type, &grant.real_name, grant.size, body, now).await?;
+        let Committed { location, size, sha256 } = self.store_body(grant.chat_type, &grant.real_name, grant.size, body, now).await?;
         let placeholder = placeholder_jid(&self.config.node.id);
         let uploader = grant.uploader.as_deref().unwrap_or(&placeholder);
         let transfer = Transfer {
             file_size: db_size(size),
             bytes_transferred: db_size(size),
+            sha256: Some(sha256.clone()),
             ..self.record(uploader, &placeholder, &location, &grant.real_name, now)
         };
         let record = SlotRecord {
@@ -292,6 +299,7 @@ impl Transfers {
             uri: format!("{}{SLOT_PREFIX}{raw_path}", self.config.node.public_url),
             file_name: location.file_name.to_string(),
             size,
+            sha256,
         })
     }
 
@@ -486,7 +494,7 @@ impl Transfers {
         limit: u64,
         body: impl Stream<Item = Result<Bytes, E>>,
         now: DateTime<Utc>,
-    ) -> Result<(FileLocation, u64), Error> {
+    ) -> Result<Committed, Error> {
         let mut part = self.store.create(chat_type, now).await?;
         let idle = Duration::from_secs(self.config.http.request_timeout_secs);
         if let Err(e) = receive(&mut part, body, limit, idle).await {
@@ -596,7 +604,7 @@ impl Transfers {
         })
     }
 
-    /// The audit record of a transfer, sizes left at 0.
+    /// The audit record of a transfer, sizes left at 0, no digest.
     fn record(&self, jid: &str, to_jid: &str, location: &FileLocation, real_name: &RealName, timestamp: DateTime<Utc>) -> Transfer {
         Transfer {
             jid: jid.to_owned(),
@@ -610,6 +618,7 @@ impl Transfers {
             file_size: 0,
             bytes_transferred: 0,
             timestamp,
+            sha256: None,
         }
     }
 }

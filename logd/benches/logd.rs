@@ -268,6 +268,7 @@ fn transfer(n: usize) -> Transfer {
         file_size: 52_341,
         bytes_transferred: 52_341,
         timestamp: Utc::now(),
+        sha256: None,
     }
 }
 
@@ -286,6 +287,7 @@ fn record(t: &Transfer) -> AftRecord {
         file_size: t.file_size,
         bytes_transferred: t.bytes_transferred,
         timestampvalue: t.timestamp.trunc_subsecs(6).naive_utc(),
+        sha256: None,
     }
 }
 

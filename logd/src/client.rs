@@ -194,6 +194,7 @@ mod tests {
             file_size: 1,
             bytes_transferred: 1,
             timestamp: chrono::Utc::now(),
+            sha256: None,
         }
     }
 

@@ -31,6 +31,10 @@ pub struct Transfer {
     pub bytes_transferred: i64,
     /// UTC time of the transfer, stored as `TIMESTAMP` (no zone) at microsecond precision.
     pub timestamp: DateTime<Utc>,
+    /// The content's SHA-256 as 64 lowercase hex digits, for an upload; absent (NULL in the
+    /// row) for the other events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// What a stored file's first share changes in its Post row: the recipient and chat type it

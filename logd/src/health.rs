@@ -265,6 +265,7 @@ mod tests {
                 file_size: 0,
                 bytes_transferred: 0,
                 timestampvalue: chrono::DateTime::UNIX_EPOCH.naive_utc(),
+                sha256: None,
             })
         };
         let end = Command::GetEnd {

@@ -114,6 +114,7 @@ mod tests {
             file_size: 1234,
             bytes_transferred: 1234,
             timestamp: chrono::Utc.with_ymd_and_hms(2025, 1, 2, 3, 4, 5).unwrap(),
+            sha256: None,
         }
     }
 

@@ -201,6 +201,7 @@ fn transfer(request: &Object, method: &str) -> Result<AftRecord, Invalid> {
         file_size: t.count("file_size")?,
         bytes_transferred: t.count("bytes_transferred")?,
         timestampvalue: t.timestamp("timestamp")?,
+        sha256: t.sha256("sha256")?,
     })
 }
 
@@ -252,6 +253,23 @@ impl Object<'_> {
             return Err(Invalid::new(field, "must not be empty"));
         }
         Ok(text)
+    }
+
+    /// An optional SHA-256: absent or null, or exactly [`schema::SHA256_LEN`] lowercase hex
+    /// digits.
+    fn sha256(&self, field: &str) -> Result<Option<String>, Invalid> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(hex))
+                if hex.len() == schema::SHA256_LEN && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
+            {
+                Ok(Some(hex.clone()))
+            }
+            Some(_) => Err(Invalid::new(
+                field,
+                format!("must be {} lowercase hex digits, or null", schema::SHA256_LEN),
+            )),
+        }
     }
 
     /// A non-negative integer that fits a BIGINT.
@@ -328,6 +346,28 @@ mod tests {
         assert_eq!((row.file_size, row.bytes_transferred), (10, 0));
         // UTC, truncated to microseconds.
         assert_eq!(row.timestampvalue.to_string(), "2025-01-02 03:04:05.123456");
+    }
+
+    #[test]
+    fn a_sha256_is_optional_and_must_be_lowercase_hex() {
+        let row = |sha256: Option<Value>| {
+            let mut t = transfer();
+            if let Some(sha256) = sha256 {
+                t["sha256"] = sha256;
+            }
+            match decode(&line("post", t)).map(|request| request.body) {
+                Ok(Body::Event(Command::Insert(row))) => Ok(row.sha256),
+                Ok(other) => panic!("expected an insert, got {other:?}"),
+                Err(rejection) => Err(rejection.invalid.field),
+            }
+        };
+        let digest = "0123456789abcdef".repeat(4);
+        assert_eq!(row(None), Ok(None));
+        assert_eq!(row(Some(Value::Null)), Ok(None));
+        assert_eq!(row(Some(json!(digest))), Ok(Some(digest.clone())));
+        for bad in [json!(digest.to_uppercase()), json!(&digest[1..]), json!(format!("{digest}0")), json!(7)] {
+            assert_eq!(row(Some(bad.clone())), Err("sha256".into()), "{bad}");
+        }
     }
 
     #[test]

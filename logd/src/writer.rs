@@ -266,6 +266,7 @@ mod tests {
             file_size: 3,
             bytes_transferred: 0,
             timestampvalue: chrono::DateTime::UNIX_EPOCH.naive_utc(),
+            sha256: None,
         })
     }
 

@@ -33,6 +33,7 @@ fn record(method: &str, jid: &str, chat_type: &str, when: &str, relative: &str) 
         file_size: 5,
         bytes_transferred: 5,
         timestampvalue: purge::parse_time(when).unwrap(),
+        sha256: None,
     }
 }
 

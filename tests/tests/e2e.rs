@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use chrono::{NaiveDateTime, Timelike, Utc};
-use diesel::sql_types::{BigInt, Text, Timestamp};
+use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
 use diesel::{Connection, QueryableByName, RunQueryDsl};
 use mft_tests::{bin, run, sha256_file, wait_until, Database, Node, Postgres, Sshd};
 
@@ -39,10 +39,12 @@ struct AftRow {
     bytes_transferred: i64,
     #[diesel(sql_type = Timestamp)]
     timestampvalue: NaiveDateTime,
+    #[diesel(sql_type = Nullable<Text>)]
+    sha256: Option<String>,
 }
 
 const SELECT_ALL: &str = "SELECT aft_index, jid, to_jid, method, filename, real_filename, file_type, chat_type, \
-     file_server, file_path, file_size, bytes_transferred, timestampvalue FROM aft_log ORDER BY aft_index";
+     file_server, file_path, file_size, bytes_transferred, timestampvalue, sha256 FROM aft_log ORDER BY aft_index";
 
 fn aft_rows(node: &Node, postgres: bool) -> Vec<AftRow> {
     if postgres {
@@ -90,6 +92,7 @@ fn round_trip(database: Database) {
         let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
         assert_eq!(body["uri"], uri.as_str());
         assert_eq!(body["size"], case.content.len());
+        assert_eq!(body["sha256"], sha256_file(&source).unwrap(), "{}", case.name);
 
         let got = node.download(&down, &uri).unwrap();
         assert_eq!(got.status, 200, "download {uri}: {}", got.text());
@@ -122,6 +125,9 @@ fn round_trip(database: Database) {
             assert!(row.timestampvalue >= before && row.timestampvalue <= Utc::now().naive_utc(), "{row:?}");
         }
         assert_eq!(post.to_jid, "bob@example.com");
+        let source = work.path().join(format!("source-{i}"));
+        assert_eq!(post.sha256, Some(sha256_file(&source).unwrap()), "the Post row's digest of {}", case.name);
+        assert_eq!(get.sha256, None);
         assert_eq!((&get.filename, &get.file_path), (&post.filename, &post.file_path));
         assert!(uris[i].contains(&post.filename), "URI {} names the stored file {}", uris[i], post.filename);
 

@@ -32,6 +32,21 @@ async fn multipart_uploads_take_the_file_part() {
     assert_eq!(entries(&node.path("files/groupchat/20140811/15")).len(), 1);
 }
 
+/// The SHA-256 of what was stored is answered (JSON and `Repr-Digest`) and in the Post row.
+#[actix_web::test]
+async fn an_upload_answers_and_records_the_sha256_of_its_content() {
+    let node = Node::new();
+    let app = test::init_service(App::new().configure(routes(node.transfers.clone()))).await;
+    let response = test::call_service(&app, upload_request(&upload_token(ChatType::Im), "abc.txt", "abc").to_request()).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    // sha256sum of "abc", and the same 32 bytes in base64.
+    let hex = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    assert_eq!(header_value(response.headers(), header::HeaderName::from_static("repr-digest")), "sha-256=:ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=:");
+    let answer: serde_json::Value = test::read_body_json(response).await;
+    assert_eq!(answer["sha256"], hex);
+    assert_eq!(node.audit.rows()[0].transfer.sha256.as_deref(), Some(hex));
+}
+
 #[actix_web::test]
 async fn raw_uploads_may_name_the_file_in_content_disposition() {
     let node = Node::new();

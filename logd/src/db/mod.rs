@@ -314,7 +314,7 @@ fn insert_postgres(
     conn: &mut diesel::PgConnection,
     records: &[&AftRecord],
 ) -> QueryResult<Vec<i64>> {
-    use diesel::sql_types::{Array, BigInt, Integer, Text, Timestamp};
+    use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text, Timestamp};
     match records {
         [] => return Ok(Vec::new()),
         [record] => {
@@ -340,10 +340,10 @@ fn insert_postgres(
     let count = |field: fn(&AftRecord) -> i64| records.iter().map(|r| field(r)).collect::<Vec<_>>();
     diesel::sql_query(
         "INSERT INTO aft_log (aft_index, jid, to_jid, method, filename, real_filename, file_type, \
-         chat_type, file_server, file_path, file_size, bytes_transferred, timestampvalue) \
+         chat_type, file_server, file_path, file_size, bytes_transferred, timestampvalue, sha256) \
          SELECT * FROM unnest($1::bigint[], $2::varchar[], $3::varchar[], $4::varchar[], \
          $5::varchar[], $6::varchar[], $7::varchar[], $8::varchar[], $9::varchar[], $10::varchar[], \
-         $11::bigint[], $12::bigint[], $13::timestamp[])",
+         $11::bigint[], $12::bigint[], $13::timestamp[], $14::varchar[])",
     )
     .bind::<Array<BigInt>, _>(&indexes)
     .bind::<Array<Text>, _>(text(|r| &r.jid))
@@ -358,6 +358,7 @@ fn insert_postgres(
     .bind::<Array<BigInt>, _>(count(|r| r.file_size))
     .bind::<Array<BigInt>, _>(count(|r| r.bytes_transferred))
     .bind::<Array<Timestamp>, _>(records.iter().map(|r| r.timestampvalue).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(records.iter().map(|r| r.sha256.as_deref()).collect::<Vec<_>>())
     .execute(conn)?;
     Ok(indexes)
 }
@@ -524,6 +525,7 @@ mod tests {
             file_size: 0,
             bytes_transferred: 0,
             timestampvalue: chrono::DateTime::UNIX_EPOCH.naive_utc(),
+            sha256: None,
         }
     }
 
@@ -815,6 +817,44 @@ mod tests {
     fn postgres_shares_amend_the_post_row() {
         let pg = mft_tests::Postgres::start().expect("start a throwaway PostgreSQL");
         shares_amend_the_post_row(mft_config::Database {
+            kind: DatabaseKind::Postgres,
+            url: pg.create_database("mft_node_1").unwrap(),
+            ..Default::default()
+        });
+    }
+
+    /// A Post row's SHA-256 is stored as given, NULL where there is none: alone in its batch
+    /// and among others (PostgreSQL inserts those two differently).
+    fn digests_are_stored(config: mft_config::Database) {
+        let mut db = Database::open(&config).unwrap();
+        let digest = |c: char| c.to_string().repeat(schema::SHA256_LEN);
+        let with = |c| AftRecord {
+            sha256: Some(digest(c)),
+            ..record("a@x")
+        };
+        db.commit(&[Command::Insert(with('a'))]).unwrap();
+        db.commit(&[Command::Insert(record("b@x")), Command::Insert(with('b'))]).unwrap();
+        let stored: Vec<Option<String>> = aft_log::table
+            .order(aft_log::aft_index)
+            .select(aft_log::sha256)
+            .load(&mut connect(&config).unwrap())
+            .unwrap();
+        assert_eq!(stored, [Some(digest('a')), None, Some(digest('b'))]);
+    }
+
+    #[test]
+    fn sqlite_digests_are_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        digests_are_stored(mft_config::Database {
+            url: dir.path().join("aft_log.sqlite3").display().to_string(),
+            ..Default::default()
+        });
+    }
+
+    #[test]
+    fn postgres_digests_are_stored() {
+        let pg = mft_tests::Postgres::start().expect("start a throwaway PostgreSQL");
+        digests_are_stored(mft_config::Database {
             kind: DatabaseKind::Postgres,
             url: pg.create_database("mft_node_1").unwrap(),
             ..Default::default()

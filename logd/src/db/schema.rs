@@ -22,6 +22,7 @@ diesel::table! {
         file_size -> BigInt,
         bytes_transferred -> BigInt,
         timestampvalue -> Timestamp,
+        sha256 -> Nullable<Varchar>,
     }
 }
 
@@ -37,6 +38,8 @@ pub const FILE_TYPE_MAX: usize = 10;
 pub const CHAT_TYPE_MAX: usize = 10;
 /// `VARCHAR(n)` of `file_path`.
 pub const PATH_MAX: usize = 4095;
+/// `VARCHAR(n)` of `sha256`: a SHA-256 in lowercase hex is exactly this long.
+pub const SHA256_LEN: usize = 64;
 
 /// `method` of an upload row.
 pub const POST: &str = "Post";
@@ -48,8 +51,8 @@ pub const SHARE: &str = "Share";
 /// The values of `chat_type`.
 pub const CHAT_TYPES: [&str; 3] = ["im", "groupchat", "persistent"];
 
-/// One row without its `aft_index`: what an insert writes and what it returns. No field is
-/// optional, so no value ever means "default" (which also lets `COPY` take these rows).
+/// One row without its `aft_index`: what an insert writes and what it returns. `None` is
+/// written as NULL, never as "default".
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Insertable, Queryable, Selectable)]
 #[diesel(table_name = aft_log, treat_none_as_default_value = false)]
 pub struct AftRecord {
@@ -66,4 +69,6 @@ pub struct AftRecord {
     pub bytes_transferred: i64,
     /// UTC.
     pub timestampvalue: NaiveDateTime,
+    /// The content's SHA-256, lowercase hex: Post rows from httpd; `None` for the others.
+    pub sha256: Option<String>,
 }

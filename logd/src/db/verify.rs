@@ -1,5 +1,5 @@
 //! The schema check logd runs after migrating and before accepting events: does `aft_log` have
-//! exactly the columns of DESIGN.md, with their types and NOT NULL? Reading the catalog is a
+//! exactly the columns of DESIGN.md, with their types and NOT NULL, and logd's `sha256`? Reading the catalog is a
 //! thin per-backend query; normalising types and comparing are pure functions.
 
 use std::fmt;
@@ -7,7 +7,7 @@ use std::fmt;
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Integer, Nullable, Text};
 
-use super::schema::{CHAT_TYPE_MAX, FILE_TYPE_MAX, JID_MAX, METHOD_MAX, NAME_MAX, PATH_MAX};
+use super::schema::{CHAT_TYPE_MAX, FILE_TYPE_MAX, JID_MAX, METHOD_MAX, NAME_MAX, PATH_MAX, SHA256_LEN};
 use super::AnyConnection;
 
 /// A column type, as far as logd cares.
@@ -44,23 +44,25 @@ pub(crate) struct Column {
 #[error("the aft_log table is not what logd expects: {}", .0.join("; "))]
 pub struct SchemaMismatch(pub Vec<String>);
 
-/// DESIGN.md's columns, in order; all NOT NULL.
-fn expected() -> [(&'static str, ColumnType); 13] {
+/// DESIGN.md's columns, in order, all NOT NULL; then the columns logd adds, which allow NULL
+/// (rows written before them have none).
+fn expected() -> [(&'static str, ColumnType, bool); 14] {
     use ColumnType::{BigInt, Timestamp, Varchar};
     [
-        ("aft_index", BigInt),
-        ("jid", Varchar(JID_MAX)),
-        ("to_jid", Varchar(JID_MAX)),
-        ("method", Varchar(METHOD_MAX)),
-        ("filename", Varchar(NAME_MAX)),
-        ("real_filename", Varchar(NAME_MAX)),
-        ("file_type", Varchar(FILE_TYPE_MAX)),
-        ("chat_type", Varchar(CHAT_TYPE_MAX)),
-        ("file_server", Varchar(NAME_MAX)),
-        ("file_path", Varchar(PATH_MAX)),
-        ("file_size", BigInt),
-        ("bytes_transferred", BigInt),
-        ("timestampvalue", Timestamp),
+        ("aft_index", BigInt, true),
+        ("jid", Varchar(JID_MAX), true),
+        ("to_jid", Varchar(JID_MAX), true),
+        ("method", Varchar(METHOD_MAX), true),
+        ("filename", Varchar(NAME_MAX), true),
+        ("real_filename", Varchar(NAME_MAX), true),
+        ("file_type", Varchar(FILE_TYPE_MAX), true),
+        ("chat_type", Varchar(CHAT_TYPE_MAX), true),
+        ("file_server", Varchar(NAME_MAX), true),
+        ("file_path", Varchar(PATH_MAX), true),
+        ("file_size", BigInt, true),
+        ("bytes_transferred", BigInt, true),
+        ("timestampvalue", Timestamp, true),
+        ("sha256", Varchar(SHA256_LEN), false),
     ]
 }
 
@@ -71,22 +73,24 @@ pub(crate) fn compare(found: &[Column]) -> Result<(), SchemaMismatch> {
     }
     let expected = expected();
     let mut differences = Vec::new();
-    for (name, ty) in &expected {
+    for (name, ty, not_null) in &expected {
+        let null = if *not_null { " NOT NULL" } else { "" };
         match found.iter().find(|c| c.name == *name) {
-            None => differences.push(format!("column {name} is missing (expected {ty} NOT NULL)")),
+            None => differences.push(format!("column {name} is missing (expected {ty}{null})")),
             Some(column) => {
                 if column.ty != *ty {
                     differences.push(format!("column {name} is {}, expected {ty}", column.ty));
                 }
-                if !column.not_null {
-                    differences.push(format!("column {name} allows NULL, expected NOT NULL"));
+                if column.not_null != *not_null {
+                    let (is, expected) = if *not_null { ("allows NULL", "NOT NULL") } else { ("is NOT NULL", "NULL allowed") };
+                    differences.push(format!("column {name} {is}, expected {expected}"));
                 }
             }
         }
     }
     for column in found
         .iter()
-        .filter(|c| !expected.iter().any(|(name, _)| *name == c.name))
+        .filter(|c| !expected.iter().any(|(name, ..)| *name == c.name))
     {
         differences.push(format!(
             "column {} ({}) is not part of aft_log",
@@ -179,10 +183,10 @@ mod tests {
     fn good() -> Vec<Column> {
         expected()
             .into_iter()
-            .map(|(name, ty)| Column {
+            .map(|(name, ty, not_null)| Column {
                 name: name.into(),
                 ty,
-                not_null: true,
+                not_null,
             })
             .collect()
     }
@@ -207,6 +211,7 @@ mod tests {
         found[1].ty = ColumnType::Varchar(255); // jid
         found[9].ty = ColumnType::Other("TEXT".into()); // file_size
         found[10].not_null = false; // bytes_transferred
+        found[12].not_null = true; // sha256
         found.push(Column {
             name: "extra".into(),
             ty: ColumnType::BigInt,
@@ -219,6 +224,7 @@ mod tests {
                 "column to_jid is missing (expected VARCHAR(3071) NOT NULL)",
                 "column file_size is TEXT, expected BIGINT",
                 "column bytes_transferred allows NULL, expected NOT NULL",
+                "column sha256 is NOT NULL, expected NULL allowed",
                 "column extra (BIGINT) is not part of aft_log",
             ]
         );

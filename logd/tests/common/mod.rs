@@ -142,6 +142,7 @@ pub fn transfer(task: usize, n: usize) -> Transfer {
             .with_ymd_and_hms(2025, 1, 2, 3, (n % 60) as u32, 5)
             .unwrap()
             + chrono::Duration::nanoseconds((task * 1_000_003 + n * 7_919) as i64),
+        sha256: None,
     }
 }
 
@@ -160,5 +161,6 @@ pub fn row(t: &Transfer, method: &str, bytes_transferred: i64) -> AftRecord {
         file_size: t.file_size,
         bytes_transferred,
         timestampvalue: t.timestamp.trunc_subsecs(6).naive_utc(),
+        sha256: None,
     }
 }

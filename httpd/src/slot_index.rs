@@ -1,5 +1,6 @@
 //! The slot index: which stored file each filled upload slot names, so that the slot URL serves
-//! it, a second `PUT` to it gets 409, and the file is purged once the slot's `expires` passes.
+//! it, a second `PUT` to it is told apart from the first (see [`Reserved`]), and the file is
+//! purged once the slot's `expires` passes.
 //! A purged slot's record stays, marked `purged`, until its token's `exp` has passed too, so that
 //! the slot cannot be filled again while its token is still valid.
 //!
@@ -51,6 +52,10 @@ pub struct SlotRecord {
     /// first is the Post row's `to_jid`, each other has a `Share` row.
     #[serde(default)]
     pub shares: Vec<String>,
+    /// The stored file's SHA-256, lowercase hex (`None` in records from before it was kept):
+    /// a retried `PUT` with the same bytes is answered as the first was.
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
 impl SlotRecord {
@@ -98,6 +103,15 @@ pub struct SlotIndex {
     in_flight: Arc<Mutex<HashSet<String>>>,
 }
 
+/// What [`SlotIndex::reserve`] found, the slot held either way.
+#[derive(Debug)]
+pub enum Reserved {
+    /// Not filled yet: fill it.
+    Free(Reservation),
+    /// Filled before, as this record says.
+    Filled(Reservation, SlotRecord),
+}
+
 /// A slot held while its file is uploaded; released on drop.
 #[derive(Debug)]
 pub struct Reservation {
@@ -127,8 +141,8 @@ impl SlotIndex {
         format!("{}.json", hex::encode(Sha256::digest(slot.as_bytes())))
     }
 
-    /// Holds `slot` for one upload: 409 if it is being uploaded or was filled.
-    pub async fn reserve(&self, slot: &SlotPath) -> Result<Reservation, crate::Error> {
+    /// Holds `slot` for one upload, or one check of a retried upload: 409 if it is held already.
+    pub async fn reserve(&self, slot: &SlotPath) -> Result<Reserved, crate::Error> {
         let fresh = self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(slot.as_str().to_owned());
         if !fresh {
             return Err(SlotError::AlreadyUsed.into());
@@ -137,10 +151,10 @@ impl SlotIndex {
             slot: slot.as_str().to_owned(),
             in_flight: self.in_flight.clone(),
         };
-        match self.get(slot.as_str()).await? {
-            Some(_) => Err(SlotError::AlreadyUsed.into()),
-            None => Ok(reservation),
-        }
+        Ok(match self.get(slot.as_str()).await? {
+            Some(record) => Reserved::Filled(reservation, record),
+            None => Reserved::Free(reservation),
+        })
     }
 
     /// The record of `slot`, if it was filled.
@@ -243,6 +257,7 @@ mod tests {
             token_expires: None,
             purged: false,
             shares: Vec::new(),
+            sha256: None,
         }
     }
 
@@ -277,17 +292,21 @@ mod tests {
         let index = SlotIndex::new(Arc::new(Store::new(mount.path(), Mount::Directory)));
         let slot = SlotPath::parse("abc/a.png").unwrap();
         let held = index.reserve(&slot).await.unwrap();
+        assert!(matches!(held, Reserved::Free(_)));
         assert!(matches!(index.reserve(&slot).await, Err(crate::Error::Slot(SlotError::AlreadyUsed))));
         drop(held);
         let r = record("abc/a.png", "10", Some(at(11, 0)));
         index.put(&r).await.unwrap();
         assert_eq!(index.get("abc/a.png").await.unwrap(), Some(r.clone()));
+        let held = index.reserve(&slot).await.unwrap();
+        assert!(matches!(&held, Reserved::Filled(_, found) if *found == r), "{held:?}");
         assert!(matches!(index.reserve(&slot).await, Err(crate::Error::Slot(SlotError::AlreadyUsed))));
+        drop(held);
         assert_eq!(index.all().await.unwrap(), [r]);
         let names: Vec<_> = std::fs::read_dir(mount.path().join(SLOTS_DIR)).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1, "no temporary file left: {names:?}");
         index.remove("abc/a.png").await.unwrap();
         assert_eq!(index.get("abc/a.png").await.unwrap(), None);
-        assert!(index.reserve(&slot).await.is_ok());
+        assert!(matches!(index.reserve(&slot).await, Ok(Reserved::Free(_))));
     }
 }

@@ -39,7 +39,7 @@ use crate::real_name::RealName;
 use crate::reload::Secrets;
 use crate::share::{verify_capability, verify_share, CapabilityQuery};
 use crate::slot::{SlotPath, SlotRequest, SLOT_PREFIX};
-use crate::slot_index::{purgeable, SlotIndex, SlotRecord};
+use crate::slot_index::{purgeable, Reserved, SlotIndex, SlotRecord};
 use crate::store::{Committed, Mount, PartialFile, Store};
 use crate::uri::FileUri;
 
@@ -257,7 +257,11 @@ impl Transfers {
         }
         self.admission.check()?;
         let _permit = self.permit()?;
-        let _reservation = self.slots.reserve(&slot).await?;
+        let slot_url = format!("{}{SLOT_PREFIX}{raw_path}", self.config.node.public_url);
+        let _reservation = match self.slots.reserve(&slot).await? {
+            Reserved::Free(reservation) => reservation,
+            Reserved::Filled(_held, record) => return self.retried_slot_upload(slot_url, &record, grant.size, body, now).await,
+        };
         let Committed { location, size, sha256 } = self.store_body(grant.chat_type, &grant.real_name, grant.size, body, now).await?;
         let placeholder = placeholder_jid(&self.config.node.id);
         let uploader = grant.uploader.as_deref().unwrap_or(&placeholder);
@@ -279,6 +283,7 @@ impl Transfers {
             token_expires: grant.token_expires,
             purged: false,
             shares: Vec::new(),
+            sha256: Some(sha256.clone()),
         };
         if let Err(e) = self.slots.put(&record).await {
             self.remove_quietly(&location, &transfer.file_path).await;
@@ -296,10 +301,43 @@ impl Transfers {
         crate::metrics::TRANSFERS.upload_completed(size);
         log_transfer("Post", &transfer, size, aft_index, &format!(" (slot {:?}, {:?})", slot.as_str(), grant.scheme));
         Ok(Uploaded {
-            uri: format!("{}{SLOT_PREFIX}{raw_path}", self.config.node.public_url),
+            uri: slot_url,
             file_name: location.file_name.to_string(),
             size,
             sha256,
+        })
+    }
+
+    /// A `PUT` to a slot filled before, as `record` says: the retry of an upload whose answer
+    /// was lost, if its body is the stored file's bytes (the same size and SHA-256), is answered
+    /// as the first was, and nothing is stored or recorded again. Any other body, a slot whose
+    /// file is gone, or a record that kept no digest: 409.
+    async fn retried_slot_upload<E: fmt::Display>(
+        &self,
+        slot_url: String,
+        record: &SlotRecord,
+        size: u64,
+        body: impl Stream<Item = Result<Bytes, E>>,
+        now: DateTime<Utc>,
+    ) -> Result<Uploaded, Error> {
+        let used = || Error::Slot(crate::slot::SlotError::AlreadyUsed);
+        let (Some(stored_sha256), Some(location)) = (&record.sha256, record.file_location()) else {
+            return Err(used());
+        };
+        if record.is_expired(now) || record.size != size {
+            return Err(used());
+        }
+        let mut digest = Digester::default();
+        receive(&mut digest, body, size, Duration::from_secs(self.config.http.request_timeout_secs)).await?;
+        if digest.written != size || digest.sha256() != *stored_sha256 {
+            return Err(used());
+        }
+        log::info!("a retried upload to slot {:?} carried the stored bytes: answered as the first", record.slot);
+        Ok(Uploaded {
+            uri: slot_url,
+            file_name: location.file_name.to_string(),
+            size,
+            sha256: stored_sha256.clone(),
         })
     }
 
@@ -665,10 +703,52 @@ pub async fn sweep_partials_once(transfers: Arc<Transfers>) {
     }
 }
 
-/// Copies an upload body into `part`, refusing it once it passes `limit` bytes or when no data
+/// Where [`receive`] puts an upload body: a file on the mount, or only a digest of it.
+trait BodySink {
+    /// Bytes taken so far.
+    fn written(&self) -> u64;
+    fn take(&mut self, chunk: &[u8]) -> impl std::future::Future<Output = Result<(), Error>>;
+}
+
+impl BodySink for PartialFile {
+    fn written(&self) -> u64 {
+        PartialFile::written(self)
+    }
+
+    async fn take(&mut self, chunk: &[u8]) -> Result<(), Error> {
+        Ok(self.write(chunk).await?)
+    }
+}
+
+/// The SHA-256 of a body that is not stored (a retried slot upload's).
+#[derive(Default)]
+struct Digester {
+    digest: sha2::Sha256,
+    written: u64,
+}
+
+impl Digester {
+    fn sha256(self) -> String {
+        hex::encode(sha2::Digest::finalize(self.digest))
+    }
+}
+
+impl BodySink for Digester {
+    fn written(&self) -> u64 {
+        self.written
+    }
+
+    async fn take(&mut self, chunk: &[u8]) -> Result<(), Error> {
+        sha2::Digest::update(&mut self.digest, chunk);
+        self.written += chunk.len() as u64;
+        Ok(())
+    }
+}
+
+/// Copies an upload body into `sink`, refusing it once it passes `limit` bytes or when no data
 /// arrives for `idle`.
 async fn receive<E: fmt::Display>(
-    part: &mut PartialFile,
+    sink: &mut impl BodySink,
     body: impl Stream<Item = Result<Bytes, E>>,
     limit: u64,
     idle: Duration,
@@ -676,10 +756,10 @@ async fn receive<E: fmt::Display>(
     let mut body = pin!(body);
     while let Some(chunk) = tokio::time::timeout(idle, body.next()).await.map_err(|_| Error::Stalled(idle.as_secs()))? {
         let chunk = chunk.map_err(|e| Error::BadRequest(format!("the upload body broke off: {e}")))?;
-        if part.written() + chunk.len() as u64 > limit {
+        if sink.written() + chunk.len() as u64 > limit {
             return Err(Error::TooLarge(limit));
         }
-        part.write(&chunk).await?;
+        sink.take(&chunk).await?;
     }
     Ok(())
 }

@@ -43,8 +43,16 @@ async fn prosody_external_v1_and_v2() {
     assert!(post.file_path.starts_with("/srv/mft/node_1/files/im/20140811/15/"), "{}", post.file_path);
     assert_eq!(stored_files(&node).len(), 1);
 
+    // A retry of the same bytes (its answer was lost) gets the first answer; other bytes, 409.
     let again = test::call_service(&app, put(&uri, "12345").to_request()).await;
-    error_of(again, StatusCode::CONFLICT, "slot_used").await;
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(header_value(again.headers(), header::LOCATION), format!("{PUBLIC_URL}/upload/0b7c5f4e/holiday%20photo.jpg"));
+    let answer: serde_json::Value = test::read_body_json(again).await;
+    assert_eq!(answer["size"], 5);
+    assert_eq!(answer["sha256"], "5994471abb01112afcc18159f6cc74b4f511b99806da59b3caf5a9c173cacfc5");
+    assert_eq!((node.audit.rows().len(), stored_files(&node).len()), (1, 1), "nothing stored or recorded again");
+    let other = test::call_service(&app, put(&uri, "54321").to_request()).await;
+    error_of(other, StatusCode::CONFLICT, "slot_used").await;
 
     // The slot URL is a capability: no credentials to download it.
     let response = test::call_service(&app, TestRequest::get().uri("/upload/0b7c5f4e/holiday%20photo.jpg").to_request()).await;
@@ -81,7 +89,7 @@ async fn ejabberd_external_secret() {
     let path = "5a0b9e8d7c6f5e4d3c2b1a09/Wz9rT3xY/report.pdf";
     let uri = format!("/upload/{path}?v={}", sign(SLOT_SECRET, &format!("{path} 4")));
     assert_eq!(test::call_service(&app, put(&uri, "%PDF").to_request()).await.status(), StatusCode::CREATED);
-    error_of(test::call_service(&app, put(&uri, "%PDF").to_request()).await, StatusCode::CONFLICT, "slot_used").await;
+    error_of(test::call_service(&app, put(&uri, "%PDX").to_request()).await, StatusCode::CONFLICT, "slot_used").await;
     let response = test::call_service(&app, TestRequest::get().uri(&format!("/upload/{path}")).to_request()).await;
     assert!(header_value(response.headers(), header::CONTENT_DISPOSITION).starts_with("attachment; filename=\"report.pdf\""));
     let forged = format!("/upload/{path}?v={}", sign("not-the-secret-0123456", &format!("{path} 4")));
@@ -101,7 +109,7 @@ async fn mod_http_file_share_tokens() {
     let token = file_share_token(SLOT_SECRET, "s1", "cat.png", 4, now + 300, None);
     assert_eq!(test::call_service(&app, put_with("s1", token.clone(), "meow")).await.status(), StatusCode::CREATED);
     assert_eq!(node.audit.rows()[0].transfer.jid, "alice@example.com");
-    error_of(test::call_service(&app, put_with("s1", token, "meow")).await, StatusCode::CONFLICT, "slot_used").await;
+    error_of(test::call_service(&app, put_with("s1", token, "purr")).await, StatusCode::CONFLICT, "slot_used").await;
 
     let cases = [
         (put_with("s2", file_share_token(SLOT_SECRET, "s2", "cat.png", 4, now - 1, None), "meow"), StatusCode::GONE, "slot_expired"),

@@ -218,13 +218,17 @@ fn serve(config: &NodeConfig) -> anyhow::Result<ExitCode> {
         server.directory,
         mount_point.display()
     );
+    // Before READY=1: a SIGTERM sent as soon as systemd hears it must find the handlers in
+    // place, not the default action (which would kill fsd without unmounting).
+    let (mut term, mut int) = {
+        let _runtime = runtime.enter();
+        (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?)
+    };
     notify_systemd("READY=1");
     let mounted = Arc::new(mounted);
     let status = runtime.spawn(publish_status(fs, mounted.clone(), config.clone()));
 
     let stop = runtime.block_on(async {
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
         let mut check = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {

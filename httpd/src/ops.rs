@@ -65,9 +65,7 @@ pub struct Ops {
     counters: Arc<TransferCounters>,
     metrics: Metrics,
     admission: Arc<Admission>,
-    /// Looks at the mount point still on the blocking pool after [`PROBE_TIMEOUT`] (see
-    /// [`Ops::observe`]).
-    stuck_mount_probes: Arc<AtomicUsize>,
+    mount_looks: MountLooks,
 }
 
 impl Ops {
@@ -90,7 +88,7 @@ impl Ops {
             metrics: Metrics::new(counters.clone()),
             counters,
             admission,
-            stuck_mount_probes: Arc::default(),
+            mount_looks: MountLooks::default(),
         }
     }
 
@@ -105,33 +103,7 @@ impl Ops {
 
     async fn observe(&self) -> NodeStatus {
         let (mount_point, mount, status_file) = (self.mount_point.clone(), self.mount, self.fsd_status_file.clone());
-        let stuck = self.stuck_mount_probes.clone();
-        let mounted = async move {
-            // A look is stuck on a hung mount: it is not answering, and a new look would only
-            // add one more blocked thread.
-            if stuck.load(Ordering::SeqCst) > 0 {
-                return None;
-            }
-            // This look's state, settled by whichever comes first: the look ending, or the
-            // wait for it timing out.
-            const RUNNING: u8 = 0;
-            const ENDED: u8 = 1;
-            const STUCK: u8 = 2;
-            let state = Arc::new(AtomicU8::new(RUNNING));
-            let (look_state, look_stuck) = (state.clone(), stuck.clone());
-            let mounted = run_blocking(move || {
-                let mounted = mount.check(&mount_point).is_ok();
-                if look_state.swap(ENDED, Ordering::SeqCst) == STUCK {
-                    look_stuck.fetch_sub(1, Ordering::SeqCst);
-                }
-                mounted
-            })
-            .await;
-            if mounted.is_none() && state.compare_exchange(RUNNING, STUCK, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
-                stuck.fetch_add(1, Ordering::SeqCst);
-            }
-            mounted
-        };
+        let mounted = self.mount_looks.look(move || mount.check(&mount_point).is_ok());
         let fsd = run_blocking(move || FsdStatus::load(&status_file));
         let logd = async {
             tokio::time::timeout(PROBE_TIMEOUT, self.logd.status())
@@ -159,6 +131,41 @@ impl Ops {
             counters: self.counters.snapshot(),
             now: chrono::Utc::now(),
         })
+    }
+}
+
+/// Looks at the mount point on the blocking pool, each look bounded by [`PROBE_TIMEOUT`]. A look
+/// still running after that is stuck (a hung mount) until it ends; while one is, a new look
+/// answers `None` (not answering) at once instead of blocking one more thread.
+#[derive(Debug, Default)]
+struct MountLooks {
+    stuck: Arc<AtomicUsize>,
+}
+
+impl MountLooks {
+    async fn look(&self, check: impl FnOnce() -> bool + Send + 'static) -> Option<bool> {
+        const RUNNING: u8 = 0;
+        const ENDED: u8 = 1;
+        const STUCK: u8 = 2;
+        if self.stuck.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        // This look's state, settled by whichever comes first: the look ending, or the wait
+        // for it timing out.
+        let state = Arc::new(AtomicU8::new(RUNNING));
+        let (look_state, stuck) = (state.clone(), self.stuck.clone());
+        let seen = run_blocking(move || {
+            let seen = check();
+            if look_state.swap(ENDED, Ordering::SeqCst) == STUCK {
+                stuck.fetch_sub(1, Ordering::SeqCst);
+            }
+            seen
+        })
+        .await;
+        if seen.is_none() && state.compare_exchange(RUNNING, STUCK, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            self.stuck.fetch_add(1, Ordering::SeqCst);
+        }
+        seen
     }
 }
 
@@ -275,6 +282,29 @@ pub(crate) mod tests {
                 }
             })
         }
+    }
+
+    /// A look stuck on a hung mount answers `None` after the timeout, and until it ends every
+    /// new look answers `None` at once without running; then looks run again.
+    #[actix_web::test]
+    async fn a_stuck_look_at_the_mount_blocks_no_second_thread() {
+        let looks = MountLooks::default();
+        let (release, hung) = std::sync::mpsc::channel::<()>();
+        let started = Instant::now();
+        assert_eq!(looks.look(move || hung.recv().is_ok()).await, None);
+        assert!(started.elapsed() >= PROBE_TIMEOUT);
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let second = ran.clone();
+        assert_eq!(looks.look(move || second.swap(true, Ordering::SeqCst)).await, None);
+        assert!(!ran.load(Ordering::SeqCst), "a second look ran while the first was stuck");
+        release.send(()).unwrap();
+        for _ in 0..200 {
+            if looks.stuck.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(looks.look(|| true).await, Some(true));
     }
 
     /// The operations of a node whose mount point and fsd status file are under `dir`, with

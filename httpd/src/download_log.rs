@@ -176,6 +176,12 @@ mod tests {
         futures_util::FutureExt::now_or_never(audit.get_start(&transfer)).unwrap().unwrap()
     }
 
+    /// A reporter for `aft_index`, and where its outcome arrives.
+    fn start(audit: &Arc<MemoryAuditLog>, aft_index: i64) -> (Progress, oneshot::Receiver<Result<Recorded, LogdError>>) {
+        let (tx, done) = oneshot::channel();
+        (DownloadLog::new(audit.clone()).start(aft_index, move |r| drop(tx.send(r))), done)
+    }
+
     async fn outcome(done: oneshot::Receiver<Result<Recorded, LogdError>>) -> Result<Recorded, LogdError> {
         tokio::time::timeout(Duration::from_secs(600), done).await.unwrap().unwrap()
     }
@@ -184,8 +190,7 @@ mod tests {
     async fn the_final_count_is_retried_until_logd_records_it() {
         let audit = Arc::new(MemoryAuditLog::default());
         let aft_index = get_row(&audit);
-        let (tx, done) = oneshot::channel();
-        let progress = DownloadLog::new(audit.clone()).start(aft_index, move |r| drop(tx.send(r)));
+        let (progress, done) = start(&audit, aft_index);
         progress.add(1000);
         audit.fail_with(|| LogdError::Unavailable("connect: refused".into()));
         drop(progress);
@@ -203,8 +208,7 @@ mod tests {
     async fn a_running_download_records_its_progress_and_then_its_end() {
         let audit = Arc::new(MemoryAuditLog::default());
         let aft_index = get_row(&audit);
-        let (tx, done) = oneshot::channel();
-        let progress = DownloadLog::new(audit.clone()).start(aft_index, move |r| drop(tx.send(r)));
+        let (progress, done) = start(&audit, aft_index);
         progress.add(4096);
         tokio::time::sleep(PROGRESS_INTERVAL + Duration::from_millis(10)).await;
         assert_eq!(audit.rows()[0].transfer.bytes_transferred, 4096, "progress after one interval");
@@ -217,9 +221,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_refused_count_is_not_retried() {
         let audit = Arc::new(MemoryAuditLog::default());
-        let (tx, done) = oneshot::channel();
         // There is no Get row 7: logd refuses, and retrying cannot help.
-        drop(DownloadLog::new(audit.clone()).start(7, move |r| drop(tx.send(r))));
+        let (progress, done) = start(&audit, 7);
+        drop(progress);
         assert!(matches!(outcome(done).await, Err(LogdError::Invalid { .. })));
     }
 }

@@ -151,6 +151,11 @@ impl FileName {
     pub fn partial(&self) -> String {
         format!(".{}.part", self.0)
     }
+
+    /// Whether `name` has the shape of a [`FileName::partial`] name.
+    pub fn is_partial(name: &str) -> bool {
+        name.starts_with('.') && name.ends_with(".part")
+    }
 }
 
 impl fmt::Display for FileName {

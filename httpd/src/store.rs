@@ -202,13 +202,12 @@ impl Store {
             let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&part)?;
             Ok(PartialFile {
                 file: Some(tokio::fs::File::from_std(file)),
-                digest: Sha256::new(),
+                content: ContentDigest::default(),
                 _registration: registration,
                 part,
                 dir,
                 names: store.root.join(NAMES_DIR),
                 location,
-                written: 0,
             })
         })
         .await
@@ -236,7 +235,7 @@ impl Store {
                     let Ok(kind) = entry.file_type() else { continue };
                     if kind.is_dir() {
                         dirs.push(path);
-                    } else if kind.is_file() && is_partial(&entry.file_name()) && !store.in_flight.set().contains(&path) {
+                    } else if kind.is_file() && entry.file_name().to_str().is_some_and(FileName::is_partial) && !store.in_flight.set().contains(&path) {
                         let bytes = entry.metadata().map_or(0, |m| m.len());
                         match std::fs::remove_file(&path) {
                             Ok(()) => {
@@ -356,20 +355,44 @@ pub struct Committed {
     pub sha256: String,
 }
 
+/// The byte count and SHA-256 of content as it streams past: a file being stored, or a retried
+/// upload's body that is only compared with a stored file.
+#[derive(Debug, Default)]
+pub struct ContentDigest {
+    sha256: Sha256,
+    bytes: u64,
+}
+
+impl ContentDigest {
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.sha256.update(chunk);
+        self.bytes += chunk.len() as u64;
+    }
+
+    /// Bytes seen so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The SHA-256 of the bytes seen, lowercase hex.
+    pub fn hex(self) -> String {
+        hex::encode(self.sha256.finalize())
+    }
+}
+
 /// A file being written. Commit it, or it is deleted.
 #[derive(Debug)]
 pub struct PartialFile {
     /// `None` once committed or discarded.
     file: Option<tokio::fs::File>,
     /// Of every byte written so far.
-    digest: Sha256,
+    content: ContentDigest,
     _registration: Registration,
     part: PathBuf,
     dir: PathBuf,
     /// `.names/` under the node's directory.
     names: PathBuf,
     location: FileLocation,
-    written: u64,
 }
 
 impl PartialFile {
@@ -380,14 +403,13 @@ impl PartialFile {
 
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
-        self.written
+        self.content.bytes()
     }
 
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
         let file = self.file.as_mut().expect("a PartialFile is written only before commit or discard");
         file.write_all(chunk).await?;
-        self.digest.update(chunk);
-        self.written += chunk.len() as u64;
+        self.content.update(chunk);
         Ok(())
     }
 
@@ -421,8 +443,8 @@ impl PartialFile {
         match done {
             Ok(()) => Ok(Committed {
                 location: self.location.clone(),
-                size: self.written,
-                sha256: hex::encode(std::mem::take(&mut self.digest).finalize()),
+                size: self.content.bytes(),
+                sha256: std::mem::take(&mut self.content).hex(),
             }),
             Err(e) => {
                 remove_quietly(self.part.clone()).await;
@@ -449,11 +471,6 @@ impl Drop for PartialFile {
             }
         }
     }
-}
-
-/// Whether a name in an hour directory is a partial file's ([`FileName::partial`]).
-fn is_partial(name: &std::ffi::OsStr) -> bool {
-    name.to_str().is_some_and(|name| name.starts_with('.') && name.ends_with(".part"))
 }
 
 /// Deletes a partial file; failing to is logged here, since nobody else can act on it.

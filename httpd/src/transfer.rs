@@ -40,7 +40,7 @@ use crate::reload::Secrets;
 use crate::share::{verify_capability, verify_share, CapabilityQuery};
 use crate::slot::{SlotPath, SlotRequest, SLOT_PREFIX};
 use crate::slot_index::{purgeable, Reserved, SlotIndex, SlotRecord};
-use crate::store::{Committed, Mount, PartialFile, Store};
+use crate::store::{Committed, ContentDigest, Mount, PartialFile, Store};
 use crate::uri::FileUri;
 
 /// How much of a stored file a download reads at a time.
@@ -327,9 +327,9 @@ impl Transfers {
         if record.is_expired(now) || record.size != size {
             return Err(used());
         }
-        let mut digest = Digester::default();
-        receive(&mut digest, body, size, Duration::from_secs(self.config.http.request_timeout_secs)).await?;
-        if digest.written != size || digest.sha256() != *stored_sha256 {
+        let mut digest = ContentDigest::default();
+        receive(&mut digest, body, size, self.idle_timeout()).await?;
+        if digest.bytes() != size || digest.hex() != *stored_sha256 {
             return Err(used());
         }
         log::info!("a retried upload to slot {:?} carried the stored bytes: answered as the first", record.slot);
@@ -523,6 +523,11 @@ impl Transfers {
             .map_err(|_| Error::Busy(self.config.http.max_concurrent_transfers))
     }
 
+    /// The longest an upload body may stall: `http.request_timeout_secs`.
+    fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.http.request_timeout_secs)
+    }
+
     /// Streams `body` into a new file for `chat_type` (at most `limit` bytes, no stall longer
     /// than `http.request_timeout_secs`) and commits it under `real_name`.
     async fn store_body<E: fmt::Display>(
@@ -534,8 +539,7 @@ impl Transfers {
         now: DateTime<Utc>,
     ) -> Result<Committed, Error> {
         let mut part = self.store.create(chat_type, now).await?;
-        let idle = Duration::from_secs(self.config.http.request_timeout_secs);
-        if let Err(e) = receive(&mut part, body, limit, idle).await {
+        if let Err(e) = receive(&mut part, body, limit, self.idle_timeout()).await {
             part.discard().await;
             return Err(e);
         }
@@ -703,7 +707,7 @@ pub async fn sweep_partials_once(transfers: Arc<Transfers>) {
     }
 }
 
-/// Where [`receive`] puts an upload body: a file on the mount, or only a digest of it.
+/// Where [`receive`] puts an upload body: a file on the mount, or only its digest.
 trait BodySink {
     /// Bytes taken so far.
     fn written(&self) -> u64;
@@ -720,27 +724,13 @@ impl BodySink for PartialFile {
     }
 }
 
-/// The SHA-256 of a body that is not stored (a retried slot upload's).
-#[derive(Default)]
-struct Digester {
-    digest: sha2::Sha256,
-    written: u64,
-}
-
-impl Digester {
-    fn sha256(self) -> String {
-        hex::encode(sha2::Digest::finalize(self.digest))
-    }
-}
-
-impl BodySink for Digester {
+impl BodySink for ContentDigest {
     fn written(&self) -> u64 {
-        self.written
+        self.bytes()
     }
 
     async fn take(&mut self, chunk: &[u8]) -> Result<(), Error> {
-        sha2::Digest::update(&mut self.digest, chunk);
-        self.written += chunk.len() as u64;
+        self.update(chunk);
         Ok(())
     }
 }

@@ -511,6 +511,25 @@ mod tests {
             .collect()
     }
 
+    /// Runs `test` on a fresh SQLite database file.
+    fn on_sqlite(test: fn(mft_config::Database)) {
+        let dir = tempfile::tempdir().unwrap();
+        test(mft_config::Database {
+            url: dir.path().join("aft_log.sqlite3").display().to_string(),
+            ..Default::default()
+        });
+    }
+
+    /// Runs `test` on a database of a throwaway PostgreSQL server.
+    fn on_postgres(test: fn(mft_config::Database)) {
+        let pg = mft_tests::Postgres::start().expect("start a throwaway PostgreSQL");
+        test(mft_config::Database {
+            kind: DatabaseKind::Postgres,
+            url: pg.create_database("mft_node_1").unwrap(),
+            ..Default::default()
+        });
+    }
+
     fn record(jid: &str) -> AftRecord {
         AftRecord {
             jid: jid.into(),
@@ -806,21 +825,12 @@ mod tests {
 
     #[test]
     fn sqlite_shares_amend_the_post_row() {
-        let dir = tempfile::tempdir().unwrap();
-        shares_amend_the_post_row(mft_config::Database {
-            url: dir.path().join("aft_log.sqlite3").display().to_string(),
-            ..Default::default()
-        });
+        on_sqlite(shares_amend_the_post_row);
     }
 
     #[test]
     fn postgres_shares_amend_the_post_row() {
-        let pg = mft_tests::Postgres::start().expect("start a throwaway PostgreSQL");
-        shares_amend_the_post_row(mft_config::Database {
-            kind: DatabaseKind::Postgres,
-            url: pg.create_database("mft_node_1").unwrap(),
-            ..Default::default()
-        });
+        on_postgres(shares_amend_the_post_row);
     }
 
     /// A Post row's SHA-256 is stored as given, NULL where there is none: alone in its batch
@@ -844,40 +854,22 @@ mod tests {
 
     #[test]
     fn sqlite_digests_are_stored() {
-        let dir = tempfile::tempdir().unwrap();
-        digests_are_stored(mft_config::Database {
-            url: dir.path().join("aft_log.sqlite3").display().to_string(),
-            ..Default::default()
-        });
+        on_sqlite(digests_are_stored);
     }
 
     #[test]
     fn postgres_digests_are_stored() {
-        let pg = mft_tests::Postgres::start().expect("start a throwaway PostgreSQL");
-        digests_are_stored(mft_config::Database {
-            kind: DatabaseKind::Postgres,
-            url: pg.create_database("mft_node_1").unwrap(),
-            ..Default::default()
-        });
+        on_postgres(digests_are_stored);
     }
 
     #[test]
     fn sqlite_get_ends_in_one_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        get_ends_in_one_batch(mft_config::Database {
-            url: dir.path().join("aft_log.sqlite3").display().to_string(),
-            ..Default::default()
-        });
+        on_sqlite(get_ends_in_one_batch);
     }
 
     #[test]
     fn postgres_get_ends_in_one_batch() {
-        let pg = mft_tests::Postgres::start().expect("start a throwaway PostgreSQL");
-        get_ends_in_one_batch(mft_config::Database {
-            kind: DatabaseKind::Postgres,
-            url: pg.create_database("mft_node_1").unwrap(),
-            ..Default::default()
-        });
+        on_postgres(get_ends_in_one_batch);
     }
 
     /// A real SQLite database limited to a few pages: the batch that does not fit fails as full,

@@ -189,12 +189,21 @@ fn tail(text: &str, lines: usize) -> String {
 }
 
 /// The Python of the clients' virtualenv, `target/xmpp-venv` (made, with slixmpp and aiohttp
-/// from PyPI, if missing).
+/// from PyPI, if missing). Tests running at once make it one at a time: each holds an exclusive
+/// lock on `target/xmpp-venv.lock` while it looks and builds, and a half-made one (no `.ready`)
+/// is made again from scratch.
 fn venv() -> Result<PathBuf> {
     let dir = repo_root().join("target/xmpp-venv");
     let python = dir.join("bin/python");
     let ready = dir.join(".ready");
+    std::fs::create_dir_all(repo_root().join("target"))?;
+    let lock = std::fs::File::create(repo_root().join("target/xmpp-venv.lock"))?;
+    let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, errno)| anyhow::anyhow!("locking target/xmpp-venv.lock: {errno}"))?;
     if !ready.exists() {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
         run(Command::new("python3").args(["-m", "venv"]).arg(&dir))?;
         run(Command::new(dir.join("bin/pip")).args(["install", "-q", "slixmpp==1.17.0", "aiohttp==3.14.5"]))
             .context("installing slixmpp and aiohttp from PyPI")?;

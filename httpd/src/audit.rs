@@ -28,6 +28,9 @@ pub trait AuditLog: Send + Sync + 'static {
 
     /// Records a file's first share in its Post row (recipient, chat type, path).
     fn amend_post<'a>(&'a self, amendment: &'a Amendment) -> BoxFuture<'a, Result<i64, LogdError>>;
+
+    /// The `aft_index` of the row written by the event `event_id`, or `None` if there is none.
+    fn lookup<'a>(&'a self, event_id: &'a str) -> BoxFuture<'a, Result<Option<i64>, LogdError>>;
 }
 
 impl AuditLog for LogdClient {
@@ -54,11 +57,16 @@ impl AuditLog for LogdClient {
     fn amend_post<'a>(&'a self, amendment: &'a Amendment) -> BoxFuture<'a, Result<i64, LogdError>> {
         Box::pin(LogdClient::amend_post(self, amendment))
     }
+
+    fn lookup<'a>(&'a self, event_id: &'a str) -> BoxFuture<'a, Result<Option<i64>, LogdError>> {
+        Box::pin(LogdClient::lookup(self, event_id))
+    }
 }
 
 #[cfg(test)]
 pub mod memory {
-    //! An in-memory [`AuditLog`] that keeps every row and can be told to fail.
+    //! An in-memory [`AuditLog`] that keeps every row, records an event id once, as logd does,
+    //! and can be told to fail, or to lose its answers after committing.
 
     use std::sync::Mutex;
 
@@ -75,6 +83,8 @@ pub mod memory {
     pub struct MemoryAuditLog {
         rows: Mutex<Vec<Row>>,
         failure: Mutex<Option<fn() -> LogdError>>,
+        /// Answers still to lose after recording.
+        lost_answers: Mutex<usize>,
     }
 
     impl MemoryAuditLog {
@@ -92,14 +102,32 @@ pub mod memory {
             *self.failure.lock().unwrap() = None;
         }
 
+        /// Makes the next `count` events be recorded and then answered `Unavailable`, as when
+        /// logd dies between its commit and its answer.
+        pub fn lose_answers(&self, count: usize) {
+            *self.lost_answers.lock().unwrap() = count;
+        }
+
         fn record(&self, method: &'static str, transfer: &Transfer) -> Result<i64, LogdError> {
             self.check()?;
             let mut rows = self.rows.lock().unwrap();
-            rows.push(Row {
-                method,
-                transfer: transfer.clone(),
-            });
-            Ok(rows.len() as i64)
+            let same_event = |row: &Row| transfer.event_id.is_some() && row.transfer.event_id == transfer.event_id;
+            let aft_index = match rows.iter().position(same_event) {
+                Some(index) => index as i64 + 1,
+                None => {
+                    rows.push(Row {
+                        method,
+                        transfer: transfer.clone(),
+                    });
+                    rows.len() as i64
+                }
+            };
+            let mut lost = self.lost_answers.lock().unwrap();
+            if *lost > 0 {
+                *lost -= 1;
+                return Err(LogdError::Unavailable("the answer was lost".into()));
+            }
+            Ok(aft_index)
         }
 
         fn check(&self) -> Result<(), LogdError> {
@@ -148,6 +176,15 @@ pub mod memory {
                 t.chat_type.clone_from(&amendment.chat_type);
                 t.file_path.clone_from(&amendment.file_path);
                 Ok(index as i64 + 1)
+            })
+        }
+
+        fn lookup<'a>(&'a self, event_id: &'a str) -> BoxFuture<'a, Result<Option<i64>, LogdError>> {
+            Box::pin(async move {
+                self.check()?;
+                let rows = self.rows.lock().unwrap();
+                let index = rows.iter().position(|r| r.transfer.event_id.as_deref() == Some(event_id));
+                Ok(index.map(|i| i as i64 + 1))
             })
         }
 

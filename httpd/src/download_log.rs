@@ -149,7 +149,7 @@ impl Reporter {
 
 /// Whether a try failed in a way that a later try may not: logd or its database unavailable.
 fn retryable(outcome: &Result<(), LogdError>) -> bool {
-    matches!(outcome, Err(LogdError::Unavailable(_) | LogdError::Database(_)))
+    matches!(outcome, Err(LogdError::Unavailable(_) | LogdError::Unreachable(_) | LogdError::Database(_)))
 }
 
 #[cfg(test)]
@@ -172,6 +172,7 @@ mod tests {
             bytes_transferred: 0,
             timestamp: chrono::Utc::now(),
             sha256: None,
+            event_id: None,
         };
         futures_util::FutureExt::now_or_never(audit.get_start(&transfer)).unwrap().unwrap()
     }

@@ -56,7 +56,7 @@ const RETRY_AFTER_SECS: &str = "1";
 
 fn audit_message(e: &LogdError) -> &'static str {
     match e {
-        LogdError::Unavailable(_) => "the transfer cannot be recorded: the audit log service (logd) is unavailable",
+        LogdError::Unavailable(_) | LogdError::Unreachable(_) => "the transfer cannot be recorded: the audit log service (logd) is unavailable",
         LogdError::Database(_) => "the transfer cannot be recorded: the database is unavailable",
         LogdError::Invalid { .. } => "internal error",
     }
@@ -95,7 +95,7 @@ impl Error {
             Error::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Error::OtherNode(_) => (StatusCode::NOT_FOUND, "other_node"),
             Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            Error::Audit(LogdError::Unavailable(_)) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
+            Error::Audit(LogdError::Unavailable(_) | LogdError::Unreachable(_)) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
             Error::Audit(LogdError::Database(_)) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
             Error::Audit(LogdError::Invalid { .. }) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             Error::Store(StoreError::Unavailable(_)) => (StatusCode::SERVICE_UNAVAILABLE, "file_server_unavailable"),

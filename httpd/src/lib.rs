@@ -19,6 +19,8 @@
 //! - [`store`]: files on the mount (temp name, fsync, rename).
 //! - [`audit`]: the audit log interface and its logd implementation.
 //! - [`admission`]: whether uploads are admitted now (the file server and logd not known down).
+//! - [`post_log`]: each upload's Post row, sent again after a lost answer, its file removed only
+//!   when the row is known not to exist.
 //! - [`download_log`]: each download's bytes in its Get row, while it runs and at its end (retried).
 //! - [`transfer`]: the upload and download logic.
 //! - [`error`]: every failure, mapped to a status and a stable code.
@@ -40,6 +42,7 @@ pub mod http;
 pub mod layout;
 pub mod metrics;
 pub mod node_status;
+pub mod post_log;
 pub mod ops;
 pub mod real_name;
 pub mod reload;

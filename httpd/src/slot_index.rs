@@ -97,7 +97,7 @@ pub fn purgeable(records: &[SlotRecord], now: DateTime<Utc>) -> Vec<&SlotRecord>
 }
 
 /// The index on the mount, with the slots being uploaded.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SlotIndex {
     store: Arc<Store>,
     in_flight: Arc<Mutex<HashSet<String>>>,

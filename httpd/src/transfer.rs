@@ -21,7 +21,7 @@ use std::{fmt, io};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
-use logd::{Amendment, Transfer};
+use logd::{Amendment, LogdError, Transfer};
 use mft_config::NodeConfig;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -34,6 +34,7 @@ use crate::auth::UploadGrant;
 use crate::conditional::{self, Answer, Preconditions, Validators};
 use crate::download_log::{DownloadLog, Progress, Recorded};
 use crate::error::Error;
+use crate::post_log::{new_event_id, PostLog, Stored};
 use crate::layout::{ChatType, FileLocation};
 use crate::real_name::RealName;
 use crate::reload::Secrets;
@@ -140,6 +141,7 @@ pub struct Transfers {
     slots: SlotIndex,
     audit: Arc<dyn AuditLog>,
     downloads: DownloadLog,
+    posts: PostLog,
     clock: Arc<dyn Clock>,
     permits: Arc<Semaphore>,
     admission: Arc<Admission>,
@@ -151,10 +153,12 @@ impl Transfers {
     /// Transfers with the store at `file_server.mount_point`, which must be as `mount` says.
     pub fn new(config: NodeConfig, mount: Mount, audit: Arc<dyn AuditLog>, clock: Arc<dyn Clock>) -> Self {
         let store = Arc::new(Store::new(config.file_server.mount_point.clone(), mount));
+        let slots = SlotIndex::new(store.clone());
         Self {
             secrets: Arc::new(Secrets::new(&config.http)),
             sharing: tokio::sync::Mutex::new(()),
-            slots: SlotIndex::new(store.clone()),
+            posts: PostLog::new(audit.clone(), store.clone(), slots.clone()),
+            slots,
             permits: Arc::new(Semaphore::new(config.http.max_concurrent_transfers)),
             admission: Arc::default(),
             downloads: DownloadLog::new(audit.clone()),
@@ -206,7 +210,11 @@ impl Transfers {
             sha256: Some(sha256.clone()),
             ..self.record(&grant.from, &grant.to, &location, &real_name, now)
         };
-        let aft_index = self.record_post(&transfer, &location).await?;
+        let stored = Stored {
+            location: location.clone(),
+            slot: None,
+        };
+        let aft_index = self.posts.record(&transfer, stored).await?;
         crate::metrics::TRANSFERS.upload_completed(size);
         log_transfer("Post", &transfer, size, aft_index, "");
         let uri = FileUri {
@@ -289,15 +297,11 @@ impl Transfers {
             self.remove_quietly(&location, &transfer.file_path).await;
             return Err(e.into());
         }
-        let aft_index = match self.record_post(&transfer, &location).await {
-            Ok(index) => index,
-            Err(e) => {
-                if let Err(removal) = self.slots.remove(slot.as_str()).await {
-                    log::error!("cannot remove the record of slot {:?} after its Post record failed: {removal}", slot.as_str());
-                }
-                return Err(e);
-            }
+        let stored = Stored {
+            location: location.clone(),
+            slot: Some(slot.as_str().to_owned()),
         };
+        let aft_index = self.posts.record(&transfer, stored).await?;
         crate::metrics::TRANSFERS.upload_completed(size);
         log_transfer("Post", &transfer, size, aft_index, &format!(" (slot {:?}, {:?})", slot.as_str(), grant.scheme));
         Ok(Uploaded {
@@ -311,7 +315,8 @@ impl Transfers {
     /// A `PUT` to a slot filled before, as `record` says: the retry of an upload whose answer
     /// was lost, if its body is the stored file's bytes (the same size and SHA-256), is answered
     /// as the first was, and nothing is stored or recorded again. Any other body, a slot whose
-    /// file is gone, or a record that kept no digest: 409.
+    /// file is gone, or a record that kept no digest: 409. While the first upload's Post row is
+    /// not known to be recorded or not ([`PostLog::is_unsettled`]): 503, before the body.
     async fn retried_slot_upload<E: fmt::Display>(
         &self,
         slot_url: String,
@@ -320,6 +325,9 @@ impl Transfers {
         body: impl Stream<Item = Result<Bytes, E>>,
         now: DateTime<Utc>,
     ) -> Result<Uploaded, Error> {
+        if self.posts.is_unsettled(&record.slot) {
+            return Err(LogdError::Unavailable("the first upload of this slot is not known to be recorded yet".into()).into());
+        }
         let used = || Error::Slot(crate::slot::SlotError::AlreadyUsed);
         let (Some(stored_sha256), Some(location)) = (&record.sha256, record.file_location()) else {
             return Err(used());
@@ -546,18 +554,6 @@ impl Transfers {
         Ok(part.commit(real_name).await?)
     }
 
-    /// Records a `Post` row; if that fails, the stored file is removed (nothing is left behind
-    /// without its record).
-    async fn record_post(&self, transfer: &Transfer, location: &FileLocation) -> Result<i64, Error> {
-        match self.audit.post(transfer).await {
-            Ok(index) => Ok(index),
-            Err(e) => {
-                self.remove_quietly(location, &transfer.file_path).await;
-                Err(e.into())
-            }
-        }
-    }
-
     async fn remove_quietly(&self, location: &FileLocation, path: &str) {
         if let Err(removal) = self.store.remove(location).await {
             log::error!("cannot remove {path} after its upload failed: {}", crate::error::with_causes(&removal));
@@ -646,7 +642,7 @@ impl Transfers {
         })
     }
 
-    /// The audit record of a transfer, sizes left at 0, no digest.
+    /// The audit record of a transfer, sizes left at 0, no digest, a fresh event id.
     fn record(&self, jid: &str, to_jid: &str, location: &FileLocation, real_name: &RealName, timestamp: DateTime<Utc>) -> Transfer {
         Transfer {
             jid: jid.to_owned(),
@@ -661,6 +657,7 @@ impl Transfers {
             bytes_transferred: 0,
             timestamp,
             sha256: None,
+            event_id: Some(new_event_id()),
         }
     }
 }

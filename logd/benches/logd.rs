@@ -269,6 +269,7 @@ fn transfer(n: usize) -> Transfer {
         bytes_transferred: 52_341,
         timestamp: Utc::now(),
         sha256: None,
+        event_id: None,
     }
 }
 
@@ -288,6 +289,7 @@ fn record(t: &Transfer) -> AftRecord {
         bytes_transferred: t.bytes_transferred,
         timestampvalue: t.timestamp.trunc_subsecs(6).naive_utc(),
         sha256: None,
+        event_id: None,
     }
 }
 

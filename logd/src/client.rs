@@ -6,8 +6,9 @@
 //! (logd restarted) fails the calls in flight on it with `Unavailable`; the next call opens a
 //! new one. Every call is bounded by a timeout, connecting included.
 //!
-//! Errors keep the three cases a caller must tell apart: logd unreachable, the database could
-//! not commit, the event itself refused (with the field at fault).
+//! Errors keep the cases a caller must tell apart: logd unreachable (the event not sent), logd
+//! not answering (the event's fate unknown), the database could not commit, the event itself
+//! refused (with the field at fault).
 
 mod connection;
 
@@ -26,10 +27,14 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Why an event was not recorded.
 #[derive(Debug, thiserror::Error)]
 pub enum LogdError {
-    /// logd cannot be reached: socket missing, connection refused or lost, timeout, or a reply
-    /// that is not the protocol. Whether the event was recorded is unknown.
+    /// logd did not answer: connection lost, timeout, or a reply that is not the protocol.
+    /// Whether the event was recorded is unknown.
     #[error("logd is unavailable: {0}")]
     Unavailable(String),
+    /// logd could not be reached at all (socket missing, connection refused): the event was
+    /// not sent, so it was not recorded.
+    #[error("logd is unavailable: {0}")]
+    Unreachable(String),
     /// logd is up but the database could not commit the event; nothing was recorded.
     #[error("the transfer log database could not record the event: {0}")]
     Database(String),
@@ -127,6 +132,18 @@ impl LogdClient {
         .map(drop)
     }
 
+    /// The `aft_index` of the row written by the event `event_id` ([`Transfer::event_id`]), or
+    /// `None` if no row has it. Answered after every event logd had received before it is
+    /// committed or failed (lookups queue behind them), so an event that is not found was not
+    /// recorded and, unless it is still on its way to logd, never will be.
+    pub async fn lookup(&self, event_id: &str) -> Result<Option<i64>, LogdError> {
+        match self.record(Op::Lookup { event_id }).await {
+            Ok(aft_index) => Ok(Some(aft_index)),
+            Err(LogdError::Invalid { field, .. }) if field == "event_id" => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// logd's database checks (measured now), raised alarms and counters.
     pub async fn status(&self) -> Result<LogdStatus, LogdError> {
         match self.call(Op::Status).await? {
@@ -195,6 +212,7 @@ mod tests {
             bytes_transferred: 1,
             timestamp: chrono::Utc::now(),
             sha256: None,
+            event_id: None,
         }
     }
 
@@ -503,12 +521,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_missing_socket_is_unavailable() {
+    async fn a_missing_socket_is_unreachable() {
         let dir = tempfile::tempdir().unwrap();
         let client = LogdClient::new(dir.path().join("absent.sock"));
         match client.post(&transfer()).await {
-            Err(LogdError::Unavailable(m)) => assert!(m.contains("cannot connect to"), "{m}"),
-            other => panic!("expected Unavailable, got {other:?}"),
+            Err(LogdError::Unreachable(m)) => assert!(m.contains("cannot connect to"), "{m}"),
+            other => panic!("expected Unreachable, got {other:?}"),
         }
     }
 

@@ -35,6 +35,14 @@ pub struct Transfer {
     /// row) for the other events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The id the sender chose for this event (at most 36 characters: letters, digits, `-`;
+    /// httpd sends a UUID). logd records an id once: the same event sent again (its answer was
+    /// lost) is answered with the row it wrote first, and [`LogdClient::lookup`] finds it.
+    /// Absent (NULL) for senders that do not retry.
+    ///
+    /// [`LogdClient::lookup`]: crate::LogdClient::lookup
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
 }
 
 /// What a stored file's first share changes in its Post row: the recipient and chat type it

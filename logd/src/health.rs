@@ -114,6 +114,7 @@ pub(crate) fn tally(
             Command::Insert(_) | Command::InsertToPostRecipient(_) => committed.get_start += 1,
             Command::GetEnd { .. } => committed.get_end += 1,
             Command::AmendPost(_) => committed.amend_post += 1,
+            Command::Lookup(_) => {}
         }
     }
 }
@@ -266,6 +267,7 @@ mod tests {
                 bytes_transferred: 0,
                 timestampvalue: chrono::DateTime::UNIX_EPOCH.naive_utc(),
                 sha256: None,
+                event_id: None,
             })
         };
         let end = Command::GetEnd {

@@ -47,6 +47,11 @@ pub(crate) enum Op<'a> {
         aft_index: i64,
         bytes_transferred: i64,
     },
+    /// The row written by the event with this `event_id`, if any: `ok` with its `aft_index`, or
+    /// `invalid` (field `event_id`) if there is none.
+    Lookup {
+        event_id: &'a str,
+    },
     /// logd's own checks, alarms and counters; answered with [`Outcome::Report`].
     Status,
 }
@@ -115,6 +120,7 @@ mod tests {
             bytes_transferred: 1234,
             timestamp: chrono::Utc.with_ymd_and_hms(2025, 1, 2, 3, 4, 5).unwrap(),
             sha256: None,
+            event_id: None,
         }
     }
 

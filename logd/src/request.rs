@@ -40,7 +40,7 @@ pub(crate) enum Body {
     reason = "nearly every command is an insert; a box would only add an allocation"
 )]
 pub(crate) enum Command {
-    /// `post`, `get_start` or `share`: insert this row.
+    /// `post`, `get_start` or `share`: insert this row (unless a row has its `event_id`).
     Insert(AftRecord),
     /// `get_start` with `to_jid_of_post`: insert this Get row with the `to_jid` of the Post row
     /// of the same `filename` (its own `to_jid` when there is none).
@@ -53,6 +53,8 @@ pub(crate) enum Command {
     /// `amend_post`: a file's first share names its recipient and chat type, and where the file
     /// now lies, in its Post row.
     AmendPost(Amendment),
+    /// `lookup`: the row written by the event with this id, if any.
+    Lookup(String),
 }
 
 /// What one committed command did: the `aft_index` of the row it inserted or changed, and for
@@ -172,10 +174,11 @@ fn body(request: &Object) -> Result<Body, Invalid> {
                 bytes_transferred: request.count("bytes_transferred")?,
             }
         }
+        Some("lookup") => Command::Lookup(request.event_id("event_id")?.ok_or_else(|| Invalid::new("event_id", "must be a string"))?),
         Some("status") => return Ok(Body::Status),
         _ => return Err(Invalid::new(
             "op",
-            "must be \"post\", \"get_start\", \"get_end\", \"share\", \"amend_post\" or \"status\"",
+            "must be \"post\", \"get_start\", \"get_end\", \"share\", \"amend_post\", \"lookup\" or \"status\"",
         )),
     };
     Ok(Body::Event(command))
@@ -202,6 +205,7 @@ fn transfer(request: &Object, method: &str) -> Result<AftRecord, Invalid> {
         bytes_transferred: t.count("bytes_transferred")?,
         timestampvalue: t.timestamp("timestamp")?,
         sha256: t.sha256("sha256")?,
+        event_id: t.event_id("event_id")?,
     })
 }
 
@@ -268,6 +272,23 @@ impl Object<'_> {
             Some(_) => Err(Invalid::new(
                 field,
                 format!("must be {} lowercase hex digits, or null", schema::SHA256_LEN),
+            )),
+        }
+    }
+
+    /// An optional event id: absent or null, or 1 to [`schema::EVENT_ID_MAX`] ASCII letters,
+    /// digits and `-` (a UUID's text form fits).
+    fn event_id(&self, field: &str) -> Result<Option<String>, Invalid> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(id))
+                if (1..=schema::EVENT_ID_MAX).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
+            {
+                Ok(Some(id.clone()))
+            }
+            Some(_) => Err(Invalid::new(
+                field,
+                format!("must be 1 to {} ASCII letters, digits and '-', or null", schema::EVENT_ID_MAX),
             )),
         }
     }
@@ -367,6 +388,36 @@ mod tests {
         assert_eq!(row(Some(json!(digest))), Ok(Some(digest.clone())));
         for bad in [json!(digest.to_uppercase()), json!(&digest[1..]), json!(format!("{digest}0")), json!(7)] {
             assert_eq!(row(Some(bad.clone())), Err("sha256".into()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_event_id_is_optional_and_lookups_need_one() {
+        let row = |event_id: Option<Value>| {
+            let mut t = transfer();
+            if let Some(event_id) = event_id {
+                t["event_id"] = event_id;
+            }
+            match decode(&line("post", t)).map(|request| request.body) {
+                Ok(Body::Event(Command::Insert(row))) => Ok(row.event_id),
+                Ok(other) => panic!("expected an insert, got {other:?}"),
+                Err(rejection) => Err(rejection.invalid.field),
+            }
+        };
+        let uuid = "0f6b1c9e-8d1a-4e0c-9a55-3e4f9d2b7c11";
+        assert_eq!(row(None), Ok(None));
+        assert_eq!(row(Some(Value::Null)), Ok(None));
+        assert_eq!(row(Some(json!(uuid))), Ok(Some(uuid.into())));
+        for bad in [json!(""), json!(format!("{uuid}0")), json!("a b"), json!("é"), json!(7)] {
+            assert_eq!(row(Some(bad.clone())), Err("event_id".into()), "{bad}");
+        }
+        let lookup = |request: Value| decode(&request.to_string()).map(|r| r.body).map_err(|r| r.invalid.field);
+        assert_eq!(
+            lookup(json!({"version": 1, "id": 2, "op": "lookup", "event_id": uuid})),
+            Ok(Body::Event(Command::Lookup(uuid.into())))
+        );
+        for bad in [json!({"version": 1, "id": 2, "op": "lookup"}), json!({"version": 1, "id": 2, "op": "lookup", "event_id": null})] {
+            assert_eq!(lookup(bad), Err("event_id".into()));
         }
     }
 

@@ -232,8 +232,8 @@ mod tests {
                         rows.push(row.clone());
                         Ok(Done::row(rows.len() as i64))
                     }
-                    Command::AmendPost(_) => {
-                        Err(Invalid::new("filename", "this double amends nothing"))
+                    Command::AmendPost(_) | Command::Lookup(_) => {
+                        Err(Invalid::new("filename", "this double amends and finds nothing"))
                     }
                     Command::GetEnd {
                         aft_index,
@@ -267,6 +267,7 @@ mod tests {
             bytes_transferred: 0,
             timestampvalue: chrono::DateTime::UNIX_EPOCH.naive_utc(),
             sha256: None,
+            event_id: None,
         })
     }
 

@@ -34,6 +34,7 @@ fn record(method: &str, jid: &str, chat_type: &str, when: &str, relative: &str) 
         bytes_transferred: 5,
         timestampvalue: purge::parse_time(when).unwrap(),
         sha256: None,
+        event_id: None,
     }
 }
 

@@ -292,6 +292,28 @@ async fn sqlite_socket_lifecycle_and_restart() {
     logd.stop().await;
 }
 
+/// A post sent again with its event id (its reply was lost) is answered with the first row,
+/// through the real socket and database; `lookup` finds that row and refuses an unknown id.
+#[tokio::test]
+async fn sqlite_an_event_sent_twice_is_one_row_and_can_be_looked_up() {
+    let db = TestDb::new(Backend::Sqlite);
+    let logd = start(&db).await.unwrap();
+    let client = LogdClient::new(&logd.socket);
+    let event = Transfer {
+        event_id: Some("0f6b1c9e-8d1a-4e0c-9a55-3e4f9d2b7c11".into()),
+        ..transfer(0, 0)
+    };
+    let first = client.post(&event).await.unwrap();
+    let other = client.post(&transfer(0, 1)).await.unwrap();
+    assert_eq!(client.post(&event).await.unwrap(), first);
+    assert_eq!(client.lookup("0f6b1c9e-8d1a-4e0c-9a55-3e4f9d2b7c11").await.unwrap(), Some(first));
+    assert_eq!(client.lookup("never-sent").await.unwrap(), None);
+    let rows = db.rows();
+    assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), [first, other]);
+    assert_eq!(rows[0].1.event_id, event.event_id);
+    logd.stop().await;
+}
+
 /// Timestamps keep their microseconds and come back as the same UTC instant.
 #[tokio::test]
 async fn sqlite_timestamps_are_utc_to_the_microsecond() {

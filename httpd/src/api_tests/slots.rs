@@ -193,11 +193,28 @@ async fn slot_paths_cannot_escape_or_inject() {
 async fn a_slot_whose_post_record_fails_leaves_nothing() {
     let node = Node::with_http("");
     let app = test::init_service(App::new().configure(routes(node.transfers.clone()))).await;
-    node.audit.fail_with(|| LogdError::Unavailable("logd is down".into()));
+    node.audit.fail_with(|| LogdError::Database("disk full".into()));
     let uri = format!("/upload/z1/a.txt?v={}", sign(SLOT_SECRET, "z1/a.txt 1"));
     error_of(test::call_service(&app, put(&uri, "x").to_request()).await, StatusCode::SERVICE_UNAVAILABLE, "database_unavailable").await;
     assert!(stored_files(&node).is_empty());
     assert_eq!(std::fs::read_dir(node.path(SLOTS_DIR)).unwrap().count(), 0, "no slot record either");
+}
+
+/// logd does not answer (for longer than httpd sends the Post again): 503, but the file and the
+/// slot record stay, since the row may exist; a retried PUT is answered 503 until logd says.
+#[actix_web::test]
+async fn a_slot_whose_post_is_unknown_keeps_its_file_and_refuses_retries_until_settled() {
+    let node = Node::with_http("");
+    let app = test::init_service(App::new().configure(routes(node.transfers.clone()))).await;
+    node.audit.fail_with(|| LogdError::Unavailable("logd is down".into()));
+    let uri = format!("/upload/z2/a.txt?v={}", sign(SLOT_SECRET, "z2/a.txt 1"));
+    error_of(test::call_service(&app, put(&uri, "x").to_request()).await, StatusCode::SERVICE_UNAVAILABLE, "database_unavailable").await;
+    assert_eq!(stored_files(&node).len(), 1);
+    assert_eq!(std::fs::read_dir(node.path(SLOTS_DIR)).unwrap().count(), 1);
+    node.audit.recover();
+    let message = error_of(test::call_service(&app, put(&uri, "x").to_request()).await, StatusCode::SERVICE_UNAVAILABLE, "database_unavailable").await;
+    assert!(message.contains("logd"), "{message}");
+    assert!(node.audit.rows().is_empty());
 }
 
 #[actix_web::test]

@@ -47,6 +47,24 @@ async fn an_upload_answers_and_records_the_sha256_of_its_content() {
     assert_eq!(node.audit.rows()[0].transfer.sha256.as_deref(), Some(hex));
 }
 
+/// logd committed the Post row and its answer was lost (logd died before answering): the Post
+/// is sent again with its event id, answered with the same row, and the client gets its URI;
+/// one row, one file. Before, httpd answered 503 and removed the file of a committed row.
+#[actix_web::test]
+async fn a_post_whose_answer_was_lost_is_sent_again_and_recorded_once() {
+    let node = Node::new();
+    let app = test::init_service(App::new().configure(routes(node.transfers.clone()))).await;
+    node.audit.lose_answers(2);
+    let response = test::call_service(&app, upload_request(&upload_token(ChatType::Im), "twice.txt", "once").to_request()).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let location = header_value(response.headers(), header::LOCATION).to_owned();
+    let rows = node.audit.rows();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0].transfer.event_id.is_some());
+    assert_eq!(entries(&node.path("files/im/20140811/15")).len(), 1);
+    assert_eq!(test::read_body(test::call_service(&app, get_request(&location).to_request()).await).await, "once");
+}
+
 #[actix_web::test]
 async fn raw_uploads_may_name_the_file_in_content_disposition() {
     let node = Node::new();

@@ -119,7 +119,7 @@ impl Connection {
     /// Connects to `socket` and starts the task driving the connection, on the current runtime.
     async fn open(socket: PathBuf) -> Result<Self, LogdError> {
         let stream = UnixStream::connect(&socket).await.map_err(|e| {
-            LogdError::Unavailable(format!("cannot connect to {}: {e}", socket.display()))
+            LogdError::Unreachable(format!("cannot connect to {}: {e}", socket.display()))
         })?;
         let (requests, queued) = mpsc::unbounded_channel();
         let pending = Arc::new(Mutex::new(Pending::default()));
@@ -308,7 +308,7 @@ impl Pool {
                 Err(not_sent) => request = not_sent,
             }
         }
-        Err(LogdError::Unavailable(format!(
+        Err(LogdError::Unreachable(format!(
             "{} closed every new connection at once",
             self.socket.display()
         )))

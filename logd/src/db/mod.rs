@@ -6,6 +6,7 @@
 pub mod schema;
 mod verify;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -185,33 +186,44 @@ impl AftStore for Database {
     }
 }
 
-/// The body of one batch's transaction: the Post recipients that Get rows take, all inserts,
-/// then all `get_end` updates (so that a `get_end` finds a Get row inserted earlier in the same
-/// batch), then the amendments of Post rows. A `get_end` or an amendment is answered with the
-/// `aft_index` of the row it changed, or refused alone if there is none.
+/// The body of one batch's transaction: the rows already written by events of the same
+/// `event_id`s, the Post recipients that Get rows take, all inserts, then all `get_end` updates
+/// (so that a `get_end` finds a Get row inserted earlier in the same batch), then the
+/// amendments of Post rows. An insert whose `event_id` a row already has (or an earlier insert
+/// of the batch claims) is not made again and is answered with that row. A `get_end`, an
+/// amendment or a lookup is answered with the `aft_index` of its row, or refused alone if there
+/// is none.
 fn apply(
     conn: &mut AnyConnection,
     commands: &[Command],
 ) -> QueryResult<Vec<Result<Done, Invalid>>> {
-    let mut addressed = Vec::new();
+    let mut events = recorded_events(conn, commands)?;
+    let mut claimed = HashSet::new();
+    // Per command, the row it inserts, if it inserts one.
+    let mut rows = Vec::with_capacity(commands.len());
     for command in commands {
-        if let Command::InsertToPostRecipient(record) = command {
-            let to_jid = post_recipient(conn, &record.filename)?;
-            addressed.push(AftRecord {
-                to_jid: to_jid.unwrap_or_else(|| record.to_jid.clone()),
-                ..record.clone()
-            });
-        }
+        let row = match command {
+            Command::Insert(record) | Command::InsertToPostRecipient(record)
+                if record
+                    .event_id
+                    .as_ref()
+                    .is_some_and(|id| events.contains_key(id) || !claimed.insert(id)) =>
+            {
+                None
+            }
+            Command::Insert(record) => Some(Cow::Borrowed(record)),
+            Command::InsertToPostRecipient(record) => {
+                let to_jid = post_recipient(conn, &record.filename)?;
+                Some(Cow::Owned(AftRecord {
+                    to_jid: to_jid.unwrap_or_else(|| record.to_jid.clone()),
+                    ..record.clone()
+                }))
+            }
+            Command::GetEnd { .. } | Command::AmendPost(_) | Command::Lookup(_) => None,
+        };
+        rows.push(row);
     }
-    let mut addressed_rows = addressed.iter();
-    let records: Vec<&AftRecord> = commands
-        .iter()
-        .filter_map(|c| match c {
-            Command::Insert(record) => Some(record),
-            Command::InsertToPostRecipient(_) => addressed_rows.next(),
-            Command::GetEnd { .. } | Command::AmendPost(_) => None,
-        })
-        .collect();
+    let records: Vec<&AftRecord> = rows.iter().flatten().map(|row| row.as_ref()).collect();
     let ends: Vec<(i64, i64)> = commands
         .iter()
         .filter_map(|c| match c {
@@ -231,22 +243,48 @@ fn apply(
             update_sqlite(sqlite, &ends)?,
         ),
     };
+    let mut indexes = indexes.into_iter();
+    let inserted: Vec<Option<Event>> = rows
+        .iter()
+        .map(|row| {
+            row.as_ref().map(|row| {
+                let event = Event {
+                    aft_index: indexes.next().expect("one index per insert"),
+                    to_jid: row.to_jid.clone(),
+                };
+                if let Some(id) = &row.event_id {
+                    events.insert(id.clone(), event.clone());
+                }
+                event
+            })
+        })
+        .collect();
     let mut amended = Vec::new();
     for command in commands {
         if let Command::AmendPost(amendment) = command {
             amended.push(amend_post(conn, amendment)?);
         }
     }
-    let (mut indexes, mut amended) = (indexes.into_iter(), amended.into_iter());
-    let mut addressed_rows = addressed.into_iter();
+    let mut amended = amended.into_iter();
+    // The row an insert wrote, or the one that has its event id.
+    let row_of = |record: &AftRecord, inserted: Option<Event>| {
+        inserted.unwrap_or_else(|| {
+            let id = record.event_id.as_ref().expect("only inserts with an event id are skipped");
+            events[id].clone()
+        })
+    };
     Ok(commands
         .iter()
-        .map(|command| match command {
-            Command::Insert(_) => Ok(Done::row(indexes.next().expect("one index per insert"))),
-            Command::InsertToPostRecipient(_) => Ok(Done {
-                aft_index: indexes.next().expect("one index per insert"),
-                to_jid: addressed_rows.next().map(|row| row.to_jid),
-            }),
+        .zip(inserted)
+        .map(|(command, inserted)| match command {
+            Command::Insert(record) => Ok(Done::row(row_of(record, inserted).aft_index)),
+            Command::InsertToPostRecipient(record) => {
+                let Event { aft_index, to_jid } = row_of(record, inserted);
+                Ok(Done {
+                    aft_index,
+                    to_jid: Some(to_jid),
+                })
+            }
             Command::GetEnd { aft_index, .. } if updated.contains(aft_index) => {
                 Ok(Done::row(*aft_index))
             }
@@ -264,7 +302,41 @@ fn apply(
                         format!("there is no Post row of {:?}", amendment.filename),
                     )
                 }),
+            Command::Lookup(id) => events
+                .get(id)
+                .map(|event| Done::row(event.aft_index))
+                .ok_or_else(|| Invalid::new("event_id", format!("no row has event_id {id:?}"))),
         })
+        .collect())
+}
+
+/// A row written by an event with an `event_id`: its index and recipient.
+#[derive(Debug, Clone)]
+struct Event {
+    aft_index: i64,
+    to_jid: String,
+}
+
+/// The rows that already carry an `event_id` named by `commands` (an insert's or a lookup's).
+fn recorded_events(conn: &mut AnyConnection, commands: &[Command]) -> QueryResult<HashMap<String, Event>> {
+    let ids: Vec<&str> = commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Insert(record) | Command::InsertToPostRecipient(record) => record.event_id.as_deref(),
+            Command::Lookup(id) => Some(id.as_str()),
+            Command::GetEnd { .. } | Command::AmendPost(_) => None,
+        })
+        .collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(Option<String>, i64, String)> = aft_log::table
+        .filter(aft_log::event_id.eq_any(&ids))
+        .select((aft_log::event_id, aft_log::aft_index, aft_log::to_jid))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, aft_index, to_jid)| Some((id?, Event { aft_index, to_jid })))
         .collect())
 }
 
@@ -340,10 +412,11 @@ fn insert_postgres(
     let count = |field: fn(&AftRecord) -> i64| records.iter().map(|r| field(r)).collect::<Vec<_>>();
     diesel::sql_query(
         "INSERT INTO aft_log (aft_index, jid, to_jid, method, filename, real_filename, file_type, \
-         chat_type, file_server, file_path, file_size, bytes_transferred, timestampvalue, sha256) \
+         chat_type, file_server, file_path, file_size, bytes_transferred, timestampvalue, sha256, \
+         event_id) \
          SELECT * FROM unnest($1::bigint[], $2::varchar[], $3::varchar[], $4::varchar[], \
          $5::varchar[], $6::varchar[], $7::varchar[], $8::varchar[], $9::varchar[], $10::varchar[], \
-         $11::bigint[], $12::bigint[], $13::timestamp[], $14::varchar[])",
+         $11::bigint[], $12::bigint[], $13::timestamp[], $14::varchar[], $15::varchar[])",
     )
     .bind::<Array<BigInt>, _>(&indexes)
     .bind::<Array<Text>, _>(text(|r| &r.jid))
@@ -359,6 +432,7 @@ fn insert_postgres(
     .bind::<Array<BigInt>, _>(count(|r| r.bytes_transferred))
     .bind::<Array<Timestamp>, _>(records.iter().map(|r| r.timestampvalue).collect::<Vec<_>>())
     .bind::<Array<Nullable<Text>>, _>(records.iter().map(|r| r.sha256.as_deref()).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(records.iter().map(|r| r.event_id.as_deref()).collect::<Vec<_>>())
     .execute(conn)?;
     Ok(indexes)
 }
@@ -545,6 +619,7 @@ mod tests {
             bytes_transferred: 0,
             timestampvalue: chrono::DateTime::UNIX_EPOCH.naive_utc(),
             sha256: None,
+            event_id: None,
         }
     }
 
@@ -850,6 +925,81 @@ mod tests {
             .load(&mut connect(&config).unwrap())
             .unwrap();
         assert_eq!(stored, [Some(digest('a')), None, Some(digest('b'))]);
+    }
+
+    /// An event sent again with its `event_id` (its answer was lost) is answered with the row
+    /// it wrote the first time, in a later batch or the same one, alone or among others (the
+    /// two PostgreSQL inserts); a Get to the Post recipient answers that row's `to_jid`; a
+    /// lookup finds the row of an id and refuses one that no row has.
+    fn events_are_recorded_once_per_id(config: mft_config::Database) {
+        let mut db = Database::open(&config).unwrap();
+        let with = |id: &str| AftRecord {
+            event_id: Some(id.into()),
+            ..record("a@x")
+        };
+        let get = AftRecord {
+            method: "Get".into(),
+            to_jid: "downloader@x".into(),
+            event_id: Some("g1".into()),
+            ..record("c@x")
+        };
+        let first = indexes(db.commit(&[Command::Insert(with("p1"))]).unwrap());
+        assert_eq!(first, [Ok(1)]);
+        let again = db
+            .commit(&[
+                Command::Insert(record("b@x")),
+                Command::Insert(with("p1")),
+                Command::Insert(with("p2")),
+                Command::Insert(with("p2")),
+                Command::InsertToPostRecipient(get.clone()),
+                Command::Lookup("p2".into()),
+                Command::Lookup("nothing".into()),
+            ])
+            .unwrap();
+        assert_eq!(
+            again,
+            [
+                Ok(Done::row(2)),
+                Ok(Done::row(1)),
+                Ok(Done::row(3)),
+                Ok(Done::row(3)),
+                Ok(Done {
+                    aft_index: 4,
+                    to_jid: Some("b@x".into())
+                }),
+                Ok(Done::row(3)),
+                Err(Invalid::new("event_id", "no row has event_id \"nothing\"")),
+            ]
+        );
+        let retried = db
+            .commit(&[Command::InsertToPostRecipient(get), Command::Lookup("p1".into())])
+            .unwrap();
+        assert_eq!(
+            retried,
+            [
+                Ok(Done {
+                    aft_index: 4,
+                    to_jid: Some("b@x".into())
+                }),
+                Ok(Done::row(1))
+            ]
+        );
+        let stored: Vec<Option<String>> = aft_log::table
+            .order(aft_log::aft_index)
+            .select(aft_log::event_id)
+            .load(&mut connect(&config).unwrap())
+            .unwrap();
+        assert_eq!(stored, [Some("p1".into()), None, Some("p2".into()), Some("g1".into())]);
+    }
+
+    #[test]
+    fn sqlite_events_are_recorded_once_per_id() {
+        on_sqlite(events_are_recorded_once_per_id);
+    }
+
+    #[test]
+    fn postgres_events_are_recorded_once_per_id() {
+        on_postgres(events_are_recorded_once_per_id);
     }
 
     #[test]

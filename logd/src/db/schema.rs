@@ -23,6 +23,7 @@ diesel::table! {
         bytes_transferred -> BigInt,
         timestampvalue -> Timestamp,
         sha256 -> Nullable<Varchar>,
+        event_id -> Nullable<Varchar>,
     }
 }
 
@@ -40,6 +41,8 @@ pub const CHAT_TYPE_MAX: usize = 10;
 pub const PATH_MAX: usize = 4095;
 /// `VARCHAR(n)` of `sha256`: a SHA-256 in lowercase hex is exactly this long.
 pub const SHA256_LEN: usize = 64;
+/// `VARCHAR(n)` of `event_id`: room for a UUID in its 36-character text form.
+pub const EVENT_ID_MAX: usize = 36;
 
 /// `method` of an upload row.
 pub const POST: &str = "Post";
@@ -71,4 +74,6 @@ pub struct AftRecord {
     pub timestampvalue: NaiveDateTime,
     /// The content's SHA-256, lowercase hex: Post rows from httpd; `None` for the others.
     pub sha256: Option<String>,
+    /// The id the sender chose for the event that wrote the row; unique where present.
+    pub event_id: Option<String>,
 }

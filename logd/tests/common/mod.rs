@@ -143,6 +143,7 @@ pub fn transfer(task: usize, n: usize) -> Transfer {
             .unwrap()
             + chrono::Duration::nanoseconds((task * 1_000_003 + n * 7_919) as i64),
         sha256: None,
+        event_id: None,
     }
 }
 
@@ -162,5 +163,6 @@ pub fn row(t: &Transfer, method: &str, bytes_transferred: i64) -> AftRecord {
         bytes_transferred,
         timestampvalue: t.timestamp.trunc_subsecs(6).naive_utc(),
         sha256: None,
+        event_id: None,
     }
 }

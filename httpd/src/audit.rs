@@ -111,9 +111,9 @@ pub mod memory {
         fn record(&self, method: &'static str, transfer: &Transfer) -> Result<i64, LogdError> {
             self.check()?;
             let mut rows = self.rows.lock().unwrap();
-            let same_event = |row: &Row| transfer.event_id.is_some() && row.transfer.event_id == transfer.event_id;
-            let aft_index = match rows.iter().position(same_event) {
-                Some(index) => index as i64 + 1,
+            let recorded = transfer.event_id.as_deref().and_then(|id| row_of_event(&rows, id));
+            let aft_index = match recorded {
+                Some(aft_index) => aft_index,
                 None => {
                     rows.push(Row {
                         method,
@@ -136,6 +136,12 @@ pub mod memory {
                 None => Ok(()),
             }
         }
+    }
+
+    /// The `aft_index` of the row written by the event `event_id`, if any.
+    fn row_of_event(rows: &[Row], event_id: &str) -> Option<i64> {
+        let index = rows.iter().position(|r| r.transfer.event_id.as_deref() == Some(event_id))?;
+        Some(index as i64 + 1)
     }
 
     impl AuditLog for MemoryAuditLog {
@@ -182,9 +188,7 @@ pub mod memory {
         fn lookup<'a>(&'a self, event_id: &'a str) -> BoxFuture<'a, Result<Option<i64>, LogdError>> {
             Box::pin(async move {
                 self.check()?;
-                let rows = self.rows.lock().unwrap();
-                let index = rows.iter().position(|r| r.transfer.event_id.as_deref() == Some(event_id));
-                Ok(index.map(|i| i as i64 + 1))
+                Ok(row_of_event(&self.rows.lock().unwrap(), event_id))
             })
         }
 

@@ -3,8 +3,8 @@
 //! Each download with a body gets a reporter task ([`DownloadLog::start`]): while the body runs
 //! it records the bytes handed to the server so far every [`PROGRESS_INTERVAL`] (so that if
 //! httpd dies mid-download the row keeps what was sent up to the last report), and when the body
-//! ends or is dropped it records the final count, retrying while logd is unavailable (from
-//! [`RETRY_FIRST`] doubling to [`RETRY_MAX`]) until logd records it: a logd restart loses
+//! ends or is dropped it records the final count, retrying while logd is unavailable (after the
+//! waits of a [`Backoff`]) until logd records it: a logd restart loses
 //! nothing. One task per download sends its reports in order, so a late progress report never
 //! overwrites the final count. At most [`MAX_PENDING`] final counts wait for logd at once;
 //! beyond, a count is logged as an error and not recorded (the row keeps its last progress).
@@ -17,13 +17,10 @@ use logd::LogdError;
 use tokio::sync::oneshot;
 
 use crate::audit::AuditLog;
+use crate::backoff::Backoff;
 
 /// How often a running download's bytes are recorded.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
-/// The first wait before a final count is sent again.
-pub const RETRY_FIRST: Duration = Duration::from_millis(250);
-/// The longest wait between two tries.
-pub const RETRY_MAX: Duration = Duration::from_secs(10);
 /// Final counts waiting for logd, at most.
 pub const MAX_PENDING: usize = 10_000;
 
@@ -132,10 +129,9 @@ impl Reporter {
         if let Err(e) = &first {
             log::warn!("cannot record the end of download aft_index {} yet ({bytes} bytes), retrying: {e}", self.aft_index);
         }
-        let mut wait = RETRY_FIRST;
+        let mut backoff = Backoff::default();
         let outcome = loop {
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(RETRY_MAX);
+            backoff.wait().await;
             tries += 1;
             let outcome = self.record(bytes).await;
             if !retryable(&outcome) {

@@ -19,6 +19,7 @@
 //! - [`store`]: files on the mount (temp name, fsync, rename).
 //! - [`audit`]: the audit log interface and its logd implementation.
 //! - [`admission`]: whether uploads are admitted now (the file server and logd not known down).
+//! - [`backoff`]: the waits between tries of a call to logd.
 //! - [`post_log`]: each upload's Post row, sent again after a lost answer, its file removed only
 //!   when the row is known not to exist.
 //! - [`download_log`]: each download's bytes in its Get row, while it runs and at its end (retried).
@@ -35,6 +36,7 @@
 pub mod admission;
 pub mod audit;
 pub mod auth;
+pub mod backoff;
 pub mod conditional;
 pub mod download_log;
 pub mod error;

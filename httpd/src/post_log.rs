@@ -3,8 +3,8 @@
 //! Every event httpd sends carries an event id (a UUID, [`new_event_id`]), and logd records an
 //! id once, so sending a Post again is harmless: a second send is answered with the row of the
 //! first. [`PostLog::record`] sends the Post and, while logd is unavailable (unreachable, or not
-//! answering: then the event may or may not be committed), sends it again, from
-//! [`RETRY_FIRST`] doubling, for up to [`RETRY_FOR`] while the client waits. Then:
+//! answering: then the event may or may not be committed), sends it again, after the waits of a
+//! [`Backoff`], for up to [`RETRY_FOR`] while the client waits. Then:
 //!
 //! - **recorded**: the row's `aft_index`, and the client gets its URI;
 //! - **not recorded** (logd refused it, or no send reached logd, or the database did not commit
@@ -14,7 +14,7 @@
 //!   stay. A task asks
 //!   logd for the event id ([`AuditLog::lookup`]), first after [`LOOKUP_DELAY`] (longer than a
 //!   logd call may take, so that a send still on its way has arrived and been committed or
-//!   failed), then from [`RETRY_FIRST`] doubling to [`RETRY_MAX`] until logd answers: found, the
+//!   failed), then after the waits of a [`Backoff`] until logd answers: found, the
 //!   file stays (an upload recorded although its client was told otherwise; the client's retry
 //!   of a slot gets the first answer); not found, the file and slot record are removed. While it
 //!   is unsettled, a `PUT` of the slot is answered 503 ([`PostLog::is_unsettled`]).
@@ -30,16 +30,13 @@ use std::time::Duration;
 use logd::{LogdError, Transfer};
 
 use crate::audit::AuditLog;
+use crate::backoff::Backoff;
 use crate::layout::FileLocation;
 use crate::slot_index::SlotIndex;
 use crate::store::Store;
 
-/// The first wait before a Post is sent again, or its event looked up again.
-pub const RETRY_FIRST: Duration = Duration::from_millis(250);
 /// How long a Post is sent again while its client waits.
 pub const RETRY_FOR: Duration = Duration::from_secs(5);
-/// The longest wait between two lookups.
-pub const RETRY_MAX: Duration = Duration::from_secs(10);
 /// The wait before an unsettled Post's event is first looked up: more than logd's call timeout.
 pub const LOOKUP_DELAY: Duration = Duration::from_secs(15);
 
@@ -80,8 +77,7 @@ impl PostLog {
     /// tokio runtime.
     pub async fn record(&self, transfer: &Transfer, stored: Stored) -> Result<i64, LogdError> {
         debug_assert!(transfer.event_id.is_some(), "a Post without an event id cannot be sent again");
-        let mut wait = RETRY_FIRST;
-        let mut waited = Duration::ZERO;
+        let mut backoff = Backoff::default();
         // Whether a send may have reached logd (it did not answer, rather than not take it).
         let mut maybe_sent = false;
         let unknown = loop {
@@ -91,12 +87,10 @@ impl PostLog {
                 Err(e) => break e,
             };
             maybe_sent |= matches!(error, LogdError::Unavailable(_));
-            if waited >= RETRY_FOR {
+            if backoff.waited() >= RETRY_FOR {
                 break error;
             }
-            tokio::time::sleep(wait).await;
-            waited += wait;
-            wait *= 2;
+            backoff.wait().await;
         };
         // A refusal would have refused every send; a failed commit or an unreachable logd
         // tells nothing of an earlier send that went unanswered.
@@ -128,7 +122,7 @@ impl PostLog {
     async fn settle(&self, transfer: &Transfer, stored: Stored) {
         let id = transfer.event_id.as_deref().unwrap_or_default();
         tokio::time::sleep(LOOKUP_DELAY).await;
-        let mut wait = RETRY_FIRST;
+        let mut backoff = Backoff::default();
         loop {
             match self.audit.lookup(id).await {
                 Ok(Some(aft_index)) => {
@@ -146,8 +140,7 @@ impl PostLog {
                 }
                 Err(e) => {
                     log::debug!("cannot look up event {id} yet: {e}");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(RETRY_MAX);
+                    backoff.wait().await;
                 }
             }
         }
@@ -221,7 +214,7 @@ mod tests {
         tokio::time::sleep(LOOKUP_DELAY + Duration::from_secs(30)).await;
         assert!(path.exists() && posts.is_unsettled("slot-1"));
         audit.recover();
-        tokio::time::sleep(RETRY_MAX * 2).await;
+        tokio::time::sleep(crate::backoff::MAX * 2).await;
         assert!(!path.exists(), "the file of a row known not to exist is removed");
         assert!(!posts.is_unsettled("slot-1"));
         assert!(audit.rows().is_empty());
@@ -234,7 +227,7 @@ mod tests {
         audit.lose_answers(usize::MAX);
         assert!(posts.record(&transfer, stored).await.is_err());
         audit.lose_answers(0);
-        tokio::time::sleep(LOOKUP_DELAY + RETRY_MAX).await;
+        tokio::time::sleep(LOOKUP_DELAY + crate::backoff::MAX).await;
         assert!(path.exists(), "the file of a recorded row stays");
         assert!(!posts.is_unsettled("slot-1"));
         assert_eq!(audit.rows().len(), 1, "sent many times, recorded once");

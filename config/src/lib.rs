@@ -20,6 +20,13 @@ pub const DEFAULT_MAX_FILE_SIZE: u64 = 4 << 30;
 /// `logd purge` deletes the link with its file.
 pub const NAMES_DIR: &str = ".names";
 
+/// The directory of the stored files in the node's directory:
+/// `files/<chat_type>/<YYYYMMDD>/<HH>[.<n>]/<file_name>`.
+pub const FILES_DIR: &str = "files";
+
+/// The directory of httpd's upload slot records, beside `files/`; `logd reconcile` reads them.
+pub const SLOTS_DIR: &str = ".slots";
+
 /// A configuration file that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

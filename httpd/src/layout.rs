@@ -19,8 +19,7 @@ use rand::Rng;
 /// The most files one hour directory holds before the next `HH.n` opens (the seed's rule).
 pub const FILES_PER_HOUR_DIR: usize = 1_000;
 
-/// The directory under the node's directory that holds every stored file.
-pub const FILES_DIR: &str = "files";
+pub use mft_config::FILES_DIR;
 
 /// The kind of conversation a file was sent in; the first level under `files/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -297,7 +297,7 @@ impl Metrics {
         for (gauge, value) in self.last_timeslice.iter().zip(values) {
             gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
         }
-        for alarm in Alarm::ALL {
+        for alarm in Alarm::SEED {
             let raised = active_alarms.iter().any(|a| a == alarm.name());
             self.alarms
                 .get_or_create(&AlarmLabels { name: alarm.name() })

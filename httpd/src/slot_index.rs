@@ -26,8 +26,7 @@ use crate::layout::{FileLocation, FileName, HourDir, FILES_DIR};
 use crate::slot::{Scheme, SlotError, SlotPath};
 use crate::store::{Store, StoreError};
 
-/// The index's directory under the node's directory.
-pub const SLOTS_DIR: &str = ".slots";
+pub use mft_config::SLOTS_DIR;
 
 /// One filled slot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -80,7 +80,8 @@ pub fn line(program: &str, record: &Record) -> String {
     )
 }
 
-/// The seed's alarms, by their stable names.
+/// The node's alarms, by their stable names: the seed's four, which the daemons latch (raised
+/// once, cleared once) and export, and the reconcile command's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Alarm {
     /// fsd lost (or cannot reach) the file server.
@@ -91,10 +92,14 @@ pub enum Alarm {
     MftDbConnectError,
     /// The database's disk or tablespace is full.
     MftDbFullError,
+    /// `logd reconcile` found the file server and `aft_log` disagreeing: raised by each run that
+    /// leaves drift, never latched or exported (no daemon holds it).
+    MftAuditDriftWarn,
 }
 
 impl Alarm {
-    pub const ALL: [Alarm; 4] = [
+    /// The seed's alarms, which the daemons latch and `/metrics` exports.
+    pub const SEED: [Alarm; 4] = [
         Alarm::MftExtFsMountError,
         Alarm::MftExtFsFreeSpaceWarn,
         Alarm::MftDbConnectError,
@@ -107,12 +112,13 @@ impl Alarm {
             Alarm::MftExtFsFreeSpaceWarn => "MftExtFsFreeSpaceWarn",
             Alarm::MftDbConnectError => "MftDbConnectError",
             Alarm::MftDbFullError => "MftDbFullError",
+            Alarm::MftAuditDriftWarn => "MftAuditDriftWarn",
         }
     }
 
     fn level(self) -> log::Level {
         match self {
-            Alarm::MftExtFsFreeSpaceWarn => log::Level::Warn,
+            Alarm::MftExtFsFreeSpaceWarn | Alarm::MftAuditDriftWarn => log::Level::Warn,
             Alarm::MftExtFsMountError | Alarm::MftDbConnectError | Alarm::MftDbFullError => log::Level::Error,
         }
     }
@@ -156,8 +162,9 @@ mod tests {
 
     #[test]
     fn alarms_have_the_seeds_names_and_levels() {
-        let names: Vec<_> = Alarm::ALL.iter().map(|a| a.name()).collect();
+        let names: Vec<_> = Alarm::SEED.iter().map(|a| a.name()).collect();
         assert_eq!(names, ["MftExtFsMountError", "MftExtFsFreeSpaceWarn", "MftDbConnectError", "MftDbFullError"]);
+        assert_eq!(Alarm::MftAuditDriftWarn.level(), log::Level::Warn);
         assert_eq!(Alarm::MftExtFsFreeSpaceWarn.level(), log::Level::Warn);
         assert_eq!(Alarm::MftDbFullError.level(), log::Level::Error);
     }

@@ -12,7 +12,7 @@
 //! With the `server` feature (default), the daemon itself: request framing ([`framing`]) and
 //! validation ([`decode_request`], for the fuzz targets of `fuzz/`), the batching policy, the group-commit writer, the diesel store with its migrations and schema check, the
 //! alarms and counters, the socket server ([`server::run`]); and the operator commands
-//! [`checks`] (`logd check`) and [`purge`] (`logd purge`).
+//! [`checks`] (`logd check`), [`purge`] (`logd purge`) and [`reconcile`] (`logd reconcile`).
 
 mod client;
 mod event;
@@ -34,7 +34,11 @@ pub mod framing;
 #[cfg(feature = "server")]
 mod health;
 #[cfg(feature = "server")]
+pub mod mount;
+#[cfg(feature = "server")]
 pub mod purge;
+#[cfg(feature = "server")]
+pub mod reconcile;
 #[cfg(feature = "server")]
 mod request;
 #[cfg(feature = "server")]

@@ -2,7 +2,8 @@
 //! - `logd [--config PATH]` reads the node configuration, opens and verifies the `aft_log`
 //!   database, serves the socket until SIGTERM or SIGINT;
 //! - `logd check` runs the seed's database tests against the configured database;
-//! - `logd purge` purges rows (and files) as `logd::purge` describes.
+//! - `logd purge` purges rows (and files) as `logd::purge` describes;
+//! - `logd reconcile` compares the file server with `aft_log` as `logd::reconcile` describes.
 //!
 //! Only argument parsing and output live here.
 
@@ -37,6 +38,32 @@ enum Command {
     /// Purges aft_log rows (and, with --delete-files, the uploaded files): lists what would go
     /// unless --execute. Nothing of the current UTC hour is ever touched.
     Purge(PurgeArgs),
+    /// Compares the node's files (through the mount) with aft_log: partial uploads, files
+    /// without a Post row, Post rows without their file or with another size (or SHA-256, with
+    /// --verify-content), slot records without their file. Reports unless --execute; exits 1 and
+    /// raises MftAuditDriftWarn while drift remains.
+    Reconcile(ReconcileArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ReconcileArgs {
+    /// Repair: remove the orphaned files and records, mark the rows (aft_log.drift).
+    #[arg(long)]
+    execute: bool,
+    /// Also re-read every file with a recorded SHA-256 and compare.
+    #[arg(long)]
+    verify_content: bool,
+    /// Never remove what was modified less than MINUTES ago (nor anything of the current UTC
+    /// hour): an upload may still be in flight.
+    #[arg(long, value_name = "MINUTES", default_value_t = 60)]
+    grace_minutes: u32,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Reconcile as if it were this time (RFC 3339): for tests, whose files are all of the
+    /// current hour. Never use it on a node that is serving.
+    #[arg(long, hide = true)]
+    now: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -90,6 +117,7 @@ fn main() -> ExitCode {
         None => serve(&config),
         Some(Command::Check) => Ok(check(&config)),
         Some(Command::Purge(purge_args)) => purge(&config, purge_args),
+        Some(Command::Reconcile(reconcile_args)) => reconcile(&config, reconcile_args),
     };
     outcome.unwrap_or_else(|e| {
         // Every error message here already includes its cause.
@@ -144,10 +172,7 @@ fn purge(config: &mft_config::NodeConfig, args: PurgeArgs) -> anyhow::Result<Exi
         after: args.after,
         all: args.all,
     };
-    let mount = args.delete_files.then(|| logd::purge::Mount {
-        directory: config.file_server.directory.clone(),
-        mount_point: config.file_server.mount_point.clone(),
-    });
+    let mount = args.delete_files.then(|| logd::mount::Mount::of(&config.file_server));
     // Pages are printed as they are done, so any number of rows takes constant memory. The
     // JSON form is one object: the pages' lists under "pages", then the totals.
     let mut pages = 0usize;
@@ -179,4 +204,26 @@ fn purge(config: &mft_config::NodeConfig, args: PurgeArgs) -> anyhow::Result<Exi
         print!("{}", outcome.text());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn reconcile(config: &mft_config::NodeConfig, args: ReconcileArgs) -> anyhow::Result<ExitCode> {
+    let options = logd::reconcile::Options {
+        execute: args.execute,
+        verify_content: args.verify_content,
+        grace: chrono::Duration::minutes(args.grace_minutes.into()),
+    };
+    let mount = logd::mount::Mount::of(&config.file_server);
+    let now = args.now.unwrap_or_else(chrono::Utc::now);
+    let report = logd::reconcile::run(&config.database, &mount, &options, now)?;
+    match args.json {
+        true => println!("{}", serde_json::to_string(&report)?),
+        false => print!("{}", report.text()),
+    }
+    let remaining = report.summary.remaining;
+    if remaining == 0 {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let repair = if args.execute { "see the report" } else { "run logd reconcile --execute" };
+    mft_journal::Alarm::MftAuditDriftWarn.raise(&format!("{remaining} disagreements between the file server and aft_log remain; {repair}"));
+    Ok(ExitCode::FAILURE)
 }

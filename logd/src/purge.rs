@@ -22,14 +22,15 @@
 //! rows that existed when the purge started are considered, so rows inserted while the purge
 //! runs are never deleted by it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use chrono::{DateTime, DurationRound, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use serde::Serialize;
 
 use crate::db::schema::{self, aft_log, AftRecord};
-use crate::db::{self, AnyConnection, DbError};
+use crate::db::{self, like_prefix, AnyConnection, DbError};
+use crate::mount::{current_hour, hour_directory, remove_name_link, Mount};
 
 /// Rows per DELETE statement (bound parameters stay under both backends' limits).
 const DELETE_CHUNK: usize = 1000;
@@ -61,14 +62,6 @@ impl Selection {
             || self.before.is_some()
             || self.after.is_some()
     }
-}
-
-/// Where the node's files are reachable to delete them: `[file_server] directory` (the prefix
-/// of every `file_path`) and `mount_point` (where fsd mounts it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mount {
-    pub directory: String,
-    pub mount_point: PathBuf,
 }
 
 /// Why a purge did not run.
@@ -257,13 +250,6 @@ fn last_index(conn: &mut AnyConnection) -> QueryResult<i64> {
     Ok(last.unwrap_or(0))
 }
 
-/// The start of the UTC hour `now` is in.
-fn current_hour(now: DateTime<Utc>) -> NaiveDateTime {
-    now.duration_trunc(chrono::Duration::hours(1))
-        .expect("an hour divides any time")
-        .naive_utc()
-}
-
 /// Parses `YYYY-MM-DD HH:MM:SS[.f]` (UTC, as `timestampvalue` is written) or RFC 3339.
 pub fn parse_time(text: &str) -> Result<NaiveDateTime, String> {
     NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
@@ -315,19 +301,6 @@ fn select(
         AnyConnection::Postgres(pg) => load!(pg, diesel::pg::Pg),
         AnyConnection::Sqlite(sqlite) => load!(sqlite, diesel::sqlite::Sqlite),
     }
-}
-
-/// A `LIKE` pattern (escape character `\`) matching text that starts with `prefix`.
-fn like_prefix(prefix: &str) -> String {
-    let mut pattern = String::with_capacity(prefix.len() + 1);
-    for c in prefix.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            pattern.push('\\');
-        }
-        pattern.push(c);
-    }
-    pattern.push('%');
-    pattern
 }
 
 /// Deletes the rows (of one page) in one transaction.
@@ -392,7 +365,7 @@ impl Plan {
                 }
                 self.files.push(PurgedFile {
                     aft_index,
-                    name_link: name_link(&path, mount),
+                    name_link: mount.name_link(&path),
                     path,
                     bytes: meta.len(),
                 });
@@ -463,59 +436,11 @@ impl Plan {
 /// Where `file_path` (a path on the file server) is under the mount, if it is a file of this
 /// node's directory and not in the current hour's directory.
 fn local_path(file_path: &str, mount: &Mount, hour: NaiveDateTime) -> Result<PathBuf, String> {
-    let directory = mount.directory.trim_end_matches('/');
-    let relative = file_path
-        .strip_prefix(directory)
-        .and_then(|rest| rest.strip_prefix('/'))
-        .ok_or_else(|| format!("not under the node's directory {directory}"))?;
-    if relative
-        .split('/')
-        .any(|part| matches!(part, "" | "." | ".."))
-    {
-        return Err("not a plain path under the node's directory".into());
-    }
-    let relative = Path::new(relative);
-    if hour_directory(relative) == Some(hour) {
+    let relative = mount.relative(file_path)?;
+    if hour_directory(&relative) == Some(hour) {
         return Err("in the current UTC hour's directory".into());
     }
     Ok(mount.mount_point.join(relative))
-}
-
-/// The real-name link of the file at `path` under the mount, if `path` is in the seed's layout.
-fn name_link(path: &Path, mount: &Mount) -> Option<PathBuf> {
-    let relative = path.strip_prefix(&mount.mount_point).ok()?;
-    hour_directory(relative)?;
-    Some(
-        mount
-            .mount_point
-            .join(mft_config::NAMES_DIR)
-            .join(relative.file_name()?),
-    )
-}
-
-fn remove_name_link(link: &Path) {
-    match std::fs::remove_file(link) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            log::warn!("cannot delete the name link {}: {e}", link.display())
-        }
-        _ => {}
-    }
-}
-
-/// The UTC hour of a path in the seed's layout, `files/<chat_type>/<YYYYMMDD>/<HH>[.<n>]/<name>`.
-fn hour_directory(relative: &Path) -> Option<NaiveDateTime> {
-    let parts: Vec<&str> = relative.iter().map(|p| p.to_str()).collect::<Option<_>>()?;
-    let [_files, _chat_type, day, hour, _name] = parts.as_slice() else {
-        return None;
-    };
-    let digits = |text: &str, n: usize| text.len() == n && text.bytes().all(|b| b.is_ascii_digit());
-    let hour = hour.split('.').next()?;
-    if !digits(day, 8) || !digits(hour, 2) {
-        return None;
-    }
-    let day = NaiveDate::parse_from_str(day, "%Y%m%d").ok()?;
-    let hour: u32 = hour.parse().ok()?;
-    Some(day.and_time(NaiveTime::from_hms_opt(hour, 0, 0)?))
 }
 
 impl PurgePage {
@@ -590,13 +515,6 @@ mod tests {
         parse_time(text).unwrap()
     }
 
-    fn mount(dir: &Path) -> Mount {
-        Mount {
-            directory: "/opt/mftFileStore/node_1/".into(),
-            mount_point: dir.to_owned(),
-        }
-    }
-
     #[test]
     fn times_are_utc_in_either_form() {
         assert_eq!(at("2014-12-18 11:58:39").to_string(), "2014-12-18 11:58:39");
@@ -614,63 +532,16 @@ mod tests {
     }
 
     #[test]
-    fn the_current_hour_starts_on_the_hour() {
-        let now: DateTime<Utc> = "2025-03-04T05:59:59.9Z".parse().unwrap();
-        assert_eq!(current_hour(now), at("2025-03-04 05:00:00"));
-    }
-
-    #[test]
-    fn jid_prefixes_match_literally() {
-        assert_eq!(like_prefix("alice@example.com"), "alice@example.com%");
-        assert_eq!(like_prefix("a_b%c\\"), "a\\_b\\%c\\\\%");
-    }
-
-    #[test]
-    fn file_paths_map_under_the_mount_only() {
+    fn files_of_the_current_hour_directory_are_never_purged() {
         let hour = at("2025-01-02 04:00:00");
-        let m = mount(Path::new("/var/lib/mft/store"));
-        assert_eq!(
-            local_path(
-                "/opt/mftFileStore/node_1/files/im/20250102/03/abc",
-                &m,
-                hour
-            ),
-            Ok(PathBuf::from("/var/lib/mft/store/files/im/20250102/03/abc"))
-        );
-        for outside in [
-            "/opt/mftFileStore/node_2/files/im/20250102/03/abc",
-            "/opt/mftFileStore/node_10/files/x",
-            "/opt/mftFileStore/node_1",
-            "/opt/mftFileStore/node_1/",
-            "/opt/mftFileStore/node_1/files/../../node_2/x",
-            "/opt/mftFileStore/node_1/files/./x",
-            "relative/files/x",
-        ] {
-            assert!(local_path(outside, &m, hour).is_err(), "{outside}");
-        }
-        assert_eq!(
-            local_path(
-                "/opt/mftFileStore/node_1/files/im/20250102/04.2/abc",
-                &m,
-                hour
-            ),
-            Err("in the current UTC hour's directory".into())
-        );
-    }
-
-    #[test]
-    fn hour_directories_follow_the_seeds_layout() {
-        let hour = |p: &str| hour_directory(Path::new(p));
-        assert_eq!(
-            hour("files/im/20140811/15/f"),
-            Some(at("2014-08-11 15:00:00"))
-        );
-        assert_eq!(
-            hour("files/persistent/20140811/15.3/f"),
-            Some(at("2014-08-11 15:00:00"))
-        );
-        assert_eq!(hour("files/im/2014081/15/f"), None);
-        assert_eq!(hour("other/f"), None);
+        let m = Mount {
+            directory: "/opt/mftFileStore/node_1/".into(),
+            mount_point: "/var/lib/mft/store".into(),
+        };
+        let path = |hour_dir: &str| local_path(&format!("/opt/mftFileStore/node_1/files/im/20250102/{hour_dir}/abc"), &m, hour);
+        assert_eq!(path("03"), Ok(PathBuf::from("/var/lib/mft/store/files/im/20250102/03/abc")));
+        assert_eq!(path("04.2"), Err("in the current UTC hour's directory".into()));
+        assert!(local_path("/opt/mftFileStore/node_2/files/im/20250102/03/abc", &m, hour).is_err());
     }
 
     #[test]

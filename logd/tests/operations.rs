@@ -1,6 +1,6 @@
-//! The operator commands against real databases: `logd purge` (the library call behind it) on
-//! SQLite and PostgreSQL with a temporary directory standing in for the mount, and the `logd
-//! check` binary's lines and exit status.
+//! The operator commands against real databases: `logd purge` and `logd reconcile` (the library
+//! calls behind them) on SQLite and PostgreSQL with a temporary directory standing in for the
+//! mount, and the `logd check` and `logd reconcile` binaries' output and exit status.
 
 mod common;
 
@@ -11,7 +11,9 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use logd::db::schema::{aft_log, AftRecord};
-use logd::purge::{self, Mount, PurgeError, Selection};
+use logd::mount::Mount;
+use logd::purge::{self, PurgeError, Selection};
+use logd::reconcile;
 use mft_config::NAMES_DIR;
 
 use common::{Backend, TestDb};
@@ -333,8 +335,9 @@ fn config_file(db: &TestDb) -> std::path::PathBuf {
     let text = format!(
         "[node]\nid = \"node_1\"\npublic_url = \"https://mft1.example.com\"\n\n\
          [file_server]\nname = \"fs1\"\nhost = \"files.example.com\"\nuser = \"mft\"\n\
-         directory = \"{DIRECTORY}\"\nhost_key = \"files.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA\"\n\n\
+         directory = \"{DIRECTORY}\"\nmount_point = \"{}\"\nhost_key = \"files.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA\"\n\n\
          [database]\nkind = \"{kind}\"\nurl = \"{}\"\n\n[http]\ntoken_secrets = [\"{}\"]\n",
+        db.dir.path().join("mount").display(),
         db.config.url,
         "s".repeat(32)
     );
@@ -446,4 +449,184 @@ async fn sqlite_purge_in_pages() {
         let left = db.rows().len();
         assert_eq!(left, if execute { 0 } else { 25 });
     }
+}
+
+/// What one reconcile found, as `(kind, file name or row, status)` triples, sorted.
+fn found(report: &reconcile::Report) -> Vec<(String, String, String)> {
+    let mut found: Vec<_> = report
+        .entries
+        .iter()
+        .map(|entry| {
+            let json = serde_json::to_value(entry).unwrap();
+            let name = ["path", "file_path", "record"]
+                .iter()
+                .find_map(|key| json[key].as_str())
+                .map(|p| p.rsplit('/').next().unwrap().to_owned())
+                .unwrap();
+            let drift = json["drift"].as_str().map(|d| format!(" {d}")).unwrap_or_default();
+            (format!("{}{drift}", json["kind"].as_str().unwrap()), name, json["status"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// The `drift` column of the Post row of `name`.
+fn drift_of(db: &TestDb, name: &str) -> Option<String> {
+    aft_log::table
+        .filter(aft_log::filename.eq(name))
+        .select(aft_log::drift)
+        .first(&mut db.connect())
+        .unwrap()
+}
+
+/// Every kind of drift is found, nothing is changed by a dry run, `--execute` repairs what is
+/// old enough and leaves what may be in flight, and a second run finds no drift.
+async fn reconcile_finds_and_repairs_every_kind_of_drift(backend: Backend) {
+    let db = TestDb::new(backend);
+    drop(logd::db::Database::open(&db.config).unwrap());
+    let mount_dir = tempfile::tempdir().unwrap();
+    let m = mount_dir.path();
+    let old = "files/im/20141218/11";
+    let now = Utc::now();
+    let this_hour = format!("files/im/{}", now.format("%Y%m%d/%H"));
+    let post = |name: &str, dir: &str, sha: Option<&str>| AftRecord {
+        sha256: sha.map(str::to_owned),
+        ..record("Post", "alice@example.com", "im", "2014-12-18 11:00:00", &format!("{dir}/{name}"))
+    };
+    insert(
+        &db,
+        &[
+            post("good", old, Some(&sha256(b"xxxxx"))),
+            post("resized", old, None),
+            post("tampered", old, Some(&sha256(b"yyyyy"))),
+            post("gone", old, None),
+            post("fresh", &this_hour, None),
+            record("Get", "bob@example.com", "im", "2014-12-19 08:00:00", &format!("{old}/gone")),
+            AftRecord {
+                file_path: format!("/opt/mftFileStore/node_2/{old}/elsewhere"),
+                ..post("elsewhere", old, None)
+            },
+        ],
+    );
+    for name in ["good", "tampered", "orphan"] {
+        file(m, &format!("{old}/{name}"), 5);
+    }
+    file(m, &format!("{old}/resized"), 7);
+    file(m, &format!("{old}/.cut.part"), 3);
+    file(m, &format!("{this_hour}/fresh"), 5);
+    file(m, &format!("{this_hour}/.writing.part"), 3);
+    std::fs::write(m.join(old).join("just-renamed"), b"12345").unwrap();
+    let slots = m.join(mft_config::SLOTS_DIR);
+    std::fs::create_dir_all(&slots).unwrap();
+    let slot = |name: &str, location: &str, purged: bool| {
+        let path = slots.join(format!("{name}.json"));
+        let record = serde_json::json!({"slot": name, "location": location, "purged": purged});
+        std::fs::write(&path, record.to_string()).unwrap();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(SystemTime::now() - Duration::from_secs(86_400)).unwrap();
+    };
+    slot("lost", &format!("{old}/never-stored"), false);
+    slot("filled", &format!("{old}/good"), false);
+    slot("tombstone", &format!("{old}/expired"), true);
+    let mount = Mount {
+        directory: DIRECTORY.into(),
+        mount_point: m.to_owned(),
+    };
+    let options = |execute, verify_content| reconcile::Options {
+        execute,
+        verify_content,
+        grace: chrono::Duration::minutes(60),
+    };
+    let triple = |kind: &str, name: &str, status: &str| (kind.to_owned(), name.to_owned(), status.to_owned());
+
+    let dry = reconcile::run(&db.config, &mount, &options(false, true), now).unwrap();
+    assert_eq!(
+        found(&dry),
+        [
+            triple("file_without_row", "just-renamed", "pending"),
+            triple("file_without_row", "orphan", "found"),
+            triple("partial_file", ".cut.part", "found"),
+            triple("partial_file", ".writing.part", "pending"),
+            triple("row digest", "tampered", "found"),
+            triple("row missing", "gone", "found"),
+            triple("row size", "resized", "found"),
+            triple("slot_without_file", "lost.json", "found"),
+        ]
+    );
+    let s = &dry.summary;
+    assert_eq!((s.drift, s.repaired, s.remaining, s.pending), (6, 0, 6, 2));
+    assert_eq!((s.files_checked, s.rows_checked, s.slot_records_checked), (8, 5, 3));
+    assert_eq!(s.bytes_verified, 10, "good and tampered are re-read");
+    assert!(m.join(old).join(".cut.part").exists() && m.join(old).join("orphan").exists());
+    assert_eq!(drift_of(&db, "gone"), None, "a dry run marks nothing");
+
+    let repair = reconcile::run(&db.config, &mount, &options(true, true), now).unwrap();
+    let s = &repair.summary;
+    assert_eq!((s.drift, s.repaired, s.remaining, s.pending), (6, 6, 0, 2));
+    for gone in [".cut.part", "orphan"] {
+        assert!(!m.join(old).join(gone).exists(), "{gone} must be removed");
+    }
+    assert!(std::fs::symlink_metadata(name_link(m, &format!("{old}/orphan"))).is_err(), "its name link goes with it");
+    for kept in ["good", "tampered", "resized", "just-renamed"] {
+        assert!(m.join(old).join(kept).exists(), "{kept} must stay");
+    }
+    assert!(m.join(&this_hour).join(".writing.part").exists());
+    assert!(!slots.join("lost.json").exists() && slots.join("filled.json").exists() && slots.join("tombstone.json").exists());
+    let marks: Vec<_> = ["gone", "resized", "tampered", "good", "fresh"].iter().map(|n| drift_of(&db, n)).collect();
+    let label = |l: &str| Some(l.to_owned());
+    assert_eq!(marks, [label("missing"), label("size"), label("digest"), None, None]);
+
+    let again = reconcile::run(&db.config, &mount, &options(true, true), now).unwrap();
+    let s = &again.summary;
+    assert_eq!((s.drift, s.remaining, s.rows_marked_before, s.pending), (0, 0, 3, 2), "{}", again.text());
+
+    // The missing file is restored from a backup: its row is unmarked.
+    std::fs::write(m.join(old).join("gone"), b"xxxxx").unwrap();
+    let restored = reconcile::run(&db.config, &mount, &options(true, false), now).unwrap();
+    assert!(found(&restored).contains(&triple("row_right", "gone", "repaired")), "{}", restored.text());
+    assert_eq!((restored.summary.drift, restored.summary.rows_marked_before), (1, 2), "the digest mark stays without --verify-content");
+    assert_eq!(drift_of(&db, "gone"), None);
+}
+
+#[tokio::test]
+async fn sqlite_reconcile() {
+    reconcile_finds_and_repairs_every_kind_of_drift(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_reconcile() {
+    reconcile_finds_and_repairs_every_kind_of_drift(Backend::Postgres).await;
+}
+
+/// The binary: a text report, exit 1 and the alarm while drift remains; JSON; exit 0 once
+/// repaired.
+#[test]
+fn reconcile_exits_1_while_drift_remains() {
+    let db = TestDb::new(Backend::Sqlite);
+    drop(logd::db::Database::open(&db.config).unwrap());
+    let config = config_file(&db);
+    let mount = db.dir.path().join("mount");
+    file(&mount, "files/im/20141218/11/.cut.part", 3);
+    let reconcile = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_logd")).arg("reconcile").arg("--config").arg(&config).args(args).output().unwrap();
+        (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    let (code, out, err) = reconcile(&[]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.starts_with("found: partial file "), "{out}");
+    assert!(out.contains("drift: 1, repaired: 0, remaining: 1 (dry run"), "{out}");
+    assert!(err.contains("MftAuditDriftWarn raised: 1 disagreements"), "{err}");
+    let (code, out, _) = reconcile(&["--execute", "--json"]);
+    assert_eq!(code, Some(0), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["entries"][0]["kind"], "partial_file");
+    assert_eq!(json["entries"][0]["status"], "repaired");
+    assert_eq!(json["summary"]["remaining"], 0);
+    assert_eq!(reconcile(&[]).0, Some(0));
 }

@@ -145,6 +145,19 @@ pub fn verify_schema(conn: &mut AnyConnection) -> Result<(), DbError> {
     Ok(verify::compare(&verify::columns(conn)?)?)
 }
 
+/// A `LIKE` pattern (escape character `\`) matching text that starts with `prefix`.
+pub(crate) fn like_prefix(prefix: &str) -> String {
+    let mut pattern = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
 fn kind_name(kind: DatabaseKind) -> &'static str {
     match kind {
         DatabaseKind::Postgres => "postgres",
@@ -621,6 +634,12 @@ mod tests {
             sha256: None,
             event_id: None,
         }
+    }
+
+    #[test]
+    fn jid_prefixes_match_literally() {
+        assert_eq!(like_prefix("alice@example.com"), "alice@example.com%");
+        assert_eq!(like_prefix("a_b%c\\"), "a\\_b\\%c\\\\%");
     }
 
     #[test]

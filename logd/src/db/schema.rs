@@ -24,6 +24,7 @@ diesel::table! {
         timestampvalue -> Timestamp,
         sha256 -> Nullable<Varchar>,
         event_id -> Nullable<Varchar>,
+        drift -> Nullable<Varchar>,
     }
 }
 
@@ -43,6 +44,8 @@ pub const PATH_MAX: usize = 4095;
 pub const SHA256_LEN: usize = 64;
 /// `VARCHAR(n)` of `event_id`: room for a UUID in its 36-character text form.
 pub const EVENT_ID_MAX: usize = 36;
+/// `VARCHAR(n)` of `drift`: room for the longest [`Drift`](crate::reconcile::Drift) label.
+pub const DRIFT_MAX: usize = 7;
 
 /// `method` of an upload row.
 pub const POST: &str = "Post";
@@ -54,8 +57,8 @@ pub const SHARE: &str = "Share";
 /// The values of `chat_type`.
 pub const CHAT_TYPES: [&str; 3] = ["im", "groupchat", "persistent"];
 
-/// One row without its `aft_index`: what an insert writes and what it returns. `None` is
-/// written as NULL, never as "default".
+/// One row without its `aft_index` and `drift` (which only `logd reconcile` writes): what an
+/// insert writes and what it returns. `None` is written as NULL, never as "default".
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Insertable, Queryable, Selectable)]
 #[diesel(table_name = aft_log, treat_none_as_default_value = false)]
 pub struct AftRecord {

@@ -1,5 +1,5 @@
 //! The schema check logd runs after migrating and before accepting events: does `aft_log` have
-//! exactly the columns of DESIGN.md, with their types and NOT NULL, and logd's own `sha256` and `event_id`? Reading the catalog is a
+//! exactly the columns of DESIGN.md, with their types and NOT NULL, and logd's own `sha256`, `event_id` and `drift`? Reading the catalog is a
 //! thin per-backend query; normalising types and comparing are pure functions.
 
 use std::fmt;
@@ -7,7 +7,7 @@ use std::fmt;
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Integer, Nullable, Text};
 
-use super::schema::{CHAT_TYPE_MAX, EVENT_ID_MAX, FILE_TYPE_MAX, JID_MAX, METHOD_MAX, NAME_MAX, PATH_MAX, SHA256_LEN};
+use super::schema::{CHAT_TYPE_MAX, DRIFT_MAX, EVENT_ID_MAX, FILE_TYPE_MAX, JID_MAX, METHOD_MAX, NAME_MAX, PATH_MAX, SHA256_LEN};
 use super::AnyConnection;
 
 /// A column type, as far as logd cares.
@@ -46,7 +46,7 @@ pub struct SchemaMismatch(pub Vec<String>);
 
 /// DESIGN.md's columns, in order, all NOT NULL; then the columns logd adds, which allow NULL
 /// (rows written before them have none).
-fn expected() -> [(&'static str, ColumnType, bool); 15] {
+fn expected() -> [(&'static str, ColumnType, bool); 16] {
     use ColumnType::{BigInt, Timestamp, Varchar};
     [
         ("aft_index", BigInt, true),
@@ -64,6 +64,7 @@ fn expected() -> [(&'static str, ColumnType, bool); 15] {
         ("timestampvalue", Timestamp, true),
         ("sha256", Varchar(SHA256_LEN), false),
         ("event_id", Varchar(EVENT_ID_MAX), false),
+        ("drift", Varchar(DRIFT_MAX), false),
     ]
 }
 

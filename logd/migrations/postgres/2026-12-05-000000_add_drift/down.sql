@@ -1,0 +1,1 @@
+ALTER TABLE aft_log DROP COLUMN drift;

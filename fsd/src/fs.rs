@@ -4,8 +4,10 @@
 //! [`Filesystem`] is async and knows nothing of FUSE: it takes inode numbers, names and POSIX
 //! open flags, and answers with attributes, data or an [`FsError`]. `fuse.rs` only translates.
 //!
-//! - Every request to the server is bounded by the request timeout ([`ETIMEDOUT`](libc::ETIMEDOUT)
-//!   after it), so no caller ever waits on a server that stopped answering.
+//! - Every request to the server is bounded by the backend's deadline (the SSH backend's
+//!   [`REQUEST_DEADLINE`](crate::backend::ssh::REQUEST_DEADLINE), then
+//!   [`ETIMEDOUT`](libc::ETIMEDOUT)); the filesystem has no timer of its own and waits on nothing
+//!   else, so no caller waits long on a server that stopped answering.
 //! - Writes are write-behind ([`write_behind`]): acknowledged once queued, sent in order with up
 //!   to [`WRITE_WINDOW`] bytes in flight per open file; the first failure is returned by the next
 //!   write, flush, fsync or release. Anything that must see the written data (a read, `stat`,
@@ -55,9 +57,6 @@ pub const CACHE_TTL: Duration = Duration::from_secs(2);
 /// How long a `statfs` answer is reused: httpd checks the mount with `statfs` before every
 /// transfer, and `df` numbers a second old are as good.
 pub const STATFS_TTL: Duration = Duration::from_secs(1);
-
-/// How long one request to the server may take before the caller gets ETIMEDOUT.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Bytes of one open file's writes that may be queued or in flight at once.
 pub const WRITE_WINDOW: u32 = 8 * 1024 * 1024;
@@ -169,7 +168,6 @@ pub struct Filesystem<B: SftpBackend> {
     backend: Arc<B>,
     /// The node directory's absolute path on the server.
     root: String,
-    timeout: Duration,
     inodes: Mutex<InodeTable>,
     /// Open files by FUSE file handle; a request in flight holds its own reference.
     files: Mutex<HashMap<u64, Arc<OpenFile<B::Handle>>>>,
@@ -219,16 +217,6 @@ fn open_options(flags: i32) -> OpenOptions {
     }
 }
 
-/// Bounds `request` by `timeout`.
-async fn bounded<T>(
-    timeout: Duration,
-    request: impl Future<Output = SftpResult<T>>,
-) -> SftpResult<T> {
-    tokio::time::timeout(timeout, request)
-        .await
-        .unwrap_or(Err(SftpError::Timeout))
-}
-
 impl<B: SftpBackend> Filesystem<B> {
     /// The filesystem of the directory `root` (an absolute server path) on `backend`.
     pub fn new(backend: B, root: &str) -> Self {
@@ -239,7 +227,6 @@ impl<B: SftpBackend> Filesystem<B> {
         Self {
             backend: Arc::new(backend),
             root: root.to_owned(),
-            timeout: REQUEST_TIMEOUT,
             inodes: Mutex::new(InodeTable::default()),
             files: Mutex::new(HashMap::new()),
             listings: Mutex::new(HashMap::new()),
@@ -250,12 +237,6 @@ impl<B: SftpBackend> Filesystem<B> {
             next_handle: AtomicU64::new(1),
             counters: Arc::new(Counters::default()),
         }
-    }
-
-    /// The same filesystem with another request timeout.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
     }
 
     pub fn backend(&self) -> &B {
@@ -276,10 +257,10 @@ impl<B: SftpBackend> Filesystem<B> {
         lock(&self.files).len()
     }
 
-    /// Sends one request, bounded by the request timeout.
+    /// Sends one request, counted.
     async fn call<T>(&self, request: impl Future<Output = SftpResult<T>>) -> SftpResult<T> {
         self.counters.ops.fetch_add(1, Ordering::Relaxed);
-        bounded(self.timeout, request).await
+        request.await
     }
 
     /// The server path of inode `ino`.
@@ -671,11 +652,8 @@ impl<B: SftpBackend> Filesystem<B> {
                     break;
                 }
                 self.counters.ops.fetch_add(1, Ordering::Relaxed);
-                let (backend, handle, timeout) =
-                    (self.backend.clone(), open.handle.clone(), self.timeout);
-                let task = tokio::spawn(async move {
-                    bounded(timeout, backend.read(&handle, at, n)).await
-                });
+                let (backend, handle) = (self.backend.clone(), open.handle.clone());
+                let task = tokio::spawn(async move { backend.read(&handle, at, n).await });
                 let budget = self.read_ahead_bytes.clone();
                 ahead.started(at, n, Prefetch { task, bytes, budget });
             }
@@ -716,14 +694,14 @@ impl<B: SftpBackend> Filesystem<B> {
         }
         let writes = open.writes.get_or_init(|| {
             let (backend, handle) = (self.backend.clone(), open.handle.clone());
-            let (counters, timeout) = (self.counters.clone(), self.timeout);
+            let counters = self.counters.clone();
             WriteBehind::start(WRITE_WINDOW, move |offset, data| {
                 let (backend, handle, counters) =
                     (backend.clone(), handle.clone(), counters.clone());
                 async move {
                     counters.ops.fetch_add(1, Ordering::Relaxed);
                     let len = data.len() as u64;
-                    let written = bounded(timeout, backend.write(&handle, offset, data)).await;
+                    let written = backend.write(&handle, offset, data).await;
                     if written.is_ok() {
                         counters.bytes_written.fetch_add(len, Ordering::Relaxed);
                     }

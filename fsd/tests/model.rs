@@ -163,8 +163,8 @@ proptest! {
 }
 
 fn faulty() -> Filesystem<FaultyBackend<MemoryBackend>> {
-    Filesystem::new(FaultyBackend::new(MemoryBackend::new(DIR)), DIR)
-        .with_timeout(Duration::from_millis(300))
+    let backend = FaultyBackend::new(MemoryBackend::new(DIR)).with_deadline(Duration::from_millis(300));
+    Filesystem::new(backend, DIR)
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! The real fsd binary against a throwaway OpenSSH server, through a real FUSE mount: every
 //! operation, the pinned host key, 1,000 files open at once, a server killed mid-write and
-//! brought back, systemd notification, `fsd keygen` and `fsd check`.
+//! brought back, a server whose SFTP processes are stopped, systemd notification, `fsd keygen`
+//! and `fsd check`.
 //!
 //! Needs root and /dev/fuse. Every test unmounts what it mounted (lazily, if fsd failed to) and
 //! stops what it started.
@@ -18,7 +19,8 @@ use fsd::status::FsdStatus;
 
 use anyhow::{ensure, Context, Result};
 use mft_tests::{is_mounted, wait_until, NodeToml, Process, Sshd};
-use nix::sys::signal::Signal;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use rand::RngCore;
 
 const NODE: &str = "node_1";
@@ -469,6 +471,121 @@ fn a_killed_server_fails_the_writer_in_bounded_time_and_fsd_reconnects() -> Resu
             .status()
             .is_ok_and(|s| s.connected && s.counters.reconnects == 1 && s.alarms.is_empty())
     })?;
+    Ok(())
+}
+
+/// The processes serving fsd's SFTP sessions on `sshd`. With `Subsystem sftp internal-sftp`,
+/// sshd forks one child per session from the connection's process (listener → connection →
+/// sessions for root; a privileged monitor comes between for other users), so they are the
+/// leaves of the listener's tree below its children. Found by parent PID in /proc, never by
+/// name.
+fn sftp_processes(sshd: &Sshd) -> Result<Vec<Pid>> {
+    let listener: i32 = fs::read_to_string(sshd.dir.path().join("sshd.pid"))?.trim().parse()?;
+    let parents: Vec<(i32, i32)> = fs::read_dir("/proc")?
+        .filter_map(|entry| {
+            let pid: i32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // pid (comm) state ppid ...: comm may hold spaces and parentheses.
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let children = |of: i32| parents.iter().filter(move |(_, ppid)| *ppid == of).map(|(pid, _)| *pid);
+    let mut below: Vec<i32> = children(listener).flat_map(children).collect();
+    let mut sessions = Vec::new();
+    while let Some(pid) = below.pop() {
+        let before = below.len();
+        below.extend(children(pid));
+        if below.len() == before {
+            sessions.push(Pid::from_raw(pid));
+        }
+    }
+    ensure!(!sessions.is_empty(), "no SFTP session process under sshd {listener}");
+    Ok(sessions)
+}
+
+/// Stops the SFTP session processes of fsd's connection (SIGSTOP) while the SSH connection
+/// stays up; continues them when dropped.
+struct StoppedSessions(Vec<Pid>);
+
+impl StoppedSessions {
+    fn stop(sshd: &Sshd) -> Result<Self> {
+        let stopped = Self(sftp_processes(sshd)?);
+        for &pid in &stopped.0 {
+            kill(pid, Signal::SIGSTOP)?;
+        }
+        Ok(stopped)
+    }
+}
+
+impl Drop for StoppedSessions {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            let _ = kill(pid, Signal::SIGCONT);
+        }
+    }
+}
+
+#[test]
+fn a_stuck_sftp_session_fails_the_writer_within_the_deadline_and_fsd_reconnects() -> Result<()> {
+    let sshd = Sshd::start()?;
+    let mount = Mount::start(&sshd)?;
+    let mut file = File::create(mount.path("stuck.bin"))?;
+    file.write_all(b"before")?;
+    file.sync_all()?;
+
+    let stopped = StoppedSessions::stop(&sshd)?;
+    let started = Instant::now();
+    let err = file
+        .write_all(&random_bytes(1 << 20))
+        .and_then(|()| file.sync_all())
+        .expect_err("a write and fsync on a stopped SFTP server succeeded");
+    let took = started.elapsed();
+    eprintln!("write+fsync with {} SFTP processes stopped failed after {took:?}: {err}", stopped.0.len());
+    ensure!(err.raw_os_error() == Some(libc::ETIMEDOUT), "{err}");
+    ensure!(took < Duration::from_secs(25), "the writer failed only after {took:?}");
+    drop(file);
+
+    // fsd gave the stuck connection up and made a new one: the mount works while the old
+    // processes are still stopped.
+    let failed = Instant::now();
+    wait_until(Duration::from_secs(15), "a write through the mount", || {
+        write_synced(&mount.path("while-stopped.txt"), b"new session").is_ok()
+    })
+    .with_context(|| mount.fsd.log_text())?;
+    eprintln!("the mount worked again {:?} after the failure", failed.elapsed());
+    ensure!(fs::read(mount.on_server("while-stopped.txt"))? == b"new session");
+
+    drop(stopped);
+    write_synced(&mount.path("after.txt"), b"continued")?;
+    ensure!(fs::read(mount.path("after.txt"))? == b"continued");
+    ensure!(fs::read(mount.on_server("after.txt"))? == b"continued");
+    wait_until(Duration::from_secs(15), "the status file to show the reconnection", || {
+        mount.status().is_ok_and(|s| s.connected && s.counters.reconnects == 1)
+    })?;
+    Ok(())
+}
+
+#[test]
+fn a_stuck_idle_sftp_session_is_found_by_the_probe_and_replaced() -> Result<()> {
+    let sshd = Sshd::start()?;
+    let mount = Mount::start(&sshd)?;
+    let stopped = StoppedSessions::stop(&sshd)?;
+    let started = Instant::now();
+    // Nothing is asked through the mount: only fsd's own probe can find the stuck sessions.
+    wait_until(Duration::from_secs(40), "fsd to replace the stuck connection", || {
+        mount.fsd.log_text().contains("reconnected to the file server")
+    })
+    .with_context(|| mount.fsd.log_text())?;
+    let took = started.elapsed();
+    eprintln!("fsd replaced the connection {took:?} after its SFTP processes stopped");
+    ensure!(took < Duration::from_secs(25), "found only after {took:?}");
+
+    let started = Instant::now();
+    write_synced(&mount.path("fresh.txt"), b"no wait")?;
+    ensure!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    drop(stopped);
+    ensure!(fs::read(mount.on_server("fresh.txt"))? == b"no wait");
     Ok(())
 }
 

@@ -5,7 +5,9 @@
 //! waiting at that moment at once, new ones until [`FaultyBackend::reconnect`]. Handles opened
 //! before a disconnect stay invalid afterwards ([`SftpError::HandleLost`]), as with the real
 //! server, whose handles die with the connection. [`FaultyBackend::set_delay`] makes every
-//! request wait before it reaches the wrapped backend.
+//! request wait before it reaches the wrapped backend; with [`FaultyBackend::with_deadline`], a
+//! request not served within the deadline fails with [`SftpError::Timeout`], as the SSH
+//! backend's do.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -23,6 +25,7 @@ pub struct FaultyBackend<B> {
     /// The connection's generation, and whether it is up.
     link: watch::Sender<(u64, bool)>,
     delay: Mutex<Duration>,
+    deadline: Option<Duration>,
     /// Writes that succeed before every later write fails with `SSH_FX_FAILURE`.
     writes_left: Mutex<Option<u64>>,
 }
@@ -39,8 +42,15 @@ impl<B: SftpBackend> FaultyBackend<B> {
             inner,
             link: watch::Sender::new((0, true)),
             delay: Mutex::new(Duration::ZERO),
+            deadline: None,
             writes_left: Mutex::new(None),
         }
+    }
+
+    /// Requests not served within `deadline` fail with [`SftpError::Timeout`].
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
 
     pub fn inner(&self) -> &B {
@@ -71,7 +81,7 @@ impl<B: SftpBackend> FaultyBackend<B> {
     }
 
     /// Runs `request` on the wrapped backend after the delay, unless the connection is (or goes)
-    /// down first.
+    /// down or the deadline passes first.
     async fn serve<T>(&self, request: impl std::future::Future<Output = SftpResult<T>>) -> SftpResult<T> {
         let mut link = self.link.subscribe();
         let (generation, up) = *link.borrow_and_update();
@@ -81,8 +91,15 @@ impl<B: SftpBackend> FaultyBackend<B> {
         }
         let delay = *self.delay.lock().expect("delay lock");
         let cut = link.wait_for(|&(g, _)| g != generation);
+        let deadline = async {
+            match self.deadline {
+                Some(deadline) => tokio::time::sleep(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = cut => Err(lost()),
+            () = deadline => Err(SftpError::Timeout),
             answer = async {
                 tokio::time::sleep(delay).await;
                 request.await

@@ -12,14 +12,22 @@
 //! the answers, reassembles the SFTP packets from the channel's data and hands each to the
 //! request with its id.
 //!
+//! **Deadline.** Every request, sent and answered, is bounded by the session's deadline: the
+//! one timer of a request to the file server. OpenSSH's `sftp-server` answers one request after
+//! the other, so a request unanswered past the deadline means the session is stuck (its server
+//! process stopped, or wedged on a dead disk), not merely busy with another: the session gives
+//! up, and every request it still holds fails with [`Error::Timeout`] at once, as later ones
+//! do. [`SftpChannel::is_quiet`] and [`SftpChannel::probe`] let the owner ask a session that
+//! holds no request whether it still answers.
+//!
 //! Handles are still decoded by russh-sftp, as UTF-8 strings (see the handle defect in
 //! [`super::ssh`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use russh::client::Msg;
@@ -46,6 +54,10 @@ struct Waiting {
     answers: Mutex<Option<HashMap<Option<u32>, tokio::sync::oneshot::Sender<Packet>>>>,
     /// Cancelled once the session has ended: requests still sending give up.
     ended: CancellationToken,
+    /// Set when the session ended because a request outlived its deadline.
+    stuck: AtomicBool,
+    /// When the server last answered (or the session started).
+    heard: Mutex<Instant>,
 }
 
 impl Waiting {
@@ -53,7 +65,20 @@ impl Waiting {
         Self {
             answers: Mutex::new(Some(HashMap::new())),
             ended: CancellationToken::new(),
+            stuck: AtomicBool::new(false),
+            heard: Mutex::new(Instant::now()),
         }
+    }
+
+    /// Whether the session is open, holds no request and has heard nothing for `quiet` by `now`.
+    fn is_quiet(&self, quiet: Duration, now: Instant) -> bool {
+        let idle = self
+            .answers
+            .lock()
+            .expect("waiting lock")
+            .as_ref()
+            .is_some_and(HashMap::is_empty);
+        idle && now.saturating_duration_since(*self.heard.lock().expect("heard lock")) >= quiet
     }
 
     /// Registers `id`; `None` once the session has ended.
@@ -71,6 +96,7 @@ impl Waiting {
     }
 
     fn answer(&self, packet: Packet) {
+        *self.heard.lock().expect("heard lock") = Instant::now();
         let id = match &packet {
             Packet::Version(_) => None,
             Packet::Status(p) => Some(p.id),
@@ -101,6 +127,21 @@ impl Waiting {
     fn end(&self) {
         self.answers.lock().expect("waiting lock").take();
         self.ended.cancel();
+    }
+
+    /// A request outlived its deadline: the session ends, and its requests time out.
+    fn give_up(&self) {
+        self.stuck.store(true, Ordering::Relaxed);
+        self.end();
+    }
+
+    /// What a request of the ended session fails with.
+    fn ended_error(&self) -> Error {
+        if self.stuck.load(Ordering::Relaxed) {
+            Error::Timeout
+        } else {
+            closed()
+        }
     }
 }
 
@@ -136,7 +177,7 @@ pub struct SftpChannel {
     sending: tokio::sync::Mutex<()>,
     waiting: Arc<Waiting>,
     next_id: AtomicU32,
-    timeout: Duration,
+    deadline: Duration,
 }
 
 fn closed() -> Error {
@@ -170,10 +211,11 @@ fn status(answer: Answer) -> Result<Status, Error> {
 
 impl SftpChannel {
     /// Starts SFTP on `channel` (the `sftp` subsystem already requested): the answer reader,
-    /// then `INIT`. Each request fails with [`Error::Timeout`] after `timeout`.
+    /// then `INIT`. Each request fails with [`Error::Timeout`] after `deadline`, and so does the
+    /// session (see the module documentation).
     pub async fn start(
         channel: Channel<Msg>,
-        timeout: Duration,
+        deadline: Duration,
     ) -> Result<(Arc<Self>, Version), Error> {
         let (read, write) = channel.split();
         let waiting = Arc::new(Waiting::new());
@@ -183,7 +225,7 @@ impl SftpChannel {
             sending: tokio::sync::Mutex::new(()),
             waiting,
             next_id: AtomicU32::new(1),
-            timeout,
+            deadline,
         });
         let version = match session
             .ask(None, vec![Bytes::try_from(Packet::from(Init::default()))?])
@@ -206,25 +248,47 @@ impl SftpChannel {
     }
 
     /// Sends `pieces`, one SFTP packet, and waits for the answer to `id`: at most the session's
-    /// timeout for both, and no longer than the session lives (a send waiting for the channel's
-    /// window of a dead connection would wait for ever).
+    /// deadline for both (past it, the session gives up), and no longer than the session lives
+    /// (a send waiting for the channel's window of a dead connection would wait for ever).
     async fn ask(self: &Arc<Self>, id: Option<u32>, pieces: Vec<Bytes>) -> Answer {
-        let answered = self.waiting.add(id).ok_or_else(closed)?;
+        let answered = self
+            .waiting
+            .add(id)
+            .ok_or_else(|| self.waiting.ended_error())?;
         let _asked = Asked {
             waiting: &self.waiting,
             id,
         };
         let exchange = async {
             self.send(pieces).await?;
-            answered.await.map_err(|_| closed())
+            answered.await.map_err(|_| self.waiting.ended_error())
         };
         tokio::select! {
             biased;
-            answer = tokio::time::timeout(self.timeout, exchange) => {
-                answer.unwrap_or(Err(Error::Timeout))
+            answer = tokio::time::timeout(self.deadline, exchange) => {
+                answer.unwrap_or_else(|_| {
+                    self.waiting.give_up();
+                    Err(Error::Timeout)
+                })
             }
-            () = self.waiting.ended.cancelled() => Err(closed()),
+            () = self.waiting.ended.cancelled() => Err(self.waiting.ended_error()),
         }
+    }
+
+    /// Whether the session holds no request and has heard nothing from the server for `quiet`.
+    pub fn is_quiet(&self, quiet: Duration) -> bool {
+        self.waiting.is_quiet(quiet, Instant::now())
+    }
+
+    /// Asks the server something that costs it nothing (`REALPATH` of `.`): answered, the
+    /// session is alive; past the deadline, it has given up like any request.
+    pub async fn probe(self: &Arc<Self>) -> Result<(), Error> {
+        self.realpath(".").await.map(drop)
+    }
+
+    /// Ends the session (its connection is dropped): every request it holds fails at once.
+    pub fn end(&self) {
+        self.waiting.end();
     }
 
     /// Puts `pieces`, one SFTP packet, on the channel: at once where the channel takes them
@@ -259,7 +323,7 @@ impl SftpChannel {
         tokio::select! {
             biased;
             sent = sent => sent,
-            () = self.waiting.ended.cancelled() => Err(closed()),
+            () = self.waiting.ended.cancelled() => Err(self.waiting.ended_error()),
         }
     }
 
@@ -595,5 +659,33 @@ mod tests {
             waiting.add(Some(4)).is_none(),
             "no request once the session ended"
         );
+    }
+
+    #[tokio::test]
+    async fn a_stuck_session_times_its_requests_out_and_only_a_quiet_one_is_probed() {
+        let quiet = Duration::from_secs(5);
+        let waiting = Waiting::new();
+        let now = Instant::now();
+        assert!(!waiting.is_quiet(quiet, now), "just started");
+        assert!(waiting.is_quiet(quiet, now + quiet));
+        let held = waiting.add(Some(1)).unwrap();
+        assert!(
+            !waiting.is_quiet(quiet, now + quiet),
+            "a request held is bounded by its own deadline"
+        );
+        waiting.answer(status_packet(1));
+        held.await.unwrap();
+        let answered = Instant::now();
+        assert!(!waiting.is_quiet(quiet, answered + quiet / 2), "heard from since");
+        assert!(waiting.is_quiet(quiet, answered + quiet));
+
+        let held = waiting.add(Some(2)).unwrap();
+        waiting.give_up();
+        assert!(held.await.is_err(), "ended at once");
+        assert!(matches!(waiting.ended_error(), Error::Timeout), "and timed out");
+        assert!(!waiting.is_quiet(quiet, answered + quiet), "an ended session is not probed");
+        let closed = Waiting::new();
+        closed.end();
+        assert!(matches!(closed.ended_error(), Error::UnexpectedBehavior(_)));
     }
 }

@@ -20,6 +20,15 @@
 //! (SSH channel) is opened, up to [`MAX_SESSIONS`] (and the server's `MaxSessions`). Only then
 //! does `open` fail with [`SftpError::TooManyOpenFiles`].
 //!
+//! **Stuck sessions.** The SSH connection can stay up while an SFTP session's server process
+//! does not answer (stopped, or blocked on a dead disk): keepalives do not see that. Every SFTP
+//! request has one deadline, [`REQUEST_DEADLINE`], counted in [`SftpChannel`]; a request past it
+//! fails with [`SftpError::Timeout`] and its session gives up (see [`super::sftp`]). The
+//! supervisor also probes every session that has held no request and heard nothing for
+//! [`PROBE_INTERVAL`], so a stuck idle session is found before a caller meets it. Either way the
+//! connection counts as lost: the supervisor ends its sessions, disconnects it and connects
+//! anew, whose sessions are new server processes.
+//!
 //! Reads and writes are split into requests of at most [`MAX_CHUNK`] bytes (or the server's
 //! `limits@openssh.com`, if smaller) that are all sent at once.
 
@@ -61,8 +70,11 @@ const _: () = assert!(
 const READDIRS_IN_FLIGHT: usize = 8;
 /// The largest read or write request; OpenSSH accepts up to 255 KiB.
 pub const MAX_CHUNK: u32 = 256 * 1024;
-/// How long one SFTP request may take, sent and answered, on a live connection.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one SFTP request may take, sent and answered: the one timer of a request to the
+/// file server (opening a session's SSH channel is bounded by it too).
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a session may hold no request and hear nothing before the supervisor probes it.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// How long making a connection (TCP, key exchange, authentication, sessions) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first and the longest wait between reconnection attempts.
@@ -346,10 +358,16 @@ async fn supervise(shared: Weak<Shared>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let Some(reason) = shared.current().and_then(|c| c.loss()) else {
+        let Some(current) = shared.current() else {
+            continue;
+        };
+        let Some(reason) = current.loss() else {
+            current.probe_quiet_sessions();
             continue;
         };
         *shared.current.write().expect("connection lock") = None;
+        current.close();
+        drop(current);
         log::warn!("lost the connection to the file server: {reason}");
         shared.link.send_modify(|link| {
             link.connected = false;
@@ -488,6 +506,43 @@ impl Connection {
         self.loss().is_some()
     }
 
+    /// Probes every session that has held no request and heard nothing for [`PROBE_INTERVAL`];
+    /// one that does not answer within the deadline makes the connection lost.
+    fn probe_quiet_sessions(self: &Arc<Self>) {
+        let quiet: Vec<_> = self
+            .pool
+            .lock()
+            .expect("pool lock")
+            .sessions
+            .iter()
+            .filter(|session| session.is_quiet(PROBE_INTERVAL))
+            .cloned()
+            .collect();
+        for session in quiet {
+            let connection = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = session.probe().await {
+                    connection.error(e);
+                }
+            });
+        }
+    }
+
+    /// Drops the lost connection: its sessions end (requests they hold fail at once) and the
+    /// server is told to close it, so its session processes go too.
+    fn close(self: &Arc<Self>) {
+        for session in &self.pool.lock().expect("pool lock").sessions {
+            session.end();
+        }
+        let connection = self.clone();
+        tokio::spawn(async move {
+            let _ = connection
+                .ssh
+                .disconnect(russh::Disconnect::ByApplication, "connection lost", "")
+                .await;
+        });
+    }
+
     /// A session for a request without a handle (round robin).
     fn any_session(&self) -> Arc<SftpChannel> {
         let pool = self.pool.lock().expect("pool lock");
@@ -529,7 +584,8 @@ impl Connection {
         taken(self).ok_or(SftpError::TooManyOpenFiles)
     }
 
-    /// Translates a russh-sftp error, remembering the loss of the connection.
+    /// Translates a russh-sftp error, remembering the loss of the connection (closed, or a
+    /// session stuck past the deadline).
     fn error(&self, error: ClientError) -> SftpError {
         let error = match error {
             ClientError::Status(status) => status_error(status),
@@ -541,11 +597,15 @@ impl Connection {
                 SftpError::Disconnected(message)
             }
         };
-        if let SftpError::Disconnected(reason) = &error {
-            self.lost
-                .lock()
-                .expect("lost lock")
-                .get_or_insert_with(|| reason.clone());
+        let loss = match &error {
+            SftpError::Disconnected(reason) => Some(reason.clone()),
+            SftpError::Timeout => Some(format!(
+                "an SFTP session did not answer within {REQUEST_DEADLINE:?} (its server process is stuck)"
+            )),
+            _ => None,
+        };
+        if let Some(reason) = loss {
+            self.lost.lock().expect("lost lock").get_or_insert(reason);
         }
         error
     }
@@ -615,19 +675,21 @@ fn cipher_preference(aes_hardware: bool) -> &'static [russh::cipher::Name] {
     }
 }
 
-/// Opens one SFTP session on `ssh`; returns it with the server's limits.
+/// Opens one SFTP session on `ssh`; returns it with the server's limits. The SSH channel is
+/// opened within [`REQUEST_DEADLINE`], and each SFTP request then has its own.
 async fn open_session(
     ssh: &client::Handle<ServerCheck>,
 ) -> Result<(Arc<SftpChannel>, Limits), String> {
-    let channel = ssh
-        .channel_open_session()
+    let open = async {
+        let channel = ssh.channel_open_session().await?;
+        channel.request_subsystem(true, "sftp").await?;
+        Ok::<_, russh::Error>(channel)
+    };
+    let channel = tokio::time::timeout(REQUEST_DEADLINE, open)
         .await
+        .map_err(|_| format!("no SFTP channel within {REQUEST_DEADLINE:?}"))?
         .map_err(|e| e.to_string())?;
-    channel
-        .request_subsystem(true, "sftp")
-        .await
-        .map_err(|e| e.to_string())?;
-    let (session, version) = SftpChannel::start(channel, REQUEST_TIMEOUT)
+    let (session, version) = SftpChannel::start(channel, REQUEST_DEADLINE)
         .await
         .map_err(|e| e.to_string())?;
     for extension in [POSIX_RENAME, FSYNC, STATVFS, HARDLINK] {

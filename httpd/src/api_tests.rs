@@ -607,3 +607,4 @@ async fn a_malformed_chunk_leaves_no_part_file() {
 }
 
 mod cors;
+mod idempotency;

@@ -49,6 +49,12 @@ pub enum Error {
     RangeNotSatisfiable(u64),
     #[error(transparent)]
     Slot(#[from] SlotError),
+    /// An upload with the same `Idempotency-Key` is in progress.
+    #[error("an upload with this Idempotency-Key is in progress; retry once it is answered")]
+    KeyInFlight,
+    /// An `Idempotency-Key` used before for another upload, or whose first answer is not known.
+    #[error("the Idempotency-Key cannot be used for this upload: {0}")]
+    KeyReused(String),
 }
 
 /// Seconds a client is asked to wait when the node is busy.
@@ -104,6 +110,8 @@ impl Error {
             Error::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             Error::Stalled(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
             Error::RangeNotSatisfiable(_) => (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable"),
+            Error::KeyInFlight => (StatusCode::CONFLICT, "idempotency_key_in_use"),
+            Error::KeyReused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
             Error::Slot(e) => match e {
                 SlotError::NotConfigured => (StatusCode::FORBIDDEN, "slots_disabled"),
                 SlotError::BadPath => (StatusCode::NOT_FOUND, "not_found"),

@@ -2,7 +2,7 @@
 //! server entry point.
 //!
 //! - `POST /files[?name=<real name>]`: upload (raw body, or `multipart/form-data`), `201 Created`
-//!   with `Location`.
+//!   with `Location`; an `Idempotency-Key` makes a retry get the first answer.
 //! - `GET` / `HEAD /files/<node>/<chat_type>/<YYYYMMDD>/<HH[.n]>/<file_name>/<real name>`: download
 //!   (one `Range`, `ETag`, `If-None-Match`, `If-Range`).
 //! - `PUT /upload/<slot path>`: fill an XEP-0363 external upload slot; `GET` / `HEAD` serve it
@@ -160,7 +160,8 @@ async fn upload(
     transfers: web::Data<Transfers>,
 ) -> Result<HttpResponse, Error> {
     let headers = request.headers();
-    let ticket = transfers.admit_upload(header_str(headers, header::AUTHORIZATION), content_length(headers))?;
+    let idempotency_key = header_str(headers, header::HeaderName::from_static("idempotency-key"));
+    let ticket = transfers.admit_upload(header_str(headers, header::AUTHORIZATION), idempotency_key, content_length(headers))?;
     let is_multipart = header_str(headers, header::CONTENT_TYPE).is_some_and(|t| t.to_ascii_lowercase().starts_with("multipart/form-data"));
     let uploaded = if is_multipart {
         let mut form = actix_multipart::Multipart::new(headers, body);

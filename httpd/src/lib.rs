@@ -13,6 +13,7 @@
 //! - [`slot`]: XEP-0363 external upload slots and their schemes' credentials.
 //! - [`share`]: the XMPP module's share reports and per-recipient download capabilities.
 //! - [`conditional`]: `Range`, `ETag`, `If-None-Match`, `If-Range`.
+//! - [`records`]: small JSON records on the mount beside `files/`, and the names in use.
 //! - [`slot_index`]: which stored file each filled slot names, and when it expires.
 //! - [`tls`]: the rustls server configuration from PEM files.
 //! - [`reload`]: the token and slot secrets and the TLS certificate, re-read on SIGHUP.
@@ -23,6 +24,7 @@
 //! - [`post_log`]: each upload's Post row, sent again after a lost answer, its file removed only
 //!   when the row is known not to exist.
 //! - [`download_log`]: each download's bytes in its Get row, while it runs and at its end (retried).
+//! - [`idempotency`]: `Idempotency-Key`s of native uploads, and what their first upload stored.
 //! - [`transfer`]: the upload and download logic.
 //! - [`error`]: every failure, mapped to a status and a stable code.
 //! - [`http`]: routes, handlers and the server entry point.
@@ -41,12 +43,14 @@ pub mod conditional;
 pub mod download_log;
 pub mod error;
 pub mod http;
+pub mod idempotency;
 pub mod layout;
 pub mod metrics;
 pub mod node_status;
 pub mod post_log;
 pub mod ops;
 pub mod real_name;
+pub mod records;
 pub mod reload;
 pub mod share;
 pub mod slot;

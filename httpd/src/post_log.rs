@@ -8,7 +8,7 @@
 //!
 //! - **recorded**: the row's `aft_index`, and the client gets its URI;
 //! - **not recorded** (logd refused it, or no send reached logd, or the database did not commit
-//!   the only one that did): the file and its slot record are removed, and the client gets the
+//!   the only one that did): the file and its record are removed, and the client gets the
 //!   error;
 //! - **unknown** (a send went unanswered): the client gets 503, but the file and slot record
 //!   stay. A task asks
@@ -16,8 +16,9 @@
 //!   logd call may take, so that a send still on its way has arrived and been committed or
 //!   failed), then after the waits of a [`Backoff`] until logd answers: found, the
 //!   file stays (an upload recorded although its client was told otherwise; the client's retry
-//!   of a slot gets the first answer); not found, the file and slot record are removed. While it
-//!   is unsettled, a `PUT` of the slot is answered 503 ([`PostLog::is_unsettled`]).
+//!   of a slot, or of an upload with the same `Idempotency-Key`, gets the first answer); not
+//!   found, the file and its slot or key record are removed. While it is unsettled, a `PUT` of
+//!   the slot, or an upload with the key, is answered 503 ([`PostLog::is_unsettled`]).
 //!
 //! A file is thus removed only when its row is known not to exist. If httpd stops while an
 //! upload is unsettled, its file stays, with or without a row: `docs/operations.md` says how an
@@ -31,6 +32,7 @@ use logd::{LogdError, Transfer};
 
 use crate::audit::AuditLog;
 use crate::backoff::Backoff;
+use crate::idempotency::KeyIndex;
 use crate::layout::FileLocation;
 use crate::slot_index::SlotIndex;
 use crate::store::Store;
@@ -51,23 +53,34 @@ pub struct PostLog {
     audit: Arc<dyn AuditLog>,
     store: Arc<Store>,
     slots: SlotIndex,
-    /// Slots whose upload is unsettled.
-    unsettled: Arc<Mutex<HashSet<String>>>,
+    keys: KeyIndex,
+    /// The records of the unsettled uploads.
+    unsettled: Arc<Mutex<HashSet<Record>>>,
 }
 
-/// An upload's stored file and, for an XEP-0363 upload, its slot.
+/// The record that names an upload's file besides its Post row, removed with the file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Record {
+    /// An XEP-0363 slot ([`SlotIndex`]).
+    Slot(String),
+    /// The event id of an upload with an `Idempotency-Key` ([`KeyIndex`]).
+    Key(String),
+}
+
+/// An upload's stored file and its record, if it has one.
 #[derive(Debug, Clone)]
 pub struct Stored {
     pub location: FileLocation,
-    pub slot: Option<String>,
+    pub record: Option<Record>,
 }
 
 impl PostLog {
-    pub fn new(audit: Arc<dyn AuditLog>, store: Arc<Store>, slots: SlotIndex) -> Self {
+    pub fn new(audit: Arc<dyn AuditLog>, store: Arc<Store>, slots: SlotIndex, keys: KeyIndex) -> Self {
         Self {
             audit,
             store,
             slots,
+            keys,
             unsettled: Arc::default(),
         }
     }
@@ -104,8 +117,8 @@ impl PostLog {
             transfer.file_path,
             transfer.event_id.as_deref().unwrap_or_default(),
         );
-        if let Some(slot) = &stored.slot {
-            self.unsettled.lock().unwrap().insert(slot.clone());
+        if let Some(record) = &stored.record {
+            self.unsettled.lock().unwrap().insert(record.clone());
         }
         let settler = self.clone();
         let transfer = transfer.clone();
@@ -113,9 +126,9 @@ impl PostLog {
         Err(unknown)
     }
 
-    /// Whether the upload of `slot` is unsettled.
-    pub fn is_unsettled(&self, slot: &str) -> bool {
-        self.unsettled.lock().unwrap().contains(slot)
+    /// Whether the upload of `record` is unsettled.
+    pub fn is_unsettled(&self, record: &Record) -> bool {
+        self.unsettled.lock().unwrap().contains(record)
     }
 
     /// Looks the event of `transfer` up until logd answers; removes the file if it has no row.
@@ -144,20 +157,23 @@ impl PostLog {
                 }
             }
         }
-        if let Some(slot) = &stored.slot {
-            self.unsettled.lock().unwrap().remove(slot);
+        if let Some(record) = &stored.record {
+            self.unsettled.lock().unwrap().remove(record);
         }
     }
 
-    /// Removes a file whose Post row is known not to exist, and its slot record.
-    async fn remove(&self, stored: &Stored, path: &str) {
+    /// Removes a file whose Post row is known not to exist (`path` for the log), and its record.
+    pub async fn remove(&self, stored: &Stored, path: &str) {
         if let Err(e) = self.store.remove(&stored.location).await {
             log::error!("cannot remove {path}, whose upload was not recorded: {}", crate::error::with_causes(&e));
         }
-        if let Some(slot) = &stored.slot {
-            if let Err(e) = self.slots.remove(slot).await {
-                log::error!("cannot remove the record of slot {slot:?}, whose upload was not recorded: {e}");
-            }
+        let removed = match &stored.record {
+            Some(Record::Slot(slot)) => self.slots.remove(slot).await,
+            Some(Record::Key(event_id)) => self.keys.remove(event_id).await,
+            None => Ok(()),
+        };
+        if let Err(e) = removed {
+            log::error!("cannot remove the record {:?}, whose upload was not recorded: {e}", stored.record);
         }
     }
 }
@@ -169,6 +185,10 @@ mod tests {
     use crate::layout::ChatType;
     use crate::real_name::RealName;
     use crate::store::Mount;
+
+    fn slot_1() -> Record {
+        Record::Slot("slot-1".into())
+    }
 
     /// A post log over a temporary mount holding one stored file, and that file's Post.
     async fn stored_file(dir: &tempfile::TempDir, audit: &Arc<MemoryAuditLog>) -> (PostLog, Transfer, Stored, std::path::PathBuf) {
@@ -194,9 +214,9 @@ mod tests {
         };
         let stored = Stored {
             location,
-            slot: Some("slot-1".into()),
+            record: Some(slot_1()),
         };
-        let posts = PostLog::new(audit.clone(), store.clone(), SlotIndex::new(store));
+        let posts = PostLog::new(audit.clone(), store.clone(), SlotIndex::new(store.clone()), KeyIndex::new(store));
         (posts, transfer, stored, path)
     }
 
@@ -209,14 +229,14 @@ mod tests {
         let outcome = posts.record(&transfer, stored).await;
         assert!(matches!(outcome, Err(LogdError::Unavailable(_))), "{outcome:?}");
         assert!(started.elapsed() >= RETRY_FOR && started.elapsed() < RETRY_FOR * 2, "{:?}", started.elapsed());
-        assert!(path.exists() && posts.is_unsettled("slot-1"));
+        assert!(path.exists() && posts.is_unsettled(&slot_1()));
         // logd stays away past the first lookup, then comes back.
         tokio::time::sleep(LOOKUP_DELAY + Duration::from_secs(30)).await;
-        assert!(path.exists() && posts.is_unsettled("slot-1"));
+        assert!(path.exists() && posts.is_unsettled(&slot_1()));
         audit.recover();
         tokio::time::sleep(crate::backoff::MAX * 2).await;
         assert!(!path.exists(), "the file of a row known not to exist is removed");
-        assert!(!posts.is_unsettled("slot-1"));
+        assert!(!posts.is_unsettled(&slot_1()));
         assert!(audit.rows().is_empty());
     }
 
@@ -229,7 +249,7 @@ mod tests {
         audit.lose_answers(0);
         tokio::time::sleep(LOOKUP_DELAY + crate::backoff::MAX).await;
         assert!(path.exists(), "the file of a recorded row stays");
-        assert!(!posts.is_unsettled("slot-1"));
+        assert!(!posts.is_unsettled(&slot_1()));
         assert_eq!(audit.rows().len(), 1, "sent many times, recorded once");
     }
 
@@ -239,7 +259,7 @@ mod tests {
         let (posts, transfer, stored, path) = stored_file(&dir, &audit).await;
         audit.fail_with(|| LogdError::Unreachable("connect: refused".into()));
         assert!(matches!(posts.record(&transfer, stored).await, Err(LogdError::Unreachable(_))));
-        assert!(!path.exists() && !posts.is_unsettled("slot-1"));
+        assert!(!path.exists() && !posts.is_unsettled(&slot_1()));
     }
 
     /// logd comes back while the client still waits: the upload is recorded.
@@ -263,6 +283,6 @@ mod tests {
         let (posts, transfer, stored, path) = stored_file(&dir, &audit).await;
         audit.fail_with(|| LogdError::Database("disk full".into()));
         assert!(matches!(posts.record(&transfer, stored).await, Err(LogdError::Database(_))));
-        assert!(!path.exists() && !posts.is_unsettled("slot-1"));
+        assert!(!path.exists() && !posts.is_unsettled(&slot_1()));
     }
 }

@@ -34,7 +34,8 @@ use crate::auth::UploadGrant;
 use crate::conditional::{self, Answer, Preconditions, Validators};
 use crate::download_log::{DownloadLog, Progress, Recorded};
 use crate::error::Error;
-use crate::post_log::{new_event_id, PostLog, Stored};
+use crate::idempotency::{IdempotencyKey, KeyIndex, KeyRecord};
+use crate::post_log::{new_event_id, PostLog, Record, Stored};
 use crate::layout::{ChatType, FileLocation};
 use crate::real_name::RealName;
 use crate::reload::Secrets;
@@ -126,10 +127,12 @@ pub enum Shared {
     AlreadyRecorded,
 }
 
-/// An admitted upload: who sends it, within which limit, holding one of the transfer permits.
+/// An admitted upload: who sends it, within which limit, with which `Idempotency-Key`, holding
+/// one of the transfer permits.
 #[derive(Debug)]
 pub struct UploadTicket {
     grant: UploadGrant,
+    key: Option<IdempotencyKey>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -139,6 +142,7 @@ pub struct Transfers {
     secrets: Arc<Secrets>,
     store: Arc<Store>,
     slots: SlotIndex,
+    keys: KeyIndex,
     audit: Arc<dyn AuditLog>,
     downloads: DownloadLog,
     posts: PostLog,
@@ -154,11 +158,13 @@ impl Transfers {
     pub fn new(config: NodeConfig, mount: Mount, audit: Arc<dyn AuditLog>, clock: Arc<dyn Clock>) -> Self {
         let store = Arc::new(Store::new(config.file_server.mount_point.clone(), mount));
         let slots = SlotIndex::new(store.clone());
+        let keys = KeyIndex::new(store.clone());
         Self {
             secrets: Arc::new(Secrets::new(&config.http)),
             sharing: tokio::sync::Mutex::new(()),
-            posts: PostLog::new(audit.clone(), store.clone(), slots.clone()),
+            posts: PostLog::new(audit.clone(), store.clone(), slots.clone(), keys.clone()),
             slots,
+            keys,
             permits: Arc::new(Semaphore::new(config.http.max_concurrent_transfers)),
             admission: Arc::default(),
             downloads: DownloadLog::new(audit.clone()),
@@ -175,11 +181,13 @@ impl Transfers {
     }
 
     /// Checks an upload before a byte of its body is read: the transfer mode, the upload token
-    /// in `authorization`, the request's `Content-Length` against the size limit, that the file
-    /// server and logd are not known to be down ([`Admission`]), and a free transfer permit.
-    pub fn admit_upload(&self, authorization: Option<&str>, declared_len: Option<u64>) -> Result<UploadTicket, Error> {
+    /// in `authorization`, the `Idempotency-Key` if one is sent, the request's `Content-Length`
+    /// against the size limit, that the file server and logd are not known to be down
+    /// ([`Admission`]), and a free transfer permit.
+    pub fn admit_upload(&self, authorization: Option<&str>, idempotency_key: Option<&str>, declared_len: Option<u64>) -> Result<UploadTicket, Error> {
         self.require_managed()?;
         let grant = self.secrets.current().credentials.verify_upload(authorization)?;
+        let key = idempotency_key.map(IdempotencyKey::parse).transpose()?;
         let limit = self.size_limit(grant.max_size);
         if declared_len.is_some_and(|len| len > limit) {
             return Err(Error::TooLarge(limit));
@@ -187,12 +195,15 @@ impl Transfers {
         self.admission.check()?;
         Ok(UploadTicket {
             grant,
+            key,
             _permit: self.permit()?,
         })
     }
 
     /// Stores `body` as the file `name`, records the `Post` row, and only then returns the
-    /// file's URI. The size limit is enforced while streaming too.
+    /// file's URI. The size limit is enforced while streaming too. With an `Idempotency-Key`
+    /// (see [`crate::idempotency`]), the Post's event id is the key's, and an upload with a key
+    /// whose Post row exists stores nothing: see [`Transfers::first_upload`].
     pub async fn upload<E: fmt::Display>(
         &self,
         ticket: UploadTicket,
@@ -201,33 +212,114 @@ impl Transfers {
     ) -> Result<Uploaded, Error> {
         let grant = &ticket.grant;
         let real_name = RealName::parse(name.ok_or(Error::MissingName)?)?;
+        let limit = self.size_limit(grant.max_size);
+        let (event_id, _held) = match &ticket.key {
+            None => (new_event_id(), None),
+            Some(key) => {
+                let event_id = key.event_id(&grant.from);
+                let held = self.keys.hold(&event_id)?;
+                if let Some(first) = self.first_upload(&event_id).await? {
+                    return self.retried_upload(&first, grant, &real_name, limit, body).await;
+                }
+                (event_id, Some(held))
+            }
+        };
         let now = self.clock.now();
-        let Committed { location, size, sha256 } =
-            self.store_body(grant.chat_type, &real_name, self.size_limit(grant.max_size), body, now).await?;
+        let Committed { location, size, sha256 } = self.store_body(grant.chat_type, &real_name, limit, body, now).await?;
         let transfer = Transfer {
             file_size: db_size(size),
             bytes_transferred: db_size(size),
             sha256: Some(sha256.clone()),
+            event_id: Some(event_id.clone()),
             ..self.record(&grant.from, &grant.to, &location, &real_name, now)
         };
-        let stored = Stored {
+        let mut stored = Stored {
             location: location.clone(),
-            slot: None,
+            record: None,
         };
-        let aft_index = self.posts.record(&transfer, stored).await?;
-        crate::metrics::TRANSFERS.upload_completed(size);
-        log_transfer("Post", &transfer, size, aft_index, "");
         let uri = FileUri {
             node_id: self.config.node.id.clone(),
             location,
             real_name,
         };
-        Ok(Uploaded {
+        if ticket.key.is_some() {
+            if let Err(e) = self.keys.put(&event_id, &KeyRecord::new(grant, &uri, size, &sha256, now)).await {
+                self.remove_quietly(&uri.location, &transfer.file_path).await;
+                return Err(e.into());
+            }
+            stored.record = Some(Record::Key(event_id));
+        }
+        let aft_index = self.posts.record(&transfer, stored).await?;
+        crate::metrics::TRANSFERS.upload_completed(size);
+        log_transfer("Post", &transfer, size, aft_index, "");
+        Ok(self.uploaded(uri, size, sha256))
+    }
+
+    /// The answer to a native upload of `uri`.
+    fn uploaded(&self, uri: FileUri, size: u64, sha256: String) -> Uploaded {
+        Uploaded {
             uri: format!("{}{}", self.config.node.public_url, uri.path()),
             file_name: uri.location.file_name.to_string(),
             size,
             sha256,
-        })
+        }
+    }
+
+    /// The first upload with the key whose event id is `event_id`, if its Post row exists (asked
+    /// of logd: 503 if logd cannot say). 422 if the row exists but its key record does not (it
+    /// cannot be answered as the first). No row: `None`, after removing what an upload with the
+    /// key left behind (its row known not to exist: httpd stopped before recording it); 503
+    /// while that upload is unsettled (its Post may still be recorded).
+    async fn first_upload(&self, event_id: &str) -> Result<Option<KeyRecord>, Error> {
+        let recorded = self.audit.lookup(event_id).await?;
+        let record = self.keys.get(event_id).await?;
+        let Some(aft_index) = recorded else {
+            let claim = Record::Key(event_id.to_owned());
+            if self.posts.is_unsettled(&claim) {
+                return Err(LogdError::Unavailable("the first upload with this Idempotency-Key is not known to be recorded yet".into()).into());
+            }
+            if let Some(FileUri { location, .. }) = record.as_ref().and_then(KeyRecord::uri) {
+                let path = self.config.file_server.server_path(&location.relative());
+                log::warn!("an upload with the Idempotency-Key of event {event_id} left {path} without a Post row; removing it");
+                let stored = Stored { location, record: Some(claim) };
+                self.posts.remove(&stored, &path).await;
+            }
+            return Ok(None);
+        };
+        match record {
+            Some(record) => Ok(Some(record)),
+            None => Err(Error::KeyReused(format!("an upload with this key was recorded (aft_index {aft_index}) but this node no longer knows its answer"))),
+        }
+    }
+
+    /// An upload with the key of `first`, an upload whose Post row exists: if it asks the same
+    /// (name, recipient, chat type) with the same bytes (size and SHA-256), it is answered as
+    /// the first was, and nothing is stored or recorded again; otherwise 422.
+    async fn retried_upload<E: fmt::Display>(
+        &self,
+        first: &KeyRecord,
+        grant: &UploadGrant,
+        real_name: &RealName,
+        limit: u64,
+        body: impl Stream<Item = Result<Bytes, E>>,
+    ) -> Result<Uploaded, Error> {
+        let uri = first.uri().ok_or_else(|| Error::KeyReused("the first upload with this key is not known".into()))?;
+        if !first.asks_the_same(grant, real_name) {
+            return Err(Error::KeyReused("this key was used for an upload of another name, recipient or chat type".into()));
+        }
+        if !self.carries(body, limit, first.size, &first.sha256).await? {
+            return Err(Error::KeyReused("this key was used for an upload of other bytes".into()));
+        }
+        log::info!("a retried upload with the Idempotency-Key of {} carried the stored bytes: answered as the first", first.path);
+        Ok(self.uploaded(uri, first.size, first.sha256.clone()))
+    }
+
+    /// Whether `body` (at most `limit` bytes, read into a digest only) is `size` bytes whose
+    /// SHA-256 is `sha256`.
+    async fn carries<E: fmt::Display>(&self, body: impl Stream<Item = Result<Bytes, E>>, limit: u64, size: u64, sha256: &str) -> Result<bool, Error> {
+        let mut digest = ContentDigest::default();
+        receive(&mut digest, body, limit, self.idle_timeout()).await?;
+        Ok(digest.bytes() == size && digest.hex() == sha256)
     }
 
     /// Answers a `GET` or `HEAD` of the native download URI `raw_path` (still percent-encoded).
@@ -299,7 +391,7 @@ impl Transfers {
         }
         let stored = Stored {
             location: location.clone(),
-            slot: Some(slot.as_str().to_owned()),
+            record: Some(Record::Slot(slot.as_str().to_owned())),
         };
         let aft_index = self.posts.record(&transfer, stored).await?;
         crate::metrics::TRANSFERS.upload_completed(size);
@@ -325,7 +417,7 @@ impl Transfers {
         body: impl Stream<Item = Result<Bytes, E>>,
         now: DateTime<Utc>,
     ) -> Result<Uploaded, Error> {
-        if self.posts.is_unsettled(&record.slot) {
+        if self.posts.is_unsettled(&Record::Slot(record.slot.clone())) {
             return Err(LogdError::Unavailable("the first upload of this slot is not known to be recorded yet".into()).into());
         }
         let used = || Error::Slot(crate::slot::SlotError::AlreadyUsed);
@@ -335,9 +427,7 @@ impl Transfers {
         if record.is_expired(now) || record.size != size {
             return Err(used());
         }
-        let mut digest = ContentDigest::default();
-        receive(&mut digest, body, size, self.idle_timeout()).await?;
-        if digest.bytes() != size || digest.hex() != *stored_sha256 {
+        if !self.carries(body, size, size, stored_sha256).await? {
             return Err(used());
         }
         log::info!("a retried upload to slot {:?} carried the stored bytes: answered as the first", record.slot);

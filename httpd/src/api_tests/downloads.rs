@@ -5,7 +5,7 @@ use super::*;
 
 /// Stores `body` as `name` through the transfer logic and returns the download path.
 pub(super) async fn stored(node: &Node, name: &str, body: Vec<u8>) -> String {
-    let ticket = node.transfers.admit_upload(Some(&upload_token(ChatType::Im)), None).unwrap();
+    let ticket = node.transfers.admit_upload(Some(&upload_token(ChatType::Im)), None, None).unwrap();
     let body = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(body))]);
     let uploaded = node.transfers.upload(ticket, Some(name), body).await.unwrap();
     uploaded.uri.strip_prefix(PUBLIC_URL).unwrap().to_owned()

@@ -121,7 +121,7 @@ async fn transfers_beyond_the_limit_are_told_to_retry() {
 #[actix_web::test]
 async fn a_stalled_body_times_out_and_leaves_nothing() {
     let node = Node::with_http("request_timeout_secs = 1");
-    let ticket = node.transfers.admit_upload(Some(&upload_token(ChatType::Im)), None).unwrap();
+    let ticket = node.transfers.admit_upload(Some(&upload_token(ChatType::Im)), None, None).unwrap();
     let first = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"some"))]);
     let body = first.chain(futures_util::stream::pending());
     let e = node.transfers.upload(ticket, Some("slow.bin"), body).await.unwrap_err();

@@ -1,0 +1,138 @@
+//! Small JSON records on the mount, beside `files/` (so the seed's layout and the tools that walk
+//! it never see them, and they survive restarts and are unavailable exactly when the files are),
+//! and the names of those being worked on in this process.
+//!
+//! A [`RecordDir`] keeps one JSON file per record, `<dir>/<name>.json` under the node's
+//! directory, written under a temporary name, fsynced and renamed into place. [`InFlight`] holds
+//! a name for one request at a time (one httpd serves a node's directory).
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::store::{Store, StoreError};
+
+/// One directory of records under the node's directory.
+#[derive(Debug, Clone)]
+pub struct RecordDir {
+    store: Arc<Store>,
+    dir: &'static str,
+}
+
+impl RecordDir {
+    pub fn new(store: Arc<Store>, dir: &'static str) -> Self {
+        Self { store, dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.store.root().join(self.dir).join(format!("{name}.json"))
+    }
+
+    /// The record `name`, if there is one (an unreadable one is none).
+    pub async fn get<T: DeserializeOwned + Send + 'static>(&self, name: &str) -> Result<Option<T>, StoreError> {
+        let path = self.path(name);
+        self.store
+            .blocking(move |store| {
+                store.check_root()?;
+                match std::fs::read(&path) {
+                    Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
+            })
+            .await
+    }
+
+    /// Writes the record `name` durably: temporary name, fsync, rename, fsync the directory.
+    pub async fn put(&self, name: &str, record: &impl Serialize) -> Result<(), StoreError> {
+        let (dir, name) = (self.store.root().join(self.dir), format!("{name}.json"));
+        let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Io(e.into()))?;
+        self.store
+            .blocking(move |store| {
+                store.check_root()?;
+                std::fs::create_dir_all(&dir)?;
+                let part = dir.join(format!(".{name}.part"));
+                let mut file = std::fs::File::create(&part)?;
+                let written = file.write_all(&bytes).and_then(|()| file.sync_all()).and_then(|()| std::fs::rename(&part, dir.join(&name)));
+                if let Err(e) = written {
+                    let _ = std::fs::remove_file(&part);
+                    return Err(e.into());
+                }
+                Ok(crate::store::sync_dir(&dir)?)
+            })
+            .await
+    }
+
+    /// Deletes the record `name`, if there is one.
+    pub async fn remove(&self, name: &str) -> Result<(), StoreError> {
+        let path = self.path(name);
+        self.store
+            .blocking(move |_| match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+                _ => Ok(()),
+            })
+            .await
+    }
+}
+
+/// The names held by requests of this process.
+#[derive(Debug, Clone, Default)]
+pub struct InFlight(Arc<Mutex<HashSet<String>>>);
+
+/// A name held by one request; released on drop.
+#[derive(Debug)]
+pub struct Held {
+    name: String,
+    in_flight: InFlight,
+}
+
+impl InFlight {
+    /// Holds `name`, unless another request holds it.
+    pub fn hold(&self, name: &str) -> Option<Held> {
+        let fresh = self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned());
+        fresh.then(|| Held {
+            name: name.to_owned(),
+            in_flight: self.clone(),
+        })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.in_flight.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Mount;
+
+    #[tokio::test]
+    async fn records_round_trip() {
+        let mount = tempfile::tempdir().unwrap();
+        let records = RecordDir::new(Arc::new(Store::new(mount.path(), Mount::Directory)), ".test");
+        assert_eq!(records.get::<Vec<u32>>("a").await.unwrap(), None);
+        records.put("a", &vec![1, 2]).await.unwrap();
+        assert_eq!(records.get::<Vec<u32>>("a").await.unwrap(), Some(vec![1, 2]));
+        let names: Vec<_> = std::fs::read_dir(mount.path().join(".test")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["a.json"], "no temporary file left");
+        records.remove("a").await.unwrap();
+        records.remove("a").await.unwrap();
+        assert_eq!(records.get::<Vec<u32>>("a").await.unwrap(), None);
+    }
+
+    #[test]
+    fn a_name_is_held_once_until_released() {
+        let in_flight = InFlight::default();
+        let held = in_flight.hold("k").unwrap();
+        assert!(in_flight.hold("k").is_none());
+        assert!(in_flight.hold("other").is_some());
+        drop(held);
+        assert!(in_flight.hold("k").is_some());
+    }
+}

@@ -291,6 +291,11 @@ impl SftpChannel {
         self.waiting.end();
     }
 
+    /// Ends the session as stuck: every request it holds fails at once with [`Error::Timeout`].
+    pub fn give_up(&self) {
+        self.waiting.give_up();
+    }
+
     /// Puts `pieces`, one SFTP packet, on the channel: at once where the channel takes them
     /// (the first poll), else in a task of its own, so that a caller giving up (a read ahead
     /// dropped) never leaves a packet half sent, which the server would misread with every

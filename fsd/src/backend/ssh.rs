@@ -33,7 +33,7 @@
 //! `limits@openssh.com`, if smaller) that are all sent at once.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -215,6 +215,8 @@ struct Connection {
     chunk: u32,
     /// Why the connection was lost, once a request found out.
     lost: Mutex<Option<String>>,
+    /// Whether a session of it was stuck past the deadline.
+    stuck: AtomicBool,
 }
 
 /// One handle's place in a session, given back when dropped (after the handle is closed).
@@ -489,6 +491,7 @@ impl Connection {
             next_session: AtomicUsize::new(0),
             chunk,
             lost: Mutex::new(None),
+            stuck: AtomicBool::new(false),
         })
     }
 
@@ -528,11 +531,17 @@ impl Connection {
         }
     }
 
-    /// Drops the lost connection: its sessions end (requests they hold fail at once) and the
-    /// server is told to close it, so its session processes go too.
+    /// Drops the lost connection: its sessions end (requests they hold fail at once, with
+    /// [`SftpError::Timeout`] if a session was stuck) and the server is told to close it, so its
+    /// session processes go too.
     fn close(self: &Arc<Self>) {
+        let stuck = self.stuck.load(Ordering::Relaxed);
         for session in &self.pool.lock().expect("pool lock").sessions {
-            session.end();
+            if stuck {
+                session.give_up();
+            } else {
+                session.end();
+            }
         }
         let connection = self.clone();
         tokio::spawn(async move {
@@ -599,9 +608,12 @@ impl Connection {
         };
         let loss = match &error {
             SftpError::Disconnected(reason) => Some(reason.clone()),
-            SftpError::Timeout => Some(format!(
-                "an SFTP session did not answer within {REQUEST_DEADLINE:?} (its server process is stuck)"
-            )),
+            SftpError::Timeout => {
+                self.stuck.store(true, Ordering::Relaxed);
+                Some(format!(
+                    "an SFTP session did not answer within {REQUEST_DEADLINE:?} (its server process is stuck)"
+                ))
+            }
             _ => None,
         };
         if let Some(reason) = loss {

@@ -7,22 +7,21 @@
 //! One small JSON file per slot, `.slots/<sha256 of the slot path>.json` under the node's
 //! directory: beside `files/`, so the seed's layout and the tools that walk it never see it, and
 //! on the file server with the files, so it survives restarts and is unavailable (503) exactly
-//! when the files are. A record is written under a temporary name, fsynced and renamed into
-//! place. Slots being uploaded are also held in memory, so two concurrent `PUT`s to one slot
-//! cannot both store a file (one httpd serves a node's directory).
+//! when the files are (a [`RecordDir`]). Slots being uploaded are also held in memory
+//! ([`InFlight`]), so two concurrent `PUT`s to one slot cannot both store a file (one httpd
+//! serves a node's directory).
 //!
 //! [`purgeable`] is the pure expiry rule; this module does not remove stored files itself.
 
-use std::collections::HashSet;
-use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::{DateTime, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::layout::{FileLocation, FileName, HourDir, FILES_DIR};
+use crate::records::{Held, InFlight, RecordDir};
 use crate::slot::{Scheme, SlotError, SlotPath};
 use crate::store::{Store, StoreError};
 
@@ -99,36 +98,25 @@ pub fn purgeable(records: &[SlotRecord], now: DateTime<Utc>) -> Vec<&SlotRecord>
 #[derive(Debug, Clone)]
 pub struct SlotIndex {
     store: Arc<Store>,
-    in_flight: Arc<Mutex<HashSet<String>>>,
+    records: RecordDir,
+    in_flight: InFlight,
 }
 
 /// What [`SlotIndex::reserve`] found, the slot held either way.
 #[derive(Debug)]
 pub enum Reserved {
     /// Not filled yet: fill it.
-    Free(Reservation),
+    Free(Held),
     /// Filled before, as this record says.
-    Filled(Reservation, SlotRecord),
-}
-
-/// A slot held while its file is uploaded; released on drop.
-#[derive(Debug)]
-pub struct Reservation {
-    slot: String,
-    in_flight: Arc<Mutex<HashSet<String>>>,
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.slot);
-    }
+    Filled(Held, SlotRecord),
 }
 
 impl SlotIndex {
     pub fn new(store: Arc<Store>) -> Self {
         Self {
+            records: RecordDir::new(store.clone(), SLOTS_DIR),
             store,
-            in_flight: Arc::default(),
+            in_flight: InFlight::default(),
         }
     }
 
@@ -136,20 +124,14 @@ impl SlotIndex {
         self.store.root().join(SLOTS_DIR)
     }
 
+    /// The record's name: the SHA-256 of the slot path.
     fn record_name(slot: &str) -> String {
-        format!("{}.json", hex::encode(Sha256::digest(slot.as_bytes())))
+        hex::encode(Sha256::digest(slot.as_bytes()))
     }
 
     /// Holds `slot` for one upload, or one check of a retried upload: 409 if it is held already.
     pub async fn reserve(&self, slot: &SlotPath) -> Result<Reserved, crate::Error> {
-        let fresh = self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(slot.as_str().to_owned());
-        if !fresh {
-            return Err(SlotError::AlreadyUsed.into());
-        }
-        let reservation = Reservation {
-            slot: slot.as_str().to_owned(),
-            in_flight: self.in_flight.clone(),
-        };
+        let reservation = self.in_flight.hold(slot.as_str()).ok_or(SlotError::AlreadyUsed)?;
         Ok(match self.get(slot.as_str()).await? {
             Some(record) => Reserved::Filled(reservation, record),
             None => Reserved::Free(reservation),
@@ -158,49 +140,17 @@ impl SlotIndex {
 
     /// The record of `slot`, if it was filled.
     pub async fn get(&self, slot: &str) -> Result<Option<SlotRecord>, StoreError> {
-        let path = self.dir().join(Self::record_name(slot));
-        let store = self.store.clone();
-        store
-            .blocking(move |store| {
-                store.check_root()?;
-                match std::fs::read(&path) {
-                    Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                    Err(e) => Err(e.into()),
-                }
-            })
-            .await
+        self.records.get(&Self::record_name(slot)).await
     }
 
-    /// Writes `record` durably: temporary name, fsync, rename, fsync the directory.
+    /// Writes `record` durably.
     pub async fn put(&self, record: &SlotRecord) -> Result<(), StoreError> {
-        let (dir, name) = (self.dir(), Self::record_name(&record.slot));
-        let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Io(e.into()))?;
-        self.store
-            .blocking(move |store| {
-                store.check_root()?;
-                std::fs::create_dir_all(&dir)?;
-                let part = dir.join(format!(".{name}.part"));
-                let mut file = std::fs::File::create(&part)?;
-                let written = file.write_all(&bytes).and_then(|()| file.sync_all()).and_then(|()| std::fs::rename(&part, dir.join(&name)));
-                if let Err(e) = written {
-                    let _ = std::fs::remove_file(&part);
-                    return Err(e.into());
-                }
-                Ok(crate::store::sync_dir(&dir)?)
-            })
-            .await
+        self.records.put(&Self::record_name(&record.slot), record).await
     }
 
     /// Deletes the record of `slot` (a slot whose upload was undone, or whose file was purged).
     pub async fn remove(&self, slot: &str) -> Result<(), StoreError> {
-        let path = self.dir().join(Self::record_name(slot));
-        self.store
-            .blocking(move |_| match std::fs::remove_file(path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-                _ => Ok(()),
-            })
-            .await
+        self.records.remove(&Self::record_name(slot)).await
     }
 
     /// Every record (unreadable ones are skipped, with a log line).

@@ -1,5 +1,5 @@
 //! The seed's database tests: **reachable** (PostgreSQL: a TCP connection to the server's host
-//! and port; SQLite: the database file's directory exists and is writable), **connected** (a
+//! and port, to any of them for a multi-host URL; SQLite: the database file's directory exists and is writable), **connected** (a
 //! connection opens and answers `SELECT 1`), **schema verified** (`aft_log` is DESIGN.md's
 //! table). `logd check` runs them on a fresh connection; the running logd on its pool, for the
 //! `status` request. Each test ends in a [`Check`]; nothing here writes to the database.
@@ -94,12 +94,22 @@ fn reachable(config: &mft_config::Database) -> Check {
     check(
         REACHABLE,
         match config.kind {
-            DatabaseKind::Postgres => {
-                server_address(&config.url).and_then(|(host, port)| tcp_connect(&host, port))
-            }
+            DatabaseKind::Postgres => server_addresses(&config.url).and_then(|servers| any_connects(&servers)),
             DatabaseKind::Sqlite => writable_directory(Path::new(&config.url)),
         },
     )
+}
+
+/// A TCP connection to the first of `servers` that takes one; else why none did.
+fn any_connects(servers: &[(String, u16)]) -> Result<String, String> {
+    let mut failures = Vec::new();
+    for (host, port) in servers {
+        match tcp_connect(host, *port) {
+            Ok(reached) => return Ok(reached),
+            Err(e) => failures.push(e),
+        }
+    }
+    Err(failures.join("; "))
 }
 
 /// Opens (and closes) a TCP connection to `host:port`, trying each of its addresses.
@@ -139,9 +149,11 @@ fn writable_directory(file: &Path) -> Result<String, String> {
     Ok(format!("the directory {} is writable", dir.display()))
 }
 
-/// The host and port a `postgres://` URL names (libpq's defaults: `localhost`, 5432; a `host`
-/// or `port` query parameter wins). A Unix-socket host is refused: this test is a TCP one.
-fn server_address(url: &str) -> Result<(String, u16), String> {
+/// The servers a `postgres://` URL names, in the order libpq tries them: one host, or several
+/// separated by commas (`host1:port1,host2:port2`, the multi-host form a failover set-up uses),
+/// each with libpq's defaults (`localhost`, 5432); `host` and `port` query parameters win, a
+/// single port applying to every host. A Unix-socket host is refused: this test is a TCP one.
+fn server_addresses(url: &str) -> Result<Vec<(String, u16)>, String> {
     let rest = url
         .split_once("://")
         .map(|(_, rest)| rest)
@@ -150,44 +162,50 @@ fn server_address(url: &str) -> Result<(String, u16), String> {
         Some((before, query)) => (before.split('/').next().unwrap_or_default(), query),
         None => (rest.split('/').next().unwrap_or_default(), ""),
     };
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let (mut host, mut port) = match host_port.strip_prefix('[') {
-        Some(v6) => {
-            let (host, after) = v6
-                .split_once(']')
-                .ok_or_else(|| format!("bad IPv6 host in {host_port:?}"))?;
-            (
-                host.to_owned(),
-                after.strip_prefix(':').unwrap_or_default().to_owned(),
-            )
-        }
-        None => match host_port.rsplit_once(':') {
-            Some((host, port)) => (host.to_owned(), port.to_owned()),
-            None => (host_port.to_owned(), String::new()),
-        },
-    };
+    let host_list = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let listed: Vec<(String, String)> = host_list.split(',').map(host_and_port).collect::<Result<_, _>>()?;
+    let (mut hosts, mut ports): (Vec<String>, Vec<String>) = listed.into_iter().unzip();
     for (key, value) in query.split('&').filter_map(|pair| pair.split_once('=')) {
         match key {
-            "host" => host = value.to_owned(),
-            "port" => port = value.to_owned(),
+            "host" => hosts = value.split(',').map(str::to_owned).collect(),
+            "port" => ports = value.split(',').map(str::to_owned).collect(),
             _ => {}
         }
     }
-    if host.starts_with('/') {
-        return Err(format!(
-            "the server is on a Unix socket ({host}), not reachable over TCP"
-        ));
+    if ports.len() == 1 {
+        ports = vec![ports[0].clone(); hosts.len()];
     }
-    if host.is_empty() {
-        host = "localhost".into();
+    if ports.len() != hosts.len() {
+        return Err(format!("the database URL names {} hosts but {} ports", hosts.len(), ports.len()));
     }
-    let port = match port.as_str() {
-        "" => 5432,
-        text => text
-            .parse()
-            .map_err(|_| format!("bad port {text:?} in the database URL"))?,
-    };
-    Ok((host, port))
+    hosts
+        .into_iter()
+        .zip(ports)
+        .map(|(host, port)| {
+            if host.starts_with('/') {
+                return Err(format!("the server is on a Unix socket ({host}), not reachable over TCP"));
+            }
+            let port = match port.as_str() {
+                "" => 5432,
+                text => text.parse().map_err(|_| format!("bad port {text:?} in the database URL"))?,
+            };
+            Ok((if host.is_empty() { "localhost".into() } else { host }, port))
+        })
+        .collect()
+}
+
+/// One `host[:port]` of a URL's host list (`[v6]:port` for an IPv6 address); either may be empty.
+fn host_and_port(host_port: &str) -> Result<(String, String), String> {
+    match host_port.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6.split_once(']').ok_or_else(|| format!("bad IPv6 host in {host_port:?}"))?;
+            Ok((host.to_owned(), after.strip_prefix(':').unwrap_or_default().to_owned()))
+        }
+        None => Ok(match host_port.rsplit_once(':') {
+            Some((host, port)) => (host.to_owned(), port.to_owned()),
+            None => (host_port.to_owned(), String::new()),
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -196,27 +214,50 @@ mod tests {
 
     #[test]
     fn server_addresses_follow_libpq() {
-        let address = |url| server_address(url).map(|(h, p)| format!("{h} {p}"));
+        let addresses = |url| {
+            server_addresses(url).map(|servers| servers.iter().map(|(h, p)| format!("{h} {p}")).collect::<Vec<_>>().join(", "))
+        };
+        assert_eq!(addresses("postgres://mft:s3cr@t@db.example.com:6432/mft"), Ok("db.example.com 6432".into()));
+        assert_eq!(addresses("postgresql://db/mft"), Ok("db 5432".into()));
+        assert_eq!(addresses("postgres://u@[::1]:5433/x?sslmode=require"), Ok("::1 5433".into()));
+        assert_eq!(addresses("postgres:///mft?host=10.0.0.7&port=7000"), Ok("10.0.0.7 7000".into()));
+        assert_eq!(addresses("postgres:///mft"), Ok("localhost 5432".into()));
+        assert!(addresses("postgres:///mft?host=/run/postgresql").unwrap_err().contains("Unix socket"));
+        assert!(addresses("postgres://db:x/mft").unwrap_err().contains("bad port"));
+    }
+
+    #[test]
+    fn multi_host_urls_name_every_server() {
+        let addresses = |url| server_addresses(url).unwrap();
+        let pair = |h: &str, p| (h.to_owned(), p);
         assert_eq!(
-            address("postgres://mft:s3cr@t@db.example.com:6432/mft"),
-            Ok("db.example.com 6432".into())
+            addresses("postgres://mft@db1:5433,db2:5434/mft?target_session_attrs=read-write"),
+            [pair("db1", 5433), pair("db2", 5434)]
         );
-        assert_eq!(address("postgresql://db/mft"), Ok("db 5432".into()));
-        assert_eq!(
-            address("postgres://u@[::1]:5433/x?sslmode=require"),
-            Ok("::1 5433".into())
-        );
-        assert_eq!(
-            address("postgres:///mft?host=10.0.0.7&port=7000"),
-            Ok("10.0.0.7 7000".into())
-        );
-        assert_eq!(address("postgres:///mft"), Ok("localhost 5432".into()));
-        assert!(address("postgres:///mft?host=/run/postgresql")
-            .unwrap_err()
-            .contains("Unix socket"));
-        assert!(address("postgres://db:x/mft")
-            .unwrap_err()
-            .contains("bad port"));
+        assert_eq!(addresses("postgres://mft@db1,[::1]:6000,/mft"), [pair("db1", 5432), pair("::1", 6000), pair("localhost", 5432)]);
+        assert_eq!(addresses("postgres:///mft?host=db1,db2&port=7000"), [pair("db1", 7000), pair("db2", 7000)]);
+        assert_eq!(addresses("postgres:///mft?host=db1,db2&port=7000,7001"), [pair("db1", 7000), pair("db2", 7001)]);
+        assert!(server_addresses("postgres:///mft?host=db1,db2,db3&port=1,2").unwrap_err().contains("3 hosts but 2 ports"));
+    }
+
+    /// A failover set-up is reachable while one of its servers takes connections: the one first
+    /// in the list may be the dead primary.
+    #[test]
+    fn a_multi_host_url_is_reachable_through_any_of_its_servers() {
+        let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = |ports: String| mft_config::Database {
+            kind: DatabaseKind::Postgres,
+            url: format!("postgres://mft@{ports}/mft?target_session_attrs=read-write"),
+            ..Default::default()
+        };
+        let both = config(format!("127.0.0.1:{closed},127.0.0.1:{}", open.local_addr().unwrap().port()));
+        let reached = reachable(&both);
+        assert!(reached.ok, "{reached:?}");
+        assert!(reached.detail.starts_with("TCP connection to 127.0.0.1:"), "{reached:?}");
+        let none = reachable(&config(format!("127.0.0.1:{closed},127.0.0.1:{closed}")));
+        assert!(!none.ok);
+        assert_eq!(none.detail.matches("no TCP connection to 127.0.0.1:").count(), 2, "{none:?}");
     }
 
     #[test]

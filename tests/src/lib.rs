@@ -341,7 +341,8 @@ pub fn banner(port: u16) -> Result<String> {
 
 /// A throwaway PostgreSQL server on 127.0.0.1, run as the `postgres` user from a temporary data
 /// directory: fsync off for tests ([`Postgres::start`]), on for benchmarks
-/// ([`Postgres::start_durable`]).
+/// ([`Postgres::start_durable`]); a streaming standby of it for failover tests
+/// ([`Postgres::start_standby`], [`Postgres::promote`]).
 pub struct Postgres {
     pub dir: tempfile::TempDir,
     pub port: u16,
@@ -427,6 +428,43 @@ impl Postgres {
         .with_context(|| process.log_text())?;
         process.check_alive()?;
         self.process = Some(process);
+        Ok(())
+    }
+
+    /// A streaming standby of this server: a base backup (`pg_basebackup -R`, which writes the
+    /// standby's `primary_conninfo`) in a temporary directory of its own, started on its own port.
+    /// It is read-only until [`Postgres::promote`].
+    pub fn start_standby(&self) -> Result<Self> {
+        let user = nix::unistd::User::from_name("postgres")?.context("no postgres user")?;
+        let parent = self.dir.path().parent().context("the server's directory has no parent")?;
+        let dir = tempfile::Builder::new().prefix("mft-pg-").tempdir_in(parent)?;
+        nix::unistd::chown(dir.path(), Some(user.uid), Some(user.gid))?;
+        let mut backup = Command::new(postgres_bin()?.join("pg_basebackup"));
+        backup
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-X", "stream", "-R", "-c", "fast", "-D"])
+            .arg(dir.path().join("data"));
+        if !self.durable {
+            backup.arg("--no-sync");
+        }
+        run(backup.uid(user.uid.as_raw()).gid(user.gid.as_raw()))?;
+        let mut standby = Self {
+            dir,
+            port: free_port(),
+            durable: self.durable,
+            process: None,
+        };
+        standby.resume()?;
+        Ok(standby)
+    }
+
+    /// Promotes a standby to a primary (`pg_ctl promote`, which waits until it takes writes).
+    pub fn promote(&self) -> Result<()> {
+        let user = nix::unistd::User::from_name("postgres")?.context("no postgres user")?;
+        run(Command::new(postgres_bin()?.join("pg_ctl"))
+            .args(["promote", "-w", "-D"])
+            .arg(self.dir.path().join("data"))
+            .uid(user.uid.as_raw())
+            .gid(user.gid.as_raw()))?;
         Ok(())
     }
 

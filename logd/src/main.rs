@@ -40,8 +40,8 @@ enum Command {
     Purge(PurgeArgs),
     /// Compares the node's files (through the mount) with aft_log: partial uploads, files
     /// without a Post row, Post rows without their file or with another size (or SHA-256, with
-    /// --verify-content), slot records without their file. Reports unless --execute; exits 1 and
-    /// raises MftAuditDriftWarn while drift remains.
+    /// --verify-content), slot records without their file. Reports unless --execute; raises
+    /// MftAuditDriftWarn when it finds drift, and exits 1 while drift remains.
     Reconcile(ReconcileArgs),
 }
 
@@ -219,11 +219,11 @@ fn reconcile(config: &mft_config::NodeConfig, args: ReconcileArgs) -> anyhow::Re
         true => println!("{}", serde_json::to_string(&report)?),
         false => print!("{}", report.text()),
     }
-    let remaining = report.summary.remaining;
-    if remaining == 0 {
-        return Ok(ExitCode::SUCCESS);
+    let summary = &report.summary;
+    if summary.drift > 0 {
+        let next = if summary.remaining == 0 { "see the report" } else if args.execute { "see the report for what could not be repaired" } else { "run logd reconcile --execute" };
+        let text = format!("{} disagreements between the file server and aft_log found, {} repaired, {} remain; {next}", summary.drift, summary.repaired, summary.remaining);
+        mft_journal::Alarm::MftAuditDriftWarn.raise(&text);
     }
-    let repair = if args.execute { "see the report" } else { "run logd reconcile --execute" };
-    mft_journal::Alarm::MftAuditDriftWarn.raise(&format!("{remaining} disagreements between the file server and aft_log remain; {repair}"));
-    Ok(ExitCode::FAILURE)
+    Ok(if summary.remaining == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

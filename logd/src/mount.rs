@@ -42,6 +42,18 @@ impl Mount {
         Ok(PathBuf::from(relative))
     }
 
+    /// Whether a file system is mounted at the mount point (its device differs from its
+    /// parent's): an unmounted mount point is an empty local directory, where every row would
+    /// look like a missing file; a mounted one has no `files/` before the node's first upload.
+    pub fn is_mounted(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let device = |path: &Path| std::fs::metadata(path).map(|m| m.dev());
+        match (device(&self.mount_point), self.mount_point.parent().map(device)) {
+            (Ok(inner), Some(Ok(outer))) => inner != outer,
+            _ => false,
+        }
+    }
+
     /// The real-name link of the file at `path` under the mount, if `path` is in the seed's
     /// layout.
     pub fn name_link(&self, path: &Path) -> Option<PathBuf> {
@@ -118,6 +130,18 @@ mod tests {
             Some(PathBuf::from("/var/lib/mft/store/.names/abc"))
         );
         assert_eq!(m.name_link(Path::new("/var/lib/mft/store/other")), None);
+    }
+
+    #[test]
+    fn a_mount_point_is_mounted_when_its_device_differs_from_its_parents() {
+        let mount = |point: &Path| Mount {
+            directory: "/opt/mftFileStore/node_1".into(),
+            mount_point: point.to_owned(),
+        };
+        assert!(mount(Path::new("/proc")).is_mounted());
+        let plain = tempfile::tempdir().unwrap();
+        assert!(!mount(plain.path()).is_mounted());
+        assert!(!mount(&plain.path().join("absent")).is_mounted());
     }
 
     #[test]

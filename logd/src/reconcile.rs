@@ -13,7 +13,8 @@
 //! modified less than `grace` ago, in the current UTC hour, or lies in the current hour's
 //! directory (the seed's rule for purges); it is reported as pending, not as drift. A file is
 //! removed only after its row is looked up once more. The report counts what is drift, what was
-//! repaired and what remains; the command raises `MftAuditDriftWarn` while any remains.
+//! repaired and what remains; the command raises `MftAuditDriftWarn` when it finds any, and fails
+//! while any remains.
 //!
 //! The tree is read one hour directory at a time with that directory's rows, and `Post` rows in
 //! pages, so memory stays bounded by the largest directory and the findings.
@@ -48,7 +49,7 @@ pub struct Options {
 /// Why a reconcile did not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
-    #[error("the mount point {0} has no files/ directory: is fsd running?")]
+    #[error("nothing is mounted at {0}: is fsd running?")]
     NoMount(PathBuf),
     #[error("cannot connect to the database: {0}")]
     Connect(#[from] diesel::ConnectionError),
@@ -150,7 +151,7 @@ pub struct Report {
 /// Reconciles the node `mount` with the database `config` at `now`.
 pub fn run(config: &mft_config::Database, mount: &Mount, options: &Options, now: DateTime<Utc>) -> Result<Report, ReconcileError> {
     let files = mount.mount_point.join(mft_config::FILES_DIR);
-    if !files.is_dir() {
+    if !files.is_dir() && !mount.is_mounted() {
         return Err(ReconcileError::NoMount(mount.mount_point.clone()));
     }
     let mut conn = db::connect(config)?;
@@ -444,8 +445,12 @@ struct SlotRecord {
     purged: bool,
 }
 
-/// The hour directories under `files/`: `<chat_type>/<YYYYMMDD>/<HH[.n]>`.
+/// The hour directories under `files/`: `<chat_type>/<YYYYMMDD>/<HH[.n]>`; none before the
+/// node's first upload.
 fn hour_directories(files: &Path) -> Result<Vec<PathBuf>, ReconcileError> {
+    if !files.exists() {
+        return Ok(Vec::new());
+    }
     let mut level = vec![files.to_owned()];
     for _ in 0..3 {
         let mut next = Vec::new();

@@ -604,29 +604,36 @@ async fn postgres_reconcile() {
     reconcile_finds_and_repairs_every_kind_of_drift(Backend::Postgres).await;
 }
 
-/// The binary: a text report, exit 1 and the alarm while drift remains; JSON; exit 0 once
-/// repaired.
+/// The binary: a text report, exit 1 and the alarm while drift remains; the alarm again when
+/// `--execute` repairs it all, with exit 0, and JSON; neither once none is found.
 #[test]
 fn reconcile_exits_1_while_drift_remains() {
     let db = TestDb::new(Backend::Sqlite);
     drop(logd::db::Database::open(&db.config).unwrap());
     let config = config_file(&db);
     let mount = db.dir.path().join("mount");
-    file(&mount, "files/im/20141218/11/.cut.part", 3);
     let reconcile = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_logd")).arg("reconcile").arg("--config").arg(&config).args(args).output().unwrap();
         (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
     };
+    std::fs::create_dir(&mount).unwrap();
+    let (code, out, err) = reconcile(&["--execute"]);
+    assert_eq!(code, Some(1), "an empty directory is not the node's: {out}{err}");
+    assert!(err.contains("nothing is mounted at"), "{err}");
+    file(&mount, "files/im/20141218/11/.cut.part", 3);
     let (code, out, err) = reconcile(&[]);
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(out.starts_with("found: partial file "), "{out}");
     assert!(out.contains("drift: 1, repaired: 0, remaining: 1 (dry run"), "{out}");
-    assert!(err.contains("MftAuditDriftWarn raised: 1 disagreements"), "{err}");
-    let (code, out, _) = reconcile(&["--execute", "--json"]);
+    assert!(err.contains("MftAuditDriftWarn raised: 1 disagreements between the file server and aft_log found, 0 repaired, 1 remain"), "{err}");
+    let (code, out, err) = reconcile(&["--execute", "--json"]);
     assert_eq!(code, Some(0), "{out}");
+    assert!(err.contains("MftAuditDriftWarn raised: 1 disagreements between the file server and aft_log found, 1 repaired, 0 remain"), "{err}");
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(json["entries"][0]["kind"], "partial_file");
     assert_eq!(json["entries"][0]["status"], "repaired");
     assert_eq!(json["summary"]["remaining"], 0);
-    assert_eq!(reconcile(&[]).0, Some(0));
+    let (code, _, err) = reconcile(&[]);
+    assert_eq!(code, Some(0));
+    assert!(!err.contains("MftAuditDriftWarn"), "no drift, no alarm: {err}");
 }

@@ -362,10 +362,10 @@ async fn nothing_is_stored_or_sent_without_the_audit_log() {
     let response = test::call_service(&app, request).await;
     let location = header_value(response.headers(), header::LOCATION).to_owned();
 
-    node.audit.fail_with(|| LogdError::Database("connection refused".into()));
+    node.audit.fail_with(|| LogdError::Unreachable("connect: connection refused".into()));
     let request = upload_request(&upload_token(ChatType::Persistent), "lost.txt", "lost").to_request();
     let message = error_of(test::call_service(&app, request).await, StatusCode::SERVICE_UNAVAILABLE, "database_unavailable").await;
-    assert!(message.contains("database"), "{message}");
+    assert!(message.contains("logd"), "{message}");
     assert_eq!(entries(&node.path("files/persistent/20140811/15")).len(), 1, "only the first file is left");
 
     node.audit.fail_with(|| LogdError::Unavailable("no socket".into()));

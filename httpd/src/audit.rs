@@ -83,8 +83,8 @@ pub mod memory {
     pub struct MemoryAuditLog {
         rows: Mutex<Vec<Row>>,
         failure: Mutex<Option<fn() -> LogdError>>,
-        /// Answers still to lose after recording.
-        lost_answers: Mutex<usize>,
+        /// Answers still to lose after recording, and the error that replaces them.
+        lost_answers: Mutex<(usize, Option<fn() -> LogdError>)>,
     }
 
     impl MemoryAuditLog {
@@ -105,7 +105,13 @@ pub mod memory {
         /// Makes the next `count` events be recorded and then answered `Unavailable`, as when
         /// logd dies between its commit and its answer.
         pub fn lose_answers(&self, count: usize) {
-            *self.lost_answers.lock().unwrap() = count;
+            self.lose_answers_with(count, || LogdError::Unavailable("the answer was lost".into()));
+        }
+
+        /// Makes the next `count` events be recorded and then answered `error()`: `Database`, as
+        /// when the database dies after making a COMMIT durable and before saying so.
+        pub fn lose_answers_with(&self, count: usize, error: fn() -> LogdError) {
+            *self.lost_answers.lock().unwrap() = (count, Some(error));
         }
 
         fn record(&self, method: &'static str, transfer: &Transfer) -> Result<i64, LogdError> {
@@ -122,10 +128,9 @@ pub mod memory {
                     rows.len() as i64
                 }
             };
-            let mut lost = self.lost_answers.lock().unwrap();
-            if *lost > 0 {
-                *lost -= 1;
-                return Err(LogdError::Unavailable("the answer was lost".into()));
+            if let (count @ 1.., Some(error)) = &mut *self.lost_answers.lock().unwrap() {
+                *count -= 1;
+                return Err(error());
             }
             Ok(aft_index)
         }

@@ -2,15 +2,16 @@
 //!
 //! Every event httpd sends carries an event id (a UUID, [`new_event_id`]), and logd records an
 //! id once, so sending a Post again is harmless: a second send is answered with the row of the
-//! first. [`PostLog::record`] sends the Post and, while logd is unavailable (unreachable, or not
-//! answering: then the event may or may not be committed), sends it again, after the waits of a
-//! [`Backoff`], for up to [`RETRY_FOR`] while the client waits. Then:
+//! first. [`PostLog::record`] sends the Post and, while logd is unavailable (unreachable, not
+//! answering, or answering that the database failed: then the event may or may not be committed,
+//! since a database that dies after making a COMMIT durable cannot say so), sends it again, after
+//! the waits of a [`Backoff`], for up to [`RETRY_FOR`] while the client waits. Then:
 //!
 //! - **recorded**: the row's `aft_index`, and the client gets its URI;
-//! - **not recorded** (logd refused it, or no send reached logd, or the database did not commit
-//!   the only one that did): the file and its record are removed, and the client gets the
-//!   error;
-//! - **unknown** (a send went unanswered): the client gets 503, but the file and slot record
+//! - **not recorded** (logd refused it, or no send reached logd): the file and its record are
+//!   removed, and the client gets the error;
+//! - **unknown** (a send went unanswered, or was answered `database`): the client gets 503, but
+//!   the file and slot record
 //!   stay. A task asks
 //!   logd for the event id ([`AuditLog::lookup`]), first after [`LOOKUP_DELAY`] (longer than a
 //!   logd call may take, so that a send still on its way has arrived and been committed or
@@ -96,17 +97,17 @@ impl PostLog {
         let unknown = loop {
             let error = match self.audit.post(transfer).await {
                 Ok(aft_index) => return Ok(aft_index),
-                Err(e @ (LogdError::Unavailable(_) | LogdError::Unreachable(_))) => e,
+                Err(e @ (LogdError::Unavailable(_) | LogdError::Unreachable(_) | LogdError::Database(_))) => e,
                 Err(e) => break e,
             };
-            maybe_sent |= matches!(error, LogdError::Unavailable(_));
+            maybe_sent |= matches!(error, LogdError::Unavailable(_) | LogdError::Database(_));
             if backoff.waited() >= RETRY_FOR {
                 break error;
             }
             backoff.wait().await;
         };
-        // A refusal would have refused every send; a failed commit or an unreachable logd
-        // tells nothing of an earlier send that went unanswered.
+        // A refusal would have refused every send; an unreachable logd tells nothing of an
+        // earlier send that went unanswered.
         if !maybe_sent || matches!(unknown, LogdError::Invalid { .. }) {
             self.remove(&stored, &transfer.file_path).await;
             return Err(unknown);
@@ -277,12 +278,28 @@ mod tests {
         assert!(path.exists());
     }
 
+    /// The database died after making the COMMIT durable (a PostgreSQL failover): logd answered
+    /// `database`, the row exists, and the file stays with it.
     #[tokio::test(start_paused = true)]
-    async fn a_post_the_database_did_not_commit_removes_its_file_at_once() {
+    async fn a_post_committed_although_answered_database_keeps_its_file() {
+        let (dir, audit) = (tempfile::tempdir().unwrap(), Arc::new(MemoryAuditLog::default()));
+        let (posts, transfer, stored, path) = stored_file(&dir, &audit).await;
+        audit.lose_answers_with(1, || LogdError::Database("server closed the connection unexpectedly".into()));
+        assert_eq!(posts.record(&transfer, stored).await.unwrap(), 1, "the second send is answered with the row");
+        assert!(path.exists());
+        assert_eq!(audit.rows().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_post_the_database_did_not_commit_keeps_its_file_until_logd_says_it_has_no_row() {
         let (dir, audit) = (tempfile::tempdir().unwrap(), Arc::new(MemoryAuditLog::default()));
         let (posts, transfer, stored, path) = stored_file(&dir, &audit).await;
         audit.fail_with(|| LogdError::Database("disk full".into()));
         assert!(matches!(posts.record(&transfer, stored).await, Err(LogdError::Database(_))));
+        assert!(path.exists() && posts.is_unsettled(&slot_1()));
+        audit.recover();
+        tokio::time::sleep(LOOKUP_DELAY + crate::backoff::MAX).await;
         assert!(!path.exists() && !posts.is_unsettled(&slot_1()));
+        assert!(audit.rows().is_empty());
     }
 }

@@ -190,10 +190,10 @@ async fn slot_paths_cannot_escape_or_inject() {
 }
 
 #[actix_web::test]
-async fn a_slot_whose_post_record_fails_leaves_nothing() {
+async fn a_slot_whose_post_never_reached_logd_leaves_nothing() {
     let node = Node::with_http("");
     let app = test::init_service(App::new().configure(routes(node.transfers.clone()))).await;
-    node.audit.fail_with(|| LogdError::Database("disk full".into()));
+    node.audit.fail_with(|| LogdError::Unreachable("connect: connection refused".into()));
     let uri = format!("/upload/z1/a.txt?v={}", sign(SLOT_SECRET, "z1/a.txt 1"));
     error_of(test::call_service(&app, put(&uri, "x").to_request()).await, StatusCode::SERVICE_UNAVAILABLE, "database_unavailable").await;
     assert!(stored_files(&node).is_empty());

@@ -26,6 +26,9 @@ use crate::uri::FileUri;
 
 /// The records' directory under the node's directory.
 pub const KEYS_DIR: &str = ".keys";
+/// How long a key's record is kept: a retry with the key later than this gets 422, never a
+/// second upload (the key's row still exists).
+pub const KEY_LIFETIME: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 /// The longest key accepted, in characters.
 pub const MAX_KEY_LEN: usize = 255;
 
@@ -125,6 +128,11 @@ impl KeyIndex {
 
     pub async fn put(&self, event_id: &str, record: &KeyRecord) -> Result<(), StoreError> {
         self.records.put(event_id, record).await
+    }
+
+    /// Forgets the keys of uploads older than [`KEY_LIFETIME`]; how many.
+    pub async fn expire(&self) -> Result<usize, StoreError> {
+        self.records.remove_older_than(KEY_LIFETIME).await
     }
 
     pub async fn remove(&self, event_id: &str) -> Result<(), StoreError> {

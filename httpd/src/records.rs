@@ -67,6 +67,34 @@ impl RecordDir {
             .await
     }
 
+    /// Deletes the records (and any temporary file a crash left) last written more than `age`
+    /// ago; how many went.
+    pub async fn remove_older_than(&self, age: std::time::Duration) -> Result<usize, StoreError> {
+        let dir = self.store.root().join(self.dir);
+        self.store
+            .blocking(move |store| {
+                store.check_root()?;
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+                    Err(e) => return Err(e.into()),
+                };
+                let mut removed = 0;
+                for entry in entries {
+                    let entry = entry?;
+                    let written = entry.metadata()?.modified()?;
+                    if written.elapsed().is_ok_and(|elapsed| elapsed > age) {
+                        match std::fs::remove_file(entry.path()) {
+                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                            _ => removed += 1,
+                        }
+                    }
+                }
+                Ok(removed)
+            })
+            .await
+    }
+
     /// Deletes the record `name`, if there is one.
     pub async fn remove(&self, name: &str) -> Result<(), StoreError> {
         let path = self.path(name);
@@ -109,6 +137,8 @@ impl Drop for Held {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::store::Mount;
 
@@ -124,6 +154,20 @@ mod tests {
         records.remove("a").await.unwrap();
         records.remove("a").await.unwrap();
         assert_eq!(records.get::<Vec<u32>>("a").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn records_older_than_an_age_are_removed() {
+        let mount = tempfile::tempdir().unwrap();
+        let records = RecordDir::new(Arc::new(Store::new(mount.path(), Mount::Directory)), ".test");
+        assert_eq!(records.remove_older_than(Duration::ZERO).await.unwrap(), 0, "no directory yet");
+        records.put("old", &1).await.unwrap();
+        records.put("new", &2).await.unwrap();
+        let old = std::fs::File::options().write(true).open(mount.path().join(".test/old.json")).unwrap();
+        old.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600)).unwrap();
+        assert_eq!(records.remove_older_than(Duration::from_secs(60)).await.unwrap(), 1);
+        assert_eq!(records.get::<u32>("old").await.unwrap(), None);
+        assert_eq!(records.get::<u32>("new").await.unwrap(), Some(2));
     }
 
     #[test]

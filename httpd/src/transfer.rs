@@ -288,7 +288,7 @@ impl Transfers {
         };
         match record {
             Some(record) => Ok(Some(record)),
-            None => Err(Error::KeyReused(format!("an upload with this key was recorded (aft_index {aft_index}) but this node no longer knows its answer"))),
+            None => Err(Error::KeyReused(format!("an upload with this key was recorded (aft_index {aft_index}) but this node no longer knows its answer (keys are kept 24 hours)"))),
         }
     }
 
@@ -755,14 +755,25 @@ impl Transfers {
 /// How often expired slot files are purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Purges expired slot files every minute, for as long as the server runs; failures are logged
-/// here and retried at the next round.
+/// Rounds of [`purge_every_minute`] between two expiries of Idempotency-Keys (a listing of
+/// their directory).
+const KEY_EXPIRY_ROUNDS: u32 = 60;
+
+/// Purges expired slot files every minute, and forgets expired Idempotency-Keys every hour, for
+/// as long as the server runs; failures are logged here and retried at the next round.
 pub async fn purge_every_minute(transfers: Arc<Transfers>) {
     let mut interval = tokio::time::interval(PURGE_INTERVAL);
-    loop {
+    for round in 0u32.. {
         interval.tick().await;
         if let Err(e) = transfers.purge_expired_slots().await {
             log::error!("cannot purge expired upload slots: {}", crate::error::with_causes(&e));
+        }
+        if round % KEY_EXPIRY_ROUNDS == 0 {
+            match transfers.keys.expire().await {
+                Ok(0) => {}
+                Ok(n) => log::info!("forgot {n} Idempotency-Keys older than 24 hours"),
+                Err(e) => log::error!("cannot forget expired Idempotency-Keys: {}", crate::error::with_causes(&e)),
+            }
         }
     }
 }

@@ -79,12 +79,14 @@ pub mod memory {
         pub transfer: Transfer,
     }
 
+    /// Answers still to lose after recording, and the error that replaces them.
+    type LostAnswers = (usize, Option<fn() -> LogdError>);
+
     #[derive(Debug, Default)]
     pub struct MemoryAuditLog {
         rows: Mutex<Vec<Row>>,
         failure: Mutex<Option<fn() -> LogdError>>,
-        /// Answers still to lose after recording, and the error that replaces them.
-        lost_answers: Mutex<(usize, Option<fn() -> LogdError>)>,
+        lost_answers: Mutex<LostAnswers>,
     }
 
     impl MemoryAuditLog {

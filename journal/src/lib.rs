@@ -1,13 +1,26 @@
-//! Logging for the node's daemons, and the seed's alarms.
+//! The operations pieces shared by the node's daemons (fsd, logd, httpd): logging, alarms,
+//! troubleshooting checks, the reachability probe and durable file writes. Each is plain code
+//! with no daemon's types in it.
 //!
-//! [`init`] installs one `log` backend for the whole process: under systemd (`$JOURNAL_STREAM`
-//! names our stderr) native journal entries, where each key-value pair of a record becomes a
-//! journal field (`jid = …` → `JID=`); otherwise one readable line per record on stderr, with the
-//! pairs appended as `key=value`. Code logs through the `log` macros only and never knows which.
-//!
-//! [`Alarm`] names the conditions an operator is paged for. Raising one logs it at error or
-//! warning level with the field `ALARM=<name>`; clearing it logs `ALARM_CLEARED=<name>`, so
-//! `journalctl ALARM=MftDbConnectError` lists every occurrence.
+//! - [`init`] installs one `log` backend for the whole process: under systemd (`$JOURNAL_STREAM`
+//!   names our stderr) native journal entries, where each key-value pair of a record becomes a
+//!   journal field (`jid = …` → `JID=`); otherwise one readable line per record on stderr, with
+//!   the pairs appended as `key=value`. Code logs through the `log` macros only and never knows
+//!   which.
+//! - [`alarm`]: the conditions an operator is paged for ([`Alarm`]), and the latch that raises and
+//!   clears each once per transition ([`AlarmLatch`]).
+//! - [`check`]: a troubleshooting test's outcome ([`CheckResult`]) and its `PASS`/`FAIL` line.
+//! - [`probe`]: the TCP reachability probe of the `reachable` checks.
+//! - [`durable`]: replacing a file atomically and durably (temporary file, fsync, rename, fsync
+//!   of the directory).
+
+pub mod alarm;
+pub mod check;
+pub mod durable;
+pub mod probe;
+
+pub use alarm::{Alarm, AlarmLatch, Transition};
+pub use check::CheckResult;
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -80,60 +93,6 @@ pub fn line(program: &str, record: &Record) -> String {
     )
 }
 
-/// The node's alarms, by their stable names: the seed's four, which the daemons latch (raised
-/// once, cleared once) and export, and the reconcile command's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Alarm {
-    /// fsd lost (or cannot reach) the file server.
-    MftExtFsMountError,
-    /// Free space on the file server fell under the configured threshold.
-    MftExtFsFreeSpaceWarn,
-    /// logd cannot reach the database.
-    MftDbConnectError,
-    /// The database's disk or tablespace is full.
-    MftDbFullError,
-    /// `logd reconcile` found the file server and `aft_log` disagreeing: raised by each run that
-    /// leaves drift, never latched or exported (no daemon holds it).
-    MftAuditDriftWarn,
-}
-
-impl Alarm {
-    /// The seed's alarms, which the daemons latch and `/metrics` exports.
-    pub const SEED: [Alarm; 4] = [
-        Alarm::MftExtFsMountError,
-        Alarm::MftExtFsFreeSpaceWarn,
-        Alarm::MftDbConnectError,
-        Alarm::MftDbFullError,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Alarm::MftExtFsMountError => "MftExtFsMountError",
-            Alarm::MftExtFsFreeSpaceWarn => "MftExtFsFreeSpaceWarn",
-            Alarm::MftDbConnectError => "MftDbConnectError",
-            Alarm::MftDbFullError => "MftDbFullError",
-            Alarm::MftAuditDriftWarn => "MftAuditDriftWarn",
-        }
-    }
-
-    fn level(self) -> log::Level {
-        match self {
-            Alarm::MftExtFsFreeSpaceWarn | Alarm::MftAuditDriftWarn => log::Level::Warn,
-            Alarm::MftExtFsMountError | Alarm::MftDbConnectError | Alarm::MftDbFullError => log::Level::Error,
-        }
-    }
-
-    /// Logs that the alarm is raised, with why.
-    pub fn raise(self, reason: &dyn std::fmt::Display) {
-        log::log!(target: "alarm", self.level(), alarm = self.name(); "{} raised: {reason}", self.name());
-    }
-
-    /// Logs that the condition is over.
-    pub fn clear(self) {
-        log::info!(target: "alarm", alarm_cleared = self.name(); "{} cleared", self.name());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,15 +117,6 @@ mod tests {
             "{text}"
         );
         assert!(text.starts_with("20") && text.as_bytes()[10] == b'T', "{text}");
-    }
-
-    #[test]
-    fn alarms_have_the_seeds_names_and_levels() {
-        let names: Vec<_> = Alarm::SEED.iter().map(|a| a.name()).collect();
-        assert_eq!(names, ["MftExtFsMountError", "MftExtFsFreeSpaceWarn", "MftDbConnectError", "MftDbFullError"]);
-        assert_eq!(Alarm::MftAuditDriftWarn.level(), log::Level::Warn);
-        assert_eq!(Alarm::MftExtFsFreeSpaceWarn.level(), log::Level::Warn);
-        assert_eq!(Alarm::MftDbFullError.level(), log::Level::Error);
     }
 
     #[test]

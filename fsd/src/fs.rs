@@ -3,13 +3,23 @@
 //!
 //! [`Filesystem`] is async and knows nothing of FUSE: it takes inode numbers, names and POSIX
 //! open flags, and answers with attributes, data or an [`FsError`]. `fuse.rs` only translates.
+//! Each operation here only orchestrates: it asks the server and tells the parts what happened.
+//!
+//! - [`superblock`]: the metadata (inodes, cached attributes, known directories), kept right
+//!   by one event per change ([`superblock::Superblock::created`], `removed`, `renamed`, …).
+//! - [`open_file`]: an open file with its read-ahead ([`read_ahead`], budgeted in bytes per
+//!   file and in all) and write-behind queue ([`write_behind`]).
+//! - [`failure`]: what an `SSH_FX_FAILURE` meant; [`error`]: every failure's errno.
+//! - [`traffic`]: the requests and bytes counted for fsd's status.
+//!
+//! Behaviour:
 //!
 //! - Every request to the server is bounded by the backend's deadline (the SSH backend's
 //!   [`REQUEST_DEADLINE`](crate::backend::ssh::REQUEST_DEADLINE), then
 //!   [`ETIMEDOUT`](libc::ETIMEDOUT)); the filesystem has no timer of its own and waits on nothing
 //!   else, so no caller waits long on a server that stopped answering.
-//! - Writes are write-behind ([`write_behind`]): acknowledged once queued, sent in order with up
-//!   to [`WRITE_WINDOW`] bytes in flight per open file; the first failure is returned by the next
+//! - Writes are write-behind: acknowledged once queued, sent in order with up to
+//!   [`WRITE_WINDOW`] bytes in flight per open file; the first failure is returned by the next
 //!   write, flush, fsync or release. Anything that must see the written data (a read, `stat`,
 //!   truncate, fsync) first waits for the file's queued writes.
 //! - Attributes from listings and from fsd's own operations are kept for [`CACHE_TTL`]
@@ -18,35 +28,47 @@
 //!   fsynced, it is not listed); `readdirplus` hands the kernel each name with the listing's
 //!   attributes, so listing a directory with attributes costs no request per name.
 //! - An open tells the kernel to keep the file's cached pages when the server shows the size
-//!   and modification time of the previous open and no handle wrote since ([`InodeTable::keep_cache`]).
+//!   and modification time of the previous open and no handle wrote since
+//!   ([`superblock::Superblock::opened`]).
 //! - A file unlinked while open has no name any more: its handles answer for it (`nlink` 0).
+//!
+//! Locks: the superblock, the open files and the open directories each have one, taken for
+//! synchronous steps only and never one inside another; an open file's read-ahead has its
+//! own (reads of different files do not contend), and so does the `statfs` answer.
 
 pub mod attr_cache;
 pub mod error;
+pub mod failure;
 pub mod inode;
 pub mod known_dirs;
+pub mod open_file;
 pub mod read_ahead;
+pub mod superblock;
+pub mod traffic;
 pub mod write_behind;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 pub use error::{FsError, FsResult};
 pub use inode::{Ino, ROOT};
+pub use superblock::{InodeAttributes, ListedEntry, UNKNOWN_INO};
+pub use traffic::Traffic;
 
 use crate::backend::{
-    Attributes, FileKind, FsStats, OpenOptions, SetAttributes, SftpBackend, SftpError, SftpResult,
+    Attributes, FsStats, OpenOptions, SetAttributes, SftpBackend, SftpError, SftpResult,
     StatusCode,
 };
 use attr_cache::AttrCache;
-use inode::InodeTable;
+use failure::Attempt;
 use known_dirs::KnownDirs;
-use read_ahead::ReadAhead;
-use write_behind::WriteBehind;
+use open_file::OpenFile;
+use read_ahead::Budget;
+use superblock::{Lookup, Superblock};
 
 /// How long the kernel may trust attributes and names before asking again. The directory can
 /// change on the server behind fsd's back (another node, a purge), so this stays short.
@@ -76,20 +98,6 @@ pub const READ_AHEAD_TOTAL: u64 = 64 * 1024 * 1024;
 /// The longest name a directory entry may have (the server's `name_max` on Linux).
 pub const NAME_MAX: usize = 255;
 
-/// The inode number a directory listing shows for a name the kernel has not looked up yet
-/// (as libfuse does); a later lookup gives the real one.
-pub const UNKNOWN_INO: Ino = 0xffff_ffff;
-
-/// An inode and its attributes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InodeAttributes {
-    pub ino: Ino,
-    pub attrs: Attributes,
-    /// 1 for a file with a name (SFTP version 3 does not count links), 0 for a file unlinked
-    /// while open.
-    pub nlink: u32,
-}
-
 /// Attribute changes asked by `setattr`; `None` leaves one as it is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AttributeChanges {
@@ -101,16 +109,6 @@ pub struct AttributeChanges {
     pub mtime: Option<SystemTime>,
 }
 
-/// One entry of a directory listing, `.` and `..` included.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListedEntry {
-    pub ino: Ino,
-    pub name: String,
-    /// As the listing showed them; for `.` and `..` only the kind is known (the kernel takes
-    /// nothing else of theirs).
-    pub attrs: Attributes,
-}
-
 /// An open directory: the listing, taken at its first `readdir` (a directory opened only to be
 /// fsynced, as after a rename, costs the server nothing).
 #[derive(Clone)]
@@ -119,67 +117,20 @@ struct Listing {
     entries: Arc<tokio::sync::OnceCell<Arc<[ListedEntry]>>>,
 }
 
-/// The attributes shown for `.` and `..`: a directory, nothing else known.
-const DOT_ATTRIBUTES: Attributes = Attributes {
-    kind: FileKind::Directory,
-    perm: 0,
-    size: 0,
-    uid: 0,
-    gid: 0,
-    atime: SystemTime::UNIX_EPOCH,
-    mtime: SystemTime::UNIX_EPOCH,
-};
-
-/// What the filesystem has done since it started.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub bytes_read: AtomicU64,
-    /// Bytes the server acknowledged.
-    pub bytes_written: AtomicU64,
-    /// Requests sent to the server.
-    pub ops: AtomicU64,
-}
-
-/// An open file: its server handle, what is read ahead of it and, once written to, its
-/// write-behind queue.
-struct OpenFile<H> {
-    ino: Ino,
-    handle: Arc<H>,
-    writes: OnceLock<WriteBehind>,
-    ahead: Mutex<ReadAhead<Prefetch>>,
-}
-
-/// One read ahead under way; dropping it cancels it and gives its bytes back to the budget.
-struct Prefetch {
-    task: tokio::task::JoinHandle<SftpResult<Vec<u8>>>,
-    bytes: u64,
-    budget: Arc<AtomicU64>,
-}
-
-impl Drop for Prefetch {
-    fn drop(&mut self) {
-        self.task.abort();
-        self.budget.fetch_sub(self.bytes, Ordering::Relaxed);
-    }
-}
-
 /// The node directory on the file server, as a filesystem.
 pub struct Filesystem<B: SftpBackend> {
     backend: Arc<B>,
     /// The node directory's absolute path on the server.
     root: String,
-    inodes: Mutex<InodeTable>,
+    superblock: Mutex<Superblock>,
     /// Open files by FUSE file handle; a request in flight holds its own reference.
-    files: Mutex<HashMap<u64, Arc<OpenFile<B::Handle>>>>,
+    files: Mutex<HashMap<u64, Arc<OpenFile<B>>>>,
     listings: Mutex<HashMap<u64, Listing>>,
-    cache: Mutex<AttrCache>,
-    known: Mutex<KnownDirs>,
     /// The last `statfs` answer and when it came, for [`STATFS_TTL`].
     stats: Mutex<Option<(FsStats, Instant)>>,
-    /// Bytes read ahead or being read ahead, over all open files.
-    read_ahead_bytes: Arc<AtomicU64>,
+    read_ahead: Budget,
     next_handle: AtomicU64,
-    counters: Arc<Counters>,
+    traffic: Arc<Traffic>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -194,15 +145,6 @@ fn entry_name(name: &OsStr) -> FsResult<&str> {
     }
     name.to_str()
         .ok_or_else(|| FsError::InvalidName(name.to_owned()))
-}
-
-/// The path of `name` in the directory `dir`.
-fn below(dir: &str, name: &str) -> String {
-    if dir.ends_with('/') {
-        format!("{dir}{name}")
-    } else {
-        format!("{dir}/{name}")
-    }
 }
 
 /// SFTP `pflags` for POSIX open flags.
@@ -224,18 +166,21 @@ impl<B: SftpBackend> Filesystem<B> {
             "" => "/",
             trimmed => trimmed,
         };
+        let superblock = Superblock::new(
+            root,
+            AttrCache::new(CACHE_TTL),
+            KnownDirs::new(KNOWN_DIR_TTL, KNOWN_DIRS, KNOWN_DIR_NAMES),
+        );
         Self {
             backend: Arc::new(backend),
             root: root.to_owned(),
-            inodes: Mutex::new(InodeTable::default()),
+            superblock: Mutex::new(superblock),
             files: Mutex::new(HashMap::new()),
             listings: Mutex::new(HashMap::new()),
-            cache: Mutex::new(AttrCache::new(CACHE_TTL)),
             stats: Mutex::new(None),
-            known: Mutex::new(KnownDirs::new(KNOWN_DIR_TTL, KNOWN_DIRS, KNOWN_DIR_NAMES)),
-            read_ahead_bytes: Arc::new(AtomicU64::new(0)),
+            read_ahead: Budget::new(READ_AHEAD_PER_FILE, READ_AHEAD_TOTAL),
             next_handle: AtomicU64::new(1),
-            counters: Arc::new(Counters::default()),
+            traffic: Arc::new(Traffic::default()),
         }
     }
 
@@ -248,8 +193,8 @@ impl<B: SftpBackend> Filesystem<B> {
         &self.root
     }
 
-    pub fn counters(&self) -> &Counters {
-        &self.counters
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
     }
 
     /// Files open now.
@@ -257,47 +202,31 @@ impl<B: SftpBackend> Filesystem<B> {
         lock(&self.files).len()
     }
 
+    fn superblock(&self) -> MutexGuard<'_, Superblock> {
+        lock(&self.superblock)
+    }
+
     /// Sends one request, counted.
     async fn call<T>(&self, request: impl Future<Output = SftpResult<T>>) -> SftpResult<T> {
-        self.counters.ops.fetch_add(1, Ordering::Relaxed);
+        self.traffic.request();
         request.await
+    }
+
+    /// The failure `error` of `attempt`, explained ([`failure`]).
+    async fn explain(&self, error: SftpError, attempt: Attempt<'_>) -> FsError {
+        failure::explain(&*self.backend, &self.root, &self.traffic, error, attempt).await
     }
 
     /// The server path of inode `ino`.
     fn path(&self, ino: Ino) -> FsResult<String> {
-        let inodes = lock(&self.inodes);
-        let names = inodes.names(ino).ok_or(FsError::StaleInode(ino))?;
-        Ok(self.join(&names))
-    }
-
-    /// The server path of `name` in the directory `parent`.
-    fn child_path(&self, parent: Ino, name: &str) -> FsResult<String> {
-        let inodes = lock(&self.inodes);
-        let mut names = inodes.names(parent).ok_or(FsError::StaleInode(parent))?;
-        names.push(name);
-        Ok(self.join(&names))
-    }
-
-    fn join(&self, names: &[&str]) -> String {
-        names
-            .iter()
-            .fold(self.root.clone(), |path, name| below(&path, name))
-    }
-
-    fn remember(&self, parent: Ino, name: &str, attrs: Attributes) -> InodeAttributes {
-        let ino = lock(&self.inodes).remember(parent, name, attrs.kind);
-        InodeAttributes {
-            ino,
-            attrs,
-            nlink: 1,
-        }
+        self.superblock().path(ino)
     }
 
     fn new_handle(&self) -> u64 {
         self.next_handle.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn open_file(&self, fh: u64) -> FsResult<Arc<OpenFile<B::Handle>>> {
+    fn open_file(&self, fh: u64) -> FsResult<Arc<OpenFile<B>>> {
         lock(&self.files)
             .get(&fh)
             .cloned()
@@ -306,118 +235,51 @@ impl<B: SftpBackend> Filesystem<B> {
 
     fn add_open_file(&self, ino: Ino, handle: B::Handle) -> u64 {
         let fh = self.new_handle();
-        let file = OpenFile {
-            ino,
-            handle: Arc::new(handle),
-            writes: OnceLock::new(),
-            ahead: Mutex::new(ReadAhead::new(READ_AHEAD_DEPTH)),
-        };
+        let file = OpenFile::new(ino, handle, READ_AHEAD_DEPTH);
         lock(&self.files).insert(fh, Arc::new(file));
         fh
     }
 
+    /// The open files of `ino` for which `pick` holds.
+    fn open_files_of(&self, ino: Ino, pick: impl Fn(&OpenFile<B>) -> bool) -> Vec<Arc<OpenFile<B>>> {
+        lock(&self.files)
+            .values()
+            .filter(|f| f.ino == ino && pick(f))
+            .cloned()
+            .collect()
+    }
+
     /// `lstat`, answered from the cache when it can be.
     async fn lstat(&self, path: &str) -> SftpResult<Attributes> {
-        if let Some(attrs) = lock(&self.cache).get(path, Instant::now()) {
+        if let Some(attrs) = self.superblock().attributes(path, Instant::now()) {
             return Ok(attrs);
         }
         let attrs = self.call(self.backend.lstat(path)).await?;
-        lock(&self.cache).put(path.to_owned(), attrs, Instant::now());
+        self.superblock().seen(path.to_owned(), attrs, Instant::now());
         Ok(attrs)
-    }
-
-    /// The server's answer for `path`, also kept in the cache.
-    async fn fresh_lstat(&self, path: &str) -> SftpResult<Attributes> {
-        lock(&self.cache).forget(path);
-        self.lstat(path).await
-    }
-
-    fn forget_cached(&self, path: &str) {
-        lock(&self.cache).forget(path);
-    }
-
-    /// A name was added to or removed from the directory `dir`: its cached attributes (times)
-    /// are stale.
-    fn dir_changed(&self, dir: Ino) {
-        if let Ok(path) = self.path(dir) {
-            self.forget_cached(&path);
-        }
-    }
-
-    /// fsd made `name` in `parent` (`Ok`), or failed to and so is in doubt about `parent`.
-    fn name_added<T>(&self, parent: Ino, name: &str, result: &Result<T, impl Sized>) {
-        if let Ok(dir) = self.path(parent) {
-            let mut known = lock(&self.known);
-            match result {
-                Ok(_) => known.added(&dir, name),
-                Err(_) => known.forget(&dir),
-            }
-        }
-    }
-
-    /// fsd removed `name` (and whatever was below it) from `parent`.
-    fn name_removed(&self, parent: Ino, name: &str) {
-        if let Ok(dir) = self.path(parent) {
-            let mut known = lock(&self.known);
-            known.removed(&dir, name);
-            known.forget_tree(&below(&dir, name));
-        }
     }
 
     /// Drops what was read ahead of every open file of `ino` (its data changes).
     fn drop_read_ahead(&self, ino: Ino) {
-        let files: Vec<_> = lock(&self.files)
-            .values()
-            .filter(|f| f.ino == ino)
-            .cloned()
-            .collect();
-        for file in files {
-            let dropped = lock(&file.ahead).clear();
-            drop(dropped);
+        for file in self.open_files_of(ino, |_| true) {
+            file.drop_read_ahead();
         }
-    }
-
-    /// Whether `path` exists, for explaining an `SSH_FX_FAILURE`.
-    async fn exists(&self, path: &str) -> bool {
-        self.call(self.backend.lstat(path)).await.is_ok()
-    }
-
-    /// Explains an `SSH_FX_FAILURE` of a request that needed space: ENOSPC if the server's file
-    /// system has no block left for us.
-    async fn space_error(&self, error: SftpError) -> FsError {
-        if error.is_status(StatusCode::Failure) {
-            if let Ok(stats) = self.call(self.backend.statvfs(&self.root)).await {
-                if stats.blocks > 0 && stats.blocks_avail == 0 {
-                    return FsError::NoSpace(error);
-                }
-            }
-        }
-        error.into()
     }
 
     /// Waits for the queued writes of every open file of `ino`.
     async fn settle(&self, ino: Ino) -> FsResult<()> {
-        let writing: Vec<_> = lock(&self.files)
-            .values()
-            .filter(|f| f.ino == ino && f.writes.get().is_some_and(WriteBehind::is_busy))
-            .cloned()
-            .collect();
-        for file in writing {
-            if let Some(writes) = file.writes.get() {
-                if let Err(e) = writes.drain().await {
-                    return Err(self.space_error(e).await);
-                }
-            }
+        for file in self.open_files_of(ino, OpenFile::is_writing) {
+            self.drain(&file).await?;
         }
         Ok(())
     }
 
     /// Waits for the queued writes of one open file; fails if any failed.
-    async fn drain(&self, file: &OpenFile<B::Handle>) -> FsResult<()> {
-        match file.writes.get() {
+    async fn drain(&self, file: &OpenFile<B>) -> FsResult<()> {
+        match file.written() {
             Some(writes) => match writes.drain().await {
                 Ok(()) => Ok(()),
-                Err(e) => Err(self.space_error(e).await),
+                Err(e) => Err(self.explain(e, Attempt::Space).await),
             },
             None => Ok(()),
         }
@@ -426,29 +288,26 @@ impl<B: SftpBackend> Filesystem<B> {
     /// Looks `name` up in `parent`; the kernel now holds one more reference to the result.
     pub async fn lookup(&self, parent: Ino, name: &OsStr) -> FsResult<InodeAttributes> {
         let name = entry_name(name)?;
-        let dir = self.path(parent)?;
-        let path = below(&dir, name);
-        let now = Instant::now();
-        if lock(&self.cache).get(&path, now).is_none() && lock(&self.known).absent(&dir, name, now)
-        {
-            return Err(FsError::Sftp(SftpError::Status {
-                code: StatusCode::NoSuchFile,
-                message: "no such file (known to fsd)".to_owned(),
-            }));
-        }
-        let attrs = self.lstat(&path).await?;
-        Ok(self.remember(parent, name, attrs))
+        let lookup = self.superblock().lookup(parent, name, Instant::now())?;
+        let path = match lookup {
+            Lookup::Found(found) => return Ok(found),
+            Lookup::Ask(path) => path,
+        };
+        let attrs = self.call(self.backend.lstat(&path)).await?;
+        Ok(self
+            .superblock()
+            .looked_up(parent, name, path, attrs, Instant::now()))
     }
 
     /// The kernel dropped `count` references to `ino`.
     pub fn forget(&self, ino: Ino, count: u64) {
-        lock(&self.inodes).forget(ino, count);
+        self.superblock().forget(ino, count);
     }
 
     /// The open file `fh`; for an inode without a name (unlinked while open, so only its
     /// handles reach it), any open file of `ino` if the kernel names none (`fstat` after
     /// `unlink` sends no handle).
-    fn open_file_for(&self, ino: Ino, fh: Option<u64>, named: bool) -> Option<Arc<OpenFile<B::Handle>>> {
+    fn open_file_for(&self, ino: Ino, fh: Option<u64>, named: bool) -> Option<Arc<OpenFile<B>>> {
         let files = lock(&self.files);
         fh.and_then(|fh| files.get(&fh))
             .or_else(|| {
@@ -537,23 +396,18 @@ impl<B: SftpBackend> Filesystem<B> {
             (None, Err(_)) => return Err(FsError::StaleInode(ino)),
         };
         if let Err(e) = answer {
-            return Err(self.space_error(e).await);
+            return Err(self.explain(e, Attempt::Space).await);
         }
-        if let Ok(path) = &path {
-            self.forget_cached(path);
-        }
+        self.superblock().changed(ino);
         self.getattr(ino, fh).await
     }
 
     /// Makes the directory `name` in `parent` with permission bits `perm`.
     pub async fn mkdir(&self, parent: Ino, name: &OsStr, perm: u16) -> FsResult<InodeAttributes> {
         let name = entry_name(name)?;
-        let path = self.child_path(parent, name)?;
+        let path = self.superblock().child_path(parent, name)?;
         let made = self.call(self.backend.mkdir(&path, perm & 0o7777)).await;
-        if made.is_ok() {
-            lock(&self.known).known(&path, [], Instant::now());
-        }
-        self.entry_made(parent, name, path, made).await
+        self.entry_made(parent, name, path, made, true).await
     }
 
     /// Creates (with `O_EXCL` in `flags`: only if it does not exist) and opens the file `name`
@@ -566,7 +420,7 @@ impl<B: SftpBackend> Filesystem<B> {
         flags: i32,
     ) -> FsResult<(InodeAttributes, u64)> {
         let name = entry_name(name)?;
-        let path = self.child_path(parent, name)?;
+        let path = self.superblock().child_path(parent, name)?;
         let options = OpenOptions {
             create: true,
             exclusive: flags & libc::O_EXCL != 0,
@@ -575,21 +429,20 @@ impl<B: SftpBackend> Filesystem<B> {
         let opened = self
             .call(self.backend.open_stat(&path, options, perm & 0o7777))
             .await;
-        self.name_added(parent, name, &opened);
         let (handle, attrs) = match opened {
             Ok(opened) => opened,
-            Err(e)
-                if options.exclusive
-                    && e.is_status(StatusCode::Failure)
-                    && self.exists(&path).await =>
-            {
-                return Err(FsError::AlreadyExists(path));
+            Err(e) => {
+                self.superblock().not_made(parent);
+                let attempt = match options.exclusive {
+                    true => Attempt::Make { path: &path },
+                    false => Attempt::Space,
+                };
+                return Err(self.explain(e, attempt).await);
             }
-            Err(e) => return Err(self.space_error(e).await),
         };
-        self.dir_changed(parent);
-        lock(&self.cache).put(path, attrs, Instant::now());
-        let entry = self.remember(parent, name, attrs);
+        let entry = self
+            .superblock()
+            .created(parent, name, path, attrs, Instant::now());
         let fh = self.add_open_file(entry.ino, handle);
         Ok((entry, fh))
     }
@@ -624,11 +477,10 @@ impl<B: SftpBackend> Filesystem<B> {
         if options.truncate {
             self.settle(ino).await?;
             self.drop_read_ahead(ino);
-            self.forget_cached(&path);
+            self.superblock().changed(ino);
         }
         let (handle, attrs) = self.call(self.backend.open_stat(&path, options, 0)).await?;
-        lock(&self.cache).put(path, attrs, Instant::now());
-        let keep_cache = lock(&self.inodes).keep_cache(ino, (attrs.size, attrs.mtime));
+        let keep_cache = self.superblock().opened(ino, path, attrs, Instant::now());
         Ok((self.add_open_file(ino, handle), keep_cache))
     }
 
@@ -636,34 +488,10 @@ impl<B: SftpBackend> Filesystem<B> {
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let open = self.open_file(fh)?;
         self.settle(open.ino).await?;
-        let plan = lock(&open.ahead).plan(offset, size);
-        drop(plan.dropped);
-        if !plan.wanted.is_empty() {
-            let mut ahead = lock(&open.ahead);
-            for (at, n) in plan.wanted {
-                let bytes = u64::from(n);
-                if (ahead.pending() as u64 + 1) * bytes > READ_AHEAD_PER_FILE {
-                    break;
-                }
-                if self.read_ahead_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes
-                    > READ_AHEAD_TOTAL
-                {
-                    self.read_ahead_bytes.fetch_sub(bytes, Ordering::Relaxed);
-                    break;
-                }
-                self.counters.ops.fetch_add(1, Ordering::Relaxed);
-                let (backend, handle) = (self.backend.clone(), open.handle.clone());
-                let task = tokio::spawn(async move { backend.read(&handle, at, n).await });
-                let budget = self.read_ahead_bytes.clone();
-                ahead.started(at, n, Prefetch { task, bytes, budget });
-            }
-        }
-        let ahead_data = match plan.hit {
-            Some(mut prefetch) => match (&mut prefetch.task).await {
-                Ok(Ok(data)) => Some(data),
-                // A failed read ahead is asked again, so its error is the request's own.
-                _ => None,
-            },
+        let ahead = open.read_ahead(offset, size, &self.backend, &self.traffic, &self.read_ahead);
+        let ahead_data = match ahead {
+            // A failed read ahead is asked again, so its error is the request's own.
+            Some(prefetch) => prefetch.answer().await.and_then(Result::ok),
             None => None,
         };
         let data = match ahead_data {
@@ -674,12 +502,9 @@ impl<B: SftpBackend> Filesystem<B> {
             }
         };
         if data.len() < size as usize {
-            let beyond = lock(&open.ahead).end_of_file(offset + data.len() as u64);
-            drop(beyond);
+            open.end_of_file(offset + data.len() as u64);
         }
-        self.counters
-            .bytes_read
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.traffic.read(data.len() as u64);
         Ok(data)
     }
 
@@ -689,29 +514,11 @@ impl<B: SftpBackend> Filesystem<B> {
         let open = self.open_file(fh)?;
         let len = data.len() as u32;
         self.drop_read_ahead(open.ino);
-        if let Ok(path) = self.path(open.ino) {
-            self.forget_cached(&path);
-        }
-        let writes = open.writes.get_or_init(|| {
-            let (backend, handle) = (self.backend.clone(), open.handle.clone());
-            let counters = self.counters.clone();
-            WriteBehind::start(WRITE_WINDOW, move |offset, data| {
-                let (backend, handle, counters) =
-                    (backend.clone(), handle.clone(), counters.clone());
-                async move {
-                    counters.ops.fetch_add(1, Ordering::Relaxed);
-                    let len = data.len() as u64;
-                    let written = backend.write(&handle, offset, data).await;
-                    if written.is_ok() {
-                        counters.bytes_written.fetch_add(len, Ordering::Relaxed);
-                    }
-                    written
-                }
-            })
-        });
+        self.superblock().changed(open.ino);
+        let writes = open.writes(WRITE_WINDOW, &self.backend, &self.traffic);
         match writes.write(offset, data).await {
             Ok(()) => Ok(len),
-            Err(e) => Err(self.space_error(e).await),
+            Err(e) => Err(self.explain(e, Attempt::Space).await),
         }
     }
 
@@ -735,10 +542,9 @@ impl<B: SftpBackend> Filesystem<B> {
         let open = lock(&self.files)
             .remove(&fh)
             .ok_or(FsError::BadHandle(fh))?;
-        let dropped = lock(&open.ahead).clear();
-        drop(dropped);
-        if open.writes.get().is_some() {
-            lock(&self.inodes).content_changed(open.ino);
+        open.drop_read_ahead();
+        if open.written().is_some() {
+            self.superblock().write_closed(open.ino);
         }
         let written = self.drain(&open).await;
         let closed = self.call(self.backend.close(&open.handle)).await;
@@ -765,44 +571,26 @@ impl<B: SftpBackend> Filesystem<B> {
     /// and learns the names and attributes it sees.
     async fn list(&self, ino: Ino) -> FsResult<Arc<[ListedEntry]>> {
         let path = self.path(ino)?;
-        let writing: Vec<Ino> = {
-            let inodes = lock(&self.inodes);
-            lock(&self.files)
-                .values()
-                .filter(|f| f.writes.get().is_some_and(WriteBehind::is_busy))
-                .filter(|f| inodes.parent(f.ino) == Some(ino))
-                .map(|f| f.ino)
+        let writing: Vec<Ino> = lock(&self.files)
+            .values()
+            .filter(|f| f.is_writing())
+            .map(|f| f.ino)
+            .collect();
+        let children: Vec<Ino> = {
+            let superblock = self.superblock();
+            writing
+                .into_iter()
+                .filter(|&child| superblock.parent(child) == Some(ino))
                 .collect()
         };
-        for child in writing {
+        for child in children {
             self.settle(child).await?;
         }
         let asked = Instant::now();
         let entries = self.call(self.backend.read_dir(&path)).await?;
-        lock(&self.known).known(&path, entries.iter().map(|e| e.name.as_str()), asked);
-        let now = Instant::now();
-        let mut cache = lock(&self.cache);
-        for entry in &entries {
-            cache.put(below(&path, &entry.name), entry.attrs, now);
-        }
-        drop(cache);
-        let inodes = lock(&self.inodes);
-        let parent = inodes.parent(ino).unwrap_or(ROOT);
-        let listing: Arc<[ListedEntry]> = [(ino, "."), (parent, "..")]
-            .into_iter()
-            .map(|(ino, name)| ListedEntry {
-                ino,
-                name: name.to_owned(),
-                attrs: DOT_ATTRIBUTES,
-            })
-            .chain(entries.into_iter().map(|entry| ListedEntry {
-                ino: inodes.child(ino, &entry.name).unwrap_or(UNKNOWN_INO),
-                name: entry.name,
-                attrs: entry.attrs,
-            }))
-            .collect();
-        drop(inodes);
-        Ok(listing)
+        Ok(self
+            .superblock()
+            .listed(ino, &path, entries, asked, Instant::now()))
     }
 
     /// The listing of the open directory `fh` (the kernel pages through it by index), taken
@@ -852,7 +640,7 @@ impl<B: SftpBackend> Filesystem<B> {
                 }
                 continue;
             }
-            let found = self.remember(dir, &entry.name, entry.attrs);
+            let found = self.superblock().remember(dir, &entry.name, entry.attrs);
             if add(next, &entry.name, &found) {
                 // It did not fit: the kernel never saw it.
                 self.forget(found.ino, 1);
@@ -880,77 +668,45 @@ impl<B: SftpBackend> Filesystem<B> {
         no_replace: bool,
     ) -> FsResult<()> {
         let (name, new_name) = (entry_name(name)?, entry_name(new_name)?);
-        let from = self.child_path(parent, name)?;
-        let to = self.child_path(new_parent, new_name)?;
+        let (from, to) = {
+            let superblock = self.superblock();
+            (
+                superblock.child_path(parent, name)?,
+                superblock.child_path(new_parent, new_name)?,
+            )
+        };
         let result = self.call(self.backend.rename(&from, &to, !no_replace)).await;
-        {
-            let mut cache = lock(&self.cache);
-            cache.forget_tree(&from);
-            cache.forget_tree(&to);
-        }
-        if result.is_ok() {
-            self.name_removed(parent, name);
-            self.name_removed(new_parent, new_name);
-        } else if let Ok(dir) = self.path(parent) {
-            lock(&self.known).forget(&dir);
-        }
-        self.name_added(new_parent, new_name, &result);
         if let Err(e) = result {
-            return Err(if !e.is_status(StatusCode::Failure) {
-                e.into()
-            } else if no_replace && self.exists(&to).await {
-                FsError::AlreadyExists(to)
-            } else if self.has_entries(&to).await {
-                FsError::NotEmpty(to)
-            } else {
-                e.into()
-            });
+            self.superblock()
+                .not_renamed(parent, name, new_parent, new_name);
+            return Err(self.explain(e, Attempt::Rename { to: &to, no_replace }).await);
         }
-        self.dir_changed(parent);
-        self.dir_changed(new_parent);
-        lock(&self.inodes).rename(parent, name, new_parent, new_name);
+        self.superblock()
+            .renamed(parent, name, new_parent, new_name);
         Ok(())
-    }
-
-    /// Whether `path` is a directory with entries, for explaining an `SSH_FX_FAILURE`.
-    async fn has_entries(&self, path: &str) -> bool {
-        self.call(self.backend.read_dir(path))
-            .await
-            .is_ok_and(|entries| !entries.is_empty())
     }
 
     /// Removes the file `name` from `parent`.
     pub async fn unlink(&self, parent: Ino, name: &OsStr) -> FsResult<()> {
         let name = entry_name(name)?;
-        let path = self.child_path(parent, name)?;
-        self.forget_cached(&path);
-        self.call(self.backend.remove(&path)).await?;
-        self.name_removed(parent, name);
-        self.dir_changed(parent);
-        lock(&self.inodes).unlink(parent, name);
+        let path = self.superblock().child_path(parent, name)?;
+        if let Err(e) = self.call(self.backend.remove(&path)).await {
+            self.superblock().not_removed(parent, name);
+            return Err(e.into());
+        }
+        self.superblock().removed(parent, name);
         Ok(())
     }
 
     /// Removes the empty directory `name` from `parent`.
     pub async fn rmdir(&self, parent: Ino, name: &OsStr) -> FsResult<()> {
         let name = entry_name(name)?;
-        let path = self.child_path(parent, name)?;
-        lock(&self.cache).forget_tree(&path);
-        let removed = self.call(self.backend.rmdir(&path)).await;
-        if removed.is_ok() {
-            self.name_removed(parent, name);
+        let path = self.superblock().child_path(parent, name)?;
+        if let Err(e) = self.call(self.backend.rmdir(&path)).await {
+            self.superblock().not_removed(parent, name);
+            return Err(self.explain(e, Attempt::RemoveDir { path: &path }).await);
         }
-        if let Err(e) = removed {
-            return Err(
-                if e.is_status(StatusCode::Failure) && self.has_entries(&path).await {
-                    FsError::NotEmpty(path)
-                } else {
-                    e.into()
-                },
-            );
-        }
-        self.dir_changed(parent);
-        lock(&self.inodes).unlink(parent, name);
+        self.superblock().removed(parent, name);
         Ok(())
     }
 
@@ -965,34 +721,29 @@ impl<B: SftpBackend> Filesystem<B> {
         let target = target
             .to_str()
             .ok_or_else(|| FsError::InvalidName(target.to_owned()))?;
-        let path = self.child_path(parent, name)?;
+        let path = self.superblock().child_path(parent, name)?;
         let made = self.call(self.backend.symlink(target, &path)).await;
-        self.entry_made(parent, name, path, made).await
+        self.entry_made(parent, name, path, made, false).await
     }
 
-    /// Finishes making `name` in `parent` (at `path`) once the server answered `made`: records
-    /// the name, maps a failure (an existing name, a full server), refreshes the parent and
-    /// returns the new entry's attributes. Shared by mkdir, symlink and link.
+    /// Finishes making `name` in `parent` (at `path`; a directory if `new_dir`) once the server
+    /// answered `made`: tells the superblock, explains a failure, and returns the new entry's
+    /// attributes. Shared by mkdir, symlink and link.
     async fn entry_made<T>(
         &self,
         parent: Ino,
         name: &str,
         path: String,
         made: Result<T, SftpError>,
+        new_dir: bool,
     ) -> FsResult<InodeAttributes> {
-        self.name_added(parent, name, &made);
         if let Err(e) = made {
-            return Err(
-                if e.is_status(StatusCode::Failure) && self.exists(&path).await {
-                    FsError::AlreadyExists(path)
-                } else {
-                    self.space_error(e).await
-                },
-            );
+            self.superblock().not_made(parent);
+            return Err(self.explain(e, Attempt::Make { path: &path }).await);
         }
-        self.dir_changed(parent);
-        let attrs = self.fresh_lstat(&path).await?;
-        Ok(self.remember(parent, name, attrs))
+        self.superblock().made(parent, name, new_dir, Instant::now());
+        let attrs = self.lstat(&path).await?;
+        Ok(self.superblock().remember(parent, name, attrs))
     }
 
     /// The target of the symbolic link `ino`.
@@ -1009,9 +760,9 @@ impl<B: SftpBackend> Filesystem<B> {
     ) -> FsResult<InodeAttributes> {
         let new_name = entry_name(new_name)?;
         let existing = self.path(ino)?;
-        let path = self.child_path(new_parent, new_name)?;
+        let path = self.superblock().child_path(new_parent, new_name)?;
         let made = self.call(self.backend.hardlink(&existing, &path)).await;
-        self.entry_made(new_parent, new_name, path, made).await
+        self.entry_made(new_parent, new_name, path, made, false).await
     }
 
     /// Space and inode counts of the server's file system, at most [`STATFS_TTL`] old. A server
@@ -1035,12 +786,15 @@ impl<B: SftpBackend> Filesystem<B> {
     }
 }
 
+
 #[cfg(test)]
 mod tests {
     use std::ffi::OsStr;
 
     use super::*;
     use crate::backend::fault::FaultyBackend;
+    use crate::backend::FileKind;
+    use superblock::below;
     use crate::backend::memory::MemoryBackend;
 
     const ROOT_DIR: &str = "/srv/node_1";
@@ -1105,25 +859,25 @@ mod tests {
     async fn lookups_in_a_directory_fsd_just_made_need_no_request() {
         let fs = fs();
         let dir = fs.mkdir(ROOT, name("d"), 0o755).await.unwrap().ino;
-        let ops = fs.counters().ops.load(Ordering::Relaxed);
+        let ops = fs.traffic().requests.load(Ordering::Relaxed);
         let missing = fs.lookup(dir, name("new")).await.unwrap_err();
         assert_eq!(missing.errno(), libc::ENOENT);
-        assert_eq!(fs.counters().ops.load(Ordering::Relaxed), ops, "no request");
+        assert_eq!(fs.traffic().requests.load(Ordering::Relaxed), ops, "no request");
         write_file(&fs, dir, "new", b"x").await;
         fs.lookup(dir, name("new")).await.unwrap();
         // Made behind fsd's back: unknown until the window ends (the server then answers).
         fs.backend().mkdir(&format!("{ROOT_DIR}/d/other"), 0o755).await.unwrap();
         assert_eq!(fs.lookup(dir, name("other")).await.unwrap_err().errno(), libc::ENOENT);
         let path = format!("{ROOT_DIR}/d");
-        lock(&fs.known).forget(&path);
+        fs.superblock().expire(&path);
         fs.lookup(dir, name("other")).await.unwrap();
         // A listing makes the directory known again, with what it lists.
         names_in(&fs, dir).await;
         fs.lookup(dir, name("other")).await.unwrap();
         fs.unlink(dir, name("new")).await.unwrap();
-        let ops = fs.counters().ops.load(Ordering::Relaxed);
+        let ops = fs.traffic().requests.load(Ordering::Relaxed);
         assert_eq!(fs.lookup(dir, name("new")).await.unwrap_err().errno(), libc::ENOENT);
-        assert_eq!(fs.counters().ops.load(Ordering::Relaxed), ops);
+        assert_eq!(fs.traffic().requests.load(Ordering::Relaxed), ops);
         fs.rename(dir, name("other"), dir, name("moved"), false).await.unwrap();
         assert_eq!(fs.lookup(dir, name("other")).await.unwrap_err().errno(), libc::ENOENT);
         fs.lookup(dir, name("moved")).await.unwrap();
@@ -1139,11 +893,11 @@ mod tests {
         for _ in 0..4 {
             out.extend(fs.read(fh, out.len() as u64, 4096).await.unwrap());
         }
-        assert!(lock(&fs.open_file(fh).unwrap().ahead).pending() > 0, "reading ahead");
-        assert!(fs.read_ahead_bytes.load(Ordering::Relaxed) > 0);
+        assert!(fs.open_file(fh).unwrap().reading_ahead() > 0, "reading ahead");
+        assert!(fs.read_ahead.used() > 0);
         // A write drops what was read ahead: the next read sees it.
         fs.write(fh, 4 * 4096, vec![0xee; 10]).await.unwrap();
-        assert_eq!(lock(&fs.open_file(fh).unwrap().ahead).pending(), 0);
+        assert_eq!(fs.open_file(fh).unwrap().reading_ahead(), 0);
         loop {
             let chunk = fs.read(fh, out.len() as u64, 4096).await.unwrap();
             if chunk.is_empty() {
@@ -1157,7 +911,7 @@ mod tests {
         // A seek back reads the right bytes too.
         assert_eq!(fs.read(fh, 100, 4).await.unwrap(), &expected[100..104]);
         fs.release(fh).await.unwrap();
-        assert_eq!(fs.read_ahead_bytes.load(Ordering::Relaxed), 0, "budget given back");
+        assert_eq!(fs.read_ahead.used(), 0, "budget given back");
     }
 
     #[tokio::test]
@@ -1332,7 +1086,7 @@ mod tests {
         let handle = server.open(&below(ROOT_DIR, "f"), OpenOptions { write: true, ..OpenOptions::default() }, 0).await.unwrap();
         server.write(&handle, 5, b" and more".to_vec()).await.unwrap();
         server.close(&handle).await.unwrap();
-        lock(&fs.cache).forget(&below(ROOT_DIR, "f"));
+        fs.superblock().expire(&below(ROOT_DIR, "f"));
         assert!(!open_keeps(libc::O_RDONLY).await, "the server's size changed");
         assert!(open_keeps(libc::O_RDONLY).await);
 
@@ -1401,10 +1155,10 @@ mod tests {
         // was taken back.
         for (_, _, entry) in &seen[2..] {
             fs.forget(entry.ino, 1);
-            assert!(lock(&fs.inodes).names(entry.ino).is_some());
+            assert!(fs.superblock().path(entry.ino).is_ok());
             fs.forget(entry.ino, 1);
         }
-        assert_eq!(lock(&fs.inodes).len(), 1, "only the root is left");
+        assert_eq!(fs.superblock().inodes(), 1, "only the root is left");
     }
 
     #[tokio::test]
@@ -1540,10 +1294,10 @@ mod tests {
         let fs = fs();
         let dir = fs.mkdir(ROOT, name("d"), 0o755).await.unwrap().ino;
         let file = write_file(&fs, dir, "f", b"x").await;
-        assert_eq!(lock(&fs.inodes).len(), 3);
+        assert_eq!(fs.superblock().inodes(), 3);
         fs.forget(file, 1);
         fs.forget(dir, 1);
-        assert_eq!(lock(&fs.inodes).len(), 1);
+        assert_eq!(fs.superblock().inodes(), 1);
         // Looked up again, the names get new inodes and still work.
         let dir = fs.lookup(ROOT, name("d")).await.unwrap().ino;
         let file = fs.lookup(dir, name("f")).await.unwrap().ino;

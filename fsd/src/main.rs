@@ -313,7 +313,7 @@ async fn publish_status(
             .chain(health::key_checks(problem.as_ref()))
             .chain([directory, mount, free_space])
             .collect();
-        let counters = fs.counters();
+        let traffic = fs.traffic();
         let status = FsdStatus {
             updated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             mount_point: server.mount_point.display().to_string(),
@@ -321,9 +321,9 @@ async fn publish_status(
             checks,
             alarms: alarms.active(),
             counters: Counters {
-                bytes_read: counters.bytes_read.load(std::sync::atomic::Ordering::Relaxed),
-                bytes_written: counters.bytes_written.load(std::sync::atomic::Ordering::Relaxed),
-                ops: counters.ops.load(std::sync::atomic::Ordering::Relaxed),
+                bytes_read: traffic.bytes_read.load(std::sync::atomic::Ordering::Relaxed),
+                bytes_written: traffic.bytes_written.load(std::sync::atomic::Ordering::Relaxed),
+                ops: traffic.requests.load(std::sync::atomic::Ordering::Relaxed),
                 reconnects: link.borrow().reconnects,
                 open_handles: fs.open_files() as u64,
                 sessions: fs.backend().sessions() as u64,

@@ -1,11 +1,17 @@
-//! Read-ahead for one open file: once reads come in sequence, the next `depth` requests of the
-//! same size are asked of the server before the kernel asks for them.
+//! Read-ahead: once reads of an open file come in sequence, the next `depth` requests of the
+//! same size are asked of the server before the kernel asks for them, within a budget of bytes
+//! per file and over all files.
 //!
 //! [`ReadAhead`] only plans; the caller starts the reads it wants (each a `T`, a pending read)
 //! and hands them back with [`ReadAhead::started`]. A read elsewhere (a seek) drops what was
 //! read ahead; so do writes and close ([`ReadAhead::clear`]). Dropping a `T` must cancel it.
+//! [`Prefetch`] is such a `T`: a task holding its [`Share`] of the [`Budget`], and
+//! [`ReadAhead::start`] starts the wanted reads the budget has room for.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Reads larger than this are not read ahead.
 pub const MAX_CHUNK: u32 = 1024 * 1024;
@@ -127,6 +133,99 @@ impl<T> ReadAhead<T> {
     }
 }
 
+impl<T: Send + 'static> ReadAhead<Prefetch<T>> {
+    /// Starts the `wanted` reads ahead (`read(offset, size)`) in order, as long as `budget`
+    /// has room for them.
+    pub fn start<F>(&mut self, wanted: Vec<(u64, u32)>, budget: &Budget, mut read: impl FnMut(u64, u32) -> F)
+    where
+        F: Future<Output = T> + Send + 'static,
+    {
+        for (at, n) in wanted {
+            let Some(share) = budget.take(self.pending(), u64::from(n)) else {
+                break;
+            };
+            self.started(at, n, Prefetch::spawn(read(at, n), share));
+        }
+    }
+}
+
+/// The bytes that may be read ahead: per open file, and over all of them.
+pub struct Budget {
+    per_file: u64,
+    total: u64,
+    used: Arc<AtomicU64>,
+}
+
+impl Budget {
+    pub fn new(per_file: u64, total: u64) -> Self {
+        Self {
+            per_file,
+            total,
+            used: Arc::default(),
+        }
+    }
+
+    /// Room for one more read ahead of `bytes` for a file with `pending` under way, if both
+    /// bounds allow it.
+    pub fn take(&self, pending: usize, bytes: u64) -> Option<Share> {
+        if (pending as u64 + 1) * bytes > self.per_file {
+            return None;
+        }
+        if self.used.fetch_add(bytes, Ordering::Relaxed) + bytes > self.total {
+            self.used.fetch_sub(bytes, Ordering::Relaxed);
+            return None;
+        }
+        Some(Share {
+            bytes,
+            used: self.used.clone(),
+        })
+    }
+
+    /// Bytes read ahead or being read ahead now, over all open files.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+/// One read ahead's bytes of the [`Budget`], given back when dropped.
+pub struct Share {
+    bytes: u64,
+    used: Arc<AtomicU64>,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        self.used.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// One read ahead under way; dropping it cancels it and gives its bytes back to the budget.
+pub struct Prefetch<T> {
+    task: tokio::task::JoinHandle<T>,
+    _share: Share,
+}
+
+impl<T: Send + 'static> Prefetch<T> {
+    /// Runs `read` in a task of its own, holding `share`.
+    pub fn spawn(read: impl Future<Output = T> + Send + 'static, share: Share) -> Self {
+        Self {
+            task: tokio::spawn(read),
+            _share: share,
+        }
+    }
+
+    /// What the read answered (`None` if its task failed).
+    pub async fn answer(mut self) -> Option<T> {
+        (&mut self.task).await.ok()
+    }
+}
+
+impl<T> Drop for Prefetch<T> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,5 +292,37 @@ mod tests {
         assert_eq!(ra.pending(), 0);
         let plan = ra.plan(0, MAX_CHUNK + 1);
         assert!(plan.wanted.is_empty());
+    }
+
+    #[test]
+    fn the_budget_bounds_each_file_and_all_files() {
+        let budget = Budget::new(4 * u64::from(K), 6 * u64::from(K));
+        let bytes = u64::from(K);
+        let first: Vec<Share> = (0..4).map(|pending| budget.take(pending, bytes).expect("room")).collect();
+        assert!(budget.take(4, bytes).is_none(), "a fifth for one file is past its bound");
+        let second: Vec<Share> = (0..2).map(|pending| budget.take(pending, bytes).expect("room")).collect();
+        assert!(budget.take(2, bytes).is_none(), "past the total");
+        assert_eq!(budget.used(), 6 * bytes);
+        drop(first);
+        assert_eq!(budget.used(), 2 * bytes, "shares are given back when dropped");
+        drop(second);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn started_reads_hold_their_share_until_answered_or_dropped() {
+        let budget = Budget::new(2 * u64::from(K), u64::MAX);
+        let mut ra = ReadAhead::new(4);
+        ra.plan(0, K);
+        let plan = ra.plan(k(1), K);
+        ra.start(plan.wanted, &budget, |at, _| async move { at });
+        assert_eq!(ra.pending(), 2, "the file's bound stopped the other two");
+        assert_eq!(budget.used(), 2 * u64::from(K));
+        let plan = ra.plan(k(2), K);
+        assert_eq!(plan.hit.expect("read ahead").answer().await, Some(k(2)));
+        drop(plan.dropped);
+        assert_eq!(budget.used(), u64::from(K));
+        drop(ra.clear());
+        assert_eq!(budget.used(), 0);
     }
 }

@@ -15,6 +15,7 @@
 //! Error policy: library modules return typed errors (`thiserror`); only `main` uses `anyhow`.
 //! Semantics and limits are in `docs/fsd-semantics.md`.
 
+pub mod contract;
 pub mod status;
 
 #[cfg(feature = "daemon")]

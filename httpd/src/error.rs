@@ -244,6 +244,8 @@ mod tests {
             ),
             (Error::Store(StoreError::from(io_error(libc::ENOSPC))), 507, "file_server_full", "the file server is full"),
             (Error::Store(StoreError::from(io_error(libc::EACCES))), 500, "internal", "internal error"),
+            // Every SFTP session full of open files: a capacity condition of the file server.
+            (Error::Store(StoreError::from(io_error(libc::ENFILE))), 503, "file_server_unavailable", "the file server is unavailable"),
             (Error::Busy(64), 503, "busy", "this node is busy with 64 transfers; retry shortly"),
             (Error::Stalled(60), 408, "timeout", "the request body stalled: no data for 60 seconds"),
             (

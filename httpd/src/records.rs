@@ -3,11 +3,11 @@
 //! and the names of those being worked on in this process.
 //!
 //! A [`RecordDir`] keeps one JSON file per record, `<dir>/<name>.json` under the node's
-//! directory, written under a temporary name, fsynced and renamed into place. [`InFlight`] holds
+//! directory, written under a temporary name, fsynced and renamed into place
+//! ([`mft_journal::durable`]). [`InFlight`] holds
 //! a name for one request at a time (one httpd serves a node's directory).
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -47,7 +47,8 @@ impl RecordDir {
             .await
     }
 
-    /// Writes the record `name` durably: temporary name, fsync, rename, fsync the directory.
+    /// Writes the record `name` durably ([`mft_journal::durable::write_atomic`]: temporary name,
+    /// fsync, rename, fsync the directory).
     pub async fn put(&self, name: &str, record: &impl Serialize) -> Result<(), StoreError> {
         let (dir, name) = (self.store.root().join(self.dir), format!("{name}.json"));
         let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Io(e.into()))?;
@@ -55,14 +56,7 @@ impl RecordDir {
             .blocking(move |store| {
                 store.check_root()?;
                 std::fs::create_dir_all(&dir)?;
-                let part = dir.join(format!(".{name}.part"));
-                let mut file = std::fs::File::create(&part)?;
-                let written = file.write_all(&bytes).and_then(|()| file.sync_all()).and_then(|()| std::fs::rename(&part, dir.join(&name)));
-                if let Err(e) = written {
-                    let _ = std::fs::remove_file(&part);
-                    return Err(e.into());
-                }
-                Ok(crate::store::sync_dir(&dir)?)
+                Ok(mft_journal::durable::write_atomic(&dir.join(name), &bytes, None)?)
             })
             .await
     }

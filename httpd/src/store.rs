@@ -16,6 +16,11 @@
 //! is removed by [`Store::sweep_partials`], which httpd runs once the store is first there after
 //! it starts: it takes every `.part` under `files/` but those this process is writing.
 //!
+//! Errors are classed once, by fsd's contract ([`fsd::contract`], `docs/fsd-contract.md`). The
+//! directory fsyncs after each rename are answered by fsd without asking the file server (SFTP
+//! cannot sync a directory): on its mount they cost three FUSE requests each and add nothing;
+//! they are kept because the store also runs on plain directories.
+//!
 //! All file system calls run on tokio's blocking pool; bodies move chunk by chunk.
 
 use std::collections::HashSet;
@@ -24,6 +29,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use fsd::contract::ErrnoClass;
+use mft_journal::durable::sync_dir;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
@@ -39,7 +46,8 @@ pub enum StoreError {
     /// The mount reports no space (or quota) left.
     #[error("the file server is full")]
     Full(#[source] io::Error),
-    /// The mount is gone or the connection behind it failed.
+    /// The mount is gone, the connection behind it failed, or the file server takes no more
+    /// open files now.
     #[error("the file server is unavailable")]
     Unavailable(#[source] io::Error),
     /// Anything else.
@@ -47,23 +55,15 @@ pub enum StoreError {
     Io(#[source] io::Error),
 }
 
+/// The one mapping of a failed call on the mount, by the class fsd's contract gives its errno
+/// ([`ErrnoClass`]): a missing file and a refused call are [`StoreError::Io`] (the caller looks
+/// at a missing file's kind where that is an answer).
 impl From<io::Error> for StoreError {
     fn from(e: io::Error) -> Self {
-        match e.raw_os_error() {
-            Some(libc::ENOSPC | libc::EDQUOT) => StoreError::Full(e),
-            Some(
-                libc::ENOTCONN
-                | libc::EIO
-                | libc::ETIMEDOUT
-                | libc::ECONNRESET
-                | libc::ECONNABORTED
-                | libc::ESHUTDOWN
-                | libc::EHOSTUNREACH
-                | libc::ENETUNREACH
-                | libc::ESTALE
-                | libc::ENODEV,
-            ) => StoreError::Unavailable(e),
-            _ => StoreError::Io(e),
+        match ErrnoClass::of_io(&e) {
+            ErrnoClass::Full => StoreError::Full(e),
+            ErrnoClass::Unavailable | ErrnoClass::Busy => StoreError::Unavailable(e),
+            ErrnoClass::NotFound | ErrnoClass::Refused => StoreError::Io(e),
         }
     }
 }
@@ -488,15 +488,6 @@ fn remove_file_logged(path: &Path) {
     }
 }
 
-/// Makes a rename durable. File systems that cannot fsync a directory (some FUSE ones) say
-/// `EINVAL`/`ENOTSUP`; that is not an error.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    match std::fs::File::open(dir).and_then(|d| d.sync_all()) {
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOTSUP | libc::EBADF)) => Ok(()),
-        other => other,
-    }
-}
-
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
@@ -654,5 +645,6 @@ mod tests {
         assert_eq!(class(libc::ENOTCONN), "unavailable");
         assert_eq!(class(libc::EIO), "unavailable");
         assert_eq!(class(libc::EACCES), "io");
+        assert_eq!(class(libc::ENFILE), "unavailable", "a capacity condition, not an internal error");
     }
 }

@@ -1,5 +1,6 @@
-//! The HTTP glue: routes, handlers that only translate between actix and [`Transfers`], and the
-//! server entry point.
+//! The HTTP glue: the transfer routes, handlers that only translate between actix and
+//! [`Transfers`], and the server entry point, which serves them with [`crate::ops`]'s operations
+//! endpoints. Their paths and methods are [`crate::route_table`]'s.
 //!
 //! - `POST /files[?name=<real name>]`: upload (raw body, or `multipart/form-data`), `201 Created`
 //!   with `Location`; an `Idempotency-Key` makes a retry get the first answer.
@@ -29,54 +30,19 @@ use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::{Method, StatusCode};
 use futures_util::StreamExt;
-use actix_web::{guard, web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde::Deserialize;
 
 use crate::conditional::{Answer, Preconditions};
 use crate::error::Error;
 use crate::share::CapabilityQuery;
 use crate::slot::{SlotRequest, SLOT_PREFIX};
-use crate::transfer::{Download, DownloadRequest, Uploaded};
 use crate::ops::Ops;
-use crate::transfer::Transfers;
+use crate::route_table::{self, on, methods_of, ROUTES};
+use crate::transfer::{Download, DownloadRequest, Transfers, Uploaded};
 
 /// How long a graceful stop waits for transfers in flight.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
-
-/// Every route the node serves and its methods. Registrations take their methods from here
-/// ([`on`]), and a test checks `httpd/openapi.json` against this list and the app against it:
-/// a new route is added here, in the registration and in the document.
-pub const ROUTES: &[(&str, &[&str])] = &[
-    ("/healthz", &["GET"]),
-    ("/files", &["POST"]),
-    ("/files/{path:.*}", &["GET", "HEAD", "OPTIONS"]),
-    ("/upload/{path:.*}", &["GET", "HEAD", "OPTIONS", "PUT"]),
-    ("/shares", &["POST"]),
-    ("/status", &["GET"]),
-    ("/status.html", &["GET"]),
-    ("/readyz", &["GET"]),
-    ("/metrics", &["GET"]),
-    ("/openapi.json", &["GET"]),
-];
-
-/// A route taking the methods [`ROUTES`] lists for `path`, but `OPTIONS` (which only CORS
-/// answers: [`with_cors`]). Panics if `path` is not listed (a programming error, caught by any
-/// test that builds the app).
-pub fn on(path: &str) -> actix_web::Route {
-    web::route().guard(methods_of(path, |m| m != "OPTIONS"))
-}
-
-/// A guard for the methods of `path` in [`ROUTES`] that `keep` keeps.
-fn methods_of(path: &str, keep: impl Fn(&str) -> bool) -> guard::AnyGuard {
-    let (_, methods) = ROUTES
-        .iter()
-        .find(|(listed, _)| *listed == path)
-        .unwrap_or_else(|| panic!("{path} is not in http::ROUTES"));
-    let mut kept = methods.iter().filter(|m| keep(m));
-    let method = |name: &str| guard::Method(Method::from_bytes(name.as_bytes()).expect("a method name"));
-    let first = kept.next().unwrap_or_else(|| panic!("{path} lists no method"));
-    kept.fold(guard::Any(method(first)), |any, name| any.or(method(name)))
-}
 
 /// The CORS policy of the slot and download routes, for `origins` (`*`: any).
 fn cors(origins: &[String]) -> actix_cors::Cors {
@@ -97,8 +63,7 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
 /// The resource `path` (all its [`ROUTES`] methods, `OPTIONS` included) behind [`cors`]; a
 /// plain `OPTIONS` that is not a preflight gets `204` with `Allow`.
 fn with_cors(path: &'static str, origins: &[String], route: actix_web::Route) -> impl actix_web::dev::HttpServiceFactory {
-    let (_, methods) = ROUTES.iter().find(|(listed, _)| *listed == path).expect("a listed route");
-    let allow = methods.join(", ");
+    let allow = route_table::methods(path).join(", ");
     web::resource(path)
         .guard(methods_of(path, |_| true))
         .route(route)
@@ -394,4 +359,91 @@ pub async fn run(
     purge.abort();
     sweep.abort();
     stopped
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use actix_web::test::{self, TestRequest};
+    use actix_web::{middleware, App};
+
+    use super::*;
+    use crate::audit::memory::MemoryAuditLog;
+    use crate::node_status::tests::logd_status;
+    use crate::ops::tests::{config, ops, FixedLogd};
+    use crate::store::Mount;
+    use crate::transfer::SystemClock;
+
+    /// The whole app, as [`run`] builds it, except for a default service that answers 418, so
+    /// that a request no route took is told apart from a route's own 404.
+    macro_rules! whole_app {
+        ($dir:expr) => {{
+            let dir: &std::path::Path = $dir;
+            let ops = web::Data::new(ops(dir, FixedLogd(Some(logd_status(&[])))));
+            let audit = Arc::new(MemoryAuditLog::default());
+            let transfers = web::Data::new(Transfers::new(config(dir), Mount::Directory, audit, Arc::new(SystemClock)));
+            test::init_service(
+                App::new()
+                    .wrap(middleware::from_fn(crate::ops::observe))
+                    .configure(routes(transfers))
+                    .configure(crate::ops::routes(ops))
+                    .default_service(web::to(HttpResponse::ImATeapot)),
+            )
+            .await
+        }};
+    }
+
+    /// Fills a route pattern's parameters with sample values.
+    fn sample_path(pattern: &str) -> String {
+        pattern
+            .split('/')
+            .map(|segment| if segment.starts_with('{') { "sample" } else { segment })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    #[actix_web::test]
+    async fn the_openapi_document_describes_exactly_the_registered_routes() {
+        let document: serde_json::Value = serde_json::from_str(crate::ops::OPENAPI).unwrap();
+        assert!(document["openapi"].as_str().unwrap().starts_with("3.0."));
+        let documented: BTreeMap<String, Vec<String>> = document["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(path, item)| {
+                let methods = item
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .filter(|k| *k != "parameters")
+                    .map(|m| m.to_uppercase());
+                (path.clone(), methods.collect())
+            })
+            .collect();
+        // OpenAPI writes `{path}` where actix writes `{path:.*}`.
+        let openapi_path = |pattern: &str| pattern.replace(":.*}", "}");
+        let registered: BTreeMap<String, Vec<String>> = ROUTES
+            .iter()
+            .map(|(path, methods)| (openapi_path(path), methods.iter().map(|m| m.to_string()).collect()))
+            .collect();
+        assert_eq!(documented, registered);
+
+        // And the route table is what the app serves: every listed method reaches a route, any
+        // other method on the same path falls through to the default service.
+        let dir = tempfile::tempdir().unwrap();
+        let app = whole_app!(dir.path());
+        let all = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+        for (pattern, methods) in ROUTES {
+            for method in all {
+                let request = TestRequest::default()
+                    .method(Method::from_bytes(method.as_bytes()).unwrap())
+                    .uri(&sample_path(pattern))
+                    .to_request();
+                let status = test::call_service(&app, request).await.status();
+                let routed = status != StatusCode::IM_A_TEAPOT;
+                assert_eq!(routed, methods.contains(&method), "{method} {pattern}: {status}");
+            }
+        }
+    }
 }

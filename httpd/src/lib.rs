@@ -27,7 +27,8 @@
 //! - [`idempotency`]: `Idempotency-Key`s of native uploads, and what their first upload stored.
 //! - [`transfer`]: the upload and download logic.
 //! - [`error`]: every failure, mapped to a status and a stable code.
-//! - [`http`]: routes, handlers and the server entry point.
+//! - [`route_table`]: every route and its methods, which the registrations below take.
+//! - [`http`]: the transfer routes' handlers, and the server entry point (transfers and operations).
 //!
 //! Operations, beside the transfers:
 //! - [`metrics`]: the seed's counters (totals and 60 s timeslices) and the Prometheus registry.
@@ -52,6 +53,7 @@ pub mod ops;
 pub mod real_name;
 pub mod records;
 pub mod reload;
+pub mod route_table;
 pub mod share;
 pub mod slot;
 pub mod slot_index;

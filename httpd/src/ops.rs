@@ -6,7 +6,7 @@
 //! - `GET /metrics`: the Prometheus exposition ([`Metrics`]).
 //! - `GET /openapi.json`: the API description kept in `httpd/openapi.json`.
 //!
-//! `/healthz` (liveness) is registered with the transfer routes in [`crate::http`]. These
+//! `/healthz` (liveness) is registered with the transfer routes (`http`). These
 //! endpoints carry no credentials: they reveal the node's health and volumes, not files or
 //! users; operators who do not want them public restrict them at the reverse proxy
 //! (`docs/operations-endpoints.md`).
@@ -31,9 +31,9 @@ use logd::{LogdClient, LogdError, LogdStatus};
 use mft_config::{NodeConfig, TransferMode};
 
 use crate::admission::Admission;
-use crate::http::on;
 use crate::metrics::{Metrics, TransferCounters, CONTENT_TYPE};
 use crate::node_status::{NodeStatus, Observations};
+use crate::route_table::on;
 use crate::status_page;
 use crate::store::Mount;
 
@@ -258,17 +258,11 @@ pub async fn observe(
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::collections::BTreeMap;
-
-    use actix_web::http::Method;
     use actix_web::test::{self, TestRequest};
     use actix_web::{middleware, App};
 
     use super::*;
-    use crate::audit::memory::MemoryAuditLog;
-    use crate::http::ROUTES;
     use crate::node_status::tests::{fsd_status, logd_status};
-    use crate::transfer::{SystemClock, Transfers};
 
     /// A logd double that answers with a fixed report, or not at all.
     pub(crate) struct FixedLogd(pub(crate) Option<LogdStatus>);
@@ -314,7 +308,8 @@ pub(crate) mod tests {
         Ops::new(&config(dir), Mount::Directory, Arc::new(logd), counters, Arc::default())
     }
 
-    fn config(dir: &std::path::Path) -> NodeConfig {
+    /// A node whose mount point and fsd status file are under `dir`.
+    pub(crate) fn config(dir: &std::path::Path) -> NodeConfig {
         NodeConfig::parse(&format!(
             r#"
 [node]
@@ -340,23 +335,12 @@ status_file = "{dir}/fsd-status.json"
         .unwrap()
     }
 
-    /// The whole app, as `http::run` builds it, except for a default service that answers
-    /// 418, so that a request no route took is told apart from a route's own 404.
+    /// The operations endpoints as `http::run` serves them, timed by [`observe`].
     macro_rules! app {
         ($dir:expr, $logd:expr) => {{
             let dir: &std::path::Path = $dir;
             let ops = web::Data::new(ops(dir, $logd));
-            let config = config(dir);
-            let audit = Arc::new(MemoryAuditLog::default());
-            let transfers = web::Data::new(Transfers::new(config, Mount::Directory, audit, Arc::new(SystemClock)));
-            test::init_service(
-                App::new()
-                    .wrap(middleware::from_fn(observe))
-                    .configure(crate::http::routes(transfers))
-                    .configure(routes(ops))
-                    .default_service(web::to(HttpResponse::ImATeapot)),
-            )
-            .await
+            test::init_service(App::new().wrap(middleware::from_fn(observe)).configure(routes(ops))).await
         }};
     }
 
@@ -421,59 +405,6 @@ status_file = "{dir}/fsd-status.json"
             text.contains("mft_http_request_duration_seconds_count{route=\"/readyz\",method=\"GET\",status=\"2xx\"} 1"),
             "{text}"
         );
-    }
-
-    /// Fills a route pattern's parameters with sample values.
-    fn sample_path(pattern: &str) -> String {
-        pattern
-            .split('/')
-            .map(|segment| if segment.starts_with('{') { "sample" } else { segment })
-            .collect::<Vec<_>>()
-            .join("/")
-    }
-
-    #[actix_web::test]
-    async fn the_openapi_document_describes_exactly_the_registered_routes() {
-        let document: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
-        assert!(document["openapi"].as_str().unwrap().starts_with("3.0."));
-        let documented: BTreeMap<String, Vec<String>> = document["paths"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(path, item)| {
-                let methods = item
-                    .as_object()
-                    .unwrap()
-                    .keys()
-                    .filter(|k| *k != "parameters")
-                    .map(|m| m.to_uppercase());
-                (path.clone(), methods.collect())
-            })
-            .collect();
-        // OpenAPI writes `{path}` where actix writes `{path:.*}`.
-        let openapi_path = |pattern: &str| pattern.replace(":.*}", "}");
-        let registered: BTreeMap<String, Vec<String>> = ROUTES
-            .iter()
-            .map(|(path, methods)| (openapi_path(path), methods.iter().map(|m| m.to_string()).collect()))
-            .collect();
-        assert_eq!(documented, registered);
-
-        // And the route table is what the app serves: every listed method reaches a route, any
-        // other method on the same path falls through to the default service.
-        let dir = tempfile::tempdir().unwrap();
-        let app = app!(dir.path(), FixedLogd(Some(logd_status(&[]))));
-        let all = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
-        for (pattern, methods) in ROUTES {
-            for method in all {
-                let request = TestRequest::default()
-                    .method(Method::from_bytes(method.as_bytes()).unwrap())
-                    .uri(&sample_path(pattern))
-                    .to_request();
-                let status = test::call_service(&app, request).await.status();
-                let routed = status != StatusCode::IM_A_TEAPOT;
-                assert_eq!(routed, methods.contains(&method), "{method} {pattern}: {status}");
-            }
-        }
     }
 
     #[actix_web::test]

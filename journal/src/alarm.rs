@@ -106,9 +106,12 @@ impl AlarmLatch {
 
     /// Raises `alarm` with `problem`, or clears it with `None`, logging the transition if this
     /// is one (a raised alarm is not raised again, whatever the new reason).
-    pub fn report(&mut self, alarm: Alarm, problem: Option<&dyn Display>) -> Option<Transition> {
+    pub fn report(&mut self, alarm: Alarm, problem: Option<impl Display>) -> Option<Transition> {
         let transition = self.set(alarm, problem.is_some())?;
-        transition.log(alarm, problem.unwrap_or(&""));
+        match problem {
+            Some(problem) => transition.log(alarm, &problem),
+            None => transition.log(alarm, &""),
+        }
         Some(transition)
     }
 
@@ -144,13 +147,13 @@ mod tests {
     fn an_alarm_changes_once_per_transition() {
         let mut latch = AlarmLatch::default();
         let mount = Alarm::MftExtFsMountError;
-        assert_eq!(latch.report(mount, None), None);
-        assert_eq!(latch.report(mount, Some(&"lost")), Some(Transition::Raised));
-        assert_eq!(latch.report(mount, Some(&"still lost")), None);
+        assert_eq!(latch.report(mount, None::<String>), None);
+        assert_eq!(latch.report(mount, Some("lost")), Some(Transition::Raised));
+        assert_eq!(latch.report(mount, Some("still lost".to_owned())), None);
         assert_eq!(latch.names(), ["MftExtFsMountError"]);
-        assert_eq!(latch.report(Alarm::MftExtFsFreeSpaceWarn, Some(&"3%")), Some(Transition::Raised));
-        assert_eq!(latch.report(mount, None), Some(Transition::Cleared));
-        assert_eq!(latch.report(mount, None), None);
+        assert_eq!(latch.report(Alarm::MftExtFsFreeSpaceWarn, Some("3%")), Some(Transition::Raised));
+        assert_eq!(latch.report(mount, None::<String>), Some(Transition::Cleared));
+        assert_eq!(latch.report(mount, None::<String>), None);
         assert_eq!(latch.names(), ["MftExtFsFreeSpaceWarn"]);
         assert!(!latch.is_raised(mount) && latch.is_raised(Alarm::MftExtFsFreeSpaceWarn));
     }

@@ -13,7 +13,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use futures_util::StreamExt;
 
 use crate::store::Mount;
-use logd::LogdError;
+use logd::{LogdError, Method};
 use mft_config::NodeConfig;
 
 use crate::audit::memory::{MemoryAuditLog, Row};
@@ -232,7 +232,7 @@ async fn upload_then_download_round_trip() {
     let rows = node.audit.rows();
     assert_eq!(rows.len(), 1);
     let post = &rows[0].transfer;
-    assert_eq!(rows[0].method, "Post");
+    assert_eq!(rows[0].method, Method::Post);
     assert_eq!((post.jid.as_str(), post.to_jid.as_str()), ("alice@example.com", "bob@example.com"));
     assert_eq!((post.filename.as_str(), post.real_filename.as_str()), (file_name, "Holiday photo.JPG"));
     assert_eq!((post.file_type.as_str(), post.chat_type.as_str()), ("jpg", "im"));
@@ -255,7 +255,7 @@ async fn upload_then_download_round_trip() {
 
     let rows = node.rows_when(|rows| rows.len() == 2 && rows[1].transfer.bytes_transferred == 200_000).await;
     let get = &rows[1].transfer;
-    assert_eq!(rows[1].method, "Get");
+    assert_eq!(rows[1].method, Method::Get);
     assert_eq!((get.jid.as_str(), get.to_jid.as_str()), ("bob@example.com", "bob@example.com"));
     assert_eq!((get.filename.as_str(), get.file_path.as_str()), (post.filename.as_str(), post.file_path.as_str()));
     assert_eq!(get.file_size, 200_000);

@@ -70,12 +70,14 @@ pub mod memory {
 
     use std::sync::Mutex;
 
+    use logd::Method;
+
     use super::*;
 
     /// One `aft_log` row as the double keeps it.
     #[derive(Debug, Clone)]
     pub struct Row {
-        pub method: &'static str,
+        pub method: Method,
         pub transfer: Transfer,
     }
 
@@ -116,7 +118,7 @@ pub mod memory {
             *self.lost_answers.lock().unwrap() = (count, Some(error));
         }
 
-        fn record(&self, method: &'static str, transfer: &Transfer) -> Result<i64, LogdError> {
+        fn record(&self, method: Method, transfer: &Transfer) -> Result<i64, LogdError> {
             self.check()?;
             let mut rows = self.rows.lock().unwrap();
             let recorded = transfer.event_id.as_deref().and_then(|id| row_of_event(&rows, id));
@@ -153,31 +155,31 @@ pub mod memory {
 
     impl AuditLog for MemoryAuditLog {
         fn post<'a>(&'a self, transfer: &'a Transfer) -> BoxFuture<'a, Result<i64, LogdError>> {
-            Box::pin(async move { self.record("Post", transfer) })
+            Box::pin(async move { self.record(Method::Post, transfer) })
         }
 
         fn get_start<'a>(&'a self, transfer: &'a Transfer) -> BoxFuture<'a, Result<i64, LogdError>> {
-            Box::pin(async move { self.record("Get", transfer) })
+            Box::pin(async move { self.record(Method::Get, transfer) })
         }
 
         fn get_start_to_post_recipient<'a>(&'a self, transfer: &'a Transfer) -> BoxFuture<'a, Result<(i64, String), LogdError>> {
             Box::pin(async move {
-                let post = self.rows().into_iter().find(|r| r.method == "Post" && r.transfer.filename == transfer.filename);
+                let post = self.rows().into_iter().find(|r| r.method == Method::Post && r.transfer.filename == transfer.filename);
                 let to_jid = post.map_or_else(|| transfer.to_jid.clone(), |p| p.transfer.to_jid);
-                let aft_index = self.record("Get", &Transfer { to_jid: to_jid.clone(), ..transfer.clone() })?;
+                let aft_index = self.record(Method::Get, &Transfer { to_jid: to_jid.clone(), ..transfer.clone() })?;
                 Ok((aft_index, to_jid))
             })
         }
 
         fn share<'a>(&'a self, transfer: &'a Transfer) -> BoxFuture<'a, Result<i64, LogdError>> {
-            Box::pin(async move { self.record("Share", transfer) })
+            Box::pin(async move { self.record(Method::Share, transfer) })
         }
 
         fn amend_post<'a>(&'a self, amendment: &'a Amendment) -> BoxFuture<'a, Result<i64, LogdError>> {
             Box::pin(async move {
                 self.check()?;
                 let mut rows = self.rows.lock().unwrap();
-                let index = rows.iter().position(|r| r.method == "Post" && r.transfer.filename == amendment.filename);
+                let index = rows.iter().position(|r| r.method == Method::Post && r.transfer.filename == amendment.filename);
                 let Some(index) = index else {
                     return Err(LogdError::Invalid {
                         field: "filename".into(),
@@ -186,7 +188,7 @@ pub mod memory {
                 };
                 let t = &mut rows[index].transfer;
                 t.to_jid.clone_from(&amendment.to_jid);
-                t.chat_type.clone_from(&amendment.chat_type);
+                t.chat_type = amendment.chat_type;
                 t.file_path.clone_from(&amendment.file_path);
                 Ok(index as i64 + 1)
             })
@@ -205,7 +207,7 @@ pub mod memory {
                 let mut rows = self.rows.lock().unwrap();
                 let row = usize::try_from(aft_index - 1).ok().and_then(|i| rows.get_mut(i));
                 match row {
-                    Some(row) if row.method == "Get" => {
+                    Some(row) if row.method == Method::Get => {
                         row.transfer.bytes_transferred = bytes_transferred;
                         Ok(())
                     }

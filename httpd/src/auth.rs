@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::layout::ChatType;
 
-/// The longest JID `aft_log.jid` and `aft_log.to_jid` hold.
-pub const MAX_JID_LEN: usize = 3071;
+/// The longest JID httpd takes, in bytes: `aft_log.jid` and `aft_log.to_jid` hold as many
+/// characters.
+pub const MAX_JID_LEN: usize = logd::row::JID_MAX;
 
 /// Why a request's credentials were refused. Each maps to 401.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -124,7 +125,7 @@ impl Credentials {
     /// Checks the value of an `Authorization` header for an upload.
     pub fn verify_upload(&self, authorization: Option<&str>) -> Result<UploadGrant, AuthError> {
         let claims: UploadClaims = self.decode(authorization, Purpose::Upload)?;
-        let chat_type = claims.chat_type.parse().map_err(|e: crate::layout::UnknownChatType| AuthError::BadClaim {
+        let chat_type = claims.chat_type.parse().map_err(|e: logd::UnknownChatType| AuthError::BadClaim {
             claim: "chat_type",
             problem: e.to_string(),
         })?;

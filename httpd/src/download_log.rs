@@ -161,7 +161,7 @@ mod tests {
             filename: "f".into(),
             real_filename: "a.txt".into(),
             file_type: "txt".into(),
-            chat_type: "im".into(),
+            chat_type: logd::ChatType::Im,
             file_server: "files.example.com".into(),
             file_path: "/srv/f".into(),
             file_size: 8192,

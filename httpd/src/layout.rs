@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Mutex;
 
 use chrono::{DateTime, NaiveDate, Timelike, Utc};
@@ -21,44 +20,9 @@ pub const FILES_PER_HOUR_DIR: usize = 1_000;
 
 pub use mft_config::FILES_DIR;
 
-/// The kind of conversation a file was sent in; the first level under `files/`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ChatType {
-    Im,
-    Groupchat,
-    Persistent,
-}
-
-impl ChatType {
-    pub const ALL: [ChatType; 3] = [ChatType::Im, ChatType::Groupchat, ChatType::Persistent];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChatType::Im => "im",
-            ChatType::Groupchat => "groupchat",
-            ChatType::Persistent => "persistent",
-        }
-    }
-}
-
-impl fmt::Display for ChatType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A chat type that is not one of `im`, `groupchat`, `persistent`.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("chat type must be im, groupchat or persistent")]
-pub struct UnknownChatType;
-
-impl FromStr for ChatType {
-    type Err = UnknownChatType;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ChatType::ALL.into_iter().find(|c| c.as_str() == s).ok_or(UnknownChatType)
-    }
-}
+/// The kind of conversation a file was sent in, the first level under `files/`: the
+/// `aft_log.chat_type` of its rows, so logd's type.
+pub use logd::ChatType;
 
 /// One hour directory: `files/<chat_type>/<YYYYMMDD>/<HH>[.<n>]`, with `n == 0` meaning plain `HH`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -388,13 +352,5 @@ mod tests {
         for bad in ["", "..", "abc", &"a".repeat(27), &"A".repeat(26), &format!("{}/", &a.as_str()[..25])] {
             assert_eq!(FileName::parse(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn chat_types_round_trip() {
-        for c in ChatType::ALL {
-            assert_eq!(c.as_str().parse(), Ok(c));
-        }
-        assert_eq!("IM".parse::<ChatType>(), Err(UnknownChatType));
     }
 }

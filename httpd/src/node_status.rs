@@ -95,7 +95,7 @@ pub struct LogdReport {
     pub error: Option<String>,
     /// The seed's three database tests, measured when asked.
     pub checks: Vec<logd::Check>,
-    pub counters: Option<logd::Counters>,
+    pub counters: Option<logd::LogdCounters>,
 }
 
 impl NodeStatus {
@@ -227,7 +227,7 @@ pub(crate) mod tests {
                 })
                 .collect(),
             alarms: alarms.iter().map(|a| a.to_string()).collect(),
-            counters: logd::Counters::default(),
+            counters: logd::LogdCounters::default(),
         }
     }
 

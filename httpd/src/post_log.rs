@@ -204,7 +204,7 @@ mod tests {
             filename: location.file_name.to_string(),
             real_filename: "a.txt".into(),
             file_type: "txt".into(),
-            chat_type: "im".into(),
+            chat_type: ChatType::Im,
             file_server: "files.example.com".into(),
             file_path: path.display().to_string(),
             file_size: 7,

@@ -8,8 +8,9 @@ use std::fmt;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-/// The longest real name `aft_log.real_filename` holds, in bytes.
-pub const MAX_REAL_NAME_LEN: usize = 511;
+/// The longest real name httpd takes, in bytes: `aft_log.real_filename` holds as many
+/// characters.
+pub const MAX_REAL_NAME_LEN: usize = logd::row::NAME_MAX;
 
 /// RFC 3986 unreserved characters stay; everything else is escaped in a URI path segment.
 const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');

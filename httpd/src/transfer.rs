@@ -21,7 +21,7 @@ use std::{fmt, io};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
-use logd::{Amendment, LogdError, Transfer};
+use logd::{Amendment, LogdError, Method, Transfer};
 use mft_config::NodeConfig;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -251,7 +251,7 @@ impl Transfers {
         }
         let aft_index = self.posts.record(&transfer, stored).await?;
         crate::metrics::TRANSFERS.upload_completed(size);
-        log_transfer("Post", &transfer, size, aft_index, "");
+        log_transfer(Method::Post, &transfer, size, aft_index, "");
         Ok(self.uploaded(uri, size, sha256))
     }
 
@@ -395,7 +395,7 @@ impl Transfers {
         };
         let aft_index = self.posts.record(&transfer, stored).await?;
         crate::metrics::TRANSFERS.upload_completed(size);
-        log_transfer("Post", &transfer, size, aft_index, &format!(" (slot {:?}, {:?})", slot.as_str(), grant.scheme));
+        log_transfer(Method::Post, &transfer, size, aft_index, &format!(" (slot {:?}, {:?})", slot.as_str(), grant.scheme));
         Ok(Uploaded {
             uri: slot_url,
             file_name: location.file_name.to_string(),
@@ -521,7 +521,7 @@ impl Transfers {
             (Some(_), true) => Shared::AlreadyRecorded,
             (Some(_), false) => {
                 let transfer = Transfer {
-                    chat_type: share.chat_type.to_string(),
+                    chat_type: share.chat_type,
                     file_size: db_size(record.size),
                     ..self.record(&share.sharer, &share.to, &location, &real_name, now)
                 };
@@ -529,7 +529,7 @@ impl Transfers {
                 let mut shares = record.shares.clone();
                 shares.push(share.to.clone());
                 self.slots.put(&SlotRecord { shares, ..record.clone() }).await?;
-                log_transfer("Share", &transfer, 0, aft_index, &format!(" (slot {:?})", slot.as_str()));
+                log_transfer(Method::Share, &transfer, 0, aft_index, &format!(" (slot {:?})", slot.as_str()));
                 Shared::Again
             }
         };
@@ -582,7 +582,7 @@ impl Transfers {
         let amendment = Amendment {
             filename: location.file_name.to_string(),
             to_jid: to.to_owned(),
-            chat_type: location.dir.chat_type.to_string(),
+            chat_type: location.dir.chat_type,
             file_path: self.config.file_server.server_path(&location.relative()),
         };
         self.audit.amend_post(&amendment).await?;
@@ -687,7 +687,7 @@ impl Transfers {
             };
             let mut transfer = Transfer {
                 file_size: db_size(size),
-                chat_type: chat_type.to_string(),
+                chat_type,
                 ..self.record(downloader, to_jid, location, &real_name, self.clock.now())
             };
             let aft_index = match recipient {
@@ -706,7 +706,7 @@ impl Transfers {
                 Ok(Recorded { bytes, tries }) => {
                     let retried = if tries > 1 { format!(" (recorded at try {tries})") } else { String::new() };
                     let broke_off = if bytes == length { String::new() } else { format!(" (broke off: {bytes} of {length} bytes)") };
-                    log_transfer("Get", &transfer, bytes, aft_index, &format!("{broke_off}{retried}"));
+                    log_transfer(Method::Get, &transfer, bytes, aft_index, &format!("{broke_off}{retried}"));
                 }
                 Err(e) => log::error!(
                     "cannot record the end of download {} by {} (aft_index {aft_index}): {e}",
@@ -740,7 +740,7 @@ impl Transfers {
             filename: location.file_name.to_string(),
             real_filename: real_name.to_string(),
             file_type: real_name.file_type(),
-            chat_type: location.dir.chat_type.to_string(),
+            chat_type: location.dir.chat_type,
             file_server: self.config.file_server.host.clone(),
             file_path: self.config.file_server.server_path(&location.relative()),
             file_size: 0,
@@ -888,9 +888,9 @@ impl Stream for DownloadBody {
 
 /// Logs a finished transfer as one info line; its fields become journal fields under systemd
 /// (`METHOD=`, `JID=`, `TO_JID=`, `FILENAME=`, `CHAT_TYPE=`, `BYTES=`, `AFT_INDEX=`).
-fn log_transfer(method: &str, t: &Transfer, bytes: u64, aft_index: i64, note: &str) {
+fn log_transfer(method: Method, t: &Transfer, bytes: u64, aft_index: i64, note: &str) {
     log::info!(
-        method = method, jid = t.jid.as_str(), to_jid = t.to_jid.as_str(), filename = t.filename.as_str(),
+        method = method.as_str(), jid = t.jid.as_str(), to_jid = t.to_jid.as_str(), filename = t.filename.as_str(),
         chat_type = t.chat_type.as_str(), bytes = bytes, aft_index = aft_index;
         "{method} {} ({:?}) by {}: {bytes} bytes{note}", t.file_path, t.real_filename, t.jid
     );

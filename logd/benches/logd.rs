@@ -18,13 +18,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{SubsecRound, Utc};
+use chrono::Utc;
 use diesel::prelude::*;
 use logd::db::schema::{aft_log, AftRecord};
 use logd::db::AnyConnection;
-use logd::{LogdClient, Transfer};
+use logd::row::{self, ChatType, Method, Transfer};
+use logd::LogdClient;
 use mft_config::DatabaseKind;
 use tokio::sync::oneshot;
+
+#[path = "../tests/common/sample.rs"]
+mod sample;
 
 /// Concurrent clients in the throughput runs.
 const CLIENTS: usize = 256;
@@ -227,7 +231,7 @@ async fn latency(config: &mft_config::Database, socket: &Path) -> (Duration, Dur
 
 /// Rows per second written in bulk, outside logd: the most the database takes.
 fn ceiling(config: &mft_config::Database) -> f64 {
-    let rows: Vec<AftRecord> = (0..CEILING_ROWS).map(|n| record(&transfer(n))).collect();
+    let rows: Vec<AftRecord> = (0..CEILING_ROWS).map(|n| AftRecord::from(&sample::row(Method::Post, transfer(n)))).collect();
     let mut conn = logd::db::connect(config).expect("connect");
     let started = Instant::now();
     match &mut conn {
@@ -260,36 +264,13 @@ fn transfer(n: usize) -> Transfer {
         jid: format!("user{}@example.com/phone", n % 500),
         to_jid: "room@conference.example.com".into(),
         real_filename: "Quarterly report.pdf".into(),
-        file_type: "pdf".into(),
-        chat_type: "groupchat".into(),
-        file_server: "files.example.com".into(),
+        chat_type: ChatType::Groupchat,
         file_path: format!("/opt/mftFileStore/node_1/files/groupchat/20250102/03/{name}"),
         filename: name,
         file_size: 52_341,
         bytes_transferred: 52_341,
         timestamp: Utc::now(),
-        sha256: None,
-        event_id: None,
-    }
-}
-
-/// The row logd makes of `t`.
-fn record(t: &Transfer) -> AftRecord {
-    AftRecord {
-        jid: t.jid.clone(),
-        to_jid: t.to_jid.clone(),
-        method: "Post".into(),
-        filename: t.filename.clone(),
-        real_filename: t.real_filename.clone(),
-        file_type: t.file_type.clone(),
-        chat_type: t.chat_type.clone(),
-        file_server: t.file_server.clone(),
-        file_path: t.file_path.clone(),
-        file_size: t.file_size,
-        bytes_transferred: t.bytes_transferred,
-        timestampvalue: t.timestamp.trunc_subsecs(6).naive_utc(),
-        sha256: None,
-        event_id: None,
+        ..sample::transfer()
     }
 }
 

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use diesel::RunQueryDsl;
 use mft_config::DatabaseKind;
 
-use crate::db::{self, AnyConnection};
-use crate::Check;
+use crate::db::{self, AnyConnection, Database};
+use crate::status::Check;
 
 /// How long each network step of a check may take.
-pub(crate) const TIMEOUT: Duration = Duration::from_secs(2);
+const TIMEOUT: Duration = Duration::from_secs(2);
 
 pub use crate::status::{CONNECTED, REACHABLE, SCHEMA_VERIFIED};
 
@@ -52,6 +52,11 @@ where
         },
     };
     vec![reachable, connected, schema]
+}
+
+/// The running logd's tests, on a connection of its pool (for the `status` request).
+pub fn run_pooled(db: &Database) -> Vec<Check> {
+    run(db.config(), || db.pooled(TIMEOUT))
 }
 
 /// `logd check`: the three tests on a connection of its own. A missing SQLite file is reported,

@@ -11,6 +11,7 @@
 //! refused (with the field at fault).
 
 mod connection;
+mod error;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,30 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::protocol::{Op, Outcome, Request, PROTOCOL_VERSION};
-use crate::{Amendment, LogdStatus, Transfer};
+use crate::row::{Amendment, Transfer};
+use crate::status::LogdStatus;
 use connection::Pool;
+pub use error::LogdError;
 
 /// How long one call may take, connection included, unless [`LogdClient::with_timeout`] says.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Why an event was not recorded.
-#[derive(Debug, thiserror::Error)]
-pub enum LogdError {
-    /// logd did not answer: connection lost, timeout, or a reply that is not the protocol.
-    /// Whether the event was recorded is unknown.
-    #[error("logd is unavailable: {0}")]
-    Unavailable(String),
-    /// logd could not be reached at all (socket missing, connection refused): the event was
-    /// not sent, so it was not recorded.
-    #[error("logd is unavailable: {0}")]
-    Unreachable(String),
-    /// logd is up but the database could not commit the event; nothing was recorded.
-    #[error("the transfer log database could not record the event: {0}")]
-    Database(String),
-    /// logd refused the event; `field` names the request field at fault. Nothing was recorded.
-    #[error("logd refused the event: {field}: {message}")]
-    Invalid { field: String, message: String },
-}
 
 /// A handle on the logd socket. Cheap to clone (clones share the connections); usable from any
 /// tokio task on any runtime.
@@ -78,13 +62,13 @@ impl LogdClient {
 
     /// A completed upload: returns the committed row's aft_index.
     pub async fn post(&self, t: &Transfer) -> Result<i64, LogdError> {
-        self.record(Op::Post { transfer: t }).await
+        self.aft_index(Op::Post { transfer: t }).await
     }
 
     /// A download about to start: inserts its Get row (bytes_transferred as given, normally 0)
     /// and returns aft_index once committed.
     pub async fn get_start(&self, t: &Transfer) -> Result<i64, LogdError> {
-        self.record(Op::GetStart {
+        self.aft_index(Op::GetStart {
             transfer: t,
             to_jid_of_post: false,
         })
@@ -113,18 +97,18 @@ impl LogdClient {
     /// One more chat a stored file was shared in: inserts a `Share` row (`jid` the sharer,
     /// `to_jid` the chat) and returns its aft_index once committed.
     pub async fn share(&self, t: &Transfer) -> Result<i64, LogdError> {
-        self.record(Op::Share { transfer: t }).await
+        self.aft_index(Op::Share { transfer: t }).await
     }
 
     /// A stored file's first share: sets the recipient, chat type and path of its Post row;
     /// returns that row's aft_index once committed (`Invalid` if there is no such row).
     pub async fn amend_post(&self, amendment: &Amendment) -> Result<i64, LogdError> {
-        self.record(Op::AmendPost { amendment }).await
+        self.aft_index(Op::AmendPost { amendment }).await
     }
 
     /// The download ended (completed or broke off): sets bytes_transferred of that row, committed.
     pub async fn get_end(&self, aft_index: i64, bytes_transferred: i64) -> Result<(), LogdError> {
-        self.record(Op::GetEnd {
+        self.aft_index(Op::GetEnd {
             aft_index,
             bytes_transferred,
         })
@@ -137,7 +121,7 @@ impl LogdClient {
     /// committed or failed (lookups queue behind them), so an event that is not found was not
     /// recorded and, unless it is still on its way to logd, never will be.
     pub async fn lookup(&self, event_id: &str) -> Result<Option<i64>, LogdError> {
-        match self.record(Op::Lookup { event_id }).await {
+        match self.aft_index(Op::Lookup { event_id }).await {
             Ok(aft_index) => Ok(Some(aft_index)),
             Err(LogdError::Invalid { field, .. }) if field == "event_id" => Ok(None),
             Err(e) => Err(e),
@@ -152,8 +136,8 @@ impl LogdClient {
         }
     }
 
-    /// An event request, whose answer is an aft_index.
-    async fn record(&self, op: Op<'_>) -> Result<i64, LogdError> {
+    /// Sends a request whose answer is an aft_index (an event's row, or the row looked up).
+    async fn aft_index(&self, op: Op<'_>) -> Result<i64, LogdError> {
         match self.call(op).await? {
             Outcome::Ok { aft_index, .. } => Ok(aft_index),
             other => Err(unexpected(other)),
@@ -194,27 +178,10 @@ fn unexpected(outcome: Outcome) -> LogdError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sample::transfer;
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     use tokio::net::{UnixListener, UnixStream};
     use tokio::sync::mpsc;
-
-    fn transfer() -> Transfer {
-        Transfer {
-            jid: "a@x".into(),
-            to_jid: "b@x".into(),
-            filename: "f".into(),
-            real_filename: "f.txt".into(),
-            file_type: "txt".into(),
-            chat_type: "im".into(),
-            file_server: "fs".into(),
-            file_path: "/f".into(),
-            file_size: 1,
-            bytes_transferred: 1,
-            timestamp: chrono::Utc::now(),
-            sha256: None,
-            event_id: None,
-        }
-    }
 
     /// A one-connection fake logd: reads one request and answers with `reply(request)`.
     async fn fake_logd(

@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use mft_journal::Alarm;
 
-use crate::request::{Command, Done, Invalid};
-use crate::status::Counters;
-use crate::writer::StoreError;
+use crate::row::{Invalid, Method};
+use crate::status::LogdCounters;
+use crate::store::{Command, CommitError, Done};
 
 /// What one attempt to use the database showed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,11 +30,11 @@ pub(crate) enum Observation {
 
 impl Observation {
     /// What a failed transaction or probe shows.
-    pub fn of(error: &StoreError) -> Self {
+    pub fn of(error: &CommitError) -> Self {
         match error {
-            StoreError::Unreachable(_) => Self::Unreachable,
-            StoreError::Full(_) => Self::Full,
-            StoreError::Refused(_) => Self::Reached,
+            CommitError::Unreachable(_) => Self::Unreachable,
+            CommitError::Full(_) => Self::Full,
+            CommitError::Refused(_) => Self::Reached,
         }
     }
 }
@@ -97,7 +97,7 @@ impl AlarmBoard {
 
 /// Counts one committed transaction: `commands` and what each came to.
 pub(crate) fn tally(
-    counters: &mut Counters,
+    counters: &mut LogdCounters,
     commands: &[Command],
     results: &[Result<Done, Invalid>],
 ) {
@@ -109,8 +109,8 @@ pub(crate) fn tally(
         }
         let committed = &mut counters.committed;
         match command {
-            Command::Insert(row) if row.method == crate::db::schema::POST => committed.post += 1,
-            Command::Insert(row) if row.method == crate::db::schema::SHARE => committed.share += 1,
+            Command::Insert(row) if row.method() == Method::Post => committed.post += 1,
+            Command::Insert(row) if row.method() == Method::Share => committed.share += 1,
             Command::Insert(_) | Command::InsertToPostRecipient(_) => committed.get_start += 1,
             Command::GetEnd { .. } => committed.get_end += 1,
             Command::AmendPost(_) => committed.amend_post += 1,
@@ -122,7 +122,7 @@ pub(crate) fn tally(
 /// The alarm board and counters, shared by the writer thread and the `status` requests.
 pub(crate) struct Monitor {
     started: Instant,
-    state: Mutex<(AlarmBoard, Counters)>,
+    state: Mutex<(AlarmBoard, LogdCounters)>,
 }
 
 impl Monitor {
@@ -159,7 +159,7 @@ impl Monitor {
     }
 
     /// The raised alarms' names and the counters, uptime included.
-    pub fn snapshot(&self) -> (Vec<String>, Counters) {
+    pub fn snapshot(&self) -> (Vec<String>, LogdCounters) {
         let state = self.lock();
         let alarms = state
             .0
@@ -167,14 +167,14 @@ impl Monitor {
             .iter()
             .map(|a| a.name().to_owned())
             .collect();
-        let counters = Counters {
+        let counters = LogdCounters {
             uptime_seconds: self.started.elapsed().as_secs(),
             ..state.1.clone()
         };
         (alarms, counters)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (AlarmBoard, Counters)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (AlarmBoard, LogdCounters)> {
         // The state stays consistent even if a holder panicked: every update is one assignment.
         self.state
             .lock()
@@ -185,6 +185,7 @@ impl Monitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sample;
     use Alarm::{MftDbConnectError as Connect, MftDbFullError as Full};
 
     #[test]
@@ -237,47 +238,30 @@ mod tests {
     #[test]
     fn store_errors_are_observations() {
         assert_eq!(
-            Observation::of(&StoreError::Unreachable("refused".into())),
+            Observation::of(&CommitError::Unreachable("refused".into())),
             Observation::Unreachable
         );
         assert_eq!(
-            Observation::of(&StoreError::Full("disk".into())),
+            Observation::of(&CommitError::Full("disk".into())),
             Observation::Full
         );
         assert_eq!(
-            Observation::of(&StoreError::Refused("bad".into())),
+            Observation::of(&CommitError::Refused("bad".into())),
             Observation::Reached
         );
     }
 
     #[test]
     fn only_successful_commands_count_by_kind() {
-        let row = |method: &str| {
-            Command::Insert(crate::db::schema::AftRecord {
-                jid: "a@x".into(),
-                to_jid: "b@x".into(),
-                method: method.into(),
-                filename: "f".into(),
-                real_filename: "f".into(),
-                file_type: "".into(),
-                chat_type: "im".into(),
-                file_server: "fs".into(),
-                file_path: "/f".into(),
-                file_size: 0,
-                bytes_transferred: 0,
-                timestampvalue: chrono::DateTime::UNIX_EPOCH.naive_utc(),
-                sha256: None,
-                event_id: None,
-            })
-        };
+        let row = |method| Command::Insert(sample::row(method, sample::transfer()));
         let end = Command::GetEnd {
             aft_index: 2,
             bytes_transferred: 0,
         };
-        let mut counters = Counters::default();
+        let mut counters = LogdCounters::default();
         tally(
             &mut counters,
-            &[row("Post"), row("Get"), end.clone(), end],
+            &[row(Method::Post), row(Method::Get), end.clone(), end],
             &[
                 Ok(Done::row(1)),
                 Ok(Done::row(2)),
@@ -285,7 +269,7 @@ mod tests {
                 Err(Invalid::new("aft_index", "no such Get row")),
             ],
         );
-        tally(&mut counters, &[row("Post")], &[Ok(Done::row(3))]);
+        tally(&mut counters, &[row(Method::Post)], &[Ok(Done::row(3))]);
         assert_eq!(
             (
                 counters.committed.post,

@@ -3,25 +3,31 @@
 //! sends only once the event's row is committed.
 //!
 //! Always compiled (what httpd links with `default-features = false`):
-//! - [`Transfer`], the content of one `aft_log` row, and the [`Amendment`] of a Post row;
+//! - [`row`]: one `aft_log` row, its column limits, [`Method`] and [`ChatType`]; the
+//!   [`Transfer`] a client sends, the [`Amendment`] of a Post row, and the checked [`Row`];
 //! - [`LogdClient`], the async client, and its [`LogdError`];
-//! - the wire format they share (newline-delimited JSON, see `docs/logd-protocol.md`).
-//!
+//! - the wire format they share (newline-delimited JSON, see `docs/logd-protocol.md`);
 //! - [`LogdStatus`], what a running logd reports about itself (checks, alarms, counters).
 //!
 //! With the `server` feature (default), the daemon itself: request framing ([`framing`]) and
-//! validation ([`decode_request`], for the fuzz targets of `fuzz/`), the batching policy, the group-commit writer, the diesel store with its migrations and schema check, the
-//! alarms and counters, the socket server ([`server::run`]); and the operator commands
-//! [`checks`] (`logd check`), [`purge`] (`logd purge`) and [`reconcile`] (`logd reconcile`).
+//! decoding ([`decode_request`], for the fuzz targets of `fuzz/`), the batching policy, the
+//! interface between the writer and the database (`store`), the group-commit writer, the
+//! diesel database with its migrations and schema check ([`db`]), the alarms and counters, the
+//! socket server ([`server::run`]); and the operator commands [`checks`] (`logd check`),
+//! [`purge`] (`logd purge`) and [`reconcile`] (`logd reconcile`).
+//!
+//! Modules depend downwards only: `row` and `status` at the bottom, `protocol` and `client`
+//! on them; in the server `store` on `db::schema`, `db` on `store`, `request`, `health` and
+//! `writer` on those, `checks`, `purge` and `reconcile` on `db`, and `server` on top.
 
 mod client;
-mod event;
 mod protocol;
+pub mod row;
 mod status;
 
 pub use client::{LogdClient, LogdError};
-pub use event::{Amendment, Transfer};
-pub use status::{Check, Committed, Counters, LogdStatus, CONNECTED, REACHABLE, SCHEMA_VERIFIED};
+pub use row::{Amendment, ChatType, Method, Transfer, UnknownChatType};
+pub use status::{Check, Committed, LogdCounters, LogdStatus, CONNECTED, REACHABLE, SCHEMA_VERIFIED};
 
 #[cfg(feature = "server")]
 mod batch;
@@ -44,7 +50,13 @@ mod request;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]
+mod store;
+#[cfg(feature = "server")]
 mod writer;
+
+#[cfg(test)]
+#[path = "../tests/common/sample.rs"]
+mod sample;
 
 /// One request line decoded as the server decodes it: `Err` with the request's `id` (when it
 /// could be read), the field at fault and why. Public for the fuzz targets of `fuzz/`.

@@ -8,7 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Amendment, LogdStatus, Transfer};
+use crate::row::{Amendment, Transfer};
+use crate::status::LogdStatus;
 
 /// The protocol version this crate speaks; a request with another version is refused.
 pub(crate) const PROTOCOL_VERSION: u32 = 1;
@@ -104,29 +105,10 @@ impl Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
-
-    fn transfer() -> Transfer {
-        Transfer {
-            jid: "alice@example.com/phone".into(),
-            to_jid: "bob@example.com".into(),
-            filename: "Zm9v".into(),
-            real_filename: "report.pdf".into(),
-            file_type: "pdf".into(),
-            chat_type: "im".into(),
-            file_server: "files.example.com".into(),
-            file_path: "/opt/mftFileStore/node_1/files/im/20250102/03/Zm9v".into(),
-            file_size: 1234,
-            bytes_transferred: 1234,
-            timestamp: chrono::Utc.with_ymd_and_hms(2025, 1, 2, 3, 4, 5).unwrap(),
-            sha256: None,
-            event_id: None,
-        }
-    }
 
     #[test]
     fn requests_encode_as_documented() {
-        let t = transfer();
+        let t = crate::sample::transfer();
         let line = Request {
             version: 1,
             id: 7,
@@ -210,13 +192,13 @@ mod tests {
                     id: Some(3),
                     outcome: Outcome::Report {
                         report: LogdStatus {
-                            checks: vec![crate::Check {
+                            checks: vec![crate::status::Check {
                                 name: "reachable".into(),
                                 ok: true,
                                 detail: "127.0.0.1:5432".into(),
                             }],
                             alarms: vec!["MftDbFullError".into()],
-                            counters: crate::Counters {
+                            counters: crate::status::LogdCounters {
                                 batches: 2,
                                 ..Default::default()
                             },

@@ -28,9 +28,10 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use serde::Serialize;
 
-use crate::db::schema::{self, aft_log, AftRecord};
+use crate::db::schema::{aft_log, AftRecord};
 use crate::db::{self, like_prefix, AnyConnection, DbError};
 use crate::mount::{current_hour, hour_directory, remove_name_link, Mount};
+use crate::row::Method;
 
 /// Rows per DELETE statement (bound parameters stay under both backends' limits).
 const DELETE_CHUNK: usize = 1000;
@@ -213,7 +214,7 @@ pub fn run_pages(
         keyset.after = *newest;
         let mut plan = Plan::default();
         for (aft_index, row) in rows {
-            match files.filter(|_| row.method == schema::POST) {
+            match files.filter(|_| row.method == Method::Post.as_str()) {
                 Some(mount) => plan.with_file(aft_index, row, mount, hour),
                 None => plan.rows.push((aft_index, row)),
             }

@@ -28,9 +28,10 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::db::schema::{aft_log, POST};
+use crate::db::schema::aft_log;
 use crate::db::{self, like_prefix, AnyConnection, DbError};
 use crate::mount::{current_hour, hour_directory, remove_name_link, Mount};
+use crate::row::Method;
 
 /// `Post` rows read at a time.
 const PAGE_ROWS: i64 = 10_000;
@@ -71,7 +72,7 @@ pub enum Drift {
 }
 
 impl Drift {
-    /// The column's value; at most [`crate::db::schema::DRIFT_MAX`] characters.
+    /// The column's value; at most [`crate::row::DRIFT_MAX`] characters.
     pub fn label(self) -> &'static str {
         match self {
             Drift::Missing => "missing",
@@ -386,7 +387,7 @@ impl Run<'_> {
     /// The `file_path` of each `Post` row that starts with `prefix`.
     fn post_paths(&mut self, prefix: &str) -> QueryResult<Vec<String>> {
         let query = aft_log::table
-            .filter(aft_log::method.eq(POST))
+            .filter(aft_log::method.eq(Method::Post.as_str()))
             .filter(aft_log::file_path.like(like_prefix(prefix)).escape('\\'))
             .select(aft_log::file_path);
         match &mut self.conn {
@@ -398,7 +399,7 @@ impl Run<'_> {
     /// Whether a `Post` row names `file_path`.
     fn has_post_row(&mut self, file_path: &str) -> QueryResult<bool> {
         let query = aft_log::table
-            .filter(aft_log::method.eq(POST))
+            .filter(aft_log::method.eq(Method::Post.as_str()))
             .filter(aft_log::file_path.eq(file_path))
             .select(aft_log::aft_index);
         let found: Option<i64> = match &mut self.conn {
@@ -413,7 +414,7 @@ impl Run<'_> {
     #[allow(clippy::type_complexity)]
     fn post_page(&mut self, pattern: &str, after: i64) -> QueryResult<Vec<(i64, String, i64, Option<String>, Option<String>)>> {
         let query = aft_log::table
-            .filter(aft_log::method.eq(POST))
+            .filter(aft_log::method.eq(Method::Post.as_str()))
             .filter(aft_log::aft_index.gt(after))
             .filter(aft_log::file_path.like(pattern).escape('\\'))
             .order(aft_log::aft_index)

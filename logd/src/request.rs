@@ -1,17 +1,17 @@
-//! Decoding and validating one request line on the server: JSON in, a [`Command`] ready for the
-//! database out, or a [`Rejection`] naming the field at fault. Pure functions, no I/O.
+//! Decoding one request line on the server: JSON in, a [`Request`] ready for the writer out, or
+//! a [`Rejection`] naming the field at fault. Pure functions, no I/O.
 //!
 //! Requests are read field by field (not through serde's derive) so that a wrong type, a missing
 //! field and a value beyond its column's limit are all reported the same way: by field name.
-//! Every limit here is a column limit from `db::schema`; an event that passes can be inserted
-//! on both PostgreSQL and SQLite (which does not enforce VARCHAR lengths itself).
+//! Reading here checks each field's JSON type and its wire encoding (a `chat_type` name, an RFC
+//! 3339 time); the column rules are [`Row::new`]'s and [`Amendment::check`]'s.
 
-use chrono::{DateTime, Datelike, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::db::schema::{self, AftRecord};
 use crate::protocol::{Outcome, Reply, PROTOCOL_VERSION};
-use crate::Amendment;
+use crate::row::{self, Amendment, ChatType, Invalid, Method, Row, Transfer, CHAT_TYPE_MAX};
+use crate::store::Command;
 
 /// A valid request: its id and what to do.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,64 +31,6 @@ pub(crate) enum Body {
     Event(Command),
     /// logd's checks, alarms and counters.
     Status,
-}
-
-/// What the writer does with one event.
-#[derive(Debug, Clone, PartialEq)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "nearly every command is an insert; a box would only add an allocation"
-)]
-pub(crate) enum Command {
-    /// `post`, `get_start` or `share`: insert this row (unless a row has its `event_id`).
-    Insert(AftRecord),
-    /// `get_start` with `to_jid_of_post`: insert this Get row with the `to_jid` of the Post row
-    /// of the same `filename` (its own `to_jid` when there is none).
-    InsertToPostRecipient(AftRecord),
-    /// `get_end`: set `bytes_transferred` of the Get row `aft_index`.
-    GetEnd {
-        aft_index: i64,
-        bytes_transferred: i64,
-    },
-    /// `amend_post`: a file's first share names its recipient and chat type, and where the file
-    /// now lies, in its Post row.
-    AmendPost(Amendment),
-    /// `lookup`: the row written by the event with this id, if any.
-    Lookup(String),
-}
-
-/// What one committed command did: the `aft_index` of the row it inserted or changed, and for
-/// an [`Command::InsertToPostRecipient`] the `to_jid` the row took.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Done {
-    pub aft_index: i64,
-    pub to_jid: Option<String>,
-}
-
-impl Done {
-    pub fn row(aft_index: i64) -> Self {
-        Self {
-            aft_index,
-            to_jid: None,
-        }
-    }
-}
-
-/// A value refused: which request field, and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub(crate) struct Invalid {
-    pub field: String,
-    pub message: String,
-}
-
-impl Invalid {
-    pub fn new(field: &str, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
 }
 
 /// A request refused before reaching the writer; `id` if it could be read.
@@ -142,10 +84,10 @@ fn body(request: &Object) -> Result<Body, Invalid> {
         ));
     }
     let command = match request.get("op")?.as_str() {
-        Some("post") => Command::Insert(transfer(request, schema::POST)?),
-        Some("share") => Command::Insert(transfer(request, schema::SHARE)?),
+        Some("post") => Command::Insert(Row::new(Method::Post, transfer(request)?)?),
+        Some("share") => Command::Insert(Row::new(Method::Share, transfer(request)?)?),
         Some("get_start") => {
-            let row = transfer(request, schema::GET)?;
+            let row = Row::new(Method::Get, transfer(request)?)?;
             match request.0.get("to_jid_of_post") {
                 None | Some(Value::Bool(false)) => Command::Insert(row),
                 Some(Value::Bool(true)) => Command::InsertToPostRecipient(row),
@@ -157,12 +99,14 @@ fn body(request: &Object) -> Result<Body, Invalid> {
                 return Err(Invalid::new("amendment", "must be a JSON object"));
             };
             let a = Object(map);
-            Command::AmendPost(Amendment {
-                filename: a.non_empty_text("filename", schema::NAME_MAX)?,
-                to_jid: a.non_empty_text("to_jid", schema::JID_MAX)?,
-                chat_type: chat_type(&a)?,
-                file_path: a.text("file_path", schema::PATH_MAX)?,
-            })
+            let amendment = Amendment {
+                filename: a.string("filename")?,
+                to_jid: a.string("to_jid")?,
+                chat_type: a.chat_type()?,
+                file_path: a.string("file_path")?,
+            };
+            amendment.check()?;
+            Command::AmendPost(amendment)
         }
         Some("get_end") => {
             let aft_index = request.count("aft_index")?;
@@ -174,7 +118,11 @@ fn body(request: &Object) -> Result<Body, Invalid> {
                 bytes_transferred: request.count("bytes_transferred")?,
             }
         }
-        Some("lookup") => Command::Lookup(request.event_id("event_id")?.ok_or_else(|| Invalid::new("event_id", "must be a string"))?),
+        Some("lookup") => match request.0.get("event_id") {
+            None | Some(Value::Null) => return Err(Invalid::new("event_id", "must be a string")),
+            Some(Value::String(id)) if row::is_event_id(id) => Command::Lookup(id.clone()),
+            Some(_) => return Err(Invalid::event_id("event_id")),
+        },
         Some("status") => return Ok(Body::Status),
         _ => return Err(Invalid::new(
             "op",
@@ -184,41 +132,29 @@ fn body(request: &Object) -> Result<Body, Invalid> {
     Ok(Body::Event(command))
 }
 
-/// The `transfer` object of a `post` or `get_start`, as the row to insert.
-fn transfer(request: &Object, method: &str) -> Result<AftRecord, Invalid> {
+/// The `transfer` object of a `post`, `get_start` or `share`, its fields of the right JSON
+/// types; [`Row::new`] checks their values.
+fn transfer(request: &Object) -> Result<Transfer, Invalid> {
     let Value::Object(map) = request.get("transfer")? else {
         return Err(Invalid::new("transfer", "must be a JSON object"));
     };
     let t = Object(map);
-    let chat_type = chat_type(&t)?;
-    Ok(AftRecord {
-        jid: t.non_empty_text("jid", schema::JID_MAX)?,
-        to_jid: t.non_empty_text("to_jid", schema::JID_MAX)?,
-        method: method.to_owned(),
-        filename: t.non_empty_text("filename", schema::NAME_MAX)?,
-        real_filename: t.text("real_filename", schema::NAME_MAX)?,
-        file_type: t.text("file_type", schema::FILE_TYPE_MAX)?,
+    let chat_type = t.chat_type()?;
+    Ok(Transfer {
+        jid: t.string("jid")?,
+        to_jid: t.string("to_jid")?,
+        filename: t.string("filename")?,
+        real_filename: t.string("real_filename")?,
+        file_type: t.string("file_type")?,
         chat_type,
-        file_server: t.text("file_server", schema::NAME_MAX)?,
-        file_path: t.text("file_path", schema::PATH_MAX)?,
-        file_size: t.count("file_size")?,
-        bytes_transferred: t.count("bytes_transferred")?,
-        timestampvalue: t.timestamp("timestamp")?,
-        sha256: t.sha256("sha256")?,
-        event_id: t.event_id("event_id")?,
+        file_server: t.string("file_server")?,
+        file_path: t.string("file_path")?,
+        file_size: t.integer("file_size")?,
+        bytes_transferred: t.integer("bytes_transferred")?,
+        timestamp: t.timestamp("timestamp")?,
+        sha256: t.optional_string("sha256", Invalid::sha256)?,
+        event_id: t.optional_string("event_id", Invalid::event_id)?,
     })
-}
-
-/// The `chat_type` field: one of [`schema::CHAT_TYPES`].
-fn chat_type(object: &Object) -> Result<String, Invalid> {
-    let chat_type = object.text("chat_type", schema::CHAT_TYPE_MAX)?;
-    if !schema::CHAT_TYPES.contains(&chat_type.as_str()) {
-        return Err(Invalid::new(
-            "chat_type",
-            format!("must be one of {}", schema::CHAT_TYPES.join(", ")),
-        ));
-    }
-    Ok(chat_type)
 }
 
 /// A JSON object whose fields are read with errors naming them.
@@ -231,113 +167,85 @@ impl Object<'_> {
             .ok_or_else(|| Invalid::new(field, "is missing"))
     }
 
-    /// A string of at most `max` characters (VARCHAR counts characters, not bytes), without NUL
-    /// (which PostgreSQL cannot store).
-    fn text(&self, field: &str, max: usize) -> Result<String, Invalid> {
-        let text = self
-            .get(field)?
+    fn string(&self, field: &str) -> Result<String, Invalid> {
+        self.get(field)?
             .as_str()
-            .ok_or_else(|| Invalid::new(field, "must be a string"))?;
-        let chars = text.chars().count();
-        if chars > max {
-            return Err(Invalid::new(
-                field,
-                format!("must be at most {max} characters, got {chars}"),
-            ));
-        }
-        if text.contains('\0') {
-            return Err(Invalid::new(field, "must not contain NUL characters"));
-        }
-        Ok(text.to_owned())
+            .map(str::to_owned)
+            .ok_or_else(|| Invalid::new(field, "must be a string"))
     }
 
-    fn non_empty_text(&self, field: &str, max: usize) -> Result<String, Invalid> {
-        let text = self.text(field, max)?;
-        if text.is_empty() {
-            return Err(Invalid::new(field, "must not be empty"));
-        }
-        Ok(text)
-    }
-
-    /// An optional SHA-256: absent or null, or exactly [`schema::SHA256_LEN`] lowercase hex
-    /// digits.
-    fn sha256(&self, field: &str) -> Result<Option<String>, Invalid> {
+    /// A string, absent or null; `invalid` names the field's rule for any other value.
+    fn optional_string(&self, field: &str, invalid: fn(&str) -> Invalid) -> Result<Option<String>, Invalid> {
         match self.0.get(field) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::String(hex))
-                if hex.len() == schema::SHA256_LEN && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
-            {
-                Ok(Some(hex.clone()))
-            }
-            Some(_) => Err(Invalid::new(
-                field,
-                format!("must be {} lowercase hex digits, or null", schema::SHA256_LEN),
-            )),
+            Some(Value::String(text)) => Ok(Some(text.clone())),
+            Some(_) => Err(invalid(field)),
         }
     }
 
-    /// An optional event id: absent or null, or 1 to [`schema::EVENT_ID_MAX`] ASCII letters,
-    /// digits and `-` (a UUID's text form fits).
-    fn event_id(&self, field: &str) -> Result<Option<String>, Invalid> {
-        match self.0.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(id))
-                if (1..=schema::EVENT_ID_MAX).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
-            {
-                Ok(Some(id.clone()))
-            }
-            Some(_) => Err(Invalid::new(
-                field,
-                format!("must be 1 to {} ASCII letters, digits and '-', or null", schema::EVENT_ID_MAX),
-            )),
-        }
+    /// The `chat_type` field: a string within its column naming a [`ChatType`].
+    fn chat_type(&self) -> Result<ChatType, Invalid> {
+        let text = self.string("chat_type")?;
+        row::text("chat_type", &text, CHAT_TYPE_MAX)?;
+        text.parse().map_err(|_| {
+            let names: Vec<&str> = ChatType::ALL.iter().map(|c| c.as_str()).collect();
+            Invalid::new("chat_type", format!("must be one of {}", names.join(", ")))
+        })
+    }
+
+    /// An integer that fits a BIGINT.
+    fn integer(&self, field: &str) -> Result<i64, Invalid> {
+        self.get(field)?.as_i64().ok_or_else(|| Invalid::count(field))
     }
 
     /// A non-negative integer that fits a BIGINT.
     fn count(&self, field: &str) -> Result<i64, Invalid> {
-        self.get(field)?
-            .as_i64()
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| {
-                Invalid::new(field, format!("must be an integer from 0 to {}", i64::MAX))
-            })
+        self.integer(field).and_then(|n| match n >= 0 {
+            true => Ok(n),
+            false => Err(Invalid::count(field)),
+        })
     }
 
-    /// An RFC 3339 time with a zone, from year 1 to 9999, as UTC truncated to the microsecond
-    /// (the precision of PostgreSQL's TIMESTAMP, so both backends store the same value).
-    fn timestamp(&self, field: &str) -> Result<chrono::NaiveDateTime, Invalid> {
+    /// An RFC 3339 time with a zone, as UTC.
+    fn timestamp(&self, field: &str) -> Result<DateTime<Utc>, Invalid> {
         let text = self
             .get(field)?
             .as_str()
             .ok_or_else(|| Invalid::new(field, "must be a string"))?;
-        let time = DateTime::parse_from_rfc3339(text)
-            .map_err(|e| {
-                Invalid::new(
-                    field,
-                    format!("must be an RFC 3339 time such as 2025-01-02T03:04:05Z: {e}"),
-                )
-            })?
-            .with_timezone(&Utc);
-        if !(1..=9999).contains(&time.year()) {
-            return Err(Invalid::new(field, "must be between the years 1 and 9999"));
-        }
-        Ok(time.trunc_subsecs(6).naive_utc())
+        let time = DateTime::parse_from_rfc3339(text).map_err(|e| {
+            Invalid::new(
+                field,
+                format!("must be an RFC 3339 time such as 2025-01-02T03:04:05Z: {e}"),
+            )
+        })?;
+        Ok(time.with_timezone(&Utc))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sample;
+    use chrono::SubsecRound;
     use serde_json::json;
 
+    /// A sample transfer as JSON, in a zone other than UTC and to the nanosecond.
     fn transfer() -> Value {
-        json!({
-            "jid": "alice@example.com/phone", "to_jid": "room@conference.example.com",
-            "filename": "AbC-_123", "real_filename": "Привет.txt", "file_type": "txt",
-            "chat_type": "groupchat", "file_server": "10.0.0.5",
-            "file_path": "/opt/mftFileStore/node_1/files/groupchat/20250102/03/AbC-_123",
-            "file_size": 10, "bytes_transferred": 0, "timestamp": "2025-01-02T04:04:05.123456789+01:00"
+        let mut t = serde_json::to_value(Transfer {
+            to_jid: "room@conference.example.com".into(),
+            filename: "AbC-_123".into(),
+            real_filename: "Привет.txt".into(),
+            file_type: "txt".into(),
+            chat_type: ChatType::Groupchat,
+            file_server: "10.0.0.5".into(),
+            file_path: "/opt/mftFileStore/node_1/files/groupchat/20250102/03/AbC-_123".into(),
+            file_size: 10,
+            bytes_transferred: 0,
+            ..sample::transfer()
         })
+        .unwrap();
+        t["timestamp"] = json!("2025-01-02T04:04:05.123456789+01:00");
+        t
     }
 
     fn line(op: &str, transfer: Value) -> String {
@@ -360,13 +268,13 @@ mod tests {
         let Body::Event(Command::Insert(row)) = request.body else {
             panic!("expected an insert")
         };
-        assert_eq!(row.method, "Post");
-        assert_eq!(row.jid, "alice@example.com/phone");
-        assert_eq!(row.real_filename, "Привет.txt");
-        assert_eq!(row.chat_type, "groupchat");
-        assert_eq!((row.file_size, row.bytes_transferred), (10, 0));
+        assert_eq!(row.method(), Method::Post);
+        assert_eq!(row.transfer().jid, "alice@example.com/phone");
+        assert_eq!(row.transfer().real_filename, "Привет.txt");
+        assert_eq!(row.transfer().chat_type, ChatType::Groupchat);
+        assert_eq!((row.transfer().file_size, row.transfer().bytes_transferred), (10, 0));
         // UTC, truncated to microseconds.
-        assert_eq!(row.timestampvalue.to_string(), "2025-01-02 03:04:05.123456");
+        assert_eq!(row.transfer().timestamp.naive_utc().to_string(), "2025-01-02 03:04:05.123456");
     }
 
     #[test]
@@ -377,7 +285,7 @@ mod tests {
                 t["sha256"] = sha256;
             }
             match decode(&line("post", t)).map(|request| request.body) {
-                Ok(Body::Event(Command::Insert(row))) => Ok(row.sha256),
+                Ok(Body::Event(Command::Insert(row))) => Ok(row.transfer().sha256.clone()),
                 Ok(other) => panic!("expected an insert, got {other:?}"),
                 Err(rejection) => Err(rejection.invalid.field),
             }
@@ -399,7 +307,7 @@ mod tests {
                 t["event_id"] = event_id;
             }
             match decode(&line("post", t)).map(|request| request.body) {
-                Ok(Body::Event(Command::Insert(row))) => Ok(row.event_id),
+                Ok(Body::Event(Command::Insert(row))) => Ok(row.transfer().event_id.clone()),
                 Ok(other) => panic!("expected an insert, got {other:?}"),
                 Err(rejection) => Err(rejection.invalid.field),
             }
@@ -428,7 +336,7 @@ mod tests {
         else {
             panic!("expected an insert")
         };
-        assert_eq!(row.method, "Get");
+        assert_eq!(row.method(), Method::Get);
         let end =
             decode(r#"{"version":1,"id":3,"op":"get_end","aft_index":12,"bytes_transferred":5}"#)
                 .unwrap();
@@ -561,7 +469,7 @@ mod tests {
 
     #[test]
     fn what_the_client_encodes_the_server_decodes() {
-        let t: crate::Transfer = serde_json::from_value(transfer()).unwrap();
+        let t: Transfer = serde_json::from_value(transfer()).unwrap();
         let line = crate::protocol::Request {
             version: PROTOCOL_VERSION,
             id: 77,
@@ -571,14 +479,14 @@ mod tests {
         let Body::Event(Command::Insert(row)) = decode(line.trim_end()).unwrap().body else {
             panic!("expected an insert")
         };
-        assert_eq!(row.filename, t.filename);
-        assert_eq!(row.timestampvalue, t.timestamp.trunc_subsecs(6).naive_utc());
+        assert_eq!(row.transfer().filename, t.filename);
+        assert_eq!(row.transfer().timestamp, t.timestamp.trunc_subsecs(6));
     }
 
     #[test]
     fn shares_amendments_and_gets_to_the_post_recipient_decode_as_the_client_encodes_them() {
         use crate::protocol::{Op, Request as Line};
-        let t: crate::Transfer = serde_json::from_value(transfer()).unwrap();
+        let t: Transfer = serde_json::from_value(transfer()).unwrap();
         let decoded = |op| {
             let line = Line {
                 version: PROTOCOL_VERSION,
@@ -592,8 +500,8 @@ mod tests {
             panic!("expected an insert")
         };
         assert_eq!(
-            (row.method.as_str(), row.to_jid.as_str()),
-            ("Share", "room@conference.example.com")
+            (row.method(), row.transfer().to_jid.as_str()),
+            (Method::Share, "room@conference.example.com")
         );
         let Body::Event(Command::InsertToPostRecipient(row)) = decoded(Op::GetStart {
             transfer: &t,
@@ -601,11 +509,11 @@ mod tests {
         }) else {
             panic!("expected an insert to the Post's recipient")
         };
-        assert_eq!(row.method, "Get");
+        assert_eq!(row.method(), Method::Get);
         let amendment = Amendment {
             filename: "AbC".into(),
             to_jid: "bob@example.com".into(),
-            chat_type: "im".into(),
+            chat_type: ChatType::Im,
             file_path: "/srv/f/im/20250102/03/AbC".into(),
         };
         assert_eq!(

@@ -30,9 +30,11 @@ use crate::db::{Database, DbError};
 use crate::framing::{Frame, RequestLines};
 use crate::health::Monitor;
 use crate::protocol::{Outcome, Reply};
-use crate::request::{self, Body, Invalid, Rejection};
-use crate::writer::{self, AftStore, Job, Responder};
-use crate::{Check, LogdStatus};
+use crate::request::{self, Body, Rejection};
+use crate::row::Invalid;
+use crate::status::{Check, LogdStatus};
+use crate::store::AftStore;
+use crate::writer::{self, Job, Responder};
 
 /// The longest request line accepted; the largest valid request is well under 100 KiB.
 const MAX_LINE: usize = 256 * 1024;
@@ -74,7 +76,7 @@ pub async fn run(
     log::info!("logd ready on {} ({kind})", logd.socket.display());
     let checked = db.clone();
     let status = Status {
-        checks: Box::new(move || checked.checks()),
+        checks: Box::new(move || crate::checks::run_pooled(&checked)),
         monitor: Arc::new(Monitor::new()),
     };
     serve(

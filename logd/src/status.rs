@@ -12,7 +12,7 @@ pub struct LogdStatus {
     pub checks: Vec<Check>,
     /// The names of the alarms raised and not yet cleared (`MftDbConnectError`, `MftDbFullError`).
     pub alarms: Vec<String>,
-    pub counters: Counters,
+    pub counters: LogdCounters,
 }
 
 impl LogdStatus {
@@ -36,9 +36,9 @@ pub struct Check {
     pub detail: String,
 }
 
-/// logd's counters since it started.
+/// logd's counters since it started: events and transactions of its writer, and its uptime.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counters {
+pub struct LogdCounters {
     /// Events committed, by request kind.
     pub committed: Committed,
     /// Transactions committed.

@@ -20,32 +20,11 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::batch::BatchPolicy;
 use crate::health::{Monitor, Observation};
 use crate::protocol::{Outcome, Reply};
-use crate::request::{Command, Done, Invalid};
+use crate::row::Invalid;
+use crate::store::{AftStore, Command, CommitError, Done};
 
 /// How often an idle writer checks whether an unreachable database is back.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Where batches are committed: the database, or a test double.
-pub(crate) trait AftStore {
-    /// Applies all `commands` in one transaction. On success, one result per command, in order:
-    /// the row's `aft_index`, or why that command alone was refused (a `get_end` naming no Get
-    /// row); on error, nothing was committed.
-    fn commit(&mut self, commands: &[Command]) -> Result<Vec<Result<Done, Invalid>>, StoreError>;
-
-    /// Checks that the database answers, without writing.
-    fn probe(&mut self) -> Result<(), StoreError>;
-}
-
-/// A transaction that did not commit, by what the operator must do about it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum StoreError {
-    #[error("cannot reach the database: {0}")]
-    Unreachable(String),
-    #[error("the database is full: {0}")]
-    Full(String),
-    #[error("the database refused the transaction: {0}")]
-    Refused(String),
-}
 
 /// One event on its way to the writer, with where its reply goes.
 pub(crate) struct Job {
@@ -111,12 +90,12 @@ pub(crate) fn run(
             .into_iter()
             .map(|job| (job.command, job.reply))
             .unzip();
-        let (outcomes, failure) = settle(store, &commands, monitor);
-        log::debug!("batch of {} events settled", commands.len());
+        let (outcomes, failure) = commit_batch(store, &commands, monitor);
+        log::debug!("batch of {} events answered", commands.len());
         for (responder, outcome) in responders.into_iter().zip(outcomes) {
             responder.send(outcome);
         }
-        if let Some(e @ StoreError::Unreachable(_)) = failure {
+        if let Some(e @ CommitError::Unreachable(_)) = failure {
             let queued: Vec<Job> = jobs.try_iter().collect();
             if !queued.is_empty() {
                 log::warn!("{} queued events not recorded: {e}", queued.len());
@@ -133,11 +112,11 @@ pub(crate) fn run(
 
 /// Commits `commands` and says what to reply to each; also the error that failed them all, if
 /// one did.
-fn settle(
+fn commit_batch(
     store: &mut dyn AftStore,
     commands: &[Command],
     monitor: &Monitor,
-) -> (Vec<Outcome>, Option<StoreError>) {
+) -> (Vec<Outcome>, Option<CommitError>) {
     match store.commit(commands) {
         Ok(results) => {
             monitor.observe(Observation::Committed, &"a transaction committed");
@@ -151,12 +130,12 @@ fn settle(
                 .collect();
             (outcomes, None)
         }
-        Err(e @ StoreError::Refused(_)) if commands.len() > 1 => {
+        Err(e @ CommitError::Refused(_)) if commands.len() > 1 => {
             monitor.observe(Observation::of(&e), &e);
             log::warn!("{e}; retrying its {} events one by one", commands.len());
             let outcomes = commands
                 .iter()
-                .flat_map(|c| settle(store, std::slice::from_ref(c), monitor).0)
+                .flat_map(|c| commit_batch(store, std::slice::from_ref(c), monitor).0)
                 .collect();
             (outcomes, None)
         }
@@ -181,16 +160,24 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
-    use crate::db::schema::AftRecord;
+    use crate::row::{Method, Transfer};
+    use crate::sample;
 
     /// An in-memory store: rows in a Vec, aft_index = position + 1. Rows whose jid is "poison"
     /// make the whole transaction fail as a refused statement would; `down` fails everything.
     #[derive(Default)]
     struct MemoryStore {
-        rows: Vec<AftRecord>,
+        rows: Vec<Stored>,
         down: Arc<AtomicBool>,
         transactions: Vec<usize>,
         probes: usize,
+    }
+
+    /// What the double keeps of a row.
+    #[derive(Clone)]
+    struct Stored {
+        method: Method,
+        bytes_transferred: i64,
     }
 
     impl MemoryStore {
@@ -201,16 +188,16 @@ mod tests {
             }
         }
 
-        fn check(&self) -> Result<(), StoreError> {
+        fn check(&self) -> Result<(), CommitError> {
             match self.down.load(Ordering::SeqCst) {
-                true => Err(StoreError::Unreachable("connection refused".into())),
+                true => Err(CommitError::Unreachable("connection refused".into())),
                 false => Ok(()),
             }
         }
     }
 
     impl AftStore for MemoryStore {
-        fn probe(&mut self) -> Result<(), StoreError> {
+        fn probe(&mut self) -> Result<(), CommitError> {
             self.probes += 1;
             self.check()
         }
@@ -218,18 +205,21 @@ mod tests {
         fn commit(
             &mut self,
             commands: &[Command],
-        ) -> Result<Vec<Result<Done, Invalid>>, StoreError> {
+        ) -> Result<Vec<Result<Done, Invalid>>, CommitError> {
             self.transactions.push(commands.len());
             self.check()?;
             let mut rows = self.rows.clone();
             let mut results = Vec::new();
             for command in commands {
                 results.push(match command {
-                    Command::Insert(row) if row.jid == "poison" => {
-                        return Err(StoreError::Refused("index row too large".into()))
+                    Command::Insert(row) if row.transfer().jid == "poison" => {
+                        return Err(CommitError::Refused("index row too large".into()))
                     }
                     Command::Insert(row) | Command::InsertToPostRecipient(row) => {
-                        rows.push(row.clone());
+                        rows.push(Stored {
+                            method: row.method(),
+                            bytes_transferred: row.transfer().bytes_transferred,
+                        });
                         Ok(Done::row(rows.len() as i64))
                     }
                     Command::AmendPost(_) | Command::Lookup(_) => {
@@ -239,7 +229,7 @@ mod tests {
                         aft_index,
                         bytes_transferred,
                     } => match rows.get_mut(*aft_index as usize - 1) {
-                        Some(row) if row.method == "Get" => {
+                        Some(row) if row.method == Method::Get => {
                             row.bytes_transferred = *bytes_transferred;
                             Ok(Done::row(*aft_index))
                         }
@@ -252,23 +242,13 @@ mod tests {
         }
     }
 
-    fn insert(jid: &str, method: &str) -> Command {
-        Command::Insert(AftRecord {
+    fn insert(jid: &str, method: Method) -> Command {
+        let transfer = Transfer {
             jid: jid.into(),
-            to_jid: "b@x".into(),
-            method: method.into(),
-            filename: "f".into(),
-            real_filename: "f".into(),
-            file_type: "txt".into(),
-            chat_type: "im".into(),
-            file_server: "fs".into(),
-            file_path: "/f".into(),
-            file_size: 3,
             bytes_transferred: 0,
-            timestampvalue: chrono::DateTime::UNIX_EPOCH.naive_utc(),
-            sha256: None,
-            event_id: None,
-        })
+            ..sample::transfer()
+        };
+        Command::Insert(sample::row(method, transfer))
     }
 
     /// Queues `commands` (as request ids 0..), runs the writer to the end, returns the replies by id.
@@ -318,7 +298,7 @@ mod tests {
         let outcomes = run_all(
             &mut store,
             BatchPolicy::new(4, Duration::ZERO),
-            (0..10).map(|_| insert("a@x", "Post")).collect(),
+            (0..10).map(|_| insert("a@x", Method::Post)).collect(),
         );
         assert_eq!(store.transactions, [4, 4, 2]);
         let indexes: Vec<_> = outcomes
@@ -338,7 +318,7 @@ mod tests {
             &mut store,
             BatchPolicy::new(100, Duration::ZERO),
             vec![
-                insert("a@x", "Post"),
+                insert("a@x", Method::Post),
                 Command::GetEnd {
                     aft_index: 1,
                     bytes_transferred: 1,
@@ -368,9 +348,9 @@ mod tests {
             &mut store,
             BatchPolicy::new(100, Duration::ZERO),
             vec![
-                insert("a@x", "Post"),
-                insert("poison", "Post"),
-                insert("c@x", "Get"),
+                insert("a@x", Method::Post),
+                insert("poison", Method::Post),
+                insert("c@x", Method::Get),
             ],
         );
         assert_eq!(store.transactions, [3, 1, 1, 1]);
@@ -404,7 +384,7 @@ mod tests {
             &mut store,
             BatchPolicy::new(100, Duration::ZERO),
             vec![
-                insert("a@x", "Get"),
+                insert("a@x", Method::Get),
                 Command::GetEnd {
                     aft_index: 1,
                     bytes_transferred: 3,
@@ -448,7 +428,7 @@ mod tests {
             store.transactions
         });
         jobs.send(Job {
-            command: insert("a@x", "Post"),
+            command: insert("a@x", Method::Post),
             reply: Responder {
                 id: 1,
                 to: to.clone(),
@@ -462,7 +442,7 @@ mod tests {
             "no reply before the batch commits"
         );
         jobs.send(Job {
-            command: insert("b@x", "Post"),
+            command: insert("b@x", Method::Post),
             reply: Responder { id: 2, to },
             queued: Instant::now(),
         })
@@ -480,7 +460,7 @@ mod tests {
         let outcomes = run_monitored(
             &mut store,
             BatchPolicy::new(2, Duration::ZERO),
-            (0..10).map(|_| insert("a@x", "Post")).collect(),
+            (0..10).map(|_| insert("a@x", Method::Post)).collect(),
             &monitor,
         );
         assert_eq!(
@@ -535,10 +515,10 @@ mod tests {
             &mut store,
             BatchPolicy::new(3, Duration::ZERO),
             vec![
-                insert("a@x", "Post"),
-                insert("b@x", "Get"),
-                insert("c@x", "Post"),
-                insert("d@x", "Post"),
+                insert("a@x", Method::Post),
+                insert("b@x", Method::Get),
+                insert("c@x", Method::Post),
+                insert("d@x", Method::Post),
             ],
             &monitor,
         );

@@ -14,30 +14,28 @@ use logd::db::schema::{aft_log, AftRecord};
 use logd::mount::Mount;
 use logd::purge::{self, PurgeError, Selection};
 use logd::reconcile;
+use logd::{Method, Transfer};
 use mft_config::NAMES_DIR;
 
-use common::{Backend, TestDb};
+use common::{sample, Backend, TestDb};
 
 const DIRECTORY: &str = "/opt/mftFileStore/node_1";
 
 /// A Post or Get row at `when`, for the file `relative` (under the node's directory).
-fn record(method: &str, jid: &str, chat_type: &str, when: &str, relative: &str) -> AftRecord {
-    AftRecord {
+fn row_at(method: Method, jid: &str, chat_type: &str, when: &str, relative: &str) -> AftRecord {
+    let t = Transfer {
         jid: jid.into(),
-        to_jid: "bob@example.com".into(),
-        method: method.into(),
         filename: relative.rsplit('/').next().unwrap().into(),
         real_filename: "a.txt".into(),
         file_type: "txt".into(),
-        chat_type: chat_type.into(),
-        file_server: "files.example.com".into(),
+        chat_type: chat_type.parse().unwrap(),
         file_path: format!("{DIRECTORY}/{relative}"),
         file_size: 5,
         bytes_transferred: 5,
-        timestampvalue: purge::parse_time(when).unwrap(),
-        sha256: None,
-        event_id: None,
-    }
+        timestamp: purge::parse_time(when).unwrap().and_utc(),
+        ..sample::transfer()
+    };
+    AftRecord::from(&sample::row(method, t))
 }
 
 /// Inserts `rows` in order, one statement each (what the multi-backend connection can build).
@@ -78,36 +76,31 @@ async fn purges_rows_and_files_but_never_the_current_hour(backend: Backend) {
     let this_hour = now.format("%Y-%m-%d %H:%M:%S").to_string();
     let hour_dir = now.format("%Y%m%d/%H").to_string();
     let rows = [
-        record(
-            "Post",
+        row_at(Method::Post,
             "alice@example.com/desk",
             "im",
             "2014-12-18 11:00:00",
             "files/im/20141218/11/old1",
         ),
-        record(
-            "Post",
+        row_at(Method::Post,
             "bob@example.com",
             "groupchat",
             "2014-12-18 12:00:00",
             "files/groupchat/20141218/12/old2",
         ),
-        record(
-            "Post",
+        row_at(Method::Post,
             "carol@example.com",
             "im",
             "2014-12-18 13:00:00",
             "files/im/20141218/13/gone",
         ),
-        record(
-            "Post",
+        row_at(Method::Post,
             "dave@example.com",
             "im",
             &this_hour,
             &format!("files/im/{hour_dir}/fresh"),
         ),
-        record(
-            "Post",
+        row_at(Method::Post,
             "erin@example.com",
             "im",
             "2014-12-18 11:00:00",
@@ -115,30 +108,26 @@ async fn purges_rows_and_files_but_never_the_current_hour(backend: Backend) {
         ),
         AftRecord {
             file_path: "/etc/passwd".into(),
-            ..record(
-                "Post",
+            ..row_at(Method::Post,
                 "mallory@example.com",
                 "im",
                 "2014-12-18 11:00:00",
                 "x",
             )
         },
-        record(
-            "Get",
+        row_at(Method::Get,
             "alice@example.com/phone",
             "im",
             "2014-12-19 08:00:00",
             "files/im/20141218/11/old1",
         ),
-        record(
-            "Get",
+        row_at(Method::Get,
             "a_b@example.com",
             "im",
             "2014-12-19 08:00:00",
             "files/im/20141218/11/old1",
         ),
-        record(
-            "Get",
+        row_at(Method::Get,
             "axb@example.com",
             "im",
             "2014-12-19 08:00:00",
@@ -272,22 +261,19 @@ async fn sqlite_purge_by_time_and_chat_type() {
     let db = TestDb::new(Backend::Sqlite);
     drop(logd::db::Database::open(&db.config).unwrap());
     let rows = [
-        record(
-            "Post",
+        row_at(Method::Post,
             "a@x",
             "im",
             "2014-12-18 11:58:39",
             "files/im/20141218/11/a",
         ),
-        record(
-            "Post",
+        row_at(Method::Post,
             "a@x",
             "persistent",
             "2014-12-18 11:58:40",
             "files/persistent/20141218/11/b",
         ),
-        record(
-            "Post",
+        row_at(Method::Post,
             "a@x",
             "im",
             "2014-12-18 11:58:41",
@@ -418,8 +404,7 @@ async fn sqlite_purge_in_pages() {
     drop(logd::db::Database::open(&db.config).unwrap());
     let rows: Vec<AftRecord> = (0..25)
         .map(|n| {
-            record(
-                "Get",
+            row_at(Method::Get,
                 &format!("user{n}@x"),
                 "im",
                 "2014-12-18 11:00:00",
@@ -497,7 +482,7 @@ async fn reconcile_finds_and_repairs_every_kind_of_drift(backend: Backend) {
     let this_hour = format!("files/im/{}", now.format("%Y%m%d/%H"));
     let post = |name: &str, dir: &str, sha: Option<&str>| AftRecord {
         sha256: sha.map(str::to_owned),
-        ..record("Post", "alice@example.com", "im", "2014-12-18 11:00:00", &format!("{dir}/{name}"))
+        ..row_at(Method::Post, "alice@example.com", "im", "2014-12-18 11:00:00", &format!("{dir}/{name}"))
     };
     insert(
         &db,
@@ -507,7 +492,7 @@ async fn reconcile_finds_and_repairs_every_kind_of_drift(backend: Backend) {
             post("tampered", old, Some(&sha256(b"yyyyy"))),
             post("gone", old, None),
             post("fresh", &this_hour, None),
-            record("Get", "bob@example.com", "im", "2014-12-19 08:00:00", &format!("{old}/gone")),
+            row_at(Method::Get, "bob@example.com", "im", "2014-12-19 08:00:00", &format!("{old}/gone")),
             AftRecord {
                 file_path: format!("/opt/mftFileStore/node_2/{old}/elsewhere"),
                 ..post("elsewhere", old, None)

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use logd::server::ServerError;
-use logd::{LogdClient, LogdError, Transfer};
+use logd::{LogdClient, LogdError, Method, Transfer};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
@@ -31,7 +31,7 @@ async fn concurrent_events_are_recorded_exactly(backend: Backend) {
                     if n % 5 < 3 {
                         expected.push((
                             client.post(&t).await.unwrap(),
-                            row(&t, "Post", t.bytes_transferred),
+                            row(&t, Method::Post, t.bytes_transferred),
                         ));
                     } else {
                         let start = Transfer {
@@ -41,7 +41,7 @@ async fn concurrent_events_are_recorded_exactly(backend: Backend) {
                         let index = client.get_start(&start).await.unwrap();
                         let moved = t.file_size / 2;
                         client.get_end(index, moved).await.unwrap();
-                        expected.push((index, row(&t, "Get", moved)));
+                        expected.push((index, row(&t, Method::Get, moved)));
                     }
                 }
                 expected
@@ -89,6 +89,8 @@ async fn a_refused_event_leaves_the_connection_alone(backend: Backend) {
     let good = serde_json::to_value(transfer(1, 1)).unwrap();
     let mut long_jid = good.clone();
     long_jid["jid"] = "x".repeat(3072).into();
+    let mut broadcast = good.clone();
+    broadcast["chat_type"] = "broadcast".into();
     let lines = [
         serde_json::json!({"version": 1, "id": 1, "op": "post", "transfer": good}).to_string(),
         serde_json::json!({"version": 1, "id": 2, "op": "post", "transfer": long_jid}).to_string(),
@@ -96,6 +98,7 @@ async fn a_refused_event_leaves_the_connection_alone(backend: Backend) {
         serde_json::json!({"version": 1, "id": 3, "op": "get_start", "transfer": good}).to_string(),
         serde_json::json!({"version": 1, "id": 4, "op": "get_end", "aft_index": 999, "bytes_transferred": 5}).to_string(),
         serde_json::json!({"version": 2, "id": 5, "op": "post", "transfer": good}).to_string(),
+        serde_json::json!({"version": 1, "id": 6, "op": "post", "transfer": broadcast}).to_string(),
     ];
     let stream = UnixStream::connect(&logd.socket).await.unwrap();
     let (read, mut write) = stream.into_split();
@@ -126,6 +129,7 @@ async fn a_refused_event_leaves_the_connection_alone(backend: Backend) {
     assert_eq!(refused(None), ("invalid", "request"));
     assert_eq!(refused(Some(4)), ("invalid", "aft_index"));
     assert_eq!(refused(Some(5)), ("invalid", "version"));
+    assert_eq!(refused(Some(6)), ("invalid", "chat_type"));
 
     let rows = db.rows();
     assert_eq!(
@@ -135,19 +139,19 @@ async fn a_refused_event_leaves_the_connection_alone(backend: Backend) {
             by_id[&Some(3)]["aft_index"].as_i64()
         ]
     );
-    assert_eq!(rows[0].1, row(&transfer(1, 1), "Post", 1001));
-    assert_eq!(rows[1].1, row(&transfer(1, 1), "Get", 1001));
+    assert_eq!(rows[0].1, row(&transfer(1, 1), Method::Post, 1001));
+    assert_eq!(rows[1].1, row(&transfer(1, 1), Method::Get, 1001));
 
     // The client sees the same refusal as a typed error.
     let client = LogdClient::new(&logd.socket);
     match client
         .post(&Transfer {
-            chat_type: "broadcast".into(),
+            jid: "x".repeat(3072),
             ..transfer(1, 2)
         })
         .await
     {
-        Err(LogdError::Invalid { field, .. }) => assert_eq!(field, "chat_type"),
+        Err(LogdError::Invalid { field, .. }) => assert_eq!(field, "jid"),
         other => panic!("expected Invalid, got {other:?}"),
     }
     match client.get_end(rows[0].0, 1).await {

@@ -16,7 +16,7 @@ async fn answer<B: actix_web::body::MessageBody>(response: actix_web::dev::Servi
 
 /// The Post rows.
 fn posts(node: &Node) -> usize {
-    node.audit.rows().iter().filter(|r| r.method == "Post").count()
+    node.audit.rows().iter().filter(|r| r.method == Method::Post).count()
 }
 
 /// The files stored in the hour of the uploads.

@@ -42,7 +42,7 @@ async fn recorded<B: actix_web::body::MessageBody>(response: actix_web::dev::Ser
 }
 
 /// `(method, jid, to_jid, chat_type)` of every row.
-fn trail(node: &Node) -> Vec<(&'static str, String, String, String)> {
+fn trail(node: &Node) -> Vec<(Method, String, String, ChatType)> {
     node.audit
         .rows()
         .into_iter()
@@ -50,8 +50,8 @@ fn trail(node: &Node) -> Vec<(&'static str, String, String, String)> {
         .collect()
 }
 
-fn row(method: &'static str, jid: &str, to_jid: &str, chat_type: &str) -> (&'static str, String, String, String) {
-    (method, jid.into(), to_jid.into(), chat_type.into())
+fn row(method: Method, jid: &str, to_jid: &str, chat_type: ChatType) -> (Method, String, String, ChatType) {
+    (method, jid.into(), to_jid.into(), chat_type)
 }
 
 #[actix_web::test]
@@ -83,10 +83,10 @@ async fn get_rows_are_addressed_to_the_uploads_recipient_never_the_uploader() {
     assert_eq!(
         trail(&node),
         [
-            row("Post", "alice@example.com", ROOM, "groupchat"),
-            row("Get", "carol@example.com", ROOM, "groupchat"),
-            row("Post", "alice@example.com", "anonymous@node_1", "im"),
-            row("Get", "anonymous@node_1", "anonymous@node_1", "im"),
+            row(Method::Post, "alice@example.com", ROOM, ChatType::Groupchat),
+            row(Method::Get, "carol@example.com", ROOM, ChatType::Groupchat),
+            row(Method::Post, "alice@example.com", "anonymous@node_1", ChatType::Im),
+            row(Method::Get, "anonymous@node_1", "anonymous@node_1", ChatType::Im),
         ]
     );
 }
@@ -128,10 +128,10 @@ async fn shares_name_the_recipient_move_the_file_and_capabilities_name_the_downl
     assert_eq!(
         trail(&node),
         [
-            row("Post", "alice@example.com", ROOM, "persistent"),
-            row("Share", "alice@example.com", "dave@example.com", "im"),
-            row("Get", "bob@example.com", ROOM, "persistent"),
-            row("Get", "anonymous@node_1", ROOM, "persistent"),
+            row(Method::Post, "alice@example.com", ROOM, ChatType::Persistent),
+            row(Method::Share, "alice@example.com", "dave@example.com", ChatType::Im),
+            row(Method::Get, "bob@example.com", ROOM, ChatType::Persistent),
+            row(Method::Get, "anonymous@node_1", ROOM, ChatType::Persistent),
         ]
     );
 
@@ -159,5 +159,5 @@ async fn a_download_before_the_share_is_recorded_takes_its_chat_from_the_capabil
     let bob = format!("/upload/s1/cat.png?mft_for=bob%40example.com&mft_to={}&mft_type=groupchat&mft_cap={cap}", ROOM.replace('@', "%40"));
     assert_eq!(test::read_body(test::call_service(&app, get(&bob).to_request()).await).await, "meow");
     node.rows_when(|rows| rows.len() == 2).await;
-    assert_eq!(trail(&node)[1], row("Get", "bob@example.com", ROOM, "groupchat"));
+    assert_eq!(trail(&node)[1], row(Method::Get, "bob@example.com", ROOM, ChatType::Groupchat));
 }

@@ -60,7 +60,7 @@ async fn prosody_external_v1_and_v2() {
     assert_eq!(header_value(response.headers(), header::CONTENT_TYPE), "image/jpeg");
     assert_eq!(test::read_body(response).await, "12345");
     let rows = node.rows_when(|rows| rows.len() == 2 && rows[1].transfer.bytes_transferred == 5).await;
-    assert_eq!((rows[1].method, rows[1].transfer.jid.as_str()), ("Get", "anonymous@node_1"));
+    assert_eq!((rows[1].method, rows[1].transfer.jid.as_str()), (Method::Get, "anonymous@node_1"));
     let head = test::call_service(&app, TestRequest::default().method(actix_web::http::Method::HEAD).uri("/upload/0b7c5f4e/holiday%20photo.jpg").to_request()).await;
     assert_eq!(declared_len(&head), 5);
 

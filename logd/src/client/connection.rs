@@ -28,7 +28,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
-use super::LogdError;
+use super::error::LogdError;
 use crate::protocol::Reply;
 
 /// Connections one client keeps to logd at most.

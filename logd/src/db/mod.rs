@@ -3,23 +3,22 @@
 //! one transaction, and the sorting of database errors into unreachable / full / refused.
 //! Nothing here decides what to reply or which alarm to raise; that is the writer's job.
 
+mod connection;
 pub mod schema;
 mod verify;
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::r2d2::R2D2Connection;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use mft_config::DatabaseKind;
 
-use crate::request::{Command, Done, Invalid};
-use crate::writer::{AftStore, StoreError};
-use crate::Amendment;
+use crate::row::{Amendment, Invalid, Method, Row};
+use crate::store::{AftStore, Command, CommitError, Done};
+use connection::ConnectionManager;
+pub use connection::{connect, AnyConnection};
 use schema::{aft_log, AftRecord};
 pub use verify::SchemaMismatch;
 
@@ -32,14 +31,6 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// The same, once the database is known to be unreachable: events fail promptly during an
 /// outage, while each batch still tries to reconnect.
 const OUTAGE_CONNECTION_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// A connection to either backend; the kind comes from the configuration, never guessed from
-/// the URL.
-#[derive(diesel::MultiConnection)]
-pub enum AnyConnection {
-    Postgres(diesel::PgConnection),
-    Sqlite(diesel::SqliteConnection),
-}
 
 /// Why logd cannot use the database at start.
 #[derive(Debug, thiserror::Error)]
@@ -106,38 +97,31 @@ impl Database {
         })
     }
 
-    /// The seed's database tests, measured now through the pool (see [`crate::checks`]).
-    pub fn checks(&self) -> Vec<crate::Check> {
-        crate::checks::run(&self.config, || {
-            self.pool
-                .get_timeout(crate::checks::TIMEOUT)
-                .map_err(|e| e.to_string())
-        })
+    /// The configuration it was opened with.
+    pub fn config(&self) -> &mft_config::Database {
+        &self.config
+    }
+
+    /// A connection of the pool, waiting at most `timeout` for one.
+    pub fn pooled(&self, timeout: Duration) -> Result<impl std::ops::DerefMut<Target = AnyConnection>, String> {
+        self.pool.get_timeout(timeout).map_err(|e| e.to_string())
     }
 
     /// A connection with the pool's timeout for the current state, remembering the outcome.
-    fn connection(&mut self) -> Result<r2d2::PooledConnection<ConnectionManager>, StoreError> {
+    fn connection(&mut self) -> Result<r2d2::PooledConnection<ConnectionManager>, CommitError> {
         let timeout = match self.unreachable {
             true => OUTAGE_CONNECTION_TIMEOUT,
             false => CONNECTION_TIMEOUT,
         };
         self.pool
             .get_timeout(timeout)
-            .map_err(|e| StoreError::Unreachable(e.to_string()))
+            .map_err(|e| CommitError::Unreachable(e.to_string()))
     }
 
-    fn remember<T>(&mut self, result: Result<T, StoreError>) -> Result<T, StoreError> {
-        self.unreachable = matches!(result, Err(StoreError::Unreachable(_)));
+    fn remember<T>(&mut self, result: Result<T, CommitError>) -> Result<T, CommitError> {
+        self.unreachable = matches!(result, Err(CommitError::Unreachable(_)));
         result
     }
-}
-
-/// One connection of the configured kind, outside any pool (for `logd check` and `logd purge`).
-pub fn connect(config: &mft_config::Database) -> Result<AnyConnection, diesel::ConnectionError> {
-    r2d2::ManageConnection::connect(&ConnectionManager {
-        kind: config.kind,
-        url: config.url.clone(),
-    })
 }
 
 /// The differences between the `aft_log` table found through `conn` and DESIGN.md's.
@@ -180,7 +164,7 @@ fn redact(url: &str) -> String {
 }
 
 impl AftStore for Database {
-    fn commit(&mut self, commands: &[Command]) -> Result<Vec<Result<Done, Invalid>>, StoreError> {
+    fn commit(&mut self, commands: &[Command]) -> Result<Vec<Result<Done, Invalid>>, CommitError> {
         let result = self.connection().and_then(|mut conn| {
             conn.transaction(|conn| apply(conn, commands))
                 .map_err(classify)
@@ -188,7 +172,7 @@ impl AftStore for Database {
         self.remember(result)
     }
 
-    fn probe(&mut self) -> Result<(), StoreError> {
+    fn probe(&mut self) -> Result<(), CommitError> {
         let result = self.connection().and_then(|mut conn| {
             diesel::sql_query("SELECT 1")
                 .execute(&mut *conn)
@@ -212,31 +196,32 @@ fn apply(
 ) -> QueryResult<Vec<Result<Done, Invalid>>> {
     let mut events = recorded_events(conn, commands)?;
     let mut claimed = HashSet::new();
-    // Per command, the row it inserts, if it inserts one.
+    // Per command, the record it inserts, if it inserts one.
     let mut rows = Vec::with_capacity(commands.len());
     for command in commands {
-        let row = match command {
-            Command::Insert(record) | Command::InsertToPostRecipient(record)
-                if record
+        let record = match command {
+            Command::Insert(row) | Command::InsertToPostRecipient(row)
+                if row
+                    .transfer()
                     .event_id
                     .as_ref()
                     .is_some_and(|id| events.contains_key(id) || !claimed.insert(id)) =>
             {
                 None
             }
-            Command::Insert(record) => Some(Cow::Borrowed(record)),
-            Command::InsertToPostRecipient(record) => {
-                let to_jid = post_recipient(conn, &record.filename)?;
-                Some(Cow::Owned(AftRecord {
-                    to_jid: to_jid.unwrap_or_else(|| record.to_jid.clone()),
-                    ..record.clone()
-                }))
+            Command::Insert(row) => Some(AftRecord::from(row)),
+            Command::InsertToPostRecipient(row) => {
+                let mut record = AftRecord::from(row);
+                if let Some(to_jid) = post_recipient(conn, &record.filename)? {
+                    record.to_jid = to_jid;
+                }
+                Some(record)
             }
             Command::GetEnd { .. } | Command::AmendPost(_) | Command::Lookup(_) => None,
         };
-        rows.push(row);
+        rows.push(record);
     }
-    let records: Vec<&AftRecord> = rows.iter().flatten().map(|row| row.as_ref()).collect();
+    let records: Vec<&AftRecord> = rows.iter().flatten().collect();
     let ends: Vec<(i64, i64)> = commands
         .iter()
         .filter_map(|c| match c {
@@ -280,9 +265,9 @@ fn apply(
     }
     let mut amended = amended.into_iter();
     // The row an insert wrote, or the one that has its event id.
-    let row_of = |record: &AftRecord, inserted: Option<Event>| {
+    let row_of = |row: &Row, inserted: Option<Event>| {
         inserted.unwrap_or_else(|| {
-            let id = record.event_id.as_ref().expect("only inserts with an event id are skipped");
+            let id = row.transfer().event_id.as_ref().expect("only inserts with an event id are skipped");
             events[id].clone()
         })
     };
@@ -290,9 +275,9 @@ fn apply(
         .iter()
         .zip(inserted)
         .map(|(command, inserted)| match command {
-            Command::Insert(record) => Ok(Done::row(row_of(record, inserted).aft_index)),
-            Command::InsertToPostRecipient(record) => {
-                let Event { aft_index, to_jid } = row_of(record, inserted);
+            Command::Insert(row) => Ok(Done::row(row_of(row, inserted).aft_index)),
+            Command::InsertToPostRecipient(row) => {
+                let Event { aft_index, to_jid } = row_of(row, inserted);
                 Ok(Done {
                     aft_index,
                     to_jid: Some(to_jid),
@@ -335,7 +320,7 @@ fn recorded_events(conn: &mut AnyConnection, commands: &[Command]) -> QueryResul
     let ids: Vec<&str> = commands
         .iter()
         .filter_map(|c| match c {
-            Command::Insert(record) | Command::InsertToPostRecipient(record) => record.event_id.as_deref(),
+            Command::Insert(row) | Command::InsertToPostRecipient(row) => row.transfer().event_id.as_deref(),
             Command::Lookup(id) => Some(id.as_str()),
             Command::GetEnd { .. } | Command::AmendPost(_) => None,
         })
@@ -356,7 +341,7 @@ fn recorded_events(conn: &mut AnyConnection, commands: &[Command]) -> QueryResul
 /// The `to_jid` of the Post row of `filename` (the first, should there be several).
 fn post_recipient(conn: &mut AnyConnection, filename: &str) -> QueryResult<Option<String>> {
     aft_log::table
-        .filter(aft_log::method.eq(schema::POST))
+        .filter(aft_log::method.eq(Method::Post.as_str()))
         .filter(aft_log::filename.eq(filename))
         .order(aft_log::aft_index)
         .select(aft_log::to_jid)
@@ -368,12 +353,12 @@ fn post_recipient(conn: &mut AnyConnection, filename: &str) -> QueryResult<Optio
 /// `aft_index`, or `None` if there is no such row.
 fn amend_post(conn: &mut AnyConnection, amendment: &Amendment) -> QueryResult<Option<i64>> {
     let post = aft_log::table
-        .filter(aft_log::method.eq(schema::POST))
+        .filter(aft_log::method.eq(Method::Post.as_str()))
         .filter(aft_log::filename.eq(&amendment.filename));
     diesel::update(post)
         .set((
             aft_log::to_jid.eq(&amendment.to_jid),
-            aft_log::chat_type.eq(&amendment.chat_type),
+            aft_log::chat_type.eq(amendment.chat_type.as_str()),
             aft_log::file_path.eq(&amendment.file_path),
         ))
         .execute(conn)?;
@@ -493,7 +478,7 @@ fn update_postgres(
     )
     .bind::<Array<BigInt>, _>(&indexes)
     .bind::<Array<BigInt>, _>(&bytes)
-    .bind::<Text, _>(schema::GET)
+    .bind::<Text, _>(Method::Get.as_str())
     .load::<AftIndex>(conn)
     .map(|rows| rows.into_iter().map(|r| r.aft_index).collect())
 }
@@ -509,7 +494,7 @@ fn update_sqlite(
         let rows = diesel::update(
             aft_log::table
                 .filter(aft_log::aft_index.eq(aft_index))
-                .filter(aft_log::method.eq(schema::GET)),
+                .filter(aft_log::method.eq(Method::Get.as_str())),
         )
         .set(aft_log::bytes_transferred.eq(bytes_transferred))
         .execute(conn)?;
@@ -521,17 +506,17 @@ fn update_sqlite(
 }
 
 /// Sorts a failed transaction by what the writer should do about it.
-fn classify(error: DieselError) -> StoreError {
+fn classify(error: DieselError) -> CommitError {
     match error {
         DieselError::DatabaseError(
             DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
             info,
-        ) => StoreError::Unreachable(info.message().to_owned()),
+        ) => CommitError::Unreachable(info.message().to_owned()),
         DieselError::DatabaseError(_, info) if is_full(info.message(), info.hint()) => {
-            StoreError::Full(info.message().to_owned())
+            CommitError::Full(info.message().to_owned())
         }
-        DieselError::DatabaseError(_, info) => StoreError::Refused(info.message().to_owned()),
-        other => StoreError::Unreachable(other.to_string()),
+        DieselError::DatabaseError(_, info) => CommitError::Refused(info.message().to_owned()),
+        other => CommitError::Unreachable(other.to_string()),
     }
 }
 
@@ -549,46 +534,12 @@ fn is_full(message: &str, hint: Option<&str>) -> bool {
         || hint == Some("Check free disk space.")
 }
 
-/// Opens connections of the configured kind for the r2d2 pool.
-struct ConnectionManager {
-    kind: DatabaseKind,
-    url: String,
-}
-
-impl r2d2::ManageConnection for ConnectionManager {
-    type Connection = AnyConnection;
-    type Error = diesel::ConnectionError;
-
-    fn connect(&self) -> Result<AnyConnection, Self::Error> {
-        match self.kind {
-            DatabaseKind::Postgres => {
-                diesel::PgConnection::establish(&self.url).map(AnyConnection::Postgres)
-            }
-            DatabaseKind::Sqlite => {
-                let mut conn = diesel::SqliteConnection::establish(&self.url)?;
-                // busy_timeout first: it waits out other connections' locks (the pool opens
-                // several at once) and an operator's writes. WAL lets operators read while
-                // logd writes; FULL makes each commit durable before it is acknowledged.
-                conn.batch_execute("PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
-                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-                Ok(AnyConnection::Sqlite(conn))
-            }
-        }
-    }
-
-    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), Self::Error> {
-        conn.ping()
-            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)
-    }
-
-    fn has_broken(&self, conn: &mut AnyConnection) -> bool {
-        conn.is_broken()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::row::{ChatType, Transfer};
+    use crate::sample;
+    use diesel::connection::SimpleConnection;
 
     /// The `aft_index` of each result.
     fn indexes(results: Vec<Result<Done, Invalid>>) -> Vec<Result<i64, Invalid>> {
@@ -617,23 +568,21 @@ mod tests {
         });
     }
 
-    fn record(jid: &str) -> AftRecord {
-        AftRecord {
+    /// A sample transfer by `jid` to b@x of the file `f` at `/f`, no bytes moved.
+    fn transfer(jid: &str) -> Transfer {
+        Transfer {
             jid: jid.into(),
             to_jid: "b@x".into(),
-            method: "Post".into(),
             filename: "f".into(),
-            real_filename: "f".into(),
-            file_type: "".into(),
-            chat_type: "im".into(),
-            file_server: "fs".into(),
             file_path: "/f".into(),
             file_size: 0,
             bytes_transferred: 0,
-            timestampvalue: chrono::DateTime::UNIX_EPOCH.naive_utc(),
-            sha256: None,
-            event_id: None,
+            ..sample::transfer()
         }
+    }
+
+    fn insert(method: Method, transfer: Transfer) -> Command {
+        Command::Insert(sample::row(method, transfer))
     }
 
     #[test]
@@ -702,7 +651,7 @@ mod tests {
                 "could not extend file \"base/16384/16385\": No space left on device",
                 Some("Check free disk space."),
             )),
-            StoreError::Full(
+            CommitError::Full(
                 "could not extend file \"base/16384/16385\": No space left on device".into()
             )
         );
@@ -712,7 +661,7 @@ mod tests {
                 "could not write to file \"base/pgsql_tmp/t1\": No space left on device",
                 None
             )),
-            StoreError::Full(_)
+            CommitError::Full(_)
         ));
         // The same with a translated message: the hint alone (if also English) suffices.
         assert!(matches!(
@@ -721,7 +670,7 @@ mod tests {
                 "kann Datei nicht erweitern",
                 Some("Check free disk space.")
             )),
-            StoreError::Full(_)
+            CommitError::Full(_)
         ));
         // SQLite's SQLITE_FULL.
         assert!(matches!(
@@ -730,7 +679,7 @@ mod tests {
                 "database or disk is full",
                 None
             )),
-            StoreError::Full(_)
+            CommitError::Full(_)
         ));
     }
 
@@ -742,7 +691,7 @@ mod tests {
                 "duplicate key value violates unique constraint",
                 None
             )),
-            StoreError::Refused(_)
+            CommitError::Refused(_)
         ));
         assert!(matches!(
             classify(refused(
@@ -750,11 +699,11 @@ mod tests {
                 "server closed the connection unexpectedly",
                 None
             )),
-            StoreError::Unreachable(_)
+            CommitError::Unreachable(_)
         ));
         assert!(matches!(
             classify(DieselError::BrokenTransactionManager),
-            StoreError::Unreachable(_)
+            CommitError::Unreachable(_)
         ));
     }
 
@@ -764,29 +713,22 @@ mod tests {
     /// the replies and the table.
     fn get_ends_in_one_batch(config: mft_config::Database) {
         let mut db = Database::open(&config).unwrap();
-        let get = || AftRecord {
-            method: schema::GET.into(),
-            ..record("a@x")
-        };
+        let get = || insert(Method::Get, transfer("a@x"));
         let end = |aft_index, bytes_transferred| Command::GetEnd {
             aft_index,
             bytes_transferred,
         };
-        let earlier = [
-            Command::Insert(get()),
-            Command::Insert(record("b@x")),
-            Command::Insert(get()),
-        ];
+        let earlier = [get(), insert(Method::Post, transfer("b@x")), get()];
         assert_eq!(indexes(db.commit(&earlier).unwrap()), [Ok(1), Ok(2), Ok(3)]);
         let batch = [
             end(1, 10),
-            Command::Insert(get()),
+            get(),
             end(3, 30),
             end(4, 40),
             end(1, 11),
             end(2, 20),
             end(99, 90),
-            Command::Insert(record("c@x")),
+            insert(Method::Post, transfer("c@x")),
         ];
         let no_get_row = |n| {
             Err(Invalid::new(
@@ -836,35 +778,40 @@ mod tests {
     /// the amendment), a `Share` row, an amendment of no Post row (refused alone).
     fn shares_amend_the_post_row(config: mft_config::Database) {
         let mut db = Database::open(&config).unwrap();
-        let post = AftRecord {
-            to_jid: "anonymous@node_1".into(),
-            filename: "f1".into(),
-            ..record("alice@x")
-        };
-        let get = |jid: &str| {
-            Command::InsertToPostRecipient(AftRecord {
-                method: schema::GET.into(),
+        let post = insert(
+            Method::Post,
+            Transfer {
                 to_jid: "anonymous@node_1".into(),
                 filename: "f1".into(),
-                ..record(jid)
-            })
+                ..transfer("alice@x")
+            },
+        );
+        let get = |jid: &str| {
+            let get = Transfer {
+                to_jid: "anonymous@node_1".into(),
+                filename: "f1".into(),
+                ..transfer(jid)
+            };
+            Command::InsertToPostRecipient(sample::row(Method::Get, get))
         };
         let amend = |filename: &str| {
             Command::AmendPost(Amendment {
                 filename: filename.into(),
                 to_jid: "room@conference.x".into(),
-                chat_type: "persistent".into(),
+                chat_type: ChatType::Persistent,
                 file_path: "/srv/files/persistent/20250102/03/f1".into(),
             })
         };
-        let share = Command::Insert(AftRecord {
-            method: schema::SHARE.into(),
-            to_jid: "dave@x".into(),
-            filename: "f1".into(),
-            ..record("alice@x")
-        });
+        let share = insert(
+            Method::Share,
+            Transfer {
+                to_jid: "dave@x".into(),
+                filename: "f1".into(),
+                ..transfer("alice@x")
+            },
+        );
         assert_eq!(
-            indexes(db.commit(&[Command::Insert(post), get("bob@x")]).unwrap()),
+            indexes(db.commit(&[post, get("bob@x")]).unwrap()),
             [Ok(1), Ok(2)]
         );
         assert_eq!(
@@ -931,13 +878,16 @@ mod tests {
     /// and among others (PostgreSQL inserts those two differently).
     fn digests_are_stored(config: mft_config::Database) {
         let mut db = Database::open(&config).unwrap();
-        let digest = |c: char| c.to_string().repeat(schema::SHA256_LEN);
-        let with = |c| AftRecord {
-            sha256: Some(digest(c)),
-            ..record("a@x")
+        let digest = |c: char| c.to_string().repeat(crate::row::SHA256_LEN);
+        let with = |c| {
+            let t = Transfer {
+                sha256: Some(digest(c)),
+                ..transfer("a@x")
+            };
+            insert(Method::Post, t)
         };
-        db.commit(&[Command::Insert(with('a'))]).unwrap();
-        db.commit(&[Command::Insert(record("b@x")), Command::Insert(with('b'))]).unwrap();
+        db.commit(&[with('a')]).unwrap();
+        db.commit(&[insert(Method::Post, transfer("b@x")), with('b')]).unwrap();
         let stored: Vec<Option<String>> = aft_log::table
             .order(aft_log::aft_index)
             .select(aft_log::sha256)
@@ -952,24 +902,29 @@ mod tests {
     /// lookup finds the row of an id and refuses one that no row has.
     fn events_are_recorded_once_per_id(config: mft_config::Database) {
         let mut db = Database::open(&config).unwrap();
-        let with = |id: &str| AftRecord {
-            event_id: Some(id.into()),
-            ..record("a@x")
+        let with = |id: &str| {
+            let t = Transfer {
+                event_id: Some(id.into()),
+                ..transfer("a@x")
+            };
+            insert(Method::Post, t)
         };
-        let get = AftRecord {
-            method: "Get".into(),
-            to_jid: "downloader@x".into(),
-            event_id: Some("g1".into()),
-            ..record("c@x")
-        };
-        let first = indexes(db.commit(&[Command::Insert(with("p1"))]).unwrap());
+        let get = sample::row(
+            Method::Get,
+            Transfer {
+                to_jid: "downloader@x".into(),
+                event_id: Some("g1".into()),
+                ..transfer("c@x")
+            },
+        );
+        let first = indexes(db.commit(&[with("p1")]).unwrap());
         assert_eq!(first, [Ok(1)]);
         let again = db
             .commit(&[
-                Command::Insert(record("b@x")),
-                Command::Insert(with("p1")),
-                Command::Insert(with("p2")),
-                Command::Insert(with("p2")),
+                insert(Method::Post, transfer("b@x")),
+                with("p1"),
+                with("p2"),
+                with("p2"),
                 Command::InsertToPostRecipient(get.clone()),
                 Command::Lookup("p2".into()),
                 Command::Lookup("nothing".into()),
@@ -1067,17 +1022,18 @@ mod tests {
             .unwrap();
         let batch: Vec<Command> = (0..200)
             .map(|n| {
-                Command::Insert(AftRecord {
+                let t = Transfer {
                     file_path: format!("/{}", "p".repeat(1000 + n)),
-                    ..record("a@x")
-                })
+                    ..transfer("a@x")
+                };
+                insert(Method::Post, t)
             })
             .collect();
         let error = conn
             .transaction(|conn| apply(conn, &batch))
             .map_err(classify)
             .unwrap_err();
-        assert_eq!(error, StoreError::Full("database or disk is full".into()));
+        assert_eq!(error, CommitError::Full("database or disk is full".into()));
         assert_eq!(
             aft_log::table.count().get_result::<i64>(&mut conn).unwrap(),
             0

@@ -1,9 +1,12 @@
-//! The `aft_log` table as diesel sees it, its row type, and its limits: the one place that
-//! knows the column names, types and lengths (DESIGN.md, "The `aft_log` table"). The
-//! migrations create it, `verify` checks it, `request` validates events against these limits.
+//! The `aft_log` table as diesel sees it, and its record type: the one place that knows the
+//! column names and diesel types (DESIGN.md, "The `aft_log` table"; the lengths are in
+//! [`crate::row`]). The migrations create it, `verify` checks it; a checked [`Row`] becomes an
+//! [`AftRecord`] here, once.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
+
+use crate::row::Row;
 
 diesel::table! {
     /// One row per upload (`method = 'Post'`), per download (`method = 'Get'`) and per later
@@ -28,35 +31,6 @@ diesel::table! {
     }
 }
 
-/// `VARCHAR(n)` of `jid` and `to_jid`.
-pub const JID_MAX: usize = 3071;
-/// `VARCHAR(n)` of `method`.
-pub const METHOD_MAX: usize = 63;
-/// `VARCHAR(n)` of `filename`, `real_filename` and `file_server`.
-pub const NAME_MAX: usize = 511;
-/// `VARCHAR(n)` of `file_type`.
-pub const FILE_TYPE_MAX: usize = 10;
-/// `VARCHAR(n)` of `chat_type`.
-pub const CHAT_TYPE_MAX: usize = 10;
-/// `VARCHAR(n)` of `file_path`.
-pub const PATH_MAX: usize = 4095;
-/// `VARCHAR(n)` of `sha256`: a SHA-256 in lowercase hex is exactly this long.
-pub const SHA256_LEN: usize = 64;
-/// `VARCHAR(n)` of `event_id`: room for a UUID in its 36-character text form.
-pub const EVENT_ID_MAX: usize = 36;
-/// `VARCHAR(n)` of `drift`: room for the longest [`Drift`](crate::reconcile::Drift) label.
-pub const DRIFT_MAX: usize = 7;
-
-/// `method` of an upload row.
-pub const POST: &str = "Post";
-/// `method` of a download row.
-pub const GET: &str = "Get";
-/// `method` of a row recording that a stored file was shared in one more chat after its first
-/// (whose recipient is the Post row's `to_jid`).
-pub const SHARE: &str = "Share";
-/// The values of `chat_type`.
-pub const CHAT_TYPES: [&str; 3] = ["im", "groupchat", "persistent"];
-
 /// One row without its `aft_index` and `drift` (which only `logd reconcile` writes): what an
 /// insert writes and what it returns. `None` is written as NULL, never as "default".
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Insertable, Queryable, Selectable)]
@@ -79,4 +53,26 @@ pub struct AftRecord {
     pub sha256: Option<String>,
     /// The id the sender chose for the event that wrote the row; unique where present.
     pub event_id: Option<String>,
+}
+
+impl From<&Row> for AftRecord {
+    fn from(row: &Row) -> Self {
+        let t = row.transfer();
+        Self {
+            jid: t.jid.clone(),
+            to_jid: t.to_jid.clone(),
+            method: row.method().as_str().to_owned(),
+            filename: t.filename.clone(),
+            real_filename: t.real_filename.clone(),
+            file_type: t.file_type.clone(),
+            chat_type: t.chat_type.as_str().to_owned(),
+            file_server: t.file_server.clone(),
+            file_path: t.file_path.clone(),
+            file_size: t.file_size,
+            bytes_transferred: t.bytes_transferred,
+            timestampvalue: t.timestamp.naive_utc(),
+            sha256: t.sha256.clone(),
+            event_id: t.event_id.clone(),
+        }
+    }
 }

@@ -7,8 +7,8 @@ use std::fmt;
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Integer, Nullable, Text};
 
-use super::schema::{CHAT_TYPE_MAX, DRIFT_MAX, EVENT_ID_MAX, FILE_TYPE_MAX, JID_MAX, METHOD_MAX, NAME_MAX, PATH_MAX, SHA256_LEN};
-use super::AnyConnection;
+use crate::row::{CHAT_TYPE_MAX, DRIFT_MAX, EVENT_ID_MAX, FILE_TYPE_MAX, JID_MAX, METHOD_MAX, NAME_MAX, PATH_MAX, SHA256_LEN};
+use super::connection::AnyConnection;
 
 /// A column type, as far as logd cares.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,6 @@
 //! What the integration tests share: a throwaway database (a temporary SQLite file, or a
-//! PostgreSQL server from `mft-tests`), logd run in-process on it, and sample transfers.
+//! PostgreSQL server from `mft-tests`), logd run in-process on it, and sample transfers
+//! ([`sample`], which the unit tests and the benchmark include too).
 
 #![allow(
     dead_code,
@@ -9,16 +10,18 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chrono::{SubsecRound, TimeZone, Utc};
+use chrono::{TimeZone, Utc};
 use diesel::prelude::*;
 use logd::db::schema::{aft_log, AftRecord};
 use logd::db::AnyConnection;
 use logd::server::ServerError;
-use logd::Transfer;
+use logd::row::{self, ChatType, Method, Transfer};
 use mft_config::DatabaseKind;
 use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+pub mod sample;
 
 /// A database for one test, deleted (or its server stopped) on drop.
 pub struct TestDb {
@@ -126,15 +129,14 @@ impl Running {
     }
 }
 
+/// A sample transfer of its own for event `n` of `task`: every name, size and time differs.
 pub fn transfer(task: usize, n: usize) -> Transfer {
     Transfer {
         jid: format!("user{task}@example.com/phone"),
         to_jid: format!("room{task}@conference.example.com"),
         filename: format!("res-{task}-{n}"),
         real_filename: format!("Report {n} – été.pdf"),
-        file_type: "pdf".into(),
-        chat_type: ["im", "groupchat", "persistent"][n % 3].into(),
-        file_server: "files.example.com".into(),
+        chat_type: ChatType::ALL[n % 3],
         file_path: format!("/opt/mftFileStore/node_1/files/im/20250102/03/res-{task}-{n}"),
         file_size: (task * 1000 + n) as i64,
         bytes_transferred: (task * 1000 + n) as i64,
@@ -142,27 +144,16 @@ pub fn transfer(task: usize, n: usize) -> Transfer {
             .with_ymd_and_hms(2025, 1, 2, 3, (n % 60) as u32, 5)
             .unwrap()
             + chrono::Duration::nanoseconds((task * 1_000_003 + n * 7_919) as i64),
-        sha256: None,
-        event_id: None,
+        ..sample::transfer()
     }
 }
 
-/// The row a transfer should become.
-pub fn row(t: &Transfer, method: &str, bytes_transferred: i64) -> AftRecord {
+/// The row a transfer should become, with `bytes_transferred`, and no digest or event id.
+pub fn row(t: &Transfer, method: Method, bytes_transferred: i64) -> AftRecord {
     AftRecord {
-        jid: t.jid.clone(),
-        to_jid: t.to_jid.clone(),
-        method: method.into(),
-        filename: t.filename.clone(),
-        real_filename: t.real_filename.clone(),
-        file_type: t.file_type.clone(),
-        chat_type: t.chat_type.clone(),
-        file_server: t.file_server.clone(),
-        file_path: t.file_path.clone(),
-        file_size: t.file_size,
         bytes_transferred,
-        timestampvalue: t.timestamp.trunc_subsecs(6).naive_utc(),
         sha256: None,
         event_id: None,
+        ..AftRecord::from(&sample::row(method, t.clone()))
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! Always compiled (what httpd links with `default-features = false`):
 //! - [`row`]: one `aft_log` row, its column limits, [`Method`] and [`ChatType`]; the
-//!   [`Transfer`] a client sends, the [`Amendment`] of a Post row, and the checked [`Row`];
+//!   [`Transfer`] a client sends, the [`Amendment`] of a Post row, and the checked [`row::Row`];
 //! - [`LogdClient`], the async client, and its [`LogdError`];
 //! - the wire format they share (newline-delimited JSON, see `docs/logd-protocol.md`);
 //! - [`LogdStatus`], what a running logd reports about itself (checks, alarms, counters).

@@ -4,7 +4,7 @@
 //! (a refusal overtakes events waiting for their batch); the `id` pairs them.
 //!
 //! A `status` request is answered here, apart from the writer: the checks run on a blocking
-//! thread against the pool, the alarms and counters come from the writer's [`Monitor`].
+//! thread against the pool, the alarms and counters come from the writer's `Monitor`.
 //!
 //! Only translation lives here: framing is in `framing`, decoding in `request`, batching and
 //! commit in `writer`. No line, however broken, ends a connection: each is answered.

@@ -1,5 +1,5 @@
 //! The database side of logd: connections to PostgreSQL or SQLite behind one connection type,
-//! the embedded migrations, the startup schema check, the [`AftStore`] that commits a batch in
+//! the embedded migrations, the startup schema check, the [`Database`] that commits a batch in
 //! one transaction, and the sorting of database errors into unreachable / full / refused.
 //! Nothing here decides what to reply or which alarm to raise; that is the writer's job.
 

@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use nix::sys::signal::Signal;
 
 use crate::{bin, free_port, is_mounted, run, wait_until, Process, Sshd};
 
@@ -247,7 +248,7 @@ impl Node {
     /// When httpd runs, waits until its status report sees the file server and logd up: httpd
     /// refuses uploads from the report before (it looks by itself every 2 s, and at every
     /// `/status`, which this asks for).
-    fn await_admission(&self) -> Result<()> {
+    pub fn await_admission(&self) -> Result<()> {
         if self.httpd.is_none() {
             return Ok(());
         }
@@ -286,6 +287,20 @@ impl Node {
     /// Stops logd (SIGTERM) and returns its process for inspection.
     pub fn stop_logd(&mut self) {
         self.logd.take();
+    }
+
+    /// SIGKILLs logd, like a crash: its socket file is left behind.
+    pub fn kill_logd(&mut self) {
+        if let Some(mut logd) = self.logd.take() {
+            logd.stop_with(Signal::SIGKILL);
+        }
+    }
+
+    /// SIGKILLs httpd, like a crash: its transfers in flight break off.
+    pub fn kill_httpd(&mut self) {
+        if let Some(mut httpd) = self.httpd.take() {
+            httpd.stop_with(Signal::SIGKILL);
+        }
     }
 
     /// Stops httpd (by its PID); [`Node::start_httpd`] starts it again.

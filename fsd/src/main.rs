@@ -14,7 +14,7 @@ use fsd::backend::SftpBackend;
 use fsd::fs::Filesystem;
 use fsd::health::{self, AlarmState};
 use fsd::keys::{self, KeyType};
-use fsd::status::{Check, CheckResult, Counters, FsdStatus};
+use fsd::status::{Check, CheckResult, FileServerUse, FsdStatus};
 use mft_config::NodeConfig;
 use mft_journal::Alarm;
 use tokio::signal::unix::{signal, SignalKind};
@@ -320,7 +320,7 @@ async fn publish_status(
             connected,
             checks,
             alarms: alarms.active(),
-            counters: Counters {
+            counters: FileServerUse {
                 bytes_read: traffic.bytes_read.load(std::sync::atomic::Ordering::Relaxed),
                 bytes_written: traffic.bytes_written.load(std::sync::atomic::Ordering::Relaxed),
                 ops: traffic.requests.load(std::sync::atomic::Ordering::Relaxed),

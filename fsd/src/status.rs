@@ -95,14 +95,15 @@ impl CheckResult {
     }
 }
 
-/// fsd's counters since it started.
+/// fsd's use of the file server: bytes and requests since it started, reconnections, and what
+/// it holds open now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counters {
+pub struct FileServerUse {
     /// Bytes read from files through the mount.
     pub bytes_read: u64,
     /// Bytes written to files through the mount (acknowledged by the server).
     pub bytes_written: u64,
-    /// Filesystem operations served.
+    /// Requests sent to the file server.
     pub ops: u64,
     /// Connections re-established after a loss.
     pub reconnects: u64,
@@ -124,7 +125,7 @@ pub struct FsdStatus {
     pub checks: Vec<CheckResult>,
     /// Names of the alarms raised now (`MftExtFsMountError`, `MftExtFsFreeSpaceWarn`).
     pub alarms: Vec<String>,
-    pub counters: Counters,
+    pub counters: FileServerUse,
 }
 
 /// The status file could not be read or written.
@@ -201,9 +202,9 @@ mod tests {
                 .chain([CheckResult::fail(Check::FreeSpace, "3% available")])
                 .collect(),
             alarms: vec!["MftExtFsFreeSpaceWarn".into()],
-            counters: Counters {
+            counters: FileServerUse {
                 reconnects: 2,
-                ..Counters::default()
+                ..FileServerUse::default()
             },
         };
         status.store(&path).unwrap();
@@ -231,7 +232,7 @@ mod tests {
             connected: true,
             checks: Vec::new(),
             alarms: Vec::new(),
-            counters: Counters::default(),
+            counters: FileServerUse::default(),
         };
         // SAFETY: umask only sets the process's file-mode mask; it is restored right after.
         let old = unsafe { libc::umask(0o077) };

@@ -85,7 +85,7 @@ pub struct FsdReport {
     pub connected: Option<bool>,
     /// The seed's seven file-server tests, as of `updated_at`.
     pub checks: Vec<CheckResult>,
-    pub counters: Option<fsd::status::Counters>,
+    pub counters: Option<fsd::status::FileServerUse>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -212,7 +212,7 @@ pub(crate) mod tests {
             connected: alarms.is_empty(),
             checks: Check::ALL.iter().map(|&c| CheckResult::pass(c, "fine")).collect(),
             alarms: alarms.iter().map(|a| a.to_string()).collect(),
-            counters: fsd::status::Counters::default(),
+            counters: fsd::status::FileServerUse::default(),
         }
     }
 

@@ -267,7 +267,7 @@ impl<B: SftpBackend> Filesystem<B> {
     }
 
     /// Waits for the queued writes of every open file of `ino`.
-    async fn settle(&self, ino: Ino) -> FsResult<()> {
+    async fn wait_for_writes(&self, ino: Ino) -> FsResult<()> {
         for file in self.open_files_of(ino, OpenFile::is_writing) {
             self.drain(&file).await?;
         }
@@ -321,7 +321,7 @@ impl<B: SftpBackend> Filesystem<B> {
     /// The attributes of `ino`, through the open file `fh` if the kernel names one. A file
     /// unlinked while open answers through one of its handles, with `nlink` 0.
     pub async fn getattr(&self, ino: Ino, fh: Option<u64>) -> FsResult<InodeAttributes> {
-        self.settle(ino).await?;
+        self.wait_for_writes(ino).await?;
         let path = self.path(ino);
         let nlink = u32::from(path.is_ok());
         if let Some(open) = self.open_file_for(ino, fh, path.is_ok()) {
@@ -352,7 +352,7 @@ impl<B: SftpBackend> Filesystem<B> {
         fh: Option<u64>,
         changes: AttributeChanges,
     ) -> FsResult<InodeAttributes> {
-        self.settle(ino).await?;
+        self.wait_for_writes(ino).await?;
         if changes.size.is_some() {
             self.drop_read_ahead(ino);
         }
@@ -475,7 +475,7 @@ impl<B: SftpBackend> Filesystem<B> {
         let path = self.path(ino)?;
         let options = open_options(flags);
         if options.truncate {
-            self.settle(ino).await?;
+            self.wait_for_writes(ino).await?;
             self.drop_read_ahead(ino);
             self.superblock().changed(ino);
         }
@@ -487,7 +487,7 @@ impl<B: SftpBackend> Filesystem<B> {
     /// Up to `size` bytes at `offset` (fewer only at the end of the file).
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let open = self.open_file(fh)?;
-        self.settle(open.ino).await?;
+        self.wait_for_writes(open.ino).await?;
         let ahead = open.read_ahead(offset, size, &self.backend, &self.traffic, &self.read_ahead);
         let ahead_data = match ahead {
             // A failed read ahead is asked again, so its error is the request's own.
@@ -584,7 +584,7 @@ impl<B: SftpBackend> Filesystem<B> {
                 .collect()
         };
         for child in children {
-            self.settle(child).await?;
+            self.wait_for_writes(child).await?;
         }
         let asked = Instant::now();
         let entries = self.call(self.backend.read_dir(&path)).await?;

@@ -20,7 +20,7 @@ use crate::audit::memory::{MemoryAuditLog, Row};
 use crate::auth::{Credentials, DownloadGrant, UploadGrant};
 use crate::http::routes;
 use crate::layout::{ChatType, FILES_PER_HOUR_DIR};
-use crate::transfer::{Clock, DownloadRequest, Transfers};
+use crate::transfer::{Clock, DownloadRequest, TransferService};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
 const PUBLIC_URL: &str = "https://mft1.example.com";
@@ -43,7 +43,7 @@ struct Node {
     mount: tempfile::TempDir,
     audit: Arc<MemoryAuditLog>,
     clock: Arc<ManualClock>,
-    transfers: web::Data<Transfers>,
+    transfers: web::Data<TransferService>,
 }
 
 impl Node {
@@ -86,7 +86,7 @@ token_secrets = ["{SECRET}"]
         .unwrap();
         let audit = Arc::new(MemoryAuditLog::default());
         let clock = Arc::new(ManualClock(Mutex::new(at(11, 15, 30))));
-        let transfers = web::Data::new(Transfers::new(config, Mount::Directory, audit.clone(), clock.clone()));
+        let transfers = web::Data::new(TransferService::new(config, Mount::Directory, audit.clone(), clock.clone()));
         Node { mount, audit, clock, transfers }
     }
 

@@ -1,6 +1,6 @@
 //! The waits between tries of a call to logd that failed for want of logd or its database: from
 //! [`FIRST`] doubling to at most [`MAX`]. Used by [`crate::post_log`] (a Post sent again, an
-//! unsettled Post looked up) and [`crate::download_log`] (a download's final count).
+//! unresolved Post looked up) and [`crate::download_log`] (a download's final count).
 
 use std::time::Duration;
 

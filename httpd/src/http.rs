@@ -1,5 +1,5 @@
 //! The HTTP glue: the transfer routes, handlers that only translate between actix and
-//! [`Transfers`], and the server entry point, which serves them with [`crate::ops`]'s operations
+//! [`TransferService`], and the server entry point, which serves them with [`crate::ops`]'s operations
 //! endpoints. Their paths and methods are [`crate::route_table`]'s.
 //!
 //! - `POST /files[?name=<real name>]`: upload (raw body, or `multipart/form-data`), `201 Created`
@@ -39,7 +39,7 @@ use crate::share::CapabilityQuery;
 use crate::slot::{SlotRequest, SLOT_PREFIX};
 use crate::ops::Ops;
 use crate::route_table::{self, on, methods_of, ROUTES};
-use crate::transfer::{Download, DownloadRequest, Transfers, Uploaded};
+use crate::transfer::{Download, DownloadRequest, TransferService, Uploaded};
 
 /// How long a graceful stop waits for transfers in flight.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
@@ -90,7 +90,7 @@ struct SlotQuery {
 }
 
 /// Registers the routes of the node on an `App` (or a test service).
-pub fn routes(transfers: web::Data<Transfers>) -> impl FnOnce(&mut web::ServiceConfig) {
+pub fn routes(transfers: web::Data<TransferService>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         let origins = transfers.config().http.cors_allowed_origins.clone();
         cfg.app_data(transfers)
@@ -122,7 +122,7 @@ async fn upload(
     request: HttpRequest,
     query: web::Query<UploadQuery>,
     body: web::Payload,
-    transfers: web::Data<Transfers>,
+    transfers: web::Data<TransferService>,
 ) -> Result<HttpResponse, Error> {
     let headers = request.headers();
     let idempotency_key = header_str(headers, header::HeaderName::from_static("idempotency-key"));
@@ -190,7 +190,7 @@ fn repr_digest(sha256_hex: &str) -> String {
     format!("sha-256=:{}:", base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
-async fn download(request: HttpRequest, transfers: web::Data<Transfers>) -> Result<HttpResponse, Error> {
+async fn download(request: HttpRequest, transfers: web::Data<TransferService>) -> Result<HttpResponse, Error> {
     let download = transfers.download(request.uri().path(), &download_request(&request)).await?;
     Ok(download_response(download))
 }
@@ -200,7 +200,7 @@ async fn slot(
     request: HttpRequest,
     query: web::Query<SlotQuery>,
     body: web::Payload,
-    transfers: web::Data<Transfers>,
+    transfers: web::Data<TransferService>,
 ) -> Result<HttpResponse, Error> {
     let raw_path = request.uri().path().strip_prefix(SLOT_PREFIX).unwrap_or_default();
     if request.method() != Method::PUT {
@@ -225,7 +225,7 @@ async fn slot(
 }
 
 /// A share report from the XMPP server's module: `200` with what it recorded.
-async fn share(request: HttpRequest, transfers: web::Data<Transfers>) -> Result<HttpResponse, Error> {
+async fn share(request: HttpRequest, transfers: web::Data<TransferService>) -> Result<HttpResponse, Error> {
     let shared = transfers.share(header_str(request.headers(), header::AUTHORIZATION)).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "recorded": shared })))
 }
@@ -307,7 +307,7 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 /// (TCP_USER_TIMEOUT: `bound_unacknowledged_sends`).
 pub async fn run(
     listener: TcpListener,
-    transfers: Arc<Transfers>,
+    transfers: Arc<TransferService>,
     ops: Arc<Ops>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
@@ -382,7 +382,7 @@ mod tests {
             let dir: &std::path::Path = $dir;
             let ops = web::Data::new(ops(dir, FixedLogd(Some(logd_status(&[])))));
             let audit = Arc::new(MemoryAuditLog::default());
-            let transfers = web::Data::new(Transfers::new(config(dir), Mount::Directory, audit, Arc::new(SystemClock)));
+            let transfers = web::Data::new(TransferService::new(config(dir), Mount::Directory, audit, Arc::new(SystemClock)));
             test::init_service(
                 App::new()
                     .wrap(middleware::from_fn(crate::ops::observe))

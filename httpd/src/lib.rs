@@ -68,4 +68,4 @@ mod api_tests;
 
 pub use error::Error;
 pub use http::run;
-pub use transfer::{Clock, SystemClock, Transfers};
+pub use transfer::{Clock, SystemClock, TransferService};

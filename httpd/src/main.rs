@@ -18,7 +18,7 @@ use httpd::layout::ChatType;
 use httpd::ops::{self, Ops};
 use httpd::store::Mount;
 use httpd::metrics;
-use httpd::{SystemClock, Transfers};
+use httpd::{SystemClock, TransferService};
 use mft_config::NodeConfig;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -107,9 +107,9 @@ async fn serve(config: NodeConfig, config_file: PathBuf) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr} (http.listen)"))?;
     let audit = Arc::new(logd::LogdClient::new(config.logd.socket.clone()));
     let probe = Arc::new(logd::LogdClient::new(config.logd.socket.clone()).with_timeout(ops::PROBE_TIMEOUT));
-    let transfers = Arc::new(Transfers::new(config.clone(), Mount::Fuse, audit, Arc::new(SystemClock)));
+    let transfers = Arc::new(TransferService::new(config.clone(), Mount::Fuse, audit, Arc::new(SystemClock)));
     let admission = transfers.admission().clone();
-    let ops = Arc::new(Ops::new(&config, Mount::Fuse, probe, metrics::TRANSFERS.clone(), admission.clone()));
+    let ops = Arc::new(Ops::new(&config, Mount::Fuse, probe, metrics::TRANSFER_COUNTERS.clone(), admission.clone()));
     // Looks at the node between status requests, so that uploads are refused soon after the
     // file server or logd goes down, and admitted again when it is back.
     let watcher = ops.clone();

@@ -3,7 +3,7 @@
 //! - [`Timeslice`]: what happened in the last *complete* reporting interval (60 s, as the seed's
 //!   `…LastTimeslice` counters), from a clock the caller passes in.
 //! - [`TransferCounters`]: the seed's six counters (files and bytes, up and down, totals and last
-//!   timeslice). There is one per process, [`TRANSFERS`], which the transfer code bumps when an
+//!   timeslice). There is one per process, [`TRANSFER_COUNTERS`], which the transfer code bumps when an
 //!   upload is stored and logged and when a download's body ends.
 //! - [`Metrics`]: the Prometheus registry served at `/metrics`: the counters, one gauge per seed
 //!   alarm and a request-latency histogram by route, method and status class (each label from
@@ -33,7 +33,7 @@ pub struct Tally {
     pub bytes: u64,
 }
 
-/// Transfers counted per fixed interval: the one in progress and the last complete one.
+/// TransferService counted per fixed interval: the one in progress and the last complete one.
 ///
 /// Intervals are aligned on the instant the `Timeslice` was made; an interval in which nothing
 /// happened counts as a complete interval with nothing in it.
@@ -103,7 +103,7 @@ pub struct TransferCounters {
 
 /// The counters at one instant, as `/status` reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct CounterSnapshot {
+pub struct TransferCounts {
     pub uploaded: Tally,
     pub downloaded: Tally,
     pub uploaded_last_timeslice: Tally,
@@ -113,7 +113,7 @@ pub struct CounterSnapshot {
 }
 
 /// The process's counters, bumped by the transfer code.
-pub static TRANSFERS: LazyLock<Arc<TransferCounters>> =
+pub static TRANSFER_COUNTERS: LazyLock<Arc<TransferCounters>> =
     LazyLock::new(|| Arc::new(TransferCounters::new(TIMESLICE, Box::new(Instant::now))));
 
 impl TransferCounters {
@@ -145,10 +145,10 @@ impl TransferCounters {
         self.slices()[1].add((self.clock)(), files, sent);
     }
 
-    pub fn snapshot(&self) -> CounterSnapshot {
+    pub fn snapshot(&self) -> TransferCounts {
         let now = (self.clock)();
         let mut slices = self.slices();
-        CounterSnapshot {
+        TransferCounts {
             uploaded: Tally {
                 files: self.files_uploaded.get(),
                 bytes: self.bytes_uploaded.get(),

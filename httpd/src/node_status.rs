@@ -15,7 +15,7 @@ use mft_config::TransferMode;
 use mft_journal::Alarm;
 use serde::Serialize;
 
-use crate::metrics::CounterSnapshot;
+use crate::metrics::TransferCounts;
 
 /// fsd rewrites its status file at least every 10 s; older than this, it is reported stale.
 pub const FSD_STALE_AFTER_SECS: i64 = 30;
@@ -30,7 +30,7 @@ pub struct Observations {
     pub mounted: bool,
     pub fsd: Result<FsdStatus, StatusError>,
     pub logd: Result<LogdStatus, LogdError>,
-    pub counters: CounterSnapshot,
+    pub counters: TransferCounts,
     pub now: DateTime<Utc>,
 }
 
@@ -51,7 +51,7 @@ pub struct NodeStatus {
     /// The alarms raised now: fsd's (while it runs), logd's, and `MftExtFsMountError` when httpd
     /// finds the mount point not mounted.
     pub alarms: Vec<String>,
-    pub counters: CounterSnapshot,
+    pub counters: TransferCounts,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -239,7 +239,7 @@ pub(crate) mod tests {
             mounted: true,
             fsd: Ok(fsd_status("2025-03-01T11:59:55Z", &[])),
             logd: Ok(logd_status(&[])),
-            counters: CounterSnapshot::default(),
+            counters: TransferCounts::default(),
             now: now(),
         }
     }

@@ -150,7 +150,7 @@ impl MountLooks {
         if self.stuck.load(Ordering::SeqCst) > 0 {
             return None;
         }
-        // This look's state, settled by whichever comes first: the look ending, or the wait
+        // This look's state, decided by whichever comes first: the look ending, or the wait
         // for it timing out.
         let state = Arc::new(AtomicU8::new(RUNNING));
         let (look_state, stuck) = (state.clone(), self.stuck.clone());

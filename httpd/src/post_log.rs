@@ -18,11 +18,11 @@
 //!   failed), then after the waits of a [`Backoff`] until logd answers: found, the
 //!   file stays (an upload recorded although its client was told otherwise; the client's retry
 //!   of a slot, or of an upload with the same `Idempotency-Key`, gets the first answer); not
-//!   found, the file and its slot or key record are removed. While it is unsettled, a `PUT` of
-//!   the slot, or an upload with the key, is answered 503 ([`PostLog::is_unsettled`]).
+//!   found, the file and its slot or key record are removed. While it is unresolved, a `PUT` of
+//!   the slot, or an upload with the key, is answered 503 ([`PostLog::is_unresolved`]).
 //!
 //! A file is thus removed only when its row is known not to exist. If httpd stops while an
-//! upload is unsettled, its file stays, with or without a row: `docs/operations.md` says how an
+//! upload is unresolved, its file stays, with or without a row: `docs/operations.md` says how an
 //! operator finds it.
 
 use std::collections::HashSet;
@@ -40,7 +40,7 @@ use crate::store::Store;
 
 /// How long a Post is sent again while its client waits.
 pub const RETRY_FOR: Duration = Duration::from_secs(5);
-/// The wait before an unsettled Post's event is first looked up: more than logd's call timeout.
+/// The wait before an unresolved Post's event is first looked up: more than logd's call timeout.
 pub const LOOKUP_DELAY: Duration = Duration::from_secs(15);
 
 /// A fresh event id: a random UUID.
@@ -55,8 +55,8 @@ pub struct PostLog {
     store: Arc<Store>,
     slots: SlotIndex,
     keys: KeyIndex,
-    /// The records of the unsettled uploads.
-    unsettled: Arc<Mutex<HashSet<Record>>>,
+    /// The records of the unresolved uploads.
+    unresolved: Arc<Mutex<HashSet<Record>>>,
 }
 
 /// The record that names an upload's file besides its Post row, removed with the file.
@@ -82,7 +82,7 @@ impl PostLog {
             store,
             slots,
             keys,
-            unsettled: Arc::default(),
+            unresolved: Arc::default(),
         }
     }
 
@@ -119,21 +119,21 @@ impl PostLog {
             transfer.event_id.as_deref().unwrap_or_default(),
         );
         if let Some(record) = &stored.record {
-            self.unsettled.lock().unwrap().insert(record.clone());
+            self.unresolved.lock().unwrap().insert(record.clone());
         }
-        let settler = self.clone();
+        let resolver = self.clone();
         let transfer = transfer.clone();
-        tokio::spawn(async move { settler.settle(&transfer, stored).await });
+        tokio::spawn(async move { resolver.resolve(&transfer, stored).await });
         Err(unknown)
     }
 
-    /// Whether the upload of `record` is unsettled.
-    pub fn is_unsettled(&self, record: &Record) -> bool {
-        self.unsettled.lock().unwrap().contains(record)
+    /// Whether the upload of `record` is unresolved.
+    pub fn is_unresolved(&self, record: &Record) -> bool {
+        self.unresolved.lock().unwrap().contains(record)
     }
 
     /// Looks the event of `transfer` up until logd answers; removes the file if it has no row.
-    async fn settle(&self, transfer: &Transfer, stored: Stored) {
+    async fn resolve(&self, transfer: &Transfer, stored: Stored) {
         let id = transfer.event_id.as_deref().unwrap_or_default();
         tokio::time::sleep(LOOKUP_DELAY).await;
         let mut backoff = Backoff::default();
@@ -159,7 +159,7 @@ impl PostLog {
             }
         }
         if let Some(record) = &stored.record {
-            self.unsettled.lock().unwrap().remove(record);
+            self.unresolved.lock().unwrap().remove(record);
         }
     }
 
@@ -230,14 +230,14 @@ mod tests {
         let outcome = posts.record(&transfer, stored).await;
         assert!(matches!(outcome, Err(LogdError::Unavailable(_))), "{outcome:?}");
         assert!(started.elapsed() >= RETRY_FOR && started.elapsed() < RETRY_FOR * 2, "{:?}", started.elapsed());
-        assert!(path.exists() && posts.is_unsettled(&slot_1()));
+        assert!(path.exists() && posts.is_unresolved(&slot_1()));
         // logd stays away past the first lookup, then comes back.
         tokio::time::sleep(LOOKUP_DELAY + Duration::from_secs(30)).await;
-        assert!(path.exists() && posts.is_unsettled(&slot_1()));
+        assert!(path.exists() && posts.is_unresolved(&slot_1()));
         audit.recover();
         tokio::time::sleep(crate::backoff::MAX * 2).await;
         assert!(!path.exists(), "the file of a row known not to exist is removed");
-        assert!(!posts.is_unsettled(&slot_1()));
+        assert!(!posts.is_unresolved(&slot_1()));
         assert!(audit.rows().is_empty());
     }
 
@@ -250,7 +250,7 @@ mod tests {
         audit.lose_answers(0);
         tokio::time::sleep(LOOKUP_DELAY + crate::backoff::MAX).await;
         assert!(path.exists(), "the file of a recorded row stays");
-        assert!(!posts.is_unsettled(&slot_1()));
+        assert!(!posts.is_unresolved(&slot_1()));
         assert_eq!(audit.rows().len(), 1, "sent many times, recorded once");
     }
 
@@ -260,7 +260,7 @@ mod tests {
         let (posts, transfer, stored, path) = stored_file(&dir, &audit).await;
         audit.fail_with(|| LogdError::Unreachable("connect: refused".into()));
         assert!(matches!(posts.record(&transfer, stored).await, Err(LogdError::Unreachable(_))));
-        assert!(!path.exists() && !posts.is_unsettled(&slot_1()));
+        assert!(!path.exists() && !posts.is_unresolved(&slot_1()));
     }
 
     /// logd comes back while the client still waits: the upload is recorded.
@@ -296,10 +296,10 @@ mod tests {
         let (posts, transfer, stored, path) = stored_file(&dir, &audit).await;
         audit.fail_with(|| LogdError::Database("disk full".into()));
         assert!(matches!(posts.record(&transfer, stored).await, Err(LogdError::Database(_))));
-        assert!(path.exists() && posts.is_unsettled(&slot_1()));
+        assert!(path.exists() && posts.is_unresolved(&slot_1()));
         audit.recover();
         tokio::time::sleep(LOOKUP_DELAY + crate::backoff::MAX).await;
-        assert!(!path.exists() && !posts.is_unsettled(&slot_1()));
+        assert!(!path.exists() && !posts.is_unresolved(&slot_1()));
         assert!(audit.rows().is_empty());
     }
 }

@@ -8,7 +8,7 @@
 //! `http.max_concurrent_transfers` transfers at once (a permit held until the body is done, or
 //! dropped: a client that stops reading is cut off after the same timeout, see [`crate::http::run`]).
 //!
-//! [`Transfers`] knows the configuration, the credentials, the [`Store`] and the [`AuditLog`];
+//! [`TransferService`] knows the configuration, the credentials, the [`Store`] and the [`AuditLog`];
 //! it takes header values, paths and body streams, and knows nothing else of HTTP (see
 //! [`crate::http`] for the glue).
 
@@ -137,7 +137,7 @@ pub struct UploadTicket {
 }
 
 /// The uploads and downloads of one node.
-pub struct Transfers {
+pub struct TransferService {
     config: NodeConfig,
     secrets: Arc<Secrets>,
     store: Arc<Store>,
@@ -153,8 +153,8 @@ pub struct Transfers {
     sharing: tokio::sync::Mutex<()>,
 }
 
-impl Transfers {
-    /// Transfers with the store at `file_server.mount_point`, which must be as `mount` says.
+impl TransferService {
+    /// TransferService with the store at `file_server.mount_point`, which must be as `mount` says.
     pub fn new(config: NodeConfig, mount: Mount, audit: Arc<dyn AuditLog>, clock: Arc<dyn Clock>) -> Self {
         let store = Arc::new(Store::new(config.file_server.mount_point.clone(), mount));
         let slots = SlotIndex::new(store.clone());
@@ -203,7 +203,7 @@ impl Transfers {
     /// Stores `body` as the file `name`, records the `Post` row, and only then returns the
     /// file's URI. The size limit is enforced while streaming too. With an `Idempotency-Key`
     /// (see [`crate::idempotency`]), the Post's event id is the key's, and an upload with a key
-    /// whose Post row exists stores nothing: see [`Transfers::first_upload`].
+    /// whose Post row exists stores nothing: see [`TransferService::first_upload`].
     pub async fn upload<E: fmt::Display>(
         &self,
         ticket: UploadTicket,
@@ -231,7 +231,7 @@ impl Transfers {
             bytes_transferred: db_size(size),
             sha256: Some(sha256.clone()),
             event_id: Some(event_id.clone()),
-            ..self.record(&grant.from, &grant.to, &location, &real_name, now)
+            ..self.audit_row(&grant.from, &grant.to, &location, &real_name, now)
         };
         let mut stored = Stored {
             location: location.clone(),
@@ -250,7 +250,7 @@ impl Transfers {
             stored.record = Some(Record::Key(event_id));
         }
         let aft_index = self.posts.record(&transfer, stored).await?;
-        crate::metrics::TRANSFERS.upload_completed(size);
+        crate::metrics::TRANSFER_COUNTERS.upload_completed(size);
         log_transfer(Method::Post, &transfer, size, aft_index, "");
         Ok(self.uploaded(uri, size, sha256))
     }
@@ -269,13 +269,13 @@ impl Transfers {
     /// of logd: 503 if logd cannot say). 422 if the row exists but its key record does not (it
     /// cannot be answered as the first). No row: `None`, after removing what an upload with the
     /// key left behind (its row known not to exist: httpd stopped before recording it); 503
-    /// while that upload is unsettled (its Post may still be recorded).
+    /// while that upload is unresolved (its Post may still be recorded).
     async fn first_upload(&self, event_id: &str) -> Result<Option<KeyRecord>, Error> {
         let recorded = self.audit.lookup(event_id).await?;
         let record = self.keys.get(event_id).await?;
         let Some(aft_index) = recorded else {
             let claim = Record::Key(event_id.to_owned());
-            if self.posts.is_unsettled(&claim) {
+            if self.posts.is_unresolved(&claim) {
                 return Err(LogdError::Unavailable("the first upload with this Idempotency-Key is not known to be recorded yet".into()).into());
             }
             if let Some(FileUri { location, .. }) = record.as_ref().and_then(KeyRecord::uri) {
@@ -369,7 +369,7 @@ impl Transfers {
             file_size: db_size(size),
             bytes_transferred: db_size(size),
             sha256: Some(sha256.clone()),
-            ..self.record(uploader, &placeholder, &location, &grant.real_name, now)
+            ..self.audit_row(uploader, &placeholder, &location, &grant.real_name, now)
         };
         let record = SlotRecord {
             slot: slot.as_str().to_owned(),
@@ -394,7 +394,7 @@ impl Transfers {
             record: Some(Record::Slot(slot.as_str().to_owned())),
         };
         let aft_index = self.posts.record(&transfer, stored).await?;
-        crate::metrics::TRANSFERS.upload_completed(size);
+        crate::metrics::TRANSFER_COUNTERS.upload_completed(size);
         log_transfer(Method::Post, &transfer, size, aft_index, &format!(" (slot {:?}, {:?})", slot.as_str(), grant.scheme));
         Ok(Uploaded {
             uri: slot_url,
@@ -408,7 +408,7 @@ impl Transfers {
     /// was lost, if its body is the stored file's bytes (the same size and SHA-256), is answered
     /// as the first was, and nothing is stored or recorded again. Any other body, a slot whose
     /// file is gone, or a record that kept no digest: 409. While the first upload's Post row is
-    /// not known to be recorded or not ([`PostLog::is_unsettled`]): 503, before the body.
+    /// not known to be recorded or not ([`PostLog::is_unresolved`]): 503, before the body.
     async fn retried_slot_upload<E: fmt::Display>(
         &self,
         slot_url: String,
@@ -417,7 +417,7 @@ impl Transfers {
         body: impl Stream<Item = Result<Bytes, E>>,
         now: DateTime<Utc>,
     ) -> Result<Uploaded, Error> {
-        if self.posts.is_unsettled(&Record::Slot(record.slot.clone())) {
+        if self.posts.is_unresolved(&Record::Slot(record.slot.clone())) {
             return Err(LogdError::Unavailable("the first upload of this slot is not known to be recorded yet".into()).into());
         }
         let used = || Error::Slot(crate::slot::SlotError::AlreadyUsed);
@@ -523,7 +523,7 @@ impl Transfers {
                 let transfer = Transfer {
                     chat_type: share.chat_type,
                     file_size: db_size(record.size),
-                    ..self.record(&share.sharer, &share.to, &location, &real_name, now)
+                    ..self.audit_row(&share.sharer, &share.to, &location, &real_name, now)
                 };
                 let aft_index = self.audit.share(&transfer).await?;
                 let mut shares = record.shares.clone();
@@ -688,7 +688,7 @@ impl Transfers {
             let mut transfer = Transfer {
                 file_size: db_size(size),
                 chat_type,
-                ..self.record(downloader, to_jid, location, &real_name, self.clock.now())
+                ..self.audit_row(downloader, to_jid, location, &real_name, self.clock.now())
             };
             let aft_index = match recipient {
                 Recipient::Chat { .. } => self.audit.get_start(&transfer).await?,
@@ -733,7 +733,7 @@ impl Transfers {
     }
 
     /// The audit record of a transfer, sizes left at 0, no digest, a fresh event id.
-    fn record(&self, jid: &str, to_jid: &str, location: &FileLocation, real_name: &RealName, timestamp: DateTime<Utc>) -> Transfer {
+    fn audit_row(&self, jid: &str, to_jid: &str, location: &FileLocation, real_name: &RealName, timestamp: DateTime<Utc>) -> Transfer {
         Transfer {
             jid: jid.to_owned(),
             to_jid: to_jid.to_owned(),
@@ -761,7 +761,7 @@ const KEY_EXPIRY_ROUNDS: u32 = 60;
 
 /// Purges expired slot files every minute, and forgets expired Idempotency-Keys every hour, for
 /// as long as the server runs; failures are logged here and retried at the next round.
-pub async fn purge_every_minute(transfers: Arc<Transfers>) {
+pub async fn purge_every_minute(transfers: Arc<TransferService>) {
     let mut interval = tokio::time::interval(PURGE_INTERVAL);
     for round in 0u32.. {
         interval.tick().await;
@@ -783,7 +783,7 @@ const SWEEP_RETRY: Duration = Duration::from_secs(2);
 
 /// Removes the partial files that uploads cut off before this httpd started left behind
 /// ([`Store::sweep_partials`]), once the store is first there.
-pub async fn sweep_partials_once(transfers: Arc<Transfers>) {
+pub async fn sweep_partials_once(transfers: Arc<TransferService>) {
     loop {
         match transfers.store.sweep_partials().await {
             Ok(swept) => {
@@ -870,7 +870,7 @@ pub struct DownloadBody {
 impl Drop for DownloadBody {
     fn drop(&mut self) {
         let sent = self.progress.sent();
-        crate::metrics::TRANSFERS.download_ended(sent, sent == self.size);
+        crate::metrics::TRANSFER_COUNTERS.download_ended(sent, sent == self.size);
     }
 }
 

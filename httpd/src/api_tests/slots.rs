@@ -203,7 +203,7 @@ async fn a_slot_whose_post_never_reached_logd_leaves_nothing() {
 /// logd does not answer (for longer than httpd sends the Post again): 503, but the file and the
 /// slot record stay, since the row may exist; a retried PUT is answered 503 until logd says.
 #[actix_web::test]
-async fn a_slot_whose_post_is_unknown_keeps_its_file_and_refuses_retries_until_settled() {
+async fn a_slot_whose_post_is_unknown_keeps_its_file_and_refuses_retries_until_resolved() {
     let node = Node::with_http("");
     let app = test::init_service(App::new().configure(routes(node.transfers.clone()))).await;
     node.audit.fail_with(|| LogdError::Unavailable("logd is down".into()));

@@ -28,7 +28,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use serde::Serialize;
 
-use crate::db::schema::{aft_log, AftRecord};
+use crate::db::schema::{aft_kept_file, aft_log, AftRecord};
 use crate::db::{self, like_prefix, AnyConnection, DbError};
 use crate::mount::{current_hour, hour_directory, remove_name_link, Mount};
 use crate::row::Method;
@@ -221,7 +221,8 @@ pub fn run_pages(
         }
         if execute {
             plan.delete_files();
-            delete_rows(&mut conn, &plan.rows)?;
+            // Without --delete-files the files stay: each is listed as kept, for reconcile.
+            delete_rows(&mut conn, &plan.rows, files.is_none().then(|| now.naive_utc()))?;
         }
         let page = plan.into_page(&mut summary);
         each_page(page);
@@ -304,10 +305,26 @@ fn select(
     }
 }
 
-/// Deletes the rows (of one page) in one transaction.
-fn delete_rows(conn: &mut AnyConnection, rows: &[(i64, AftRecord)]) -> QueryResult<()> {
+/// Deletes the rows (of one page) in one transaction; with `files_kept_at`, also lists the
+/// files of its `Post` rows in `aft_kept_file`, as kept at that time.
+fn delete_rows(conn: &mut AnyConnection, rows: &[(i64, AftRecord)], files_kept_at: Option<NaiveDateTime>) -> QueryResult<()> {
     let indexes: Vec<i64> = rows.iter().map(|(i, _)| *i).collect();
+    let kept: Vec<_> = match files_kept_at {
+        None => Vec::new(),
+        Some(purged) => rows
+            .iter()
+            .filter(|(_, row)| row.method == Method::Post.as_str())
+            .map(|(_, row)| (aft_kept_file::filename.eq(&row.filename), aft_kept_file::file_path.eq(&row.file_path), aft_kept_file::purged.eq(purged)))
+            .collect(),
+    };
     conn.transaction(|conn| {
+        for chunk in kept.chunks(DELETE_CHUNK) {
+            let insert = diesel::insert_into(aft_kept_file::table).values(chunk).on_conflict_do_nothing();
+            match conn {
+                AnyConnection::Postgres(pg) => insert.execute(pg)?,
+                AnyConnection::Sqlite(sqlite) => insert.execute(sqlite)?,
+            };
+        }
         for chunk in indexes.chunks(DELETE_CHUNK) {
             let delete = diesel::delete(aft_log::table.filter(aft_log::aft_index.eq_any(chunk)));
             match conn {

@@ -3,10 +3,12 @@
 //!
 //! What it finds ([`Finding`]) and how each is repaired:
 //! - a partial upload (`.<name>.part`) or a stored file without a `Post` row: removed (a file
-//!   with its real-name link);
+//!   with its real-name link). A file whose row `logd purge` deleted while keeping the file
+//!   (`aft_kept_file`) is not drift;
 //! - a `Post` row without its file, with a file of another size or (with `verify_content`) of
-//!   another SHA-256: the row is marked in its `drift` column (`missing`, `size`, `digest`),
-//!   which operators query; a marked row whose file is right again is unmarked;
+//!   another SHA-256: the row is marked in its `file_state` column (`missing`, `size`,
+//!   `digest`), which operators query; a marked row whose file is right again is unmarked. A row
+//!   whose file httpd removed on purpose (`expired`) is not drift;
 //! - a slot record (`.slots/*.json`, httpd's) naming a file that is not there: removed.
 //!
 //! Nothing that may still be in flight is removed: a file or record is left alone while it was
@@ -28,10 +30,10 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::db::schema::aft_log;
+use crate::db::schema::{aft_kept_file, aft_log};
 use crate::db::{self, like_prefix, AnyConnection, DbError};
 use crate::mount::{current_hour, hour_directory, remove_name_link, Mount};
-use crate::row::Method;
+use crate::row::{FileState, Method};
 
 /// `Post` rows read at a time.
 const PAGE_ROWS: i64 = 10_000;
@@ -62,26 +64,6 @@ pub enum ReconcileError {
     Read(PathBuf, std::io::Error),
 }
 
-/// What `drift` says of a `Post` row's file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Drift {
-    Missing,
-    Size,
-    Digest,
-}
-
-impl Drift {
-    /// The column's value; at most [`crate::row::DRIFT_MAX`] characters.
-    pub fn label(self) -> &'static str {
-        match self {
-            Drift::Missing => "missing",
-            Drift::Size => "size",
-            Drift::Digest => "digest",
-        }
-    }
-}
-
 /// One disagreement between the file server and `aft_log`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -94,7 +76,7 @@ pub enum Finding {
     Row {
         aft_index: i64,
         file_path: String,
-        drift: Drift,
+        drift: FileState,
         detail: String,
     },
     /// A marked `Post` row whose file is right again.
@@ -140,6 +122,10 @@ pub struct Summary {
     pub pending: u64,
     /// Rows marked before and still as marked: known, not counted as drift.
     pub rows_marked_before: u64,
+    /// Rows whose file httpd removed on purpose (`file_state = 'expired'`): not drift.
+    pub rows_of_expired_files: u64,
+    /// Files whose rows `logd purge` deleted while keeping them (`aft_kept_file`): not drift.
+    pub files_of_purged_rows: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -219,6 +205,7 @@ impl Run<'_> {
         let relative_dir = dir.strip_prefix(&self.mount.mount_point).expect("walked under the mount");
         let prefix = format!("{}/", self.mount.file_path(relative_dir));
         let recorded: HashSet<String> = self.post_paths(&prefix)?.into_iter().collect();
+        let kept: HashSet<String> = self.kept_paths(&prefix)?.into_iter().collect();
         for entry in read_dir(dir)? {
             let meta = entry.metadata().map_err(|e| ReconcileError::Read(entry.path(), e))?;
             if !meta.is_file() {
@@ -231,6 +218,9 @@ impl Run<'_> {
             let finding = if name.starts_with('.') && name.ends_with(".part") {
                 Finding::PartialFile { path, bytes }
             } else if recorded.contains(&format!("{prefix}{name}")) {
+                continue;
+            } else if kept.contains(&format!("{prefix}{name}")) {
+                self.summary.files_of_purged_rows += 1;
                 continue;
             } else {
                 Finding::FileWithoutRow { path, bytes }
@@ -253,8 +243,8 @@ impl Run<'_> {
         if !self.options.execute {
             return Ok(Status::Found);
         }
-        if matches!(finding, Finding::FileWithoutRow { .. }) && self.has_post_row(&self.mount.file_path(relative))? {
-            return Ok(Status::Pending("its Post row was recorded meanwhile".into()));
+        if matches!(finding, Finding::FileWithoutRow { .. }) && self.is_known(&self.mount.file_path(relative))? {
+            return Ok(Status::Pending("its Post row was recorded (or purged) meanwhile".into()));
         }
         Ok(match std::fs::remove_file(path) {
             Ok(()) => {
@@ -281,15 +271,19 @@ impl Run<'_> {
             after = last.0;
             for (aft_index, file_path, file_size, sha256, marked) in page {
                 self.summary.rows_checked += 1;
+                if marked.as_deref() == Some(FileState::Expired.as_str()) {
+                    self.summary.rows_of_expired_files += 1;
+                    continue;
+                }
                 let found = self.check_row(&file_path, file_size, sha256.as_deref())?;
                 let finding = match (found, marked) {
                     (None, None) => continue,
-                    (None, Some(was)) if was == Drift::Digest.label() && !self.options.verify_content => {
+                    (None, Some(was)) if was == FileState::Digest.as_str() && !self.options.verify_content => {
                         self.summary.rows_marked_before += 1;
                         continue;
                     }
                     (None, Some(was)) => Finding::RowRight { aft_index, file_path, was },
-                    (Some((drift, _)), Some(was)) if drift.label() == was => {
+                    (Some((drift, _)), Some(was)) if drift.as_str() == was => {
                         self.summary.rows_marked_before += 1;
                         continue;
                     }
@@ -298,11 +292,11 @@ impl Run<'_> {
                 let status = match self.options.execute {
                     false => Status::Found,
                     true => {
-                        let drift = match &finding {
-                            Finding::Row { drift, .. } => Some(drift.label()),
+                        let state = match &finding {
+                            Finding::Row { drift, .. } => Some(*drift),
                             _ => None,
                         };
-                        self.mark(aft_index, drift)?;
+                        self.mark(aft_index, state)?;
                         Status::Repaired
                     }
                 };
@@ -312,25 +306,25 @@ impl Run<'_> {
     }
 
     /// What is wrong with a row's file, if anything, and how.
-    fn check_row(&mut self, file_path: &str, file_size: i64, sha256: Option<&str>) -> Result<Option<(Drift, String)>, ReconcileError> {
+    fn check_row(&mut self, file_path: &str, file_size: i64, sha256: Option<&str>) -> Result<Option<(FileState, String)>, ReconcileError> {
         let Ok(relative) = self.mount.relative(file_path) else {
             return Ok(None);
         };
         let path = self.mount.mount_point.join(relative);
         let meta = match std::fs::metadata(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some((Drift::Missing, "no file at file_path".into()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some((FileState::Missing, "no file at file_path".into()))),
             Err(e) => return Err(ReconcileError::Read(path, e)),
             Ok(meta) => meta,
         };
         if i64::try_from(meta.len()) != Ok(file_size) {
-            return Ok(Some((Drift::Size, format!("the file has {} bytes, the row says {file_size}", meta.len()))));
+            return Ok(Some((FileState::Size, format!("the file has {} bytes, the row says {file_size}", meta.len()))));
         }
         let Some(recorded) = sha256.filter(|_| self.options.verify_content) else {
             return Ok(None);
         };
         let found = file_sha256(&path).map_err(|e| ReconcileError::Read(path, e))?;
         self.summary.bytes_verified += meta.len();
-        Ok((found != recorded).then(|| (Drift::Digest, format!("the file's SHA-256 is {found}, the row says {recorded}"))))
+        Ok((found != recorded).then(|| (FileState::Digest, format!("the file's SHA-256 is {found}, the row says {recorded}"))))
     }
 
     /// httpd's slot records, each against the file it names.
@@ -396,17 +390,27 @@ impl Run<'_> {
         }
     }
 
-    /// Whether a `Post` row names `file_path`.
-    fn has_post_row(&mut self, file_path: &str) -> QueryResult<bool> {
-        let query = aft_log::table
+    /// The `file_path` of each file kept by a purge of its row that starts with `prefix`.
+    fn kept_paths(&mut self, prefix: &str) -> QueryResult<Vec<String>> {
+        let query = aft_kept_file::table.filter(aft_kept_file::file_path.like(like_prefix(prefix)).escape('\\')).select(aft_kept_file::file_path);
+        match &mut self.conn {
+            AnyConnection::Postgres(pg) => query.load(pg),
+            AnyConnection::Sqlite(sqlite) => query.load(sqlite),
+        }
+    }
+
+    /// Whether a `Post` row names `file_path`, or a purge kept it after deleting its row.
+    fn is_known(&mut self, file_path: &str) -> QueryResult<bool> {
+        let row = aft_log::table
             .filter(aft_log::method.eq(Method::Post.as_str()))
             .filter(aft_log::file_path.eq(file_path))
             .select(aft_log::aft_index);
-        let found: Option<i64> = match &mut self.conn {
-            AnyConnection::Postgres(pg) => query.first(pg).optional()?,
-            AnyConnection::Sqlite(sqlite) => query.first(sqlite).optional()?,
+        let kept = aft_kept_file::table.filter(aft_kept_file::file_path.eq(file_path)).select(aft_kept_file::filename);
+        let (row, kept): (Option<i64>, Option<String>) = match &mut self.conn {
+            AnyConnection::Postgres(pg) => (row.first(pg).optional()?, kept.first(pg).optional()?),
+            AnyConnection::Sqlite(sqlite) => (row.first(sqlite).optional()?, kept.first(sqlite).optional()?),
         };
-        Ok(found.is_some())
+        Ok(row.is_some() || kept.is_some())
     }
 
     /// `Post` rows after `after` whose `file_path` matches `pattern`: index, path, size, digest
@@ -419,7 +423,7 @@ impl Run<'_> {
             .filter(aft_log::file_path.like(pattern).escape('\\'))
             .order(aft_log::aft_index)
             .limit(PAGE_ROWS)
-            .select((aft_log::aft_index, aft_log::file_path, aft_log::file_size, aft_log::sha256, aft_log::drift));
+            .select((aft_log::aft_index, aft_log::file_path, aft_log::file_size, aft_log::sha256, aft_log::file_state));
         match &mut self.conn {
             AnyConnection::Postgres(pg) => query.load(pg),
             AnyConnection::Sqlite(sqlite) => query.load(sqlite),
@@ -427,8 +431,8 @@ impl Run<'_> {
     }
 
     /// Sets (or with `None` clears) a row's mark.
-    fn mark(&mut self, aft_index: i64, drift: Option<&str>) -> QueryResult<()> {
-        let update = diesel::update(aft_log::table.filter(aft_log::aft_index.eq(aft_index))).set(aft_log::drift.eq(drift));
+    fn mark(&mut self, aft_index: i64, state: Option<FileState>) -> QueryResult<()> {
+        let update = diesel::update(aft_log::table.filter(aft_log::aft_index.eq(aft_index))).set(aft_log::file_state.eq(state.map(FileState::as_str)));
         match &mut self.conn {
             AnyConnection::Postgres(pg) => update.execute(pg)?,
             AnyConnection::Sqlite(sqlite) => update.execute(sqlite)?,
@@ -501,7 +505,7 @@ impl Report {
                 Finding::PartialFile { path, bytes } => format!("partial file {} ({bytes} bytes)", path.display()),
                 Finding::FileWithoutRow { path, bytes } => format!("file without a Post row {} ({bytes} bytes)", path.display()),
                 Finding::Row { aft_index, file_path, drift, detail } => {
-                    format!("row {aft_index} {file_path}: {} ({detail})", drift.label())
+                    format!("row {aft_index} {file_path}: {} ({detail})", drift.as_str())
                 }
                 Finding::RowRight { aft_index, file_path, was } => format!("row {aft_index} {file_path}: marked {was}, its file is right again"),
                 Finding::SlotWithoutFile { record, location } => format!("slot record {} without its file {location}", record.display()),
@@ -511,8 +515,8 @@ impl Report {
         let s = &self.summary;
         let note = if self.executed { "" } else { " (dry run: add --execute to repair)" };
         out += &format!(
-            "drift: {}, repaired: {}, remaining: {}{note}; pending: {}; rows marked before: {}; checked: {} files, {} Post rows, {} slot records, {} bytes re-read\n",
-            s.drift, s.repaired, s.remaining, s.pending, s.rows_marked_before, s.files_checked, s.rows_checked, s.slot_records_checked, s.bytes_verified
+            "drift: {}, repaired: {}, remaining: {}{note}; pending: {}; rows marked before: {}; expired files: {}; files of purged rows: {}; checked: {} files, {} Post rows, {} slot records, {} bytes re-read\n",
+            s.drift, s.repaired, s.remaining, s.pending, s.rows_marked_before, s.rows_of_expired_files, s.files_of_purged_rows, s.files_checked, s.rows_checked, s.slot_records_checked, s.bytes_verified
         );
         out
     }

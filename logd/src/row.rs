@@ -28,8 +28,47 @@ pub const PATH_MAX: usize = 4095;
 pub const SHA256_LEN: usize = 64;
 /// `VARCHAR(n)` of `event_id`: room for a UUID in its 36-character text form.
 pub const EVENT_ID_MAX: usize = 36;
-/// `VARCHAR(n)` of `drift`: room for the longest label `logd reconcile` marks a row with.
-pub const DRIFT_MAX: usize = 7;
+/// `VARCHAR(n)` of `file_state`: room for the longest [`FileState`].
+pub const FILE_STATE_MAX: usize = 7;
+
+/// The `file_state` column of a `Post` row: what is known of its file besides it being there
+/// (NULL: nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileState {
+    /// `logd reconcile` found no file at `file_path`.
+    Missing,
+    /// `logd reconcile` found a file of another size than `file_size`.
+    Size,
+    /// `logd reconcile --verify-content` found a file of another SHA-256 than `sha256`.
+    Digest,
+    /// httpd removed the file on purpose: its upload slot expired.
+    Expired,
+}
+
+impl FileState {
+    pub const ALL: [FileState; 4] = [FileState::Missing, FileState::Size, FileState::Digest, FileState::Expired];
+
+    /// The column's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileState::Missing => "missing",
+            FileState::Size => "size",
+            FileState::Digest => "digest",
+            FileState::Expired => "expired",
+        }
+    }
+
+    /// The state a column's value names.
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == value)
+    }
+
+    /// Whether it is drift (the file disagrees with the row), not a removal on purpose.
+    pub fn is_drift(self) -> bool {
+        self != FileState::Expired
+    }
+}
 
 /// The `method` column: what the row records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use logd::db::schema::{aft_log, AftRecord};
+use logd::db::schema::{aft_kept_file, aft_log, AftRecord};
 use logd::mount::Mount;
 use logd::purge::{self, PurgeError, Selection};
 use logd::reconcile;
@@ -310,6 +310,27 @@ async fn sqlite_purge_by_time_and_chat_type() {
         [rows[0].file_path.as_str()]
     );
     assert_eq!(db.rows().len(), 1);
+    // The files of the purged rows stay (no --delete-files) and are listed as kept: reconcile
+    // does not take them for files whose upload was never recorded.
+    let mut kept: Vec<(String, String)> = aft_kept_file::table.select((aft_kept_file::filename, aft_kept_file::file_path)).load(&mut db.connect()).unwrap();
+    kept.sort();
+    assert_eq!(kept, [("a".to_owned(), rows[0].file_path.clone()), ("c".to_owned(), rows[2].file_path.clone())]);
+    let mount_dir = tempfile::tempdir().unwrap();
+    for relative in ["files/im/20141218/11/a", "files/persistent/20141218/11/b", "files/im/20141218/11/c"] {
+        file(mount_dir.path(), relative, 5);
+    }
+    let mount = Mount {
+        directory: DIRECTORY.into(),
+        mount_point: mount_dir.path().to_owned(),
+    };
+    let options = reconcile::Options {
+        execute: true,
+        verify_content: false,
+        grace: chrono::Duration::minutes(60),
+    };
+    let report = reconcile::run(&db.config, &mount, &options, now).unwrap();
+    assert_eq!((report.summary.drift, report.summary.files_of_purged_rows), (0, 2), "{}", report.text());
+    assert!(mount_dir.path().join("files/im/20141218/11/a").exists());
 }
 
 /// A node configuration file for `db`.
@@ -461,11 +482,11 @@ fn sha256(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-/// The `drift` column of the Post row of `name`.
+/// The `file_state` column of the Post row of `name`.
 fn drift_of(db: &TestDb, name: &str) -> Option<String> {
     aft_log::table
         .filter(aft_log::filename.eq(name))
-        .select(aft_log::drift)
+        .select(aft_log::file_state)
         .first(&mut db.connect())
         .unwrap()
 }
@@ -492,6 +513,7 @@ async fn reconcile_finds_and_repairs_every_kind_of_drift(backend: Backend) {
             post("tampered", old, Some(&sha256(b"yyyyy"))),
             post("gone", old, None),
             post("fresh", &this_hour, None),
+            post("expired", old, None),
             row_at(Method::Get, "bob@example.com", "im", "2014-12-19 08:00:00", &format!("{old}/gone")),
             AftRecord {
                 file_path: format!("/opt/mftFileStore/node_2/{old}/elsewhere"),
@@ -499,7 +521,17 @@ async fn reconcile_finds_and_repairs_every_kind_of_drift(backend: Backend) {
             },
         ],
     );
-    for name in ["good", "tampered", "orphan"] {
+    // httpd removed the file of "expired" on purpose, and told logd.
+    diesel::update(aft_log::table.filter(aft_log::filename.eq("expired")))
+        .set(aft_log::file_state.eq("expired"))
+        .execute(&mut db.connect())
+        .unwrap();
+    // A purge deleted the row of "kept" and kept its file.
+    diesel::insert_into(aft_kept_file::table)
+        .values((aft_kept_file::filename.eq("kept"), aft_kept_file::file_path.eq(format!("{DIRECTORY}/{old}/kept")), aft_kept_file::purged.eq(purge::parse_time("2015-01-01 00:00:00").unwrap())))
+        .execute(&mut db.connect())
+        .unwrap();
+    for name in ["good", "tampered", "orphan", "kept"] {
         file(m, &format!("{old}/{name}"), 5);
     }
     file(m, &format!("{old}/resized"), 7);
@@ -546,7 +578,8 @@ async fn reconcile_finds_and_repairs_every_kind_of_drift(backend: Backend) {
     );
     let s = &dry.summary;
     assert_eq!((s.drift, s.repaired, s.remaining, s.pending), (6, 0, 6, 2));
-    assert_eq!((s.files_checked, s.rows_checked, s.slot_records_checked), (8, 5, 3));
+    assert_eq!((s.files_checked, s.rows_checked, s.slot_records_checked), (9, 6, 3));
+    assert_eq!((s.rows_of_expired_files, s.files_of_purged_rows), (1, 1), "removed or kept on purpose: not drift");
     assert_eq!(s.bytes_verified, 10, "good and tampered are re-read");
     assert!(m.join(old).join(".cut.part").exists() && m.join(old).join("orphan").exists());
     assert_eq!(drift_of(&db, "gone"), None, "a dry run marks nothing");
@@ -563,9 +596,10 @@ async fn reconcile_finds_and_repairs_every_kind_of_drift(backend: Backend) {
     }
     assert!(m.join(&this_hour).join(".writing.part").exists());
     assert!(!slots.join("lost.json").exists() && slots.join("filled.json").exists() && slots.join("tombstone.json").exists());
-    let marks: Vec<_> = ["gone", "resized", "tampered", "good", "fresh"].iter().map(|n| drift_of(&db, n)).collect();
+    let marks: Vec<_> = ["gone", "resized", "tampered", "good", "fresh", "expired"].iter().map(|n| drift_of(&db, n)).collect();
     let label = |l: &str| Some(l.to_owned());
-    assert_eq!(marks, [label("missing"), label("size"), label("digest"), None, None]);
+    assert_eq!(marks, [label("missing"), label("size"), label("digest"), None, None, label("expired")]);
+    assert!(m.join(old).join("kept").exists(), "the file of a purged row stays");
 
     let again = reconcile::run(&db.config, &mount, &options(true, true), now).unwrap();
     let s = &again.summary;

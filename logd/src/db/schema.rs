@@ -27,11 +27,20 @@ diesel::table! {
         timestampvalue -> Timestamp,
         sha256 -> Nullable<Varchar>,
         event_id -> Nullable<Varchar>,
-        drift -> Nullable<Varchar>,
+        file_state -> Nullable<Varchar>,
     }
 }
 
-/// One row without its `aft_index` and `drift` (which only `logd reconcile` writes): what an
+diesel::table! {
+    /// The files whose `Post` rows `logd purge` deleted while it kept the files.
+    aft_kept_file (filename) {
+        filename -> Varchar,
+        file_path -> Varchar,
+        purged -> Timestamp,
+    }
+}
+
+/// One row without its `aft_index` and `file_state` (which only marks write): what an
 /// insert writes and what it returns. `None` is written as NULL, never as "default".
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Insertable, Queryable, Selectable)]
 #[diesel(table_name = aft_log, treat_none_as_default_value = false)]

@@ -1,5 +1,5 @@
 //! The schema check logd runs after migrating and before accepting events: does `aft_log` have
-//! exactly the columns of DESIGN.md, with their types and NOT NULL, and logd's own `sha256`, `event_id` and `drift`? Reading the catalog is a
+//! exactly the columns of DESIGN.md, with their types and NOT NULL, and logd's own `sha256`, `event_id` and `file_state`? Reading the catalog is a
 //! thin per-backend query; normalising types and comparing are pure functions.
 
 use std::fmt;
@@ -7,7 +7,7 @@ use std::fmt;
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Integer, Nullable, Text};
 
-use crate::row::{CHAT_TYPE_MAX, DRIFT_MAX, EVENT_ID_MAX, FILE_TYPE_MAX, JID_MAX, METHOD_MAX, NAME_MAX, PATH_MAX, SHA256_LEN};
+use crate::row::{CHAT_TYPE_MAX, EVENT_ID_MAX, FILE_STATE_MAX, FILE_TYPE_MAX, JID_MAX, METHOD_MAX, NAME_MAX, PATH_MAX, SHA256_LEN};
 use super::connection::AnyConnection;
 
 /// A column type, as far as logd cares.
@@ -64,7 +64,7 @@ fn expected() -> [(&'static str, ColumnType, bool); 16] {
         ("timestampvalue", Timestamp, true),
         ("sha256", Varchar(SHA256_LEN), false),
         ("event_id", Varchar(EVENT_ID_MAX), false),
-        ("drift", Varchar(DRIFT_MAX), false),
+        ("file_state", Varchar(FILE_STATE_MAX), false),
     ]
 }
 

@@ -1,1 +1,0 @@
-ALTER TABLE aft_log DROP COLUMN drift;

@@ -10,12 +10,11 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use mft_journal::Alarm;
+use mft_journal::{probe, Alarm};
 
 use crate::backend::{FileKind, FsStats, OpenOptions, SftpBackend, SftpError};
 use crate::status::{Check, CheckResult};
@@ -26,28 +25,17 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The name of the file the directory check creates and removes in the node directory.
 pub const PROBE_FILE: &str = ".mft-fsd-probe";
 
-/// Reachable: a TCP connection to `host:port` within [`PROBE_TIMEOUT`].
+/// Reachable: a TCP connection to `host:port` within [`PROBE_TIMEOUT`] ([`probe::tcp_reachable`]).
 pub fn reachable(host: &str, port: u16) -> CheckResult {
-    match connect(host, port) {
-        Ok(_) => CheckResult::pass(Check::Reachable, format!("TCP connection to {host}:{port} made")),
-        Err(e) => CheckResult::fail(Check::Reachable, format!("cannot connect to {host}:{port}: {e}")),
+    match probe::tcp_reachable(host, port, PROBE_TIMEOUT) {
+        Ok(detail) => CheckResult::pass(Check::Reachable, detail),
+        Err(detail) => CheckResult::fail(Check::Reachable, detail),
     }
-}
-
-fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
-    let mut last = std::io::Error::other("the host name resolves to no address");
-    for address in (host, port).to_socket_addrs()? {
-        match TcpStream::connect_timeout(&address, PROBE_TIMEOUT) {
-            Ok(stream) => return Ok(stream),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
 }
 
 /// Listening: the server sends an SSH identification line (`SSH-2.0-…`).
 pub fn listening(host: &str, port: u16) -> CheckResult {
-    let banner = connect(host, port).and_then(|mut stream| {
+    let banner = probe::tcp_connect(host, port, PROBE_TIMEOUT).and_then(|(mut stream, _)| {
         stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
         let mut buf = [0u8; 255];
         let n = stream.read(&mut buf)?;

@@ -4,10 +4,9 @@
 //! table). `logd check` runs them on a fresh connection; the running logd on its pool, for the
 //! `status` request. Each test ends in a [`Check`]; nothing here writes to the database.
 
-use std::net::{TcpStream, ToSocketAddrs};
 use std::ops::DerefMut;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use diesel::RunQueryDsl;
 use mft_config::DatabaseKind;
@@ -109,33 +108,12 @@ fn reachable(config: &mft_config::Database) -> Check {
 fn any_connects(servers: &[(String, u16)]) -> Result<String, String> {
     let mut failures = Vec::new();
     for (host, port) in servers {
-        match tcp_connect(host, *port) {
+        match mft_journal::probe::tcp_reachable(host, *port, TIMEOUT) {
             Ok(reached) => return Ok(reached),
             Err(e) => failures.push(e),
         }
     }
     Err(failures.join("; "))
-}
-
-/// Opens (and closes) a TCP connection to `host:port`, trying each of its addresses.
-fn tcp_connect(host: &str, port: u16) -> Result<String, String> {
-    let addresses = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
-    let mut last = format!("{host} has no address");
-    for address in addresses {
-        let started = Instant::now();
-        match TcpStream::connect_timeout(&address, TIMEOUT) {
-            Ok(_) => {
-                return Ok(format!(
-                    "TCP connection to {host}:{port} ({address}) in {} ms",
-                    started.elapsed().as_millis()
-                ))
-            }
-            Err(e) => last = format!("no TCP connection to {host}:{port} ({address}): {e}"),
-        }
-    }
-    Err(last)
 }
 
 /// Whether the directory of the SQLite file exists and a file can be created in it.
@@ -282,20 +260,6 @@ mod tests {
         assert!(writable_directory(&dir.path().join("aft_log.sqlite3")).is_ok());
         let missing = writable_directory(&dir.path().join("nowhere/aft_log.sqlite3"));
         assert!(missing.unwrap_err().contains("does not exist"));
-    }
-
-    #[test]
-    fn a_closed_port_is_unreachable() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let error = tcp_connect("127.0.0.1", port).unwrap_err();
-        assert!(
-            error.starts_with(&format!("no TCP connection to 127.0.0.1:{port}")),
-            "{error}"
-        );
     }
 
     #[test]

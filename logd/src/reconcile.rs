@@ -9,7 +9,9 @@
 //!   another SHA-256: the row is marked in its `file_state` column (`missing`, `size`,
 //!   `digest`), which operators query; a marked row whose file is right again is unmarked. A row
 //!   whose file httpd removed on purpose (`expired`) is not drift;
-//! - a slot record (`.slots/*.json`, httpd's) naming a file that is not there: removed.
+//! - a slot record (`.slots/*.json`, httpd's) naming a file that is not there: removed;
+//! - a real-name link (`.names/<file_name>`) whose file name has neither a `Post` row nor a
+//!   purge's record (the cleanup of a cut-off upload that could not remove it): removed.
 //!
 //! Nothing that may still be in flight is removed: a file or record is left alone while it was
 //! modified less than `grace` ago, in the current UTC hour, or lies in the current hour's
@@ -37,6 +39,8 @@ use crate::row::{FileState, Method};
 
 /// `Post` rows read at a time.
 const PAGE_ROWS: i64 = 10_000;
+/// Real-name links looked up at a time.
+const LINK_BATCH: usize = 1_000;
 
 /// How a reconcile runs.
 #[derive(Debug, Clone)]
@@ -83,6 +87,8 @@ pub enum Finding {
     RowRight { aft_index: i64, file_path: String, was: String },
     /// A slot record naming a file that is not there.
     SlotWithoutFile { record: PathBuf, location: String },
+    /// A real-name link whose file name has no `Post` row (nor a purge's record).
+    NameLinkWithoutRow { link: PathBuf },
 }
 
 /// What became of a finding.
@@ -112,6 +118,7 @@ pub struct Summary {
     pub files_checked: u64,
     pub rows_checked: u64,
     pub slot_records_checked: u64,
+    pub name_links_checked: u64,
     /// Bytes re-read to verify digests.
     pub bytes_verified: u64,
     /// Findings that are drift (all but the pending).
@@ -153,12 +160,14 @@ pub fn run(config: &mft_config::Database, mount: &Mount, options: &Options, now:
         },
         entries: Vec::new(),
         summary: Summary::default(),
+        unrecorded: HashSet::new(),
     };
     for dir in hour_directories(&files)? {
         run.directory(&dir)?;
     }
     run.rows()?;
     run.slots()?;
+    run.name_links()?;
     let summary = run.summary.clone();
     Ok(Report {
         executed: options.execute,
@@ -197,6 +206,8 @@ struct Run<'a> {
     recent: Recent,
     entries: Vec<Entry>,
     summary: Summary,
+    /// The names of the files found without a `Post` row: their links go with them.
+    unrecorded: HashSet<String>,
 }
 
 impl Run<'_> {
@@ -223,6 +234,7 @@ impl Run<'_> {
                 self.summary.files_of_purged_rows += 1;
                 continue;
             } else {
+                self.unrecorded.insert(name);
                 Finding::FileWithoutRow { path, bytes }
             };
             let modified = meta.modified().ok().map(|t| DateTime::<Utc>::from(t).naive_utc());
@@ -365,6 +377,47 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// The real-name links, a batch at a time against the file names that rows know.
+    fn name_links(&mut self) -> Result<(), ReconcileError> {
+        let dir = self.mount.mount_point.join(mft_config::NAMES_DIR);
+        let entries = match std::fs::read_dir(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            entries => entries.map_err(|e| ReconcileError::Read(dir.clone(), e))?,
+        };
+        let mut batch = Vec::with_capacity(LINK_BATCH);
+        for entry in entries {
+            batch.push(entry.map_err(|e| ReconcileError::Read(dir.clone(), e))?);
+            if batch.len() == LINK_BATCH {
+                self.link_batch(std::mem::take(&mut batch))?;
+            }
+        }
+        self.link_batch(batch)
+    }
+
+    fn link_batch(&mut self, batch: Vec<std::fs::DirEntry>) -> Result<(), ReconcileError> {
+        let names: Vec<String> = batch.iter().map(|entry| entry.file_name().to_string_lossy().into_owned()).collect();
+        let known = self.known_names(&names)?;
+        for (entry, name) in batch.into_iter().zip(names) {
+            self.summary.name_links_checked += 1;
+            if known.contains(&name) || self.unrecorded.contains(&name) {
+                continue;
+            }
+            let link = entry.path();
+            // The link's own time (DirEntry::metadata does not follow it).
+            let modified = entry.metadata().and_then(|m| m.modified()).ok().map(|t| DateTime::<Utc>::from(t).naive_utc());
+            let status = match self.recent.keeps(&Path::new(mft_config::NAMES_DIR).join(&name), modified) {
+                Some(reason) => Status::Pending(reason),
+                None if !self.options.execute => Status::Found,
+                None => match std::fs::remove_file(&link) {
+                    Ok(()) => Status::Repaired,
+                    Err(e) => Status::Failed(format!("cannot remove it: {e}")),
+                },
+            };
+            self.push(Finding::NameLinkWithoutRow { link }, status);
+        }
+        Ok(())
+    }
+
     fn push(&mut self, finding: Finding, status: Status) {
         let summary = &mut self.summary;
         match &status {
@@ -397,6 +450,20 @@ impl Run<'_> {
             AnyConnection::Postgres(pg) => query.load(pg),
             AnyConnection::Sqlite(sqlite) => query.load(sqlite),
         }
+    }
+
+    /// Those of `names` that a `Post` row's `filename` or a purge's record names.
+    fn known_names(&mut self, names: &[String]) -> QueryResult<HashSet<String>> {
+        let rows = aft_log::table
+            .filter(aft_log::method.eq(Method::Post.as_str()))
+            .filter(aft_log::filename.eq_any(names))
+            .select(aft_log::filename);
+        let kept = aft_kept_file::table.filter(aft_kept_file::filename.eq_any(names)).select(aft_kept_file::filename);
+        let (rows, kept): (Vec<String>, Vec<String>) = match &mut self.conn {
+            AnyConnection::Postgres(pg) => (rows.load(pg)?, kept.load(pg)?),
+            AnyConnection::Sqlite(sqlite) => (rows.load(sqlite)?, kept.load(sqlite)?),
+        };
+        Ok(rows.into_iter().chain(kept).collect())
     }
 
     /// Whether a `Post` row names `file_path`, or a purge kept it after deleting its row.
@@ -509,14 +576,15 @@ impl Report {
                 }
                 Finding::RowRight { aft_index, file_path, was } => format!("row {aft_index} {file_path}: marked {was}, its file is right again"),
                 Finding::SlotWithoutFile { record, location } => format!("slot record {} without its file {location}", record.display()),
+                Finding::NameLinkWithoutRow { link } => format!("real-name link without a Post row {}", link.display()),
             };
             out += &format!("{status}: {what}\n");
         }
         let s = &self.summary;
         let note = if self.executed { "" } else { " (dry run: add --execute to repair)" };
         out += &format!(
-            "drift: {}, repaired: {}, remaining: {}{note}; pending: {}; rows marked before: {}; expired files: {}; files of purged rows: {}; checked: {} files, {} Post rows, {} slot records, {} bytes re-read\n",
-            s.drift, s.repaired, s.remaining, s.pending, s.rows_marked_before, s.rows_of_expired_files, s.files_of_purged_rows, s.files_checked, s.rows_checked, s.slot_records_checked, s.bytes_verified
+            "drift: {}, repaired: {}, remaining: {}{note}; pending: {}; rows marked before: {}; expired files: {}; files of purged rows: {}; checked: {} files, {} Post rows, {} slot records, {} name links, {} bytes re-read\n",
+            s.drift, s.repaired, s.remaining, s.pending, s.rows_marked_before, s.rows_of_expired_files, s.files_of_purged_rows, s.files_checked, s.rows_checked, s.slot_records_checked, s.name_links_checked, s.bytes_verified
         );
         out
     }

@@ -57,13 +57,15 @@ fn name_link(mount: &Path, relative: &str) -> std::path::PathBuf {
 }
 
 /// Writes `bytes` bytes at `relative` under the mount, last modified a day ago, with its
-/// real-name link `.names/<file name>` as httpd stores it.
+/// real-name link `.names/<file name>` as httpd stores it (a partial file has none).
 fn file(mount: &Path, relative: &str, bytes: usize) {
     let path = mount.join(relative);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, vec![b'x'; bytes]).unwrap();
-    std::fs::create_dir_all(mount.join(NAMES_DIR)).unwrap();
-    std::os::unix::fs::symlink("report.pdf", name_link(mount, relative)).unwrap();
+    if !relative.ends_with(".part") {
+        std::fs::create_dir_all(mount.join(NAMES_DIR)).unwrap();
+        std::os::unix::fs::symlink("report.pdf", name_link(mount, relative)).unwrap();
+    }
     let file = std::fs::File::options().write(true).open(&path).unwrap();
     file.set_modified(SystemTime::now() - Duration::from_secs(86_400))
         .unwrap();
@@ -464,7 +466,7 @@ fn found(report: &reconcile::Report) -> Vec<(String, String, String)> {
         .iter()
         .map(|entry| {
             let json = serde_json::to_value(entry).unwrap();
-            let name = ["path", "file_path", "record"]
+            let name = ["path", "file_path", "record", "link"]
                 .iter()
                 .find_map(|key| json[key].as_str())
                 .map(|p| p.rsplit('/').next().unwrap().to_owned())
@@ -548,6 +550,14 @@ async fn reconcile_finds_and_repairs_every_kind_of_drift(backend: Backend) {
         let file = std::fs::File::options().write(true).open(&path).unwrap();
         file.set_modified(SystemTime::now() - Duration::from_secs(86_400)).unwrap();
     };
+    // The links of two uploads whose files were removed without them: one a day ago, one now.
+    let link = |name: &str| {
+        std::os::unix::fs::symlink("report.pdf", m.join(NAMES_DIR).join(name)).unwrap();
+    };
+    link("cut-off");
+    let touched = Command::new("touch").args(["-h", "-d", "1 day ago"]).arg(m.join(NAMES_DIR).join("cut-off")).status().unwrap();
+    assert!(touched.success());
+    link("cut-off-now");
     slot("lost", &format!("{old}/never-stored"), false);
     slot("filled", &format!("{old}/good"), false);
     slot("tombstone", &format!("{old}/expired"), true);
@@ -568,6 +578,8 @@ async fn reconcile_finds_and_repairs_every_kind_of_drift(backend: Backend) {
         [
             triple("file_without_row", "just-renamed", "pending"),
             triple("file_without_row", "orphan", "found"),
+            triple("name_link_without_row", "cut-off", "found"),
+            triple("name_link_without_row", "cut-off-now", "pending"),
             triple("partial_file", ".cut.part", "found"),
             triple("partial_file", ".writing.part", "pending"),
             triple("row digest", "tampered", "found"),
@@ -577,8 +589,8 @@ async fn reconcile_finds_and_repairs_every_kind_of_drift(backend: Backend) {
         ]
     );
     let s = &dry.summary;
-    assert_eq!((s.drift, s.repaired, s.remaining, s.pending), (6, 0, 6, 2));
-    assert_eq!((s.files_checked, s.rows_checked, s.slot_records_checked), (9, 6, 3));
+    assert_eq!((s.drift, s.repaired, s.remaining, s.pending), (7, 0, 7, 3));
+    assert_eq!((s.files_checked, s.rows_checked, s.slot_records_checked, s.name_links_checked), (9, 6, 3, 8));
     assert_eq!((s.rows_of_expired_files, s.files_of_purged_rows), (1, 1), "removed or kept on purpose: not drift");
     assert_eq!(s.bytes_verified, 10, "good and tampered are re-read");
     assert!(m.join(old).join(".cut.part").exists() && m.join(old).join("orphan").exists());
@@ -586,7 +598,9 @@ async fn reconcile_finds_and_repairs_every_kind_of_drift(backend: Backend) {
 
     let repair = reconcile::run(&db.config, &mount, &options(true, true), now).unwrap();
     let s = &repair.summary;
-    assert_eq!((s.drift, s.repaired, s.remaining, s.pending), (6, 6, 0, 2));
+    assert_eq!((s.drift, s.repaired, s.remaining, s.pending), (7, 7, 0, 3));
+    assert!(std::fs::symlink_metadata(m.join(NAMES_DIR).join("cut-off")).is_err(), "the old dangling link goes");
+    assert!(std::fs::symlink_metadata(m.join(NAMES_DIR).join("cut-off-now")).is_ok(), "a link of now may be an upload's");
     for gone in [".cut.part", "orphan"] {
         assert!(!m.join(old).join(gone).exists(), "{gone} must be removed");
     }
@@ -603,7 +617,7 @@ async fn reconcile_finds_and_repairs_every_kind_of_drift(backend: Backend) {
 
     let again = reconcile::run(&db.config, &mount, &options(true, true), now).unwrap();
     let s = &again.summary;
-    assert_eq!((s.drift, s.remaining, s.rows_marked_before, s.pending), (0, 0, 3, 2), "{}", again.text());
+    assert_eq!((s.drift, s.remaining, s.rows_marked_before, s.pending), (0, 0, 3, 3), "{}", again.text());
 
     // The missing file is restored from a backup: its row is unmarked.
     std::fs::write(m.join(old).join("gone"), b"xxxxx").unwrap();

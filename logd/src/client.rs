@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::protocol::{Op, Outcome, Request, PROTOCOL_VERSION};
-use crate::row::{Amendment, Transfer};
+use crate::row::{Amendment, FileMark, Transfer};
 use crate::status::LogdStatus;
 use connection::Pool;
 pub use error::LogdError;
@@ -104,6 +104,27 @@ impl LogdClient {
     /// returns that row's aft_index once committed (`Invalid` if there is no such row).
     pub async fn amend_post(&self, amendment: &Amendment) -> Result<i64, LogdError> {
         self.aft_index(Op::AmendPost { amendment }).await
+    }
+
+    /// A stored file removed on purpose: sets `file_state` of its Post row (the row of
+    /// `mark.filename` at `mark.file_path`); returns that row's aft_index once committed, or
+    /// `None` if there is no such row. A mark logd would refuse ([`FileMark::check`]) is
+    /// refused here, unsent.
+    pub async fn mark_file(&self, mark: &FileMark) -> Result<Option<i64>, LogdError> {
+        mark.check().map_err(|e| LogdError::Invalid {
+            field: e.field,
+            message: e.message,
+        })?;
+        let op = Op::MarkFile {
+            filename: &mark.filename,
+            file_path: &mark.file_path,
+            file_state: mark.file_state,
+        };
+        match self.aft_index(op).await {
+            Ok(aft_index) => Ok(Some(aft_index)),
+            Err(LogdError::Invalid { field, .. }) if field == "filename" => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The download ended (completed or broke off): sets bytes_transferred of that row, committed.
@@ -238,6 +259,33 @@ mod tests {
         match client.get_end(3, 0).await {
             Err(LogdError::Database(m)) => assert_eq!(m, "disk full"),
             other => panic!("expected Database, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_mark_of_no_row_is_none_and_a_mark_logd_would_refuse_is_not_sent() {
+        let mark = FileMark {
+            filename: "f".into(),
+            file_path: "/srv/f".into(),
+            file_state: crate::row::FileState::Expired,
+        };
+        let (_dir, client) = fake_logd(|req| {
+            assert_eq!((&req["op"], &req["filename"], &req["file_path"], &req["file_state"]), (&"mark_file".into(), &"f".into(), &"/srv/f".into(), &"expired".into()));
+            format!("{{\"id\":{},\"status\":\"ok\",\"aft_index\":7}}\n", req["id"])
+        })
+        .await;
+        assert_eq!(client.mark_file(&mark).await.unwrap(), Some(7));
+        let (_dir, client) = fake_logd(|req| {
+            format!("{{\"id\":{},\"status\":\"invalid\",\"field\":\"filename\",\"message\":\"no row\"}}\n", req["id"])
+        })
+        .await;
+        assert_eq!(client.mark_file(&mark).await.unwrap(), None);
+        let dir = tempfile::tempdir().unwrap();
+        let client = LogdClient::new(dir.path().join("absent.sock"));
+        let missing = FileMark { file_state: crate::row::FileState::Missing, ..mark };
+        match client.mark_file(&missing).await {
+            Err(LogdError::Invalid { field, .. }) => assert_eq!(field, "file_state"),
+            other => panic!("expected Invalid, got {other:?}"),
         }
     }
 

@@ -114,6 +114,7 @@ pub(crate) fn tally(
             Command::Insert(_) | Command::InsertToPostRecipient(_) => committed.get_start += 1,
             Command::GetEnd { .. } => committed.get_end += 1,
             Command::AmendPost(_) => committed.amend_post += 1,
+            Command::MarkFile(_) => committed.mark_file += 1,
             Command::Lookup(_) => {}
         }
     }

@@ -4,7 +4,8 @@
 //!
 //! Always compiled (what httpd links with `default-features = false`):
 //! - [`row`]: one `aft_log` row, its column limits, [`Method`] and [`ChatType`]; the
-//!   [`Transfer`] a client sends, the [`Amendment`] of a Post row, and the checked [`row::Row`];
+//!   [`Transfer`] a client sends, the [`Amendment`] of a Post row, the [`FileMark`] of a file
+//!   removed on purpose, and the checked [`row::Row`];
 //! - [`LogdClient`], the async client, and its [`LogdError`];
 //! - the wire format they share (newline-delimited JSON, see `docs/logd-protocol.md`);
 //! - [`LogdStatus`], what a running logd reports about itself (checks, alarms, counters).
@@ -26,7 +27,7 @@ pub mod row;
 mod status;
 
 pub use client::{LogdClient, LogdError};
-pub use row::{Amendment, ChatType, Method, Transfer, UnknownChatType};
+pub use row::{Amendment, ChatType, FileMark, FileState, Method, Transfer, UnknownChatType};
 pub use status::{Check, Committed, LogdCounters, LogdStatus, CONNECTED, REACHABLE, SCHEMA_VERIFIED};
 
 #[cfg(feature = "server")]

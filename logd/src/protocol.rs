@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::row::{Amendment, Transfer};
+use crate::row::{Amendment, FileState, Transfer};
 use crate::status::LogdStatus;
 
 /// The protocol version this crate speaks; a request with another version is refused.
@@ -48,6 +48,13 @@ pub(crate) enum Op<'a> {
         aft_index: i64,
         bytes_transferred: i64,
     },
+    /// A stored file removed on purpose: the Post row of `filename` at `file_path` takes
+    /// `file_state`.
+    MarkFile {
+        filename: &'a str,
+        file_path: &'a str,
+        file_state: FileState,
+    },
     /// The row written by the event with this `event_id`, if any: `ok` with its `aft_index`, or
     /// `invalid` (field `event_id`) if there is none.
     Lookup {
@@ -69,8 +76,8 @@ pub(crate) struct Reply {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub(crate) enum Outcome {
-    /// Committed: the row's `aft_index` (for `get_end` and `amend_post`, the index it updated);
-    /// for a `get_start` with `to_jid_of_post`, the `to_jid` the row took.
+    /// Committed: the row's `aft_index` (for `get_end`, `amend_post` and `mark_file`, the index
+    /// it updated); for a `get_start` with `to_jid_of_post`, the `to_jid` the row took.
     Ok {
         aft_index: i64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -208,8 +215,8 @@ mod tests {
                 concat!(
                     r#"{"id":3,"status":"report","report":{"checks":[{"name":"reachable","ok":true,"#,
                     r#""detail":"127.0.0.1:5432"}],"alarms":["MftDbFullError"],"counters":{"committed":"#,
-                    r#"{"post":0,"get_start":0,"get_end":0,"share":0,"amend_post":0},"batches":2,"failed_events":0,"#,
-                    r#""last_batch_size":0,"uptime_seconds":0}}}"#
+                    r#"{"post":0,"get_start":0,"get_end":0,"share":0,"amend_post":0,"mark_file":0},"batches":2,"#,
+                    r#""failed_events":0,"last_batch_size":0,"uptime_seconds":0}}}"#
                 ),
             ),
         ];

@@ -4,13 +4,14 @@
 //! Requests are read field by field (not through serde's derive) so that a wrong type, a missing
 //! field and a value beyond its column's limit are all reported the same way: by field name.
 //! Reading here checks each field's JSON type and its wire encoding (a `chat_type` name, an RFC
-//! 3339 time); the column rules are [`Row::new`]'s and [`Amendment::check`]'s.
+//! 3339 time, a `file_state` name); the column rules are [`Row::new`]'s, [`Amendment::check`]'s
+//! and [`FileMark::check`]'s.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::protocol::{Outcome, Reply, PROTOCOL_VERSION};
-use crate::row::{self, Amendment, ChatType, Invalid, Method, Row, Transfer, CHAT_TYPE_MAX};
+use crate::row::{self, Amendment, ChatType, FileMark, FileState, Invalid, Method, Row, Transfer, CHAT_TYPE_MAX};
 use crate::store::Command;
 
 /// A valid request: its id and what to do.
@@ -108,6 +109,15 @@ fn body(request: &Object) -> Result<Body, Invalid> {
             amendment.check()?;
             Command::AmendPost(amendment)
         }
+        Some("mark_file") => {
+            let mark = FileMark {
+                filename: request.string("filename")?,
+                file_path: request.string("file_path")?,
+                file_state: request.file_state()?,
+            };
+            mark.check()?;
+            Command::MarkFile(mark)
+        }
         Some("get_end") => {
             let aft_index = request.count("aft_index")?;
             if aft_index == 0 {
@@ -126,7 +136,7 @@ fn body(request: &Object) -> Result<Body, Invalid> {
         Some("status") => return Ok(Body::Status),
         _ => return Err(Invalid::new(
             "op",
-            "must be \"post\", \"get_start\", \"get_end\", \"share\", \"amend_post\", \"lookup\" or \"status\"",
+            "must be \"post\", \"get_start\", \"get_end\", \"share\", \"amend_post\", \"mark_file\", \"lookup\" or \"status\"",
         )),
     };
     Ok(Body::Event(command))
@@ -190,6 +200,14 @@ impl Object<'_> {
         text.parse().map_err(|_| {
             let names: Vec<&str> = ChatType::ALL.iter().map(|c| c.as_str()).collect();
             Invalid::new("chat_type", format!("must be one of {}", names.join(", ")))
+        })
+    }
+
+    /// The `file_state` field: a string naming a [`FileState`].
+    fn file_state(&self) -> Result<FileState, Invalid> {
+        FileState::parse(&self.string("file_state")?).ok_or_else(|| {
+            let names: Vec<&str> = FileState::ALL.iter().map(|s| s.as_str()).collect();
+            Invalid::new("file_state", format!("must be one of {}", names.join(", ")))
         })
     }
 
@@ -484,7 +502,7 @@ mod tests {
     }
 
     #[test]
-    fn shares_amendments_and_gets_to_the_post_recipient_decode_as_the_client_encodes_them() {
+    fn shares_amendments_marks_and_gets_to_the_post_recipient_decode_as_the_client_encodes_them() {
         use crate::protocol::{Op, Request as Line};
         let t: Transfer = serde_json::from_value(transfer()).unwrap();
         let decoded = |op| {
@@ -522,7 +540,28 @@ mod tests {
             }),
             Body::Event(Command::AmendPost(amendment.clone()))
         );
+        let mark = FileMark {
+            filename: "AbC".into(),
+            file_path: "/srv/f/im/20250102/03/AbC".into(),
+            file_state: FileState::Expired,
+        };
+        assert_eq!(
+            decoded(Op::MarkFile {
+                filename: &mark.filename,
+                file_path: &mark.file_path,
+                file_state: mark.file_state,
+            }),
+            Body::Event(Command::MarkFile(mark))
+        );
         let refused = |line: Value| decode(&line.to_string()).unwrap_err().invalid.field;
+        let mark = |filename: &str, file_state: &str| {
+            json!({"version": 1, "id": 1, "op": "mark_file", "filename": filename, "file_path": "/p", "file_state": file_state})
+        };
+        assert_eq!(refused(mark("", "expired")), "filename");
+        for state in ["missing", "size", "digest", "EXPIRED", "gone"] {
+            assert_eq!(refused(mark("f", state)), "file_state", "{state}");
+        }
+        assert_eq!(refused(json!({"version": 1, "id": 1, "op": "mark_file", "filename": "f", "file_state": "expired"})), "file_path");
         let amend = |a: Value| json!({"version": 1, "id": 1, "op": "amend_post", "amendment": a});
         assert_eq!(
             refused(amend(

@@ -1,7 +1,8 @@
 //! One `aft_log` row as httpd and logd share it: the columns' limits, the typed columns
 //! ([`Method`], [`ChatType`]), a row's content as the client sends it ([`Transfer`]), the change
-//! a first share makes to a Post row ([`Amendment`]), and [`Row`], a transfer checked against
-//! every column rule, the only shape in which logd's decoder hands a row on to be stored.
+//! a first share makes to a Post row ([`Amendment`]), the mark of a file removed on purpose
+//! ([`FileMark`]), and [`Row`], a transfer checked against every column rule, the only shape in
+//! which logd's decoder hands a row on to be stored.
 //!
 //! Always compiled: httpd checks its own inputs against the same limits. Plain data and pure
 //! checks; nothing here knows the wire encoding (`protocol`) or the database (`db`).
@@ -202,6 +203,33 @@ impl Amendment {
     }
 }
 
+/// A mark a client sets on the Post row of a stored file: the row whose `filename` and
+/// `file_path` these are takes `file_state`. Only [`FileState::Expired`] may be set this way (the
+/// file was removed on purpose); the drift states are `logd reconcile`'s, written directly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileMark {
+    /// The Post row's `filename` (the encoded resource name).
+    pub filename: String,
+    /// The Post row's `file_path`: where the file lay.
+    pub file_path: String,
+    pub file_state: FileState,
+}
+
+impl FileMark {
+    /// Checks each value against its column, and that the state is one a client may set.
+    pub fn check(&self) -> Result<(), Invalid> {
+        non_empty_text("filename", &self.filename, NAME_MAX)?;
+        text("file_path", &self.file_path, PATH_MAX)?;
+        match self.file_state {
+            FileState::Expired => Ok(()),
+            other => Err(Invalid::new(
+                "file_state",
+                format!("must be \"expired\": {:?} is set by logd reconcile only", other.as_str()),
+            )),
+        }
+    }
+}
+
 /// A value refused: which field, and why. The field is named as on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -371,6 +399,22 @@ mod tests {
         assert_eq!(e.field, "to_jid");
         let e = Amendment { file_path: "p".repeat(4096), ..amendment }.check().unwrap_err();
         assert_eq!(e.field, "file_path");
+    }
+
+    #[test]
+    fn a_client_marks_files_expired_only() {
+        let mark = FileMark {
+            filename: "f".into(),
+            file_path: "/srv/f".into(),
+            file_state: FileState::Expired,
+        };
+        assert_eq!(mark.check(), Ok(()));
+        for state in [FileState::Missing, FileState::Size, FileState::Digest] {
+            let e = FileMark { file_state: state, ..mark.clone() }.check().unwrap_err();
+            assert_eq!(e.field, "file_state");
+        }
+        assert_eq!(FileMark { filename: String::new(), ..mark.clone() }.check().unwrap_err().field, "filename");
+        assert_eq!(FileMark { file_path: "p".repeat(4096), ..mark }.check().unwrap_err().field, "file_path");
     }
 
     #[test]

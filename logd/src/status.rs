@@ -65,4 +65,7 @@ pub struct Committed {
     /// Post rows given their recipient by a first share (`amend_post`).
     #[serde(default)]
     pub amend_post: u64,
+    /// Post rows marked as of files removed on purpose (`mark_file`).
+    #[serde(default)]
+    pub mark_file: u64,
 }

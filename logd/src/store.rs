@@ -3,7 +3,7 @@
 //! database in `db`, an in-memory double in the writer's tests), and the [`CommitError`] of a
 //! transaction that did not commit. Types only; no I/O.
 
-use crate::row::{Amendment, Invalid, Row};
+use crate::row::{Amendment, FileMark, Invalid, Row};
 
 /// What the writer does with one event.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +25,8 @@ pub(crate) enum Command {
     /// `amend_post`: a file's first share names its recipient and chat type, and where the file
     /// now lies, in its Post row.
     AmendPost(Amendment),
+    /// `mark_file`: a stored file was removed on purpose; its Post row says so in `file_state`.
+    MarkFile(FileMark),
     /// `lookup`: the row written by the event with this id, if any.
     Lookup(String),
 }

@@ -222,8 +222,8 @@ mod tests {
                         });
                         Ok(Done::row(rows.len() as i64))
                     }
-                    Command::AmendPost(_) | Command::Lookup(_) => {
-                        Err(Invalid::new("filename", "this double amends and finds nothing"))
+                    Command::AmendPost(_) | Command::MarkFile(_) | Command::Lookup(_) => {
+                        Err(Invalid::new("filename", "this double amends, marks and finds nothing"))
                     }
                     Command::GetEnd {
                         aft_index,

@@ -15,7 +15,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use mft_config::DatabaseKind;
 
-use crate::row::{Amendment, Invalid, Method, Row};
+use crate::row::{Amendment, FileMark, Invalid, Method, Row};
 use crate::store::{AftStore, Command, CommitError, Done};
 use connection::ConnectionManager;
 pub use connection::{connect, AnyConnection};
@@ -186,10 +186,10 @@ impl AftStore for Database {
 /// The body of one batch's transaction: the rows already written by events of the same
 /// `event_id`s, the Post recipients that Get rows take, all inserts, then all `get_end` updates
 /// (so that a `get_end` finds a Get row inserted earlier in the same batch), then the
-/// amendments of Post rows. An insert whose `event_id` a row already has (or an earlier insert
-/// of the batch claims) is not made again and is answered with that row. A `get_end`, an
-/// amendment or a lookup is answered with the `aft_index` of its row, or refused alone if there
-/// is none.
+/// amendments and file marks of Post rows, in batch order. An insert whose `event_id` a row
+/// already has (or an earlier insert of the batch claims) is not made again and is answered with
+/// that row. A `get_end`, an amendment, a mark or a lookup is answered with the `aft_index` of
+/// its row, or refused alone if there is none.
 fn apply(
     conn: &mut AnyConnection,
     commands: &[Command],
@@ -217,7 +217,7 @@ fn apply(
                 }
                 Some(record)
             }
-            Command::GetEnd { .. } | Command::AmendPost(_) | Command::Lookup(_) => None,
+            Command::GetEnd { .. } | Command::AmendPost(_) | Command::MarkFile(_) | Command::Lookup(_) => None,
         };
         rows.push(record);
     }
@@ -257,13 +257,16 @@ fn apply(
             })
         })
         .collect();
-    let mut amended = Vec::new();
+    // Per amendment and mark, in batch order, the Post row it changed.
+    let mut changed = Vec::new();
     for command in commands {
-        if let Command::AmendPost(amendment) = command {
-            amended.push(amend_post(conn, amendment)?);
+        match command {
+            Command::AmendPost(amendment) => changed.push(amend_post(conn, amendment)?),
+            Command::MarkFile(mark) => changed.push(mark_file(conn, mark)?),
+            _ => {}
         }
     }
-    let mut amended = amended.into_iter();
+    let mut changed = changed.into_iter();
     // The row an insert wrote, or the one that has its event id.
     let row_of = |row: &Row, inserted: Option<Event>| {
         inserted.unwrap_or_else(|| {
@@ -290,7 +293,7 @@ fn apply(
                 "aft_index",
                 format!("there is no Get row with aft_index {aft_index}"),
             )),
-            Command::AmendPost(amendment) => amended
+            Command::AmendPost(amendment) => changed
                 .next()
                 .expect("one result per amendment")
                 .map(Done::row)
@@ -298,6 +301,16 @@ fn apply(
                     Invalid::new(
                         "filename",
                         format!("there is no Post row of {:?}", amendment.filename),
+                    )
+                }),
+            Command::MarkFile(mark) => changed
+                .next()
+                .expect("one result per mark")
+                .map(Done::row)
+                .ok_or_else(|| {
+                    Invalid::new(
+                        "filename",
+                        format!("there is no Post row of {:?} at {:?}", mark.filename, mark.file_path),
                     )
                 }),
             Command::Lookup(id) => events
@@ -322,7 +335,7 @@ fn recorded_events(conn: &mut AnyConnection, commands: &[Command]) -> QueryResul
         .filter_map(|c| match c {
             Command::Insert(row) | Command::InsertToPostRecipient(row) => row.transfer().event_id.as_deref(),
             Command::Lookup(id) => Some(id.as_str()),
-            Command::GetEnd { .. } | Command::AmendPost(_) => None,
+            Command::GetEnd { .. } | Command::AmendPost(_) | Command::MarkFile(_) => None,
         })
         .collect();
     if ids.is_empty() {
@@ -361,6 +374,23 @@ fn amend_post(conn: &mut AnyConnection, amendment: &Amendment) -> QueryResult<Op
             aft_log::chat_type.eq(amendment.chat_type.as_str()),
             aft_log::file_path.eq(&amendment.file_path),
         ))
+        .execute(conn)?;
+    post.order(aft_log::aft_index)
+        .select(aft_log::aft_index)
+        .first(conn)
+        .optional()
+}
+
+/// Sets `file_state` of the Post rows of `mark.filename` at `mark.file_path`, whatever it was
+/// (a row that reconcile marked `missing` before the mark came is expired all the same);
+/// returns the first one's `aft_index`, or `None` if there is none.
+fn mark_file(conn: &mut AnyConnection, mark: &FileMark) -> QueryResult<Option<i64>> {
+    let post = aft_log::table
+        .filter(aft_log::method.eq(Method::Post.as_str()))
+        .filter(aft_log::filename.eq(&mark.filename))
+        .filter(aft_log::file_path.eq(&mark.file_path));
+    diesel::update(post)
+        .set(aft_log::file_state.eq(mark.file_state.as_str()))
         .execute(conn)?;
     post.order(aft_log::aft_index)
         .select(aft_log::aft_index)
@@ -862,6 +892,80 @@ mod tests {
             rows,
             expected.map(|(m, j, t, c, p)| (m.into(), j.into(), t.into(), c.into(), p.into()))
         );
+    }
+
+    /// Files removed on purpose mark their Post rows `expired`: found by filename and path (the
+    /// path an amendment earlier in the batch set), never a Get row of the same file, whatever
+    /// the row's state was (reconcile's `missing`), again without harm; a mark of no Post row is
+    /// refused alone.
+    fn files_are_marked_expired(config: mft_config::Database) {
+        let mut db = Database::open(&config).unwrap();
+        let at = |filename: &str, file_path: &str| Transfer {
+            filename: filename.into(),
+            file_path: file_path.into(),
+            ..transfer("a@x")
+        };
+        let mark = |filename: &str, file_path: &str| {
+            Command::MarkFile(FileMark {
+                filename: filename.into(),
+                file_path: file_path.into(),
+                file_state: crate::row::FileState::Expired,
+            })
+        };
+        let rows = [
+            insert(Method::Post, at("f1", "/im/f1")),
+            insert(Method::Get, at("f1", "/im/f1")),
+            insert(Method::Post, at("f2", "/im/f2")),
+            insert(Method::Post, at("f3", "/im/f3")),
+        ];
+        assert_eq!(indexes(db.commit(&rows).unwrap()), [Ok(1), Ok(2), Ok(3), Ok(4)]);
+        let mut conn = connect(&config).unwrap();
+        diesel::update(aft_log::table.filter(aft_log::aft_index.eq(4)))
+            .set(aft_log::file_state.eq("missing"))
+            .execute(&mut conn)
+            .unwrap();
+        let moved = Command::AmendPost(Amendment {
+            filename: "f2".into(),
+            to_jid: "room@conference.x".into(),
+            chat_type: ChatType::Persistent,
+            file_path: "/persistent/f2".into(),
+        });
+        let batch = [
+            mark("f1", "/im/f1"),
+            mark("f1", "/elsewhere/f1"),
+            moved,
+            mark("f2", "/persistent/f2"),
+            mark("f3", "/im/f3"),
+            mark("f1", "/im/f1"),
+        ];
+        assert_eq!(
+            indexes(db.commit(&batch).unwrap()),
+            [
+                Ok(1),
+                Err(Invalid::new("filename", "there is no Post row of \"f1\" at \"/elsewhere/f1\"")),
+                Ok(3),
+                Ok(3),
+                Ok(4),
+                Ok(1)
+            ]
+        );
+        let states: Vec<Option<String>> = aft_log::table
+            .order(aft_log::aft_index)
+            .select(aft_log::file_state)
+            .load(&mut conn)
+            .unwrap();
+        let expired = || Some("expired".to_owned());
+        assert_eq!(states, [expired(), None, expired(), expired()]);
+    }
+
+    #[test]
+    fn sqlite_files_are_marked_expired() {
+        on_sqlite(files_are_marked_expired);
+    }
+
+    #[test]
+    fn postgres_files_are_marked_expired() {
+        on_postgres(files_are_marked_expired);
     }
 
     #[test]

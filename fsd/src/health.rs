@@ -1,20 +1,17 @@
-//! The seed's seven file-server checks, and the state of fsd's two alarms.
+//! The seed's seven file-server checks.
 //!
 //! `fsd check` runs every check against the configured server; the running fsd runs them every
 //! 10 s and publishes them ([`crate::status`]). Each check is a plain function answering a
 //! [`CheckResult`], so both use the same code and the same wording. "Reachable" is a TCP connect
 //! to the SSH port within [`PROBE_TIMEOUT`], not an ICMP ping: ping needs privileges, is often
 //! filtered, and says nothing about the port fsd needs.
-//!
-//! [`AlarmState`] raises and clears an alarm once per transition, never on every tick.
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use mft_journal::{probe, Alarm};
+use mft_journal::probe;
 
 use crate::backend::{FileKind, FsStats, OpenOptions, SftpBackend, SftpError};
 use crate::status::{Check, CheckResult};
@@ -27,10 +24,7 @@ pub const PROBE_FILE: &str = ".mft-fsd-probe";
 
 /// Reachable: a TCP connection to `host:port` within [`PROBE_TIMEOUT`] ([`probe::tcp_reachable`]).
 pub fn reachable(host: &str, port: u16) -> CheckResult {
-    match probe::tcp_reachable(host, port, PROBE_TIMEOUT) {
-        Ok(detail) => CheckResult::pass(Check::Reachable, detail),
-        Err(detail) => CheckResult::fail(Check::Reachable, detail),
-    }
+    CheckResult::of(Check::Reachable, probe::tcp_reachable(host, port, PROBE_TIMEOUT))
 }
 
 /// Listening: the server sends an SSH identification line (`SSH-2.0-…`).
@@ -215,65 +209,10 @@ pub fn free_space(stats: Result<FsStats, SftpError>, threshold_percent: u8) -> C
     }
 }
 
-/// How an alarm changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Transition {
-    Raised,
-    Cleared,
-}
-
-/// Which alarms are raised, and why; logs each transition once.
-#[derive(Debug, Default)]
-pub struct AlarmState {
-    raised: BTreeMap<&'static str, (Alarm, String)>,
-}
-
-impl AlarmState {
-    /// Raises `alarm` with `problem`, or clears it with `None`. Logs and answers the transition,
-    /// if this is one (a raised alarm is not raised again, whatever the new reason).
-    pub fn set(&mut self, alarm: Alarm, problem: Option<String>) -> Option<Transition> {
-        match (problem, self.raised.contains_key(alarm.name())) {
-            (Some(problem), false) => {
-                alarm.raise(&problem);
-                self.raised.insert(alarm.name(), (alarm, problem));
-                Some(Transition::Raised)
-            }
-            (None, true) => {
-                alarm.clear();
-                self.raised.remove(alarm.name());
-                Some(Transition::Cleared)
-            }
-            _ => None,
-        }
-    }
-
-    /// The names of the raised alarms.
-    pub fn active(&self) -> Vec<String> {
-        self.raised.keys().map(|name| (*name).to_owned()).collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backend::memory::MemoryBackend;
-
-    #[test]
-    fn alarms_change_once_per_transition() {
-        let mut alarms = AlarmState::default();
-        let mount = Alarm::MftExtFsMountError;
-        assert_eq!(alarms.set(mount, None), None);
-        assert_eq!(alarms.set(mount, Some("lost".into())), Some(Transition::Raised));
-        assert_eq!(alarms.set(mount, Some("still lost".into())), None);
-        assert_eq!(alarms.active(), ["MftExtFsMountError"]);
-        assert_eq!(
-            alarms.set(Alarm::MftExtFsFreeSpaceWarn, Some("3%".into())),
-            Some(Transition::Raised)
-        );
-        assert_eq!(alarms.set(mount, None), Some(Transition::Cleared));
-        assert_eq!(alarms.set(mount, None), None);
-        assert_eq!(alarms.active(), ["MftExtFsFreeSpaceWarn"]);
-    }
 
     #[test]
     fn free_space_compares_available_blocks_with_the_threshold() {

@@ -6,9 +6,8 @@
 //! `rotate`, the old pair is kept as `<key>.old` and `<key>.old.pub` so the operator can remove the
 //! old line from `authorized_keys` once the new one works.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use russh::keys::ssh_key::rand_core::{TryCryptoRng, TryRng};
@@ -171,20 +170,7 @@ pub fn generate(
         None
     };
     // Written beside the final name, then renamed: never a half-written key under its name.
-    let temp = public_path(path).with_extension("new");
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temp)
-        .map_err(write_error(&temp))?;
-    file.set_permissions(fs::Permissions::from_mode(0o600))
-        .map_err(write_error(&temp))?;
-    file.write_all(private.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(write_error(&temp))?;
-    fs::rename(&temp, path).map_err(write_error(path))?;
+    mft_journal::durable::write_atomic(path, private.as_bytes(), Some(0o600)).map_err(write_error(path))?;
     let public = public_path(path);
     fs::write(&public, format!("{authorized_key}\n")).map_err(write_error(&public))?;
     Ok(Generated {

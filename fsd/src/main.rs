@@ -12,11 +12,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use fsd::backend::ssh::{ConnectOptions, Link, SshBackend};
 use fsd::backend::SftpBackend;
 use fsd::fs::Filesystem;
-use fsd::health::{self, AlarmState};
+use fsd::health;
 use fsd::keys::{self, KeyType};
 use fsd::status::{Check, CheckResult, FileServerUse, FsdStatus};
 use mft_config::NodeConfig;
-use mft_journal::Alarm;
+use mft_journal::{Alarm, AlarmLatch};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// How long a stop waits for files still open on the detached mount.
@@ -269,7 +269,7 @@ async fn publish_status(
 ) {
     let server = &config.file_server;
     let mut link = fs.backend().link();
-    let mut alarms = AlarmState::default();
+    let mut alarms = AlarmLatch::default();
     let mut tick = tokio::time::interval(STATUS_INTERVAL);
     let mut store_failed = false;
     loop {
@@ -283,7 +283,7 @@ async fn publish_status(
                 .as_ref()
                 .map_or_else(|| "not connected".to_owned(), |(_, why)| why.clone())
         });
-        alarms.set(Alarm::MftExtFsMountError, loss);
+        alarms.report(Alarm::MftExtFsMountError, loss);
 
         let (host, port) = (server.host.clone(), server.port);
         let probes = tokio::task::spawn_blocking(move || {
@@ -294,7 +294,7 @@ async fn publish_status(
         let free_space = health::free_space(stats.clone(), config.fsd.free_space_warn_percent);
         if stats.is_ok() {
             let low = (!free_space.ok).then(|| free_space.detail.clone());
-            alarms.set(Alarm::MftExtFsFreeSpaceWarn, low);
+            alarms.report(Alarm::MftExtFsFreeSpaceWarn, low);
         }
         let Ok(network) = probes.await else {
             continue;
@@ -319,7 +319,7 @@ async fn publish_status(
             mount_point: server.mount_point.display().to_string(),
             connected,
             checks,
-            alarms: alarms.active(),
+            alarms: alarms.names(),
             counters: FileServerUse {
                 bytes_read: traffic.bytes_read.load(std::sync::atomic::Ordering::Relaxed),
                 bytes_written: traffic.bytes_written.load(std::sync::atomic::Ordering::Relaxed),

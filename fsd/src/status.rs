@@ -1,13 +1,11 @@
 //! What the running fsd publishes about itself: the seed's seven file-server checks, the active
 //! alarms and the counters, as one JSON document ([`FsdStatus`]) in `fsd.status_file`.
 //!
-//! fsd rewrites the file atomically (a temporary file in the same directory, then `rename`) on
-//! every change and every 10 s, so a reader never sees half a document; httpd deserializes it for
-//! its status page. This module needs only serde: httpd uses it with `default-features = false`
-//! and pulls in none of FUSE or SSH.
+//! fsd rewrites the file atomically and durably (`mft_journal::durable`: a temporary file in the
+//! same directory, fsync, then `rename`) on every change and every 10 s, so a reader never sees
+//! half a document; httpd deserializes it for its status page. This module needs only serde and
+//! `mft_journal`: httpd uses it with `default-features = false` and pulls in none of FUSE or SSH.
 
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -63,37 +61,14 @@ impl Check {
     }
 }
 
-/// One check's outcome and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckResult {
-    pub name: Check,
-    pub ok: bool,
-    pub detail: String,
-}
-
-impl CheckResult {
-    pub fn pass(name: Check, detail: impl Into<String>) -> Self {
-        Self {
-            name,
-            ok: true,
-            detail: detail.into(),
-        }
-    }
-
-    pub fn fail(name: Check, detail: impl Into<String>) -> Self {
-        Self {
-            name,
-            ok: false,
-            detail: detail.into(),
-        }
-    }
-
-    /// `PASS reachable: <detail>` or `FAIL …`: one line of `fsd check`.
-    pub fn line(&self) -> String {
-        let verdict = if self.ok { "PASS" } else { "FAIL" };
-        format!("{verdict} {}: {}", self.name.name(), self.detail)
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
+
+/// One check's outcome and why; its `line()` is one line of `fsd check`.
+pub type CheckResult = mft_journal::CheckResult<Check>;
 
 /// fsd's use of the file server: bytes and requests since it started, reconnections, and what
 /// it holds open now.
@@ -162,8 +137,8 @@ impl FsdStatus {
         })
     }
 
-    /// Replaces the file at `path` with this status, atomically (temporary file, then rename),
-    /// making its directory if needed. The file is world-readable (0644, whatever the umask:
+    /// Replaces the file at `path` with this status, atomically and durably
+    /// ([`mft_journal::durable::write_atomic`]), making its directory if needed. The file is world-readable (0644, whatever the umask:
     /// fsd runs as root with `UMask=0077`, httpd reads it as `mft`): it holds no secret.
     pub fn store(&self, path: &Path) -> Result<(), StatusError> {
         let io = |source| StatusError::Io {
@@ -173,14 +148,8 @@ impl FsdStatus {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let mut temp = path.as_os_str().to_owned();
-        temp.push(".tmp");
         let text = serde_json::to_vec_pretty(self).expect("a status always serializes");
-        let mut file = std::fs::File::create(&temp).map_err(io)?;
-        file.write_all(&text).map_err(io)?;
-        file.set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(io)?;
-        drop(file);
-        std::fs::rename(&temp, path).map_err(io)
+        mft_journal::durable::write_atomic(path, &text, Some(0o644)).map_err(io)
     }
 }
 
@@ -212,7 +181,7 @@ mod tests {
         assert!(!status.healthy());
         let json = std::fs::read_to_string(&path).unwrap();
         assert!(json.contains("\"name\": \"free_space\""), "{json}");
-        assert!(!dir.path().join("sub/fsd-status.json.tmp").exists());
+        assert!(!dir.path().join("sub/.fsd-status.json.part").exists());
         assert_eq!(
             status.checks.last().unwrap().line(),
             "FAIL free_space: 3% available"
@@ -224,6 +193,7 @@ mod tests {
     #[cfg(feature = "daemon")]
     #[test]
     fn the_status_file_is_readable_by_others_under_a_strict_umask() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fsd-status.json");
         let status = FsdStatus {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use logd::{LogdError, CONNECTED};
 
 use crate::error::Error;
-use crate::node_status::NodeStatus;
+use crate::node_status::{NodeStatus, UploadsReport};
 use crate::store::StoreError;
 
 /// How often httpd looks at the node when nobody asks for its status, while uploads are
@@ -27,13 +27,16 @@ pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 pub const RECHECK_INTERVAL: Duration = Duration::from_millis(250);
 
 /// What keeps uploads out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Down {
     /// The mount does not answer, or fsd has lost the file server.
+    #[error("the file server: {0}")]
     FileServer(String),
     /// logd does not answer, or its database does not.
+    #[error("logd: {0}")]
     Logd(String),
 }
+
 
 impl Down {
     /// Why a status report closes uploads, if it does.
@@ -124,6 +127,15 @@ impl Admission {
         }
     }
 
+    /// The verdict now, for a status report.
+    pub fn report(&self) -> UploadsReport {
+        let down = self.lock().down.clone();
+        UploadsReport {
+            admitted: down.is_none(),
+            refused_because: down.map(|why| why.to_string()),
+        }
+    }
+
     /// `Ok` while uploads are admitted; else the error the upload is refused with.
     pub fn check(&self) -> Result<(), Error> {
         match self.lock().down.clone() {
@@ -204,13 +216,19 @@ mod tests {
         assert!(admission.check().is_ok());
     }
 
-    /// A report that started before the latest one taken, and ends after it, changes nothing.
+    /// A report that started before the latest one taken, and ends after it, changes nothing;
+    /// what the admission reports is its verdict, not the overtaken report's.
     #[test]
     fn a_report_overtaken_by_a_later_one_is_ignored() {
         let admission = Admission::default();
         let (slow, quick) = (admission.turn(), admission.turn());
-        admission.observe(quick, &NodeStatus::assemble(healthy()));
-        admission.observe(slow, &NodeStatus::assemble(Observations { mounted: false, ..healthy() }));
-        assert!(admission.check().is_ok());
+        admission.observe(quick, &NodeStatus::assemble(Observations { mounted: false, ..healthy() }));
+        admission.observe(slow, &NodeStatus::assemble(healthy()));
+        assert!(admission.check().is_err());
+        let report = admission.report();
+        assert!(!report.admitted);
+        assert!(report.refused_because.is_some_and(|why| why.starts_with("the file server: ") && why.ends_with("is not mounted")));
+        admission.observe(admission.turn(), &NodeStatus::assemble(healthy()));
+        assert_eq!(admission.report(), UploadsReport { admitted: true, refused_because: None });
     }
 }

@@ -52,6 +52,19 @@ pub struct NodeStatus {
     /// finds the mount point not mounted.
     pub alarms: Vec<String>,
     pub counters: TransferCounts,
+    /// Whether uploads are admitted after this report ([`crate::ops::Ops::status`] sets it).
+    pub uploads: UploadsReport,
+}
+
+/// Whether uploads are admitted, as `/status` reports it: the admission's verdict after the
+/// report (see [`crate::admission::Admission::observe`]: a report started later may overrule
+/// this one's).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UploadsReport {
+    pub admitted: bool,
+    /// Why not, while they are refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused_because: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -172,6 +185,7 @@ impl NodeStatus {
             logd,
             alarms: alarms.into_iter().collect(),
             counters: seen.counters,
+            uploads: UploadsReport::default(),
         }
     }
 }

@@ -96,8 +96,9 @@ impl Ops {
     /// of uploads, and reports.
     pub async fn status(&self) -> NodeStatus {
         let turn = self.admission.turn();
-        let report = self.observe().await;
+        let mut report = self.observe().await;
         self.admission.observe(turn, &report);
+        report.uploads = self.admission.report();
         report
     }
 

@@ -287,7 +287,7 @@ impl Store {
         let (path, name_link) = (self.path_of(location), self.name_link(location));
         blocking(move || {
             std::fs::remove_file(path)?;
-            remove_file_logged(&name_link);
+            remove_file_logged(&name_link, "real-name link");
             Ok(())
         })
         .await
@@ -430,7 +430,7 @@ impl PartialFile {
                     let link = names.join(location.file_name.as_str());
                     std::os::unix::fs::symlink(&real_name, &link)?;
                     if let Err(e) = std::fs::rename(&part, dir.join(location.file_name.as_str())) {
-                        remove_file_logged(&link);
+                        remove_file_logged(&link, "real-name link");
                         return Err(e.into());
                     }
                     sync_dir(&names)?;
@@ -467,7 +467,7 @@ impl Drop for PartialFile {
             let part = self.part.clone();
             match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => drop(runtime.spawn(remove_quietly(part))),
-                Err(_) => remove_file_logged(&part),
+                Err(_) => remove_file_logged(&part, "partial upload"),
             }
         }
     }
@@ -475,16 +475,17 @@ impl Drop for PartialFile {
 
 /// Deletes a partial file; failing to is logged here, since nobody else can act on it.
 async fn remove_quietly(part: PathBuf) {
-    if let Err(e) = tokio::task::spawn_blocking(move || remove_file_logged(&part)).await {
+    if let Err(e) = tokio::task::spawn_blocking(move || remove_file_logged(&part, "partial upload")).await {
         log::error!("removing a partial upload panicked: {e}");
     }
 }
 
-fn remove_file_logged(path: &Path) {
+/// Deletes `what` at `path`; failing to is logged here (`logd reconcile` finds what is left).
+fn remove_file_logged(path: &Path, what: &str) {
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => log::error!("cannot remove the partial upload {}: {e}", path.display()),
+        Err(e) => log::error!("cannot remove the {what} {}: {e}", path.display()),
     }
 }
 

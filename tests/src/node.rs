@@ -245,9 +245,9 @@ impl Node {
         self.await_admission()
     }
 
-    /// When httpd runs, waits until its status report sees the file server and logd up: httpd
-    /// refuses uploads from the report before (it looks by itself every 2 s, and at every
-    /// `/status`, which this asks for).
+    /// When httpd runs, waits until its status report says uploads are admitted: httpd refuses
+    /// them while its latest report saw the file server or logd down (it looks by itself every
+    /// 2 s, 0.25 s while refusing, and at every `/status`, which this asks for).
     pub fn await_admission(&self) -> Result<()> {
         if self.httpd.is_none() {
             return Ok(());
@@ -258,7 +258,9 @@ impl Node {
             let Ok(response) = curl(std::slice::from_ref(&url)) else { return false };
             last = response.text();
             let Ok(report) = serde_json::from_str::<serde_json::Value>(&last) else { return false };
-            report["mount"]["mounted"] == true && report["logd"]["reachable"] == true && report["fsd"]["connected"] != false
+            // What the upload path checks: the admission's verdict, which a report started
+            // after this one may have set (and the next look corrects within 0.25 s).
+            report["uploads"]["admitted"] == true
         })
         .map_err(|e| e.context(last))
     }

@@ -5,7 +5,7 @@
 //! committed the row (or failed), so callers can make the answer depend on it.
 
 use futures_util::future::BoxFuture;
-use logd::{Amendment, LogdClient, LogdError, Transfer};
+use logd::{Amendment, FileMark, LogdClient, LogdError, Transfer};
 
 /// Records uploads and downloads in `aft_log`.
 pub trait AuditLog: Send + Sync + 'static {
@@ -28,6 +28,10 @@ pub trait AuditLog: Send + Sync + 'static {
 
     /// Records a file's first share in its Post row (recipient, chat type, path).
     fn amend_post<'a>(&'a self, amendment: &'a Amendment) -> BoxFuture<'a, Result<i64, LogdError>>;
+
+    /// Marks the Post row of a stored file removed on purpose (`file_state`); its `aft_index`,
+    /// or `None` if there is no Post row of that file name and path.
+    fn mark_file<'a>(&'a self, mark: &'a FileMark) -> BoxFuture<'a, Result<Option<i64>, LogdError>>;
 
     /// The `aft_index` of the row written by the event `event_id`, or `None` if there is none.
     fn lookup<'a>(&'a self, event_id: &'a str) -> BoxFuture<'a, Result<Option<i64>, LogdError>>;
@@ -58,6 +62,10 @@ impl AuditLog for LogdClient {
         Box::pin(LogdClient::amend_post(self, amendment))
     }
 
+    fn mark_file<'a>(&'a self, mark: &'a FileMark) -> BoxFuture<'a, Result<Option<i64>, LogdError>> {
+        Box::pin(LogdClient::mark_file(self, mark))
+    }
+
     fn lookup<'a>(&'a self, event_id: &'a str) -> BoxFuture<'a, Result<Option<i64>, LogdError>> {
         Box::pin(LogdClient::lookup(self, event_id))
     }
@@ -70,7 +78,7 @@ pub mod memory {
 
     use std::sync::Mutex;
 
-    use logd::Method;
+    use logd::{FileState, Method};
 
     use super::*;
 
@@ -79,6 +87,8 @@ pub mod memory {
     pub struct Row {
         pub method: Method,
         pub transfer: Transfer,
+        /// The `file_state` column (Post rows).
+        pub file_state: Option<FileState>,
     }
 
     /// Answers still to lose after recording, and the error that replaces them.
@@ -128,6 +138,7 @@ pub mod memory {
                     rows.push(Row {
                         method,
                         transfer: transfer.clone(),
+                        file_state: None,
                     });
                     rows.len() as i64
                 }
@@ -191,6 +202,21 @@ pub mod memory {
                 t.chat_type = amendment.chat_type;
                 t.file_path.clone_from(&amendment.file_path);
                 Ok(index as i64 + 1)
+            })
+        }
+
+        fn mark_file<'a>(&'a self, mark: &'a FileMark) -> BoxFuture<'a, Result<Option<i64>, LogdError>> {
+            Box::pin(async move {
+                self.check()?;
+                let mut rows = self.rows.lock().unwrap();
+                let mut first = None;
+                for (index, row) in rows.iter_mut().enumerate() {
+                    if row.method == Method::Post && row.transfer.filename == mark.filename && row.transfer.file_path == mark.file_path {
+                        row.file_state = Some(mark.file_state);
+                        first = first.or(Some(index as i64 + 1));
+                    }
+                }
+                Ok(first)
             })
         }
 

@@ -21,7 +21,7 @@ use std::{fmt, io};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
-use logd::{Amendment, LogdError, Method, Transfer};
+use logd::{Amendment, FileMark, FileState, LogdError, Method, Transfer};
 use mft_config::NodeConfig;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -544,10 +544,12 @@ impl TransferService {
         Ok(shared)
     }
 
-    /// Removes the files of expired slots (never one of the current UTC hour) and their
-    /// records, keeping a purged record as a tombstone while its token is valid (so the slot
-    /// cannot be filled again) and removing tombstones whose token has expired; returns how many
-    /// files it removed.
+    /// Removes the files of expired slots (never one of the current UTC hour), marks their Post
+    /// rows `expired` (removed on purpose, not drift), and only then their records, keeping a
+    /// purged record as a tombstone while its token is valid (so the slot cannot be filled again)
+    /// and removing tombstones whose token has expired; returns how many files it removed. A
+    /// mark that fails (logd down) ends the round with the record kept, so the next round marks
+    /// the row (the file is gone by then, which is fine).
     pub async fn purge_expired_slots(&self) -> Result<usize, Error> {
         let now = self.clock.now();
         let records = self.slots.all().await?;
@@ -565,6 +567,10 @@ impl TransferService {
                     }
                     Err(crate::store::StoreError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(e.into()),
+                }
+                let mark = FileMark { filename: location.file_name.to_string(), file_path: path, file_state: FileState::Expired };
+                if self.audit.mark_file(&mark).await?.is_none() {
+                    log::info!("no Post row of {} to mark expired", mark.file_path);
                 }
             }
             if record.needs_tombstone(now) {

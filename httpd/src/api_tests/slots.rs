@@ -5,6 +5,7 @@ use super::*;
 use crate::slot::sign;
 use crate::slot::tests::file_share_token;
 use crate::slot_index::SLOTS_DIR;
+use logd::FileState;
 
 fn put(uri: &str, body: &'static str) -> TestRequest {
     TestRequest::put().uri(uri).set_payload(body)
@@ -233,11 +234,36 @@ async fn expired_slot_files_are_purged_but_not_in_the_current_hour() {
     assert_eq!(stored_files(&node).len(), 1);
     error_of(test::call_service(&app, get()).await, StatusCode::NOT_FOUND, "not_found").await;
 
+    assert_eq!(node.audit.rows()[0].file_state, None);
     node.set_time(at(11, 16, 0));
     assert_eq!(node.transfers.purge_expired_slots().await.unwrap(), 1);
     assert!(stored_files(&node).is_empty());
     assert_eq!(std::fs::read_dir(node.path(SLOTS_DIR)).unwrap().count(), 0);
     assert_eq!(node.transfers.purge_expired_slots().await.unwrap(), 0);
+    let post = &node.audit.rows()[0];
+    assert_eq!((post.method, post.file_state), (Method::Post, Some(FileState::Expired)), "removed on purpose, not drift");
+}
+
+/// logd is down when an expired slot's file is removed: the slot record stays until the Post
+/// row is marked, at the next round once logd is back (the file is gone by then).
+#[actix_web::test]
+async fn an_expired_file_removed_while_logd_is_down_is_marked_at_the_next_round() {
+    let node = Node::with_http("");
+    let app = test::init_service(App::new().configure(routes(node.transfers.clone()))).await;
+    let token = file_share_token(SLOT_SECRET, "e2", "cat.png", 4, at(11, 15, 35).timestamp(), Some(at(11, 15, 45).timestamp()));
+    let request = put("/upload/e2/cat.png", "meow").insert_header((header::AUTHORIZATION, token)).to_request();
+    assert_eq!(test::call_service(&app, request).await.status(), StatusCode::CREATED);
+    node.set_time(at(11, 16, 0));
+    node.audit.fail_with(|| LogdError::Unreachable("connect: connection refused".into()));
+    assert!(node.transfers.purge_expired_slots().await.is_err());
+    assert!(stored_files(&node).is_empty());
+    assert_eq!(std::fs::read_dir(node.path(SLOTS_DIR)).unwrap().count(), 1, "the record waits for the mark");
+    assert_eq!(node.audit.rows()[0].file_state, None);
+
+    node.audit.recover();
+    assert_eq!(node.transfers.purge_expired_slots().await.unwrap(), 0, "the file was removed before");
+    assert_eq!(node.audit.rows()[0].file_state, Some(FileState::Expired));
+    assert_eq!(std::fs::read_dir(node.path(SLOTS_DIR)).unwrap().count(), 0);
 }
 
 /// Defect 5 of issue 15: once an expired slot's file is purged, the slot stays used for as long

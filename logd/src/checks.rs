@@ -72,22 +72,11 @@ pub fn run_direct(config: &mft_config::Database) -> Vec<Check> {
     })
 }
 
-/// One line of `logd check`'s output.
-pub fn line(check: &Check) -> String {
-    let verdict = if check.ok { "PASS" } else { "FAIL" };
-    format!("{verdict} {}: {}", check.name, check.detail)
-}
-
+/// A test's outcome; the detail without trailing whitespace (a driver's message may end in a
+/// newline).
 fn check(name: &str, outcome: Result<String, String>) -> Check {
-    let (ok, detail) = match outcome {
-        Ok(detail) => (true, detail),
-        Err(detail) => (false, detail),
-    };
-    Check {
-        name: name.into(),
-        ok,
-        detail: detail.trim_end().to_owned(),
-    }
+    let trimmed = |detail: String| detail.trim_end().to_owned();
+    Check::of(name.into(), outcome.map(trimmed).map_err(trimmed))
 }
 
 fn not_run(why: &str) -> Check {
@@ -247,9 +236,9 @@ mod tests {
     fn lines_say_pass_or_fail() {
         let pass = check(REACHABLE, Ok("TCP connection to db:5432".into()));
         let fail = check(SCHEMA_VERIFIED, Err("the table does not exist\n".into()));
-        assert_eq!(line(&pass), "PASS reachable: TCP connection to db:5432");
+        assert_eq!(pass.line(), "PASS reachable: TCP connection to db:5432");
         assert_eq!(
-            line(&fail),
+            fail.line(),
             "FAIL schema verified: the table does not exist"
         );
     }

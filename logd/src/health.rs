@@ -1,15 +1,15 @@
 //! What logd knows about its own health: which database alarms are raised and its counters.
 //! The writer reports every transaction and probe here; the `status` request reads it.
 //!
-//! [`AlarmBoard`] is the alarm policy as a plain state machine (raise once on the transition,
-//! clear on recovery), and [`tally`] the counting rule; [`Monitor`] only puts them behind a lock
-//! and turns the board's changes into `mft_journal` alarm entries.
+//! [`AlarmBoard`] is the alarm policy (which observation raises or clears which alarm) over
+//! `mft_journal`'s latch (raise once on the transition, clear on recovery), and [`tally`] the
+//! counting rule; [`Monitor`] only puts them behind a lock and logs the board's transitions.
 
 use std::fmt::Display;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use mft_journal::Alarm;
+use mft_journal::{Alarm, AlarmLatch, Transition};
 
 use crate::row::{Invalid, Method};
 use crate::status::LogdCounters;
@@ -39,59 +39,37 @@ impl Observation {
     }
 }
 
-/// An alarm to log as raised or cleared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Change {
-    Raise(Alarm),
-    Clear(Alarm),
-}
-
 /// The two database alarms, raised on the first observation of their condition and cleared on
 /// the first observation that it is over; repeated observations change nothing.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct AlarmBoard {
-    connect: bool,
-    full: bool,
+    latch: AlarmLatch,
 }
 
 impl AlarmBoard {
-    /// Takes in one observation; returns the alarms to raise or clear, if any.
-    pub fn observe(&mut self, observation: Observation) -> Vec<Change> {
+    /// Takes in one observation; returns the alarms raised or cleared by it, if any.
+    pub fn observe(&mut self, observation: Observation) -> Vec<(Alarm, Transition)> {
+        let full_now = self.latch.is_raised(Alarm::MftDbFullError);
         let (connect, full) = match observation {
             Observation::Committed => (false, false),
-            Observation::Reached => (false, self.full),
-            Observation::Unreachable => (true, self.full),
+            Observation::Reached => (false, full_now),
+            Observation::Unreachable => (true, full_now),
             Observation::Full => (false, true),
         };
-        let changes = [
-            (Alarm::MftDbConnectError, self.connect, connect),
-            (Alarm::MftDbFullError, self.full, full),
-        ]
-        .into_iter()
-        .filter_map(|(alarm, was, is)| match (was, is) {
-            (false, true) => Some(Change::Raise(alarm)),
-            (true, false) => Some(Change::Clear(alarm)),
-            _ => None,
-        })
-        .collect();
-        (self.connect, self.full) = (connect, full);
-        changes
+        [(Alarm::MftDbConnectError, connect), (Alarm::MftDbFullError, full)]
+            .into_iter()
+            .filter_map(|(alarm, condition)| Some((alarm, self.latch.set(alarm, condition)?)))
+            .collect()
     }
 
     /// Whether the database is believed unreachable (`MftDbConnectError` raised).
     pub fn unreachable(&self) -> bool {
-        self.connect
+        self.latch.is_raised(Alarm::MftDbConnectError)
     }
 
-    /// The raised alarms.
+    /// The raised alarms, by name.
     pub fn active(&self) -> Vec<Alarm> {
-        [
-            (Alarm::MftDbConnectError, self.connect),
-            (Alarm::MftDbFullError, self.full),
-        ]
-        .into_iter()
-        .filter_map(|(alarm, on)| on.then_some(alarm))
-        .collect()
+        self.latch.active()
     }
 }
 
@@ -136,12 +114,9 @@ impl Monitor {
 
     /// Takes in an observation; logs each alarm raised (with `reason`) or cleared.
     pub fn observe(&self, observation: Observation, reason: &dyn Display) {
-        let changes = self.lock().0.observe(observation);
-        for change in changes {
-            match change {
-                Change::Raise(alarm) => alarm.raise(reason),
-                Change::Clear(alarm) => alarm.clear(),
-            }
+        let transitions = self.lock().0.observe(observation);
+        for (alarm, transition) in transitions {
+            transition.log(alarm, reason);
         }
     }
 
@@ -188,6 +163,7 @@ mod tests {
     use super::*;
     use crate::sample;
     use Alarm::{MftDbConnectError as Connect, MftDbFullError as Full};
+    use Transition::{Cleared, Raised};
 
     #[test]
     fn an_alarm_is_raised_once_and_cleared_on_recovery() {
@@ -195,14 +171,14 @@ mod tests {
         assert_eq!(board.observe(Observation::Committed), []);
         assert_eq!(
             board.observe(Observation::Unreachable),
-            [Change::Raise(Connect)]
+            [(Connect, Raised)]
         );
         assert_eq!(board.observe(Observation::Unreachable), []);
         assert!(board.unreachable());
         assert_eq!(board.active(), [Connect]);
         assert_eq!(
             board.observe(Observation::Committed),
-            [Change::Clear(Connect)]
+            [(Connect, Cleared)]
         );
         assert_eq!(board.observe(Observation::Committed), []);
         assert_eq!(board.active(), []);
@@ -214,15 +190,15 @@ mod tests {
         board.observe(Observation::Full);
         assert_eq!(
             board.observe(Observation::Unreachable),
-            [Change::Raise(Connect)]
+            [(Connect, Raised)]
         );
         assert_eq!(board.active(), [Connect, Full]);
         assert_eq!(
             board.observe(Observation::Reached),
-            [Change::Clear(Connect)]
+            [(Connect, Cleared)]
         );
         assert_eq!(board.observe(Observation::Full), []);
-        assert_eq!(board.observe(Observation::Committed), [Change::Clear(Full)]);
+        assert_eq!(board.observe(Observation::Committed), [(Full, Cleared)]);
     }
 
     #[test]
@@ -231,7 +207,7 @@ mod tests {
         board.observe(Observation::Unreachable);
         assert_eq!(
             board.observe(Observation::Full),
-            [Change::Clear(Connect), Change::Raise(Full)]
+            [(Connect, Cleared), (Full, Raised)]
         );
         assert!(!board.unreachable());
     }

@@ -149,7 +149,7 @@ fn serve(config: &mft_config::NodeConfig) -> anyhow::Result<ExitCode> {
 fn check(config: &mft_config::NodeConfig) -> ExitCode {
     let checks = logd::checks::run_direct(&config.database);
     for check in &checks {
-        println!("{}", logd::checks::line(check));
+        println!("{}", check.line());
     }
     match checks.iter().all(|c| c.ok) {
         true => ExitCode::SUCCESS,

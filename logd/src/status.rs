@@ -22,19 +22,14 @@ impl LogdStatus {
     }
 }
 
-/// The names of the seed's three database tests, as [`Check::name`] gives them.
+/// The names of the seed's three database tests, as a [`Check`]'s `name` gives them.
 pub const REACHABLE: &str = "reachable";
 pub const CONNECTED: &str = "connected";
 pub const SCHEMA_VERIFIED: &str = "schema verified";
 
-/// One of the seed's database tests and its outcome.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Check {
-    pub name: String,
-    pub ok: bool,
-    /// What was found: the address reached, the error, the difference in the schema.
-    pub detail: String,
-}
+/// One of the seed's database tests, by name, and its outcome; `detail` is what was found: the
+/// address reached, the error, the difference in the schema.
+pub type Check = mft_journal::CheckResult<String>;
 
 /// logd's counters since it started: events and transactions of its writer, and its uptime.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -161,6 +161,7 @@ pub fn run(config: &mft_config::Database, mount: &Mount, options: &Options, now:
         entries: Vec::new(),
         summary: Summary::default(),
         unrecorded: HashSet::new(),
+        now,
     };
     for dir in hour_directories(&files)? {
         run.directory(&dir)?;
@@ -208,6 +209,7 @@ struct Run<'a> {
     summary: Summary,
     /// The names of the files found without a `Post` row: their links go with them.
     unrecorded: HashSet<String>,
+    now: DateTime<Utc>,
 }
 
 impl Run<'_> {
@@ -360,7 +362,8 @@ impl Run<'_> {
                 Err(e) => return Err(ReconcileError::Read(record, e)),
             };
             let relative = PathBuf::from(&slot.location);
-            if slot.purged || self.mount.mount_point.join(&relative).exists() {
+            // An expired slot's record is httpd's to remove, once it marked the row `expired`.
+            if slot.purged || slot.expires.is_some_and(|expires| expires <= self.now) || self.mount.mount_point.join(&relative).exists() {
                 continue;
             }
             let modified = entry.metadata().and_then(|m| m.modified()).ok().map(|t| DateTime::<Utc>::from(t).naive_utc());
@@ -515,6 +518,9 @@ struct SlotRecord {
     location: String,
     #[serde(default)]
     purged: bool,
+    /// When the slot's file expires: httpd removes it then, marks its row and then the record.
+    #[serde(default)]
+    expires: Option<DateTime<Utc>>,
 }
 
 /// The hour directories under `files/`: `<chat_type>/<YYYYMMDD>/<HH[.n]>`; none before the

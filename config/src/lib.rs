@@ -56,7 +56,11 @@ pub struct Invalid {
 
 impl fmt::Display for Invalid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}; for example: {}", self.key, self.problem, self.example)
+        write!(
+            f,
+            "{}: {}; for example: {}",
+            self.key, self.problem, self.example
+        )
     }
 }
 
@@ -195,7 +199,11 @@ pub struct FileServer {
 impl FileServer {
     /// The absolute path on the file server of a path relative to the node's directory.
     pub fn server_path(&self, relative: &str) -> String {
-        format!("{}/{}", self.directory.trim_end_matches('/'), relative.trim_start_matches('/'))
+        format!(
+            "{}/{}",
+            self.directory.trim_end_matches('/'),
+            relative.trim_start_matches('/')
+        )
     }
 }
 
@@ -325,7 +333,10 @@ impl Http {
         if let Some(short) = self.token_secrets.iter().find(|s| s.len() < 32) {
             return Err(invalid(
                 "http.token_secrets",
-                format!("each secret must be at least 32 characters, one has {}", short.len()),
+                format!(
+                    "each secret must be at least 32 characters, one has {}",
+                    short.len()
+                ),
                 "token_secrets = [\"<output of: openssl rand -hex 32>\"]",
             ));
         }
@@ -336,20 +347,33 @@ impl Http {
                 "tls_certificate = \"/etc/mft/tls/cert.pem\"  and  tls_key = \"/etc/mft/tls/key.pem\"",
             ));
         }
-        for (key, path) in [("http.tls_certificate", &self.tls_certificate), ("http.tls_key", &self.tls_key)] {
+        for (key, path) in [
+            ("http.tls_certificate", &self.tls_certificate),
+            ("http.tls_key", &self.tls_key),
+        ] {
             if path.as_ref().is_some_and(|p| !p.is_absolute()) {
-                return Err(invalid(key, format!("must be an absolute path, got {path:?}"), "tls_key = \"/etc/mft/tls/key.pem\""));
+                return Err(invalid(
+                    key,
+                    format!("must be an absolute path, got {path:?}"),
+                    "tls_key = \"/etc/mft/tls/key.pem\"",
+                ));
             }
         }
         if let Some(short) = self.slot_secrets.iter().find(|s| s.len() < 16) {
             return Err(invalid(
                 "http.slot_secrets",
-                format!("each secret must be at least 16 characters, one has {}", short.len()),
+                format!(
+                    "each secret must be at least 16 characters, one has {}",
+                    short.len()
+                ),
                 "slot_secrets = [\"<output of: openssl rand -hex 32>\"]",
             ));
         }
         if let Some(domain) = &self.ejabberd_jid_domain {
-            if domain.is_empty() || domain.contains(['@', '/', ' ']) || domain.chars().any(char::is_control) {
+            if domain.is_empty()
+                || domain.contains(['@', '/', ' '])
+                || domain.chars().any(char::is_control)
+            {
                 return Err(invalid(
                     "http.ejabberd_jid_domain",
                     format!("must be an XMPP domain such as example.com, got {domain:?}"),
@@ -374,7 +398,10 @@ impl Http {
         if !(1..=3_600).contains(&self.request_timeout_secs) {
             return Err(invalid(
                 "http.request_timeout_secs",
-                format!("must be 1 to 3600 seconds, got {}", self.request_timeout_secs),
+                format!(
+                    "must be 1 to 3600 seconds, got {}",
+                    self.request_timeout_secs
+                ),
                 "request_timeout_secs = 60",
             ));
         }
@@ -398,9 +425,13 @@ fn is_origin(origin: &str) -> bool {
     if origin == "*" {
         return true;
     }
-    let host = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+    let host = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
     host.is_some_and(|host| {
-        !host.is_empty() && !host.contains(['/', '?', '#', '@', '*']) && !host.chars().any(|c| c.is_whitespace() || c.is_control())
+        !host.is_empty()
+            && !host.contains(['/', '?', '#', '@', '*'])
+            && !host.chars().any(|c| c.is_whitespace() || c.is_control())
     })
 }
 
@@ -456,8 +487,8 @@ impl NodeConfig {
 
     /// Parses and validates configuration text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let mut config: NodeConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string().trim_end().to_owned()))?;
+        let mut config: NodeConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Syntax(e.to_string().trim_end().to_owned()))?;
         config.validate()?;
         config.node.public_url = config.node.public_url.trim_end_matches('/').to_owned();
         Ok(config)
@@ -466,7 +497,9 @@ impl NodeConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         check_name("node.id", &self.node.id, "id = \"node_1\"")?;
         let url = &self.node.public_url;
-        if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(['?', '#', ' ']) {
+        if !(url.starts_with("http://") || url.starts_with("https://"))
+            || url.contains(['?', '#', ' '])
+        {
             return Err(invalid(
                 "node.public_url",
                 format!("must be an http:// or https:// base URL without query or fragment, got {url:?}"),
@@ -482,14 +515,22 @@ impl NodeConfig {
     fn validate_file_server(&self) -> Result<(), ConfigError> {
         let fs = &self.file_server;
         check_name("file_server.name", &fs.name, "name = \"fileserver_1\"")?;
-        if fs.host.is_empty() || fs.host.contains(|c: char| c.is_whitespace() || c == '/' || c == '@') {
+        if fs.host.is_empty()
+            || fs
+                .host
+                .contains(|c: char| c.is_whitespace() || c == '/' || c == '@')
+        {
             return Err(invalid(
                 "file_server.host",
                 format!("must be a host name or IP address, got {:?}", fs.host),
                 "host = \"files.example.com\"",
             ));
         }
-        if fs.user.is_empty() || fs.user.contains(|c: char| c.is_whitespace() || c == '@' || c == ':') {
+        if fs.user.is_empty()
+            || fs
+                .user
+                .contains(|c: char| c.is_whitespace() || c == '@' || c == ':')
+        {
             return Err(invalid(
                 "file_server.user",
                 format!("must be a user name on the file server, got {:?}", fs.user),
@@ -499,17 +540,32 @@ impl NodeConfig {
         if !fs.directory.starts_with('/') || fs.directory.split('/').any(|c| c == "..") {
             return Err(invalid(
                 "file_server.directory",
-                format!("must be an absolute path on the file server without '..', got {:?}", fs.directory),
+                format!(
+                    "must be an absolute path on the file server without '..', got {:?}",
+                    fs.directory
+                ),
                 "directory = \"/opt/mftFileStore/node_1\"",
             ));
         }
         check_host_key(fs)?;
         for (key, path, example) in [
-            ("file_server.private_key", &fs.private_key, "private_key = \"/etc/mft/node_key\""),
-            ("file_server.mount_point", &fs.mount_point, "mount_point = \"/var/lib/mft/store\""),
+            (
+                "file_server.private_key",
+                &fs.private_key,
+                "private_key = \"/etc/mft/node_key\"",
+            ),
+            (
+                "file_server.mount_point",
+                &fs.mount_point,
+                "mount_point = \"/var/lib/mft/store\"",
+            ),
         ] {
             if !path.is_absolute() {
-                return Err(invalid(key, format!("must be an absolute path, got {path:?}"), example));
+                return Err(invalid(
+                    key,
+                    format!("must be an absolute path, got {path:?}"),
+                    example,
+                ));
             }
         }
         Ok(())
@@ -535,7 +591,10 @@ impl NodeConfig {
         if !(1..=5).contains(&fsd.keepalive_secs) {
             return Err(invalid(
                 "fsd.keepalive_secs",
-                format!("must be 1 to 5 seconds (a dead server is detected after 3 intervals), got {}", fsd.keepalive_secs),
+                format!(
+                    "must be 1 to 5 seconds (a dead server is detected after 3 intervals), got {}",
+                    fsd.keepalive_secs
+                ),
                 "keepalive_secs = 5",
             ));
         }
@@ -545,17 +604,25 @@ impl NodeConfig {
     fn validate_database(&self) -> Result<(), ConfigError> {
         let db = &self.database;
         match db.kind {
-            DatabaseKind::Postgres if !(db.url.starts_with("postgres://") || db.url.starts_with("postgresql://")) => {
+            DatabaseKind::Postgres
+                if !(db.url.starts_with("postgres://") || db.url.starts_with("postgresql://")) =>
+            {
                 return Err(invalid(
                     "database.url",
-                    format!("with kind = \"postgres\" must be a postgres:// URL, got {:?}", db.url),
+                    format!(
+                        "with kind = \"postgres\" must be a postgres:// URL, got {:?}",
+                        db.url
+                    ),
                     "url = \"postgres://mft:secret@db.example.com/mft_node_1\"",
                 ));
             }
             DatabaseKind::Sqlite if !db.url.starts_with('/') => {
                 return Err(invalid(
                     "database.url",
-                    format!("with kind = \"sqlite\" must be an absolute file path, got {:?}", db.url),
+                    format!(
+                        "with kind = \"sqlite\" must be an absolute file path, got {:?}",
+                        db.url
+                    ),
                     "url = \"/var/lib/mft/aft_log.sqlite3\"",
                 ));
             }
@@ -578,7 +645,10 @@ impl NodeConfig {
         if db.batch_max_wait_ms > 1_000 {
             return Err(invalid(
                 "database.batch_max_wait_ms",
-                format!("must be 0 to 1000 milliseconds, got {}", db.batch_max_wait_ms),
+                format!(
+                    "must be 0 to 1000 milliseconds, got {}",
+                    db.batch_max_wait_ms
+                ),
                 "batch_max_wait_ms = 2",
             ));
         }
@@ -589,7 +659,9 @@ impl NodeConfig {
 /// The seed's rule for names: 1–128 characters, letters, digits, `-` and `_`.
 fn check_name(key: &'static str, value: &str, example: &'static str) -> Result<(), ConfigError> {
     let ok = (1..=128).contains(&value.len())
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if ok {
         Ok(())
     } else {
@@ -656,7 +728,9 @@ token_secrets = ["0123456789abcdef0123456789abcdef"]
 "#;
 
     fn error_of(text: &str) -> String {
-        NodeConfig::parse(text).expect_err("config should be refused").to_string()
+        NodeConfig::parse(text)
+            .expect_err("config should be refused")
+            .to_string()
     }
 
     #[test]
@@ -667,16 +741,27 @@ token_secrets = ["0123456789abcdef0123456789abcdef"]
         assert_eq!(c.database.kind, DatabaseKind::Sqlite);
         assert_eq!(c.http.listen, "127.0.0.1:7336".parse().unwrap());
         assert_eq!(c.http.max_file_size_bytes(), 4 * 1024 * 1024 * 1024);
-        assert_eq!(c.file_server.mount_point, PathBuf::from("/var/lib/mft/store"));
+        assert_eq!(
+            c.file_server.mount_point,
+            PathBuf::from("/var/lib/mft/store")
+        );
         assert_eq!(c.log.level, LogLevel::Info);
-        assert_eq!(c.file_server.server_path("files/im/x"), "/srv/mft/node_1/files/im/x");
+        assert_eq!(
+            c.file_server.server_path("files/im/x"),
+            "/srv/mft/node_1/files/im/x"
+        );
     }
 
     #[test]
     fn host_key_must_begin_with_the_host() {
         let text = GOOD.replace("[127.0.0.1]:2222 ssh-ed25519", "otherhost ssh-ed25519");
         let e = error_of(&text);
-        assert!(e.starts_with("file_server.host_key: must begin with the file server host \"[127.0.0.1]:2222\""), "{e}");
+        assert!(
+            e.starts_with(
+                "file_server.host_key: must begin with the file server host \"[127.0.0.1]:2222\""
+            ),
+            "{e}"
+        );
         assert!(e.contains("for example: host_key = "), "{e}");
     }
 
@@ -690,7 +775,10 @@ token_secrets = ["0123456789abcdef0123456789abcdef"]
 
     #[test]
     fn host_key_needs_type_and_key() {
-        let e = error_of(&GOOD.replace("[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE", "127.0.0.1"));
+        let e = error_of(&GOOD.replace(
+            "[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE",
+            "127.0.0.1",
+        ));
         assert!(e.contains("whole ssh-keyscan line"), "{e}");
     }
 
@@ -725,50 +813,101 @@ token_secrets = ["0123456789abcdef0123456789abcdef"]
     #[test]
     fn http_section_has_defaults_and_limits() {
         let c = NodeConfig::parse(GOOD).unwrap();
-        assert_eq!((c.http.max_concurrent_transfers, c.http.request_timeout_secs), (64, 60));
+        assert_eq!(
+            (c.http.max_concurrent_transfers, c.http.request_timeout_secs),
+            (64, 60)
+        );
         assert!(!c.http.anonymous_downloads);
         assert_eq!((c.http.tls(), c.http.slot_secrets.len()), (None, 0));
         assert_eq!(c.http.cors_allowed_origins, ["*"]);
         let c = NodeConfig::parse(&GOOD.replace("[http]", "[http]\ncors_allowed_origins = [\"https://chat.example.com\", \"http://127.0.0.1:5280\"]")).unwrap();
-        assert_eq!(c.http.cors_allowed_origins, ["https://chat.example.com", "http://127.0.0.1:5280"]);
+        assert_eq!(
+            c.http.cors_allowed_origins,
+            ["https://chat.example.com", "http://127.0.0.1:5280"]
+        );
         let c = NodeConfig::parse(&GOOD.replace(
             "[http]",
             "[http]\ntls_certificate = \"/etc/c.pem\"\ntls_key = \"/etc/k.pem\"\nslot_secrets = [\"0123456789abcdef\", \"fedcba9876543210\"]",
         ))
         .unwrap();
-        assert_eq!(c.http.tls(), Some((Path::new("/etc/c.pem"), Path::new("/etc/k.pem"))));
-        assert_eq!(c.http.slot_secrets, ["0123456789abcdef", "fedcba9876543210"]);
+        assert_eq!(
+            c.http.tls(),
+            Some((Path::new("/etc/c.pem"), Path::new("/etc/k.pem")))
+        );
+        assert_eq!(
+            c.http.slot_secrets,
+            ["0123456789abcdef", "fedcba9876543210"]
+        );
         for (text, key) in [
             ("tls_certificate = \"/etc/c.pem\"", "http.tls_certificate:"),
             ("tls_key = \"/etc/k.pem\"", "http.tls_certificate:"),
-            ("tls_certificate = \"c.pem\"\ntls_key = \"/k.pem\"", "http.tls_certificate:"),
-            ("slot_secrets = [\"0123456789abcdef\", \"short\"]", "http.slot_secrets:"),
-            ("max_concurrent_transfers = 0", "http.max_concurrent_transfers:"),
-            ("ejabberd_jid_domain = \"alice@example.com\"", "http.ejabberd_jid_domain:"),
+            (
+                "tls_certificate = \"c.pem\"\ntls_key = \"/k.pem\"",
+                "http.tls_certificate:",
+            ),
+            (
+                "slot_secrets = [\"0123456789abcdef\", \"short\"]",
+                "http.slot_secrets:",
+            ),
+            (
+                "max_concurrent_transfers = 0",
+                "http.max_concurrent_transfers:",
+            ),
+            (
+                "ejabberd_jid_domain = \"alice@example.com\"",
+                "http.ejabberd_jid_domain:",
+            ),
             ("request_timeout_secs = 0", "http.request_timeout_secs:"),
-            ("cors_allowed_origins = [\"https://chat.example.com/\"]", "http.cors_allowed_origins:"),
-            ("cors_allowed_origins = [\"chat.example.com\"]", "http.cors_allowed_origins:"),
-            ("cors_allowed_origins = [\"https://*.example.com\"]", "http.cors_allowed_origins:"),
+            (
+                "cors_allowed_origins = [\"https://chat.example.com/\"]",
+                "http.cors_allowed_origins:",
+            ),
+            (
+                "cors_allowed_origins = [\"chat.example.com\"]",
+                "http.cors_allowed_origins:",
+            ),
+            (
+                "cors_allowed_origins = [\"https://*.example.com\"]",
+                "http.cors_allowed_origins:",
+            ),
         ] {
             let e = error_of(&GOOD.replace("[http]", &format!("[http]\n{text}")));
             assert!(e.starts_with(key), "expected {key} in: {e}");
         }
         let e = error_of(&GOOD.replace("[http]", "[http]\nslot_secret = \"0123456789abcdef\""));
-        assert!(e.contains("unknown field `slot_secret`") && e.contains("`slot_secrets`"), "the old key points to the new one: {e}");
+        assert!(
+            e.contains("unknown field `slot_secret`") && e.contains("`slot_secrets`"),
+            "the old key points to the new one: {e}"
+        );
     }
 
     #[test]
     fn bad_values_name_their_key() {
         let cases = [
-            (GOOD.replace("/srv/mft/node_1", "srv/mft"), "file_server.directory:"),
-            (GOOD.replace("http://127.0.0.1:7336/", "ftp://x"), "node.public_url:"),
-            (GOOD.replace("0123456789abcdef0123456789abcdef", "short"), "http.token_secrets:"),
-            (GOOD.replace("node_1\"\npublic", "node/1\"\npublic"), "node.id:"),
+            (
+                GOOD.replace("/srv/mft/node_1", "srv/mft"),
+                "file_server.directory:",
+            ),
+            (
+                GOOD.replace("http://127.0.0.1:7336/", "ftp://x"),
+                "node.public_url:",
+            ),
+            (
+                GOOD.replace("0123456789abcdef0123456789abcdef", "short"),
+                "http.token_secrets:",
+            ),
+            (
+                GOOD.replace("node_1\"\npublic", "node/1\"\npublic"),
+                "node.id:",
+            ),
             (
                 format!("{GOOD}\n[database]\nkind = \"postgres\"\nurl = \"/tmp/x\"\n"),
                 "database.url:",
             ),
-            (format!("{GOOD}\n[database]\npool_size = 0\n"), "database.pool_size:"),
+            (
+                format!("{GOOD}\n[database]\npool_size = 0\n"),
+                "database.pool_size:",
+            ),
         ];
         for (text, key) in cases {
             let e = error_of(&text);
@@ -797,7 +936,11 @@ token_secrets = ["0123456789abcdef0123456789abcdef"]
 
     #[test]
     fn transfer_modes_parse() {
-        let c = NodeConfig::parse(&GOOD.replace("[file_server]", "transfer_mode = \"peer-to-peer\"\n[file_server]")).unwrap();
+        let c = NodeConfig::parse(&GOOD.replace(
+            "[file_server]",
+            "transfer_mode = \"peer-to-peer\"\n[file_server]",
+        ))
+        .unwrap();
         assert_eq!(c.node.transfer_mode, TransferMode::PeerToPeer);
         assert!(!c.node.transfer_mode.is_managed());
     }
@@ -808,10 +951,19 @@ token_secrets = ["0123456789abcdef0123456789abcdef"]
         assert_eq!(c.fsd.free_space_warn_percent, 10);
         assert_eq!(c.fsd.status_file, PathBuf::from("/run/mft/fsd-status.json"));
         assert_eq!(c.fsd.keepalive_secs, 5);
-        let c = NodeConfig::parse(&format!("{GOOD}\n[fsd]\nfree_space_warn_percent = 0\nkeepalive_secs = 1\n")).unwrap();
-        assert_eq!((c.fsd.free_space_warn_percent, c.fsd.keepalive_secs), (0, 1));
+        let c = NodeConfig::parse(&format!(
+            "{GOOD}\n[fsd]\nfree_space_warn_percent = 0\nkeepalive_secs = 1\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.fsd.free_space_warn_percent, c.fsd.keepalive_secs),
+            (0, 1)
+        );
         for (text, key) in [
-            ("free_space_warn_percent = 101", "fsd.free_space_warn_percent:"),
+            (
+                "free_space_warn_percent = 101",
+                "fsd.free_space_warn_percent:",
+            ),
             ("status_file = \"fsd.json\"", "fsd.status_file:"),
             ("keepalive_secs = 0", "fsd.keepalive_secs:"),
             ("keepalive_secs = 6", "fsd.keepalive_secs:"),
@@ -829,8 +981,13 @@ token_secrets = ["0123456789abcdef0123456789abcdef"]
         let path = dir.path().join("node.toml");
         std::fs::write(&path, GOOD.replace("fs_1", "fs!")).unwrap();
         let e = NodeConfig::load(&path).unwrap_err().to_string();
-        assert!(e.starts_with(&format!("{}: file_server.name:", path.display())), "{e}");
-        let e = NodeConfig::load(&dir.path().join("absent.toml")).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{}: file_server.name:", path.display())),
+            "{e}"
+        );
+        let e = NodeConfig::load(&dir.path().join("absent.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cannot read the node configuration"), "{e}");
     }
 }

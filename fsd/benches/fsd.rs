@@ -46,7 +46,9 @@ fn mount_fsd(sshd: &Sshd, dir: &Path) -> Result<Client> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fsd"));
     cmd.arg("--config").arg(&config);
     let process = Process::spawn("fsd", &mut cmd, &dir.join("fsd.log"))?;
-    wait_until(Duration::from_secs(20), "fsd to mount", || is_mounted(&mount_point))?;
+    wait_until(Duration::from_secs(20), "fsd to mount", || {
+        is_mounted(&mount_point)
+    })?;
     Ok(Client {
         name: "fsd",
         process,
@@ -61,7 +63,10 @@ fn mount_sshfs(sshd: &Sshd, dir: &Path, name: &'static str, extra: &[&str]) -> R
     fs::write(&known, format!("{}\n", sshd.host_key_line))?;
     let mut cmd = Command::new("sshfs");
     cmd.arg("-f")
-        .arg(format!("root@127.0.0.1:{}", sshd.node_directory("node_1")?.display()))
+        .arg(format!(
+            "root@127.0.0.1:{}",
+            sshd.node_directory("node_1")?.display()
+        ))
         .arg(&mount_point)
         .arg("-o")
         .arg(format!(
@@ -74,7 +79,9 @@ fn mount_sshfs(sshd: &Sshd, dir: &Path, name: &'static str, extra: &[&str]) -> R
         cmd.args(["-o", option]);
     }
     let process = Process::spawn(name, &mut cmd, &dir.join(format!("{name}.log")))?;
-    wait_until(Duration::from_secs(20), "sshfs to mount", || is_mounted(&mount_point))?;
+    wait_until(Duration::from_secs(20), "sshfs to mount", || {
+        is_mounted(&mount_point)
+    })?;
     Ok(Client {
         name,
         process,
@@ -149,8 +156,15 @@ fn make_tree(root: &Path) -> Result<()> {
 fn list_tree(root: &Path) -> Result<()> {
     let out = Command::new("ls").arg("-lR").arg(root).output()?;
     ensure!(out.status.success(), "ls -lR failed");
-    let lines = out.stdout.split(|&b| b == b'\n').filter(|l| l.starts_with(b"-")).count();
-    ensure!(lines == TREE_DIRS * TREE_FILES_PER_DIR, "ls listed {lines} files");
+    let lines = out
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| l.starts_with(b"-"))
+        .count();
+    ensure!(
+        lines == TREE_DIRS * TREE_FILES_PER_DIR,
+        "ls listed {lines} files"
+    );
     Ok(())
 }
 
@@ -180,14 +194,24 @@ fn main() -> Result<()> {
     };
     let sshd = Sshd::start()?;
     let server_dir = sshd.node_directory("node_1")?;
-    let dir = tempfile::Builder::new().prefix("mft-fsd-bench-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("mft-fsd-bench-")
+        .tempdir()?;
     let clients = [
         mount_fsd(&sshd, dir.path())?,
         mount_sshfs(&sshd, dir.path(), "sshfs", &[])?,
-        mount_sshfs(&sshd, dir.path(), "sshfs-gcm", &["Ciphers=aes128-gcm@openssh.com"])?,
+        mount_sshfs(
+            &sshd,
+            dir.path(),
+            "sshfs-gcm",
+            &["Ciphers=aes128-gcm@openssh.com"],
+        )?,
     ];
     if wanted("ls") {
-        eprintln!("preparing {} trees of 10,000 files on the server", RUNS * clients.len());
+        eprintln!(
+            "preparing {} trees of 10,000 files on the server",
+            RUNS * clients.len()
+        );
         for client in &clients {
             for run in 0..RUNS {
                 make_tree(&server_dir.join(format!("tree-{}-{run}", client.name)))?;
@@ -196,7 +220,9 @@ fn main() -> Result<()> {
     }
     let cold = drop_caches();
     let mut rows: Vec<(&str, Vec<Duration>)> = Vec::new();
-    let mut measure = |label: &'static str, f: &dyn Fn(&Client, usize) -> Result<Duration>| -> Result<()> {
+    let mut measure = |label: &'static str,
+                       f: &dyn Fn(&Client, usize) -> Result<Duration>|
+     -> Result<()> {
         let mut per_client = vec![Vec::new(); clients.len()];
         // Runs interleaved, the order turned by one every run, so that a slow moment of the
         // machine, and what one client leaves behind for the next (blocks to free, pages to
@@ -277,7 +303,10 @@ fn main() -> Result<()> {
         );
     }
     match rss {
-        Some(kib) => println!("| fsd peak RSS (VmHWM) | {:.1} MiB | | | | |", kib as f64 / 1024.0),
+        Some(kib) => println!(
+            "| fsd peak RSS (VmHWM) | {:.1} MiB | | | | |",
+            kib as f64 / 1024.0
+        ),
         None => println!("| fsd peak RSS | unknown | | | | |"),
     }
     Ok(())

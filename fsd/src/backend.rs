@@ -246,6 +246,5 @@ pub trait SftpBackend: Send + Sync + 'static {
     fn readlink(&self, path: &str) -> impl Future<Output = SftpResult<String>> + Send;
 
     /// Makes `new` another name of the file `existing` (`hardlink@openssh.com`).
-    fn hardlink(&self, existing: &str, new: &str)
-        -> impl Future<Output = SftpResult<()>> + Send;
+    fn hardlink(&self, existing: &str, new: &str) -> impl Future<Output = SftpResult<()>> + Send;
 }

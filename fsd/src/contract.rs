@@ -97,7 +97,11 @@ mod tests {
 
     #[test]
     fn errnos_have_their_classes() {
-        assert_eq!(ErrnoClass::of(libc::ENFILE), ErrnoClass::Busy, "a capacity condition, not a fault");
+        assert_eq!(
+            ErrnoClass::of(libc::ENFILE),
+            ErrnoClass::Busy,
+            "a capacity condition, not a fault"
+        );
         for errno in [libc::ENOTCONN, libc::ETIMEDOUT, libc::EIO] {
             assert_eq!(ErrnoClass::of(errno), ErrnoClass::Unavailable, "{errno}");
         }
@@ -105,9 +109,19 @@ mod tests {
         assert_eq!(ErrnoClass::of(libc::EDQUOT), ErrnoClass::Full);
         assert_eq!(ErrnoClass::of(libc::ENOENT), ErrnoClass::NotFound);
         assert_eq!(ErrnoClass::of(libc::EACCES), ErrnoClass::Refused);
-        assert_eq!(ErrnoClass::of(libc::EMFILE), ErrnoClass::Refused, "not listed");
-        assert_eq!(ErrnoClass::of_io(&std::io::Error::other("no errno")), ErrnoClass::Refused);
-        assert_eq!(ErrnoClass::of_io(&std::io::Error::from_raw_os_error(libc::ENOSPC)), ErrnoClass::Full);
+        assert_eq!(
+            ErrnoClass::of(libc::EMFILE),
+            ErrnoClass::Refused,
+            "not listed"
+        );
+        assert_eq!(
+            ErrnoClass::of_io(&std::io::Error::other("no errno")),
+            ErrnoClass::Refused
+        );
+        assert_eq!(
+            ErrnoClass::of_io(&std::io::Error::from_raw_os_error(libc::ENOSPC)),
+            ErrnoClass::Full
+        );
     }
 
     #[test]

@@ -60,8 +60,7 @@ pub use superblock::{InodeAttributes, ListedEntry, UNKNOWN_INO};
 pub use traffic::Traffic;
 
 use crate::backend::{
-    Attributes, FsStats, OpenOptions, SetAttributes, SftpBackend, SftpError, SftpResult,
-    StatusCode,
+    Attributes, FsStats, OpenOptions, SetAttributes, SftpBackend, SftpError, SftpResult, StatusCode,
 };
 use attr_cache::AttrCache;
 use failure::Attempt;
@@ -241,7 +240,11 @@ impl<B: SftpBackend> Filesystem<B> {
     }
 
     /// The open files of `ino` for which `pick` holds.
-    fn open_files_of(&self, ino: Ino, pick: impl Fn(&OpenFile<B>) -> bool) -> Vec<Arc<OpenFile<B>>> {
+    fn open_files_of(
+        &self,
+        ino: Ino,
+        pick: impl Fn(&OpenFile<B>) -> bool,
+    ) -> Vec<Arc<OpenFile<B>>> {
         lock(&self.files)
             .values()
             .filter(|f| f.ino == ino && pick(f))
@@ -255,7 +258,8 @@ impl<B: SftpBackend> Filesystem<B> {
             return Ok(attrs);
         }
         let attrs = self.call(self.backend.lstat(path)).await?;
-        self.superblock().seen(path.to_owned(), attrs, Instant::now());
+        self.superblock()
+            .seen(path.to_owned(), attrs, Instant::now());
         Ok(attrs)
     }
 
@@ -338,11 +342,7 @@ impl<B: SftpBackend> Filesystem<B> {
             }
         }
         let attrs = self.lstat(&path?).await?;
-        Ok(InodeAttributes {
-            ino,
-            attrs,
-            nlink,
-        })
+        Ok(InodeAttributes { ino, attrs, nlink })
     }
 
     /// Changes attributes of `ino` (truncation, mode, owner, times) and returns the new ones.
@@ -602,7 +602,10 @@ impl<B: SftpBackend> Filesystem<B> {
     /// The directory of the open directory `fh` and its listing, taken now if not yet.
     async fn listed(&self, fh: u64) -> FsResult<(Ino, Arc<[ListedEntry]>)> {
         let listing = self.listing(fh)?;
-        let entries = listing.entries.get_or_try_init(|| self.list(listing.dir)).await?;
+        let entries = listing
+            .entries
+            .get_or_try_init(|| self.list(listing.dir))
+            .await?;
         Ok((listing.dir, entries.clone()))
     }
 
@@ -675,11 +678,21 @@ impl<B: SftpBackend> Filesystem<B> {
                 superblock.child_path(new_parent, new_name)?,
             )
         };
-        let result = self.call(self.backend.rename(&from, &to, !no_replace)).await;
+        let result = self
+            .call(self.backend.rename(&from, &to, !no_replace))
+            .await;
         if let Err(e) = result {
             self.superblock()
                 .not_renamed(parent, name, new_parent, new_name);
-            return Err(self.explain(e, Attempt::Rename { to: &to, no_replace }).await);
+            return Err(self
+                .explain(
+                    e,
+                    Attempt::Rename {
+                        to: &to,
+                        no_replace,
+                    },
+                )
+                .await);
         }
         self.superblock()
             .renamed(parent, name, new_parent, new_name);
@@ -741,7 +754,8 @@ impl<B: SftpBackend> Filesystem<B> {
             self.superblock().not_made(parent);
             return Err(self.explain(e, Attempt::Make { path: &path }).await);
         }
-        self.superblock().made(parent, name, new_dir, Instant::now());
+        self.superblock()
+            .made(parent, name, new_dir, Instant::now());
         let attrs = self.lstat(&path).await?;
         Ok(self.superblock().remember(parent, name, attrs))
     }
@@ -762,7 +776,8 @@ impl<B: SftpBackend> Filesystem<B> {
         let existing = self.path(ino)?;
         let path = self.superblock().child_path(new_parent, new_name)?;
         let made = self.call(self.backend.hardlink(&existing, &path)).await;
-        self.entry_made(new_parent, new_name, path, made, false).await
+        self.entry_made(new_parent, new_name, path, made, false)
+            .await
     }
 
     /// Space and inode counts of the server's file system, at most [`STATFS_TTL`] old. A server
@@ -786,16 +801,15 @@ impl<B: SftpBackend> Filesystem<B> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use std::ffi::OsStr;
 
     use super::*;
     use crate::backend::fault::FaultyBackend;
+    use crate::backend::memory::MemoryBackend;
     use crate::backend::FileKind;
     use superblock::below;
-    use crate::backend::memory::MemoryBackend;
 
     const ROOT_DIR: &str = "/srv/node_1";
 
@@ -822,7 +836,10 @@ mod tests {
             .create(parent, name(file), 0o644, libc::O_WRONLY)
             .await
             .unwrap();
-        assert_eq!(fs.write(fh, 0, data.to_vec()).await.unwrap(), data.len() as u32);
+        assert_eq!(
+            fs.write(fh, 0, data.to_vec()).await.unwrap(),
+            data.len() as u32
+        );
         fs.fsync(fh).await.unwrap();
         fs.release(fh).await.unwrap();
         entry.ino
@@ -862,12 +879,22 @@ mod tests {
         let ops = fs.traffic().requests.load(Ordering::Relaxed);
         let missing = fs.lookup(dir, name("new")).await.unwrap_err();
         assert_eq!(missing.errno(), libc::ENOENT);
-        assert_eq!(fs.traffic().requests.load(Ordering::Relaxed), ops, "no request");
+        assert_eq!(
+            fs.traffic().requests.load(Ordering::Relaxed),
+            ops,
+            "no request"
+        );
         write_file(&fs, dir, "new", b"x").await;
         fs.lookup(dir, name("new")).await.unwrap();
         // Made behind fsd's back: unknown until the window ends (the server then answers).
-        fs.backend().mkdir(&format!("{ROOT_DIR}/d/other"), 0o755).await.unwrap();
-        assert_eq!(fs.lookup(dir, name("other")).await.unwrap_err().errno(), libc::ENOENT);
+        fs.backend()
+            .mkdir(&format!("{ROOT_DIR}/d/other"), 0o755)
+            .await
+            .unwrap();
+        assert_eq!(
+            fs.lookup(dir, name("other")).await.unwrap_err().errno(),
+            libc::ENOENT
+        );
         let path = format!("{ROOT_DIR}/d");
         fs.superblock().expire(&path);
         fs.lookup(dir, name("other")).await.unwrap();
@@ -876,10 +903,18 @@ mod tests {
         fs.lookup(dir, name("other")).await.unwrap();
         fs.unlink(dir, name("new")).await.unwrap();
         let ops = fs.traffic().requests.load(Ordering::Relaxed);
-        assert_eq!(fs.lookup(dir, name("new")).await.unwrap_err().errno(), libc::ENOENT);
+        assert_eq!(
+            fs.lookup(dir, name("new")).await.unwrap_err().errno(),
+            libc::ENOENT
+        );
         assert_eq!(fs.traffic().requests.load(Ordering::Relaxed), ops);
-        fs.rename(dir, name("other"), dir, name("moved"), false).await.unwrap();
-        assert_eq!(fs.lookup(dir, name("other")).await.unwrap_err().errno(), libc::ENOENT);
+        fs.rename(dir, name("other"), dir, name("moved"), false)
+            .await
+            .unwrap();
+        assert_eq!(
+            fs.lookup(dir, name("other")).await.unwrap_err().errno(),
+            libc::ENOENT
+        );
         fs.lookup(dir, name("moved")).await.unwrap();
     }
 
@@ -893,7 +928,10 @@ mod tests {
         for _ in 0..4 {
             out.extend(fs.read(fh, out.len() as u64, 4096).await.unwrap());
         }
-        assert!(fs.open_file(fh).unwrap().reading_ahead() > 0, "reading ahead");
+        assert!(
+            fs.open_file(fh).unwrap().reading_ahead() > 0,
+            "reading ahead"
+        );
         assert!(fs.read_ahead.used() > 0);
         // A write drops what was read ahead: the next read sees it.
         fs.write(fh, 4 * 4096, vec![0xee; 10]).await.unwrap();
@@ -949,15 +987,24 @@ mod tests {
     #[tokio::test]
     async fn mknod_makes_empty_regular_files_only() {
         let fs = fs();
-        let entry = fs.mknod(ROOT, name("n"), libc::S_IFREG, 0o640).await.unwrap();
+        let entry = fs
+            .mknod(ROOT, name("n"), libc::S_IFREG, 0o640)
+            .await
+            .unwrap();
         assert_eq!((entry.attrs.size, entry.attrs.perm), (0, 0o640));
         let server = fs.backend();
         assert_eq!(server.file_content("/srv/node_1/n").unwrap(), b"");
         assert_eq!(server.open_handles(), 0, "closed again");
-        let err = fs.mknod(ROOT, name("n"), libc::S_IFREG, 0o640).await.unwrap_err();
+        let err = fs
+            .mknod(ROOT, name("n"), libc::S_IFREG, 0o640)
+            .await
+            .unwrap_err();
         assert_eq!(err.errno(), libc::EEXIST, "{err}");
         for kind in [libc::S_IFIFO, libc::S_IFSOCK, libc::S_IFCHR, libc::S_IFBLK] {
-            let err = fs.mknod(ROOT, name("special"), kind, 0o640).await.unwrap_err();
+            let err = fs
+                .mknod(ROOT, name("special"), kind, 0o640)
+                .await
+                .unwrap_err();
             assert_eq!(err.errno(), libc::EPERM, "{err}");
         }
         assert_eq!(names_in(&fs, ROOT).await, [".", "..", "n"]);
@@ -1061,7 +1108,10 @@ mod tests {
         assert_eq!(by_name("known").ino, known);
         assert_eq!(by_name("known").attrs.kind, FileKind::RegularFile);
         assert_eq!(by_name("made-on-the-server").ino, UNKNOWN_INO);
-        assert_eq!(by_name("made-on-the-server").attrs.kind, FileKind::Directory);
+        assert_eq!(
+            by_name("made-on-the-server").attrs.kind,
+            FileKind::Directory
+        );
         assert_eq!(fs.readdir(fh).await.unwrap_err().errno(), libc::EBADF);
     }
 
@@ -1077,17 +1127,39 @@ mod tests {
                 keep
             }
         };
-        assert!(!open_keeps(libc::O_RDONLY).await, "written through fsd since the last open");
-        assert!(open_keeps(libc::O_RDONLY).await, "unchanged since the last open");
+        assert!(
+            !open_keeps(libc::O_RDONLY).await,
+            "written through fsd since the last open"
+        );
+        assert!(
+            open_keeps(libc::O_RDONLY).await,
+            "unchanged since the last open"
+        );
         assert!(open_keeps(libc::O_RDONLY).await);
 
         // Changed on the server by someone else: another size.
         let server = fs.backend();
-        let handle = server.open(&below(ROOT_DIR, "f"), OpenOptions { write: true, ..OpenOptions::default() }, 0).await.unwrap();
-        server.write(&handle, 5, b" and more".to_vec()).await.unwrap();
+        let handle = server
+            .open(
+                &below(ROOT_DIR, "f"),
+                OpenOptions {
+                    write: true,
+                    ..OpenOptions::default()
+                },
+                0,
+            )
+            .await
+            .unwrap();
+        server
+            .write(&handle, 5, b" and more".to_vec())
+            .await
+            .unwrap();
         server.close(&handle).await.unwrap();
         fs.superblock().expire(&below(ROOT_DIR, "f"));
-        assert!(!open_keeps(libc::O_RDONLY).await, "the server's size changed");
+        assert!(
+            !open_keeps(libc::O_RDONLY).await,
+            "the server's size changed"
+        );
         assert!(open_keeps(libc::O_RDONLY).await);
 
         // A handle that wrote (a write may have failed on the server after the kernel cached it).
@@ -1103,12 +1175,19 @@ mod tests {
         let fs = faulty_fs();
         let dir = fs.mkdir(ROOT, name("d"), 0o755).await.unwrap().ino;
         fs.backend().disconnect();
-        let fh = fs.opendir(dir).await.expect("opendir asks the server nothing");
+        let fh = fs
+            .opendir(dir)
+            .await
+            .expect("opendir asks the server nothing");
         fs.releasedir(fh).unwrap();
         let fh = fs.opendir(dir).await.unwrap();
         assert!(fs.readdir(fh).await.is_err(), "the first readdir lists");
         fs.backend().reconnect();
-        assert_eq!(fs.readdir(fh).await.unwrap().len(), 2, "a failed listing is taken again");
+        assert_eq!(
+            fs.readdir(fh).await.unwrap().len(),
+            2,
+            "a failed listing is taken again"
+        );
         fs.releasedir(fh).unwrap();
     }
 
@@ -1122,7 +1201,10 @@ mod tests {
                 create: true,
                 ..OpenOptions::default()
             };
-            let handle = server.open(&below(ROOT_DIR, file), options, 0o640).await.unwrap();
+            let handle = server
+                .open(&below(ROOT_DIR, file), options, 0o640)
+                .await
+                .unwrap();
             server.write(&handle, 0, vec![1; len]).await.unwrap();
             server.close(&handle).await.unwrap();
         }
@@ -1143,12 +1225,18 @@ mod tests {
             .unwrap();
         }
         fs.releasedir(fh).unwrap();
-        let names: Vec<(u64, &str)> = seen.iter().map(|(n, name, _)| (*n, name.as_str())).collect();
+        let names: Vec<(u64, &str)> = seen
+            .iter()
+            .map(|(n, name, _)| (*n, name.as_str()))
+            .collect();
         assert_eq!(names, [(1, "."), (2, ".."), (3, "a"), (4, "b"), (5, "c")]);
         assert_eq!((seen[0].2.ino, seen[1].2.ino), (ROOT, ROOT));
         for (_, name, entry) in &seen[2..] {
             let looked_up = fs.lookup(ROOT, OsStr::new(name)).await.unwrap();
-            assert_eq!(*entry, looked_up, "{name}: the listing's attributes, the same inode");
+            assert_eq!(
+                *entry, looked_up,
+                "{name}: the listing's attributes, the same inode"
+            );
             assert_eq!(entry.attrs.perm, 0o640);
         }
         // Each name is held twice (readdirplus, lookup): "b", offered to the full first reply,
@@ -1191,7 +1279,10 @@ mod tests {
             .unwrap();
         assert_eq!((changed.nlink, changed.attrs.size), (0, 5));
         fs.release(fh).await.unwrap();
-        assert_eq!(fs.getattr(ino, None).await.unwrap_err().errno(), libc::ENOENT);
+        assert_eq!(
+            fs.getattr(ino, None).await.unwrap_err().errno(),
+            libc::ENOENT
+        );
         assert_eq!(
             fs.unlink(ROOT, name("f")).await.unwrap_err().errno(),
             libc::ENOENT
@@ -1209,7 +1300,10 @@ mod tests {
             match step {
                 "symlink" => drop(fs.symlink(dir, name("l"), name("f")).await.unwrap()),
                 "link" => drop(fs.link(file, dir, name("g")).await.unwrap()),
-                "rename" => fs.rename(dir, name("g"), dir, name("h"), false).await.unwrap(),
+                "rename" => fs
+                    .rename(dir, name("g"), dir, name("h"), false)
+                    .await
+                    .unwrap(),
                 "unlink" => fs.unlink(dir, name("h")).await.unwrap(),
                 _ => fs.rmdir(dir, name("sub")).await.unwrap(),
             }
@@ -1284,9 +1378,16 @@ mod tests {
         let fs = faulty_fs();
         let first = fs.statfs().await.unwrap();
         fs.backend().disconnect();
-        assert_eq!(fs.statfs().await.unwrap(), first, "within STATFS_TTL, from the last answer");
+        assert_eq!(
+            fs.statfs().await.unwrap(),
+            first,
+            "within STATFS_TTL, from the last answer"
+        );
         *lock(&fs.stats) = Some((first, Instant::now() - STATFS_TTL));
-        assert!(fs.statfs().await.is_err(), "past STATFS_TTL the server is asked again");
+        assert!(
+            fs.statfs().await.is_err(),
+            "past STATFS_TTL the server is asked again"
+        );
     }
 
     #[tokio::test]

@@ -16,10 +16,10 @@ use std::task::{Context, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    IoctlFlags, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl,
-    ReplyOpen, ReplyStatfs, ReplyWrite, Request, SessionACL, TimeOrNow, WriteFlags,
+    Errno, FileAttr, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags,
+    KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen,
+    ReplyStatfs, ReplyWrite, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 
 use crate::backend::{FileKind, SftpBackend};
@@ -87,7 +87,10 @@ pub fn detach_stale(mount_point: &Path) -> io::Result<bool> {
 
 /// `fusermount3 -u -z mount_point`: the mount goes away now, files still open keep working.
 fn detach(mount_point: &Path) -> io::Result<()> {
-    let status = Command::new("fusermount3").args(["-u", "-z"]).arg(mount_point).status()?;
+    let status = Command::new("fusermount3")
+        .args(["-u", "-z"])
+        .arg(mount_point)
+        .status()?;
     if !status.success() {
         return Err(io::Error::other(format!(
             "fusermount3 -u -z {} failed ({status})",
@@ -373,7 +376,11 @@ impl<B: SftpBackend> fuser::Filesystem for FuseFilesystem<B> {
         log::trace!("mkdir(parent {parent}, {name:?}, {mode:o})");
         let name = name.to_owned();
         self.run(|fs| async move {
-            reply_entry(reply, "mkdir", fs.mkdir(parent.0, &name, perm(mode, umask)).await);
+            reply_entry(
+                reply,
+                "mkdir",
+                fs.mkdir(parent.0, &name, perm(mode, umask)).await,
+            );
         });
     }
 
@@ -390,7 +397,9 @@ impl<B: SftpBackend> fuser::Filesystem for FuseFilesystem<B> {
         log::trace!("mknod(parent {parent}, {name:?}, {mode:o})");
         let name = name.to_owned();
         self.run(|fs| async move {
-            let made = fs.mknod(parent.0, &name, mode & libc::S_IFMT, perm(mode, umask)).await;
+            let made = fs
+                .mknod(parent.0, &name, mode & libc::S_IFMT, perm(mode, umask))
+                .await;
             reply_entry(reply, "mknod", made);
         });
     }
@@ -494,7 +503,11 @@ impl<B: SftpBackend> fuser::Filesystem for FuseFilesystem<B> {
         self.run(|fs| async move {
             match fs.open(ino.0, flags.0).await {
                 Ok((fh, keep_cache)) => {
-                    let flags = if keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
+                    let flags = if keep_cache {
+                        FopenFlags::FOPEN_KEEP_CACHE
+                    } else {
+                        FopenFlags::empty()
+                    };
                     reply.opened(FileHandle(fh), flags)
                 }
                 Err(e) => reply.error(fail("open", &e)),

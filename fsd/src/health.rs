@@ -24,7 +24,10 @@ pub const PROBE_FILE: &str = ".mft-fsd-probe";
 
 /// Reachable: a TCP connection to `host:port` within [`PROBE_TIMEOUT`] ([`probe::tcp_reachable`]).
 pub fn reachable(host: &str, port: u16) -> CheckResult {
-    CheckResult::of(Check::Reachable, probe::tcp_reachable(host, port, PROBE_TIMEOUT))
+    CheckResult::of(
+        Check::Reachable,
+        probe::tcp_reachable(host, port, PROBE_TIMEOUT),
+    )
 }
 
 /// Listening: the server sends an SSH identification line (`SSH-2.0-…`).
@@ -43,7 +46,10 @@ pub fn listening(host: &str, port: u16) -> CheckResult {
             Check::Listening,
             format!("{host}:{port} does not speak SSH 2 (it sent {line:?})"),
         ),
-        Err(e) => CheckResult::fail(Check::Listening, format!("no SSH banner from {host}:{port}: {e}")),
+        Err(e) => CheckResult::fail(
+            Check::Listening,
+            format!("no SSH banner from {host}:{port}: {e}"),
+        ),
     }
 }
 
@@ -146,7 +152,10 @@ pub fn serving(mount_point: &Path, serving: bool) -> CheckResult {
         return failed;
     }
     if serving {
-        CheckResult::pass(Check::Mounted, format!("fsd serves its mount at {}", mount_point.display()))
+        CheckResult::pass(
+            Check::Mounted,
+            format!("fsd serves its mount at {}", mount_point.display()),
+        )
     } else {
         CheckResult::fail(Check::Mounted, "the kernel no longer talks to fsd")
     }
@@ -223,7 +232,10 @@ mod tests {
             ..FsStats::default()
         };
         let low = free_space(Ok(stats(50)), 10);
-        assert!(!low.ok && low.detail.starts_with("5.0% available"), "{low:?}");
+        assert!(
+            !low.ok && low.detail.starts_with("5.0% available"),
+            "{low:?}"
+        );
         assert!(free_space(Ok(stats(100)), 10).ok);
         assert!(free_space(Ok(stats(0)), 0).ok, "threshold 0 never fails");
         assert!(!free_space(Err(SftpError::Timeout), 10).ok);
@@ -251,7 +263,10 @@ mod tests {
             mount_type(info, Path::new("/var/lib/mft/store")).as_deref(),
             Some("fuse.mft-fsd")
         );
-        assert_eq!(mount_type(info, Path::new("/tmp/with space")).as_deref(), Some("tmpfs"));
+        assert_eq!(
+            mount_type(info, Path::new("/tmp/with space")).as_deref(),
+            Some("tmpfs")
+        );
         assert_eq!(mount_type(info, Path::new("/var/lib")), None);
         let unmounted = mounted(Path::new("/nonexistent/mft"));
         assert!(!unmounted.ok && unmounted.detail.contains("nothing is mounted"));
@@ -264,7 +279,10 @@ mod tests {
         assert!(ok.ok, "{ok:?}");
         assert!(backend.file_content("/srv/node_1/.mft-fsd-probe").is_none());
         let missing = directory(&backend, "/srv/node_2").await;
-        assert!(!missing.ok && missing.detail.starts_with("/srv/node_2: "), "{missing:?}");
+        assert!(
+            !missing.ok && missing.detail.starts_with("/srv/node_2: "),
+            "{missing:?}"
+        );
     }
 
     #[test]
@@ -275,7 +293,10 @@ mod tests {
             .unwrap()
             .port();
         let unreachable = reachable("127.0.0.1", port);
-        assert!(!unreachable.ok && unreachable.detail.contains("refused"), "{unreachable:?}");
+        assert!(
+            !unreachable.ok && unreachable.detail.contains("refused"),
+            "{unreachable:?}"
+        );
         assert!(!listening("127.0.0.1", port).ok);
     }
 }

@@ -154,9 +154,7 @@ pub fn generate(
         }
     };
     key.set_comment(comment);
-    let private = key
-        .to_openssh(LineEnding::LF)
-        .map_err(KeyError::Generate)?;
+    let private = key.to_openssh(LineEnding::LF).map_err(KeyError::Generate)?;
     let authorized_key = authorized_key_line(&key)?;
 
     let previous = if exists {
@@ -170,7 +168,8 @@ pub fn generate(
         None
     };
     // Written beside the final name, then renamed: never a half-written key under its name.
-    mft_journal::durable::write_atomic(path, private.as_bytes(), Some(0o600)).map_err(write_error(path))?;
+    mft_journal::durable::write_atomic(path, private.as_bytes(), Some(0o600))
+        .map_err(write_error(path))?;
     let public = public_path(path);
     fs::write(&public, format!("{authorized_key}\n")).map_err(write_error(&public))?;
     Ok(Generated {
@@ -188,7 +187,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node_key");
         let made = generate(&path, KeyType::Ed25519, "mft-node node_1", false).unwrap();
-        assert!(made.authorized_key.starts_with("ssh-ed25519 AAAA"), "{}", made.authorized_key);
+        assert!(
+            made.authorized_key.starts_with("ssh-ed25519 AAAA"),
+            "{}",
+            made.authorized_key
+        );
         assert!(made.authorized_key.ends_with(" mft-node node_1"));
         assert!(made.previous.is_none());
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
@@ -210,7 +213,10 @@ mod tests {
         assert!(err.to_string().contains("use --rotate"), "{err}");
         let second = generate(&path, KeyType::Ed25519, "n", true).unwrap();
         assert_ne!(second.authorized_key, first.authorized_key);
-        assert_eq!(second.previous.as_deref(), Some(first.authorized_key.as_str()));
+        assert_eq!(
+            second.previous.as_deref(),
+            Some(first.authorized_key.as_str())
+        );
         let old = load_private_key(&dir.path().join("node_key.old")).unwrap();
         assert_eq!(authorized_key_line(&old).unwrap(), first.authorized_key);
         assert!(dir.path().join("node_key.old.pub").exists());
@@ -224,7 +230,10 @@ mod tests {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
         let err = load_private_key(&path).unwrap_err();
         let message = err.to_string();
-        assert!(matches!(err, KeyError::TooOpen { mode: 0o640, .. }), "{message}");
+        assert!(
+            matches!(err, KeyError::TooOpen { mode: 0o640, .. }),
+            "{message}"
+        );
         assert!(message.contains("chmod 600"), "{message}");
     }
 
@@ -235,6 +244,10 @@ mod tests {
         let err = generate(&path, KeyType::Rsa { bits: 1024 }, "n", false).unwrap_err();
         assert!(matches!(err, KeyError::RsaBits(1024)), "{err}");
         let made = generate(&path, KeyType::Rsa { bits: 2048 }, "n", false).unwrap();
-        assert!(made.authorized_key.starts_with("ssh-rsa "), "{}", made.authorized_key);
+        assert!(
+            made.authorized_key.starts_with("ssh-rsa "),
+            "{}",
+            made.authorized_key
+        );
     }
 }

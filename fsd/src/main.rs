@@ -104,7 +104,12 @@ fn connect_options(config: &NodeConfig) -> ConnectOptions {
     }
 }
 
-fn keygen(config: &NodeConfig, kind: KeyKind, bits: usize, rotate: bool) -> anyhow::Result<ExitCode> {
+fn keygen(
+    config: &NodeConfig,
+    kind: KeyKind,
+    bits: usize,
+    rotate: bool,
+) -> anyhow::Result<ExitCode> {
     let path = &config.file_server.private_key;
     let kind = match kind {
         KeyKind::Ed25519 => KeyType::Ed25519,
@@ -112,7 +117,11 @@ fn keygen(config: &NodeConfig, kind: KeyKind, bits: usize, rotate: bool) -> anyh
     };
     let comment = format!("mft-node-{}", config.node.id);
     let made = keys::generate(path, kind, &comment, rotate)?;
-    println!("wrote {} (mode 0600) and {}.pub", path.display(), path.display());
+    println!(
+        "wrote {} (mode 0600) and {}.pub",
+        path.display(),
+        path.display()
+    );
     println!(
         "append this line to ~{}/.ssh/authorized_keys on {}:",
         config.file_server.user, config.file_server.host
@@ -162,7 +171,10 @@ fn check(config: &NodeConfig) -> anyhow::Result<ExitCode> {
             let stats = runtime.block_on(backend.statvfs(backend.directory()));
             health::free_space(stats, config.fsd.free_space_warn_percent)
         }
-        Err(_) => CheckResult::fail(Check::FreeSpace, "not tested: no connection to the file server"),
+        Err(_) => CheckResult::fail(
+            Check::FreeSpace,
+            "not tested: no connection to the file server",
+        ),
     });
     for result in &results {
         println!("{}", result.line());
@@ -222,7 +234,10 @@ fn serve(config: &NodeConfig) -> anyhow::Result<ExitCode> {
     // place, not the default action (which would kill fsd without unmounting).
     let (mut term, mut int) = {
         let _runtime = runtime.enter();
-        (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?)
+        (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        )
     };
     notify_systemd("READY=1");
     let mounted = Arc::new(mounted);
@@ -287,7 +302,12 @@ async fn publish_status(
 
         let (host, port) = (server.host.clone(), server.port);
         let probes = tokio::task::spawn_blocking(move || {
-            (!now.connected).then(|| [health::reachable(&host, port), health::listening(&host, port)])
+            (!now.connected).then(|| {
+                [
+                    health::reachable(&host, port),
+                    health::listening(&host, port),
+                ]
+            })
         });
         let directory = health::directory(fs.backend(), fs.root()).await;
         let stats = fs.backend().statvfs(fs.root()).await;
@@ -307,7 +327,11 @@ async fn publish_status(
                 CheckResult::pass(Check::Listening, "the SSH connection is up"),
             ]
         });
-        let problem = if connected { None } else { link.borrow().problem.clone() };
+        let problem = if connected {
+            None
+        } else {
+            link.borrow().problem.clone()
+        };
         let checks = network
             .into_iter()
             .chain(health::key_checks(problem.as_ref()))
@@ -321,8 +345,12 @@ async fn publish_status(
             checks,
             alarms: alarms.names(),
             counters: FileServerUse {
-                bytes_read: traffic.bytes_read.load(std::sync::atomic::Ordering::Relaxed),
-                bytes_written: traffic.bytes_written.load(std::sync::atomic::Ordering::Relaxed),
+                bytes_read: traffic
+                    .bytes_read
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                bytes_written: traffic
+                    .bytes_written
+                    .load(std::sync::atomic::Ordering::Relaxed),
                 ops: traffic.requests.load(std::sync::atomic::Ordering::Relaxed),
                 reconnects: link.borrow().reconnects,
                 open_handles: fs.open_files() as u64,

@@ -53,7 +53,9 @@ impl Check {
             Check::Reachable => "Verify external file server reachability",
             Check::Listening => "Verify that external file server is listening for connections",
             Check::HostKey => "Verify external file server public key is correct",
-            Check::NodeKey => "Verify node public key is configured correctly on the external file server",
+            Check::NodeKey => {
+                "Verify node public key is configured correctly on the external file server"
+            }
             Check::Directory => "Verify external file server directory is valid",
             Check::Mounted => "Verify external file server has been mounted successfully",
             Check::FreeSpace => "Verify that free disk space is available on the file server",

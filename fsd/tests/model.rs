@@ -17,11 +17,26 @@ const NAMES: [&str; 4] = ["a", "b", "c", "d"];
 
 #[derive(Debug, Clone)]
 enum Op {
-    Write { name: usize, offset: u16, data: Vec<u8> },
-    Truncate { name: usize, size: u16 },
-    Unlink { name: usize },
-    Rename { from: usize, to: usize },
-    Link { from: usize, to: usize },
+    Write {
+        name: usize,
+        offset: u16,
+        data: Vec<u8>,
+    },
+    Truncate {
+        name: usize,
+        size: u16,
+    },
+    Unlink {
+        name: usize,
+    },
+    Rename {
+        from: usize,
+        to: usize,
+    },
+    Link {
+        from: usize,
+        to: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -61,7 +76,10 @@ async fn apply(fs: &Filesystem<MemoryBackend>, model: &mut Model, op: &Op) {
     match op.clone() {
         Op::Write { name, offset, data } => {
             // Open (creating it) for writing, write, close: the model's write.
-            let (_, fh) = fs.create(ROOT, os(name), 0o644, libc::O_WRONLY).await.unwrap();
+            let (_, fh) = fs
+                .create(ROOT, os(name), 0o644, libc::O_WRONLY)
+                .await
+                .unwrap();
             fs.write(fh, offset.into(), data.clone()).await.unwrap();
             fs.release(fh).await.unwrap();
             let content = model.content(name);
@@ -163,14 +181,18 @@ proptest! {
 }
 
 fn faulty() -> Filesystem<FaultyBackend<MemoryBackend>> {
-    let backend = FaultyBackend::new(MemoryBackend::new(DIR)).with_deadline(Duration::from_millis(300));
+    let backend =
+        FaultyBackend::new(MemoryBackend::new(DIR)).with_deadline(Duration::from_millis(300));
     Filesystem::new(backend, DIR)
 }
 
 #[tokio::test]
 async fn a_disconnect_fails_queued_writes_at_flush_and_reconnected_opens_work() {
     let fs = faulty();
-    let (entry, fh) = fs.create(ROOT, OsStr::new("f"), 0o644, libc::O_WRONLY).await.unwrap();
+    let (entry, fh) = fs
+        .create(ROOT, OsStr::new("f"), 0o644, libc::O_WRONLY)
+        .await
+        .unwrap();
     fs.backend().set_delay(Duration::from_millis(100));
     // Queued (write-behind) before the cut: acknowledged, then lost with the connection.
     fs.write(fh, 0, vec![1; 1000]).await.unwrap();
@@ -183,11 +205,17 @@ async fn a_disconnect_fails_queued_writes_at_flush_and_reconnected_opens_work() 
     assert!(errno == libc::ENOTCONN || errno == libc::EIO, "{err}");
     assert!(started.elapsed() < Duration::from_secs(1));
     // The error stays: a later write, fsync and the release report it too.
-    assert_eq!(fs.write(fh, 1000, vec![2]).await.unwrap_err().errno(), errno);
+    assert_eq!(
+        fs.write(fh, 1000, vec![2]).await.unwrap_err().errno(),
+        errno
+    );
     assert_eq!(fs.fsync(fh).await.unwrap_err().errno(), errno);
     // While down, new requests fail at once.
     let started = Instant::now();
-    assert_eq!(fs.getattr(entry.ino, None).await.unwrap_err().errno(), libc::ENOTCONN);
+    assert_eq!(
+        fs.getattr(entry.ino, None).await.unwrap_err().errno(),
+        libc::ENOTCONN
+    );
     assert!(started.elapsed() < Duration::from_millis(200));
 
     fs.backend().set_delay(Duration::ZERO);
@@ -196,13 +224,22 @@ async fn a_disconnect_fails_queued_writes_at_flush_and_reconnected_opens_work() 
     let (fh, _) = fs.open(entry.ino, libc::O_WRONLY).await.unwrap();
     fs.write(fh, 0, b"again".to_vec()).await.unwrap();
     fs.release(fh).await.unwrap();
-    assert_eq!(fs.backend().inner().file_content(&format!("{DIR}/f")).unwrap(), b"again");
+    assert_eq!(
+        fs.backend()
+            .inner()
+            .file_content(&format!("{DIR}/f"))
+            .unwrap(),
+        b"again"
+    );
 }
 
 #[tokio::test]
 async fn a_handle_of_a_lost_connection_fails_with_eio_after_reconnecting() {
     let fs = faulty();
-    let (entry, fh) = fs.create(ROOT, OsStr::new("f"), 0o644, libc::O_RDWR).await.unwrap();
+    let (entry, fh) = fs
+        .create(ROOT, OsStr::new("f"), 0o644, libc::O_RDWR)
+        .await
+        .unwrap();
     fs.backend().disconnect();
     fs.backend().reconnect();
     assert_eq!(fs.read(fh, 0, 10).await.unwrap_err().errno(), libc::EIO);
@@ -214,19 +251,32 @@ async fn a_handle_of_a_lost_connection_fails_with_eio_after_reconnecting() {
 #[tokio::test]
 async fn a_stalled_server_times_out_instead_of_blocking_callers() {
     let fs = faulty();
-    let (_, fh) = fs.create(ROOT, OsStr::new("f"), 0o644, libc::O_WRONLY).await.unwrap();
+    let (_, fh) = fs
+        .create(ROOT, OsStr::new("f"), 0o644, libc::O_WRONLY)
+        .await
+        .unwrap();
     fs.backend().set_delay(Duration::from_secs(3600));
     let started = Instant::now();
-    assert_eq!(fs.lookup(ROOT, OsStr::new("g")).await.unwrap_err().errno(), libc::ETIMEDOUT);
+    assert_eq!(
+        fs.lookup(ROOT, OsStr::new("g")).await.unwrap_err().errno(),
+        libc::ETIMEDOUT
+    );
     fs.write(fh, 0, vec![0; 10]).await.unwrap();
     assert_eq!(fs.flush(fh).await.unwrap_err().errno(), libc::ETIMEDOUT);
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn a_failed_write_is_reported_at_close_not_lost() {
     let fs = faulty();
-    let (_, fh) = fs.create(ROOT, OsStr::new("f"), 0o644, libc::O_WRONLY).await.unwrap();
+    let (_, fh) = fs
+        .create(ROOT, OsStr::new("f"), 0o644, libc::O_WRONLY)
+        .await
+        .unwrap();
     fs.backend().fail_writes_after(2);
     for i in 0..4u64 {
         // Some of these are acknowledged before the failure is known.

@@ -212,7 +212,10 @@ fn files_written_through_the_mount_land_on_the_server() -> Result<()> {
     // SAFETY: `file` is open for the duration of the call.
     let tty = unsafe { libc::isatty(file.as_raw_fd()) };
     let errno = std::io::Error::last_os_error().raw_os_error();
-    ensure!(tty == 0 && errno == Some(libc::ENOTTY), "isatty: {tty}, {errno:?}");
+    ensure!(
+        tty == 0 && errno == Some(libc::ENOTTY),
+        "isatty: {tty}, {errno:?}"
+    );
     drop(file);
     ensure!(
         !mount.fsd.log_text().contains("Not Implemented"),
@@ -279,9 +282,15 @@ fn allow_open_files(n: u64) -> Result<()> {
     };
     // SAFETY: `limit` is a valid rlimit for getrlimit to fill and setrlimit to read.
     unsafe {
-        ensure!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0, "getrlimit");
+        ensure!(
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0,
+            "getrlimit"
+        );
         limit.rlim_cur = limit.rlim_cur.max(n.min(limit.rlim_max));
-        ensure!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0, "setrlimit");
+        ensure!(
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0,
+            "setrlimit"
+        );
     }
     Ok(())
 }
@@ -376,37 +385,65 @@ fn links_modes_times_and_truncation_reach_the_server() -> Result<()> {
     std::os::unix::fs::symlink("a", mount.path("link"))?;
     ensure!(fs::read_link(mount.path("link"))? == Path::new("a"));
     ensure!(fs::read_link(mount.on_server("link"))? == Path::new("a"));
-    ensure!(fs::symlink_metadata(mount.path("link"))?.file_type().is_symlink());
-    ensure!(fs::read(mount.path("link"))? == b"0123456789", "followed by the kernel");
+    ensure!(fs::symlink_metadata(mount.path("link"))?
+        .file_type()
+        .is_symlink());
+    ensure!(
+        fs::read(mount.path("link"))? == b"0123456789",
+        "followed by the kernel"
+    );
 
     // A hard link is the same file on the server.
     fs::hard_link(mount.path("a"), mount.path("b"))?;
-    let (a, b) = (fs::metadata(mount.on_server("a"))?, fs::metadata(mount.on_server("b"))?);
+    let (a, b) = (
+        fs::metadata(mount.on_server("a"))?,
+        fs::metadata(mount.on_server("b"))?,
+    );
     ensure!(a.ino() == b.ino() && a.nlink() == 2, "{a:?} {b:?}");
     let err = fs::hard_link(mount.path("a"), mount.path("b")).unwrap_err();
-    ensure!(err.kind() == ErrorKind::AlreadyExists, "link onto an existing name: {err}");
+    ensure!(
+        err.kind() == ErrorKind::AlreadyExists,
+        "link onto an existing name: {err}"
+    );
 
     // chmod, utimens, truncate.
     fs::set_permissions(mount.path("a"), fs::Permissions::from_mode(0o640))?;
     ensure!(fs::metadata(mount.on_server("a"))?.mode() & 0o7777 == 0o640);
     let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
-    File::options().write(true).open(mount.path("a"))?.set_modified(mtime)?;
+    File::options()
+        .write(true)
+        .open(mount.path("a"))?
+        .set_modified(mtime)?;
     ensure!(fs::metadata(mount.on_server("a"))?.modified()? == mtime);
-    File::options().write(true).open(mount.path("a"))?.set_len(3)?;
+    File::options()
+        .write(true)
+        .open(mount.path("a"))?
+        .set_len(3)?;
     ensure!(fs::read(mount.on_server("a"))? == b"012");
     // The other name's attributes are cached (by fsd and the kernel) for a few seconds.
-    wait_until(Duration::from_secs(5), "the other name to see the truncation", || {
-        fs::metadata(mount.path("b")).is_ok_and(|m| m.len() == 3)
-    })?;
+    wait_until(
+        Duration::from_secs(5),
+        "the other name to see the truncation",
+        || fs::metadata(mount.path("b")).is_ok_and(|m| m.len() == 3),
+    )?;
 
     // mknod makes regular files; SFTP has no FIFOs (or sockets, or devices).
     let mode = nix::sys::stat::Mode::from_bits_truncate(0o640);
-    nix::sys::stat::mknod(&mount.path("empty"), nix::sys::stat::SFlag::S_IFREG, mode, 0)?;
+    nix::sys::stat::mknod(
+        &mount.path("empty"),
+        nix::sys::stat::SFlag::S_IFREG,
+        mode,
+        0,
+    )?;
     let made = fs::metadata(mount.on_server("empty"))?;
     ensure!(made.is_file() && made.len() == 0, "{made:?}");
     let err = nix::unistd::mkfifo(&mount.path("fifo"), mode).unwrap_err();
     ensure!(err == nix::errno::Errno::EPERM, "{err}");
-    ensure!(!mount.fsd.log_text().contains("Not Implemented"), "{}", mount.fsd.log_text());
+    ensure!(
+        !mount.fsd.log_text().contains("Not Implemented"),
+        "{}",
+        mount.fsd.log_text()
+    );
 
     // Names SFTP cannot carry.
     let long = "x".repeat(256);
@@ -437,8 +474,10 @@ fn a_killed_server_fails_the_writer_in_bounded_time_and_fsd_reconnects() -> Resu
     std::thread::sleep(Duration::from_millis(700));
     let killed = Instant::now();
     sshd.kill();
-    wait_until(Duration::from_secs(25), "the writer to fail", || writer.is_finished())
-        .with_context(|| mount.fsd.log_text())?;
+    wait_until(Duration::from_secs(25), "the writer to fail", || {
+        writer.is_finished()
+    })
+    .with_context(|| mount.fsd.log_text())?;
     let failed_at = writer.join().expect("writer thread")?;
     ensure!(
         failed_at.duration_since(killed) < Duration::from_secs(20),
@@ -452,7 +491,11 @@ fn a_killed_server_fails_the_writer_in_bounded_time_and_fsd_reconnects() -> Resu
     // While the server is down, new operations fail at once instead of hanging.
     let started = Instant::now();
     let err = fs::write(mount.path("while-down"), b"x").unwrap_err();
-    ensure!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    ensure!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
     ensure!(
         matches!(err.raw_os_error(), Some(libc::ENOTCONN | libc::EIO)),
         "{err}"
@@ -465,12 +508,19 @@ fn a_killed_server_fails_the_writer_in_bounded_time_and_fsd_reconnects() -> Resu
     .with_context(|| mount.fsd.log_text())?;
     write_synced(&mount.path("after.txt"), b"back again")?;
     ensure!(fs::read(mount.on_server("after.txt"))? == b"back again");
-    ensure!(fs::metadata(mount.path("big.bin"))?.is_file(), "names still resolve");
-    wait_until(Duration::from_secs(15), "the status file to show the reconnection", || {
-        mount
-            .status()
-            .is_ok_and(|s| s.connected && s.counters.reconnects == 1 && s.alarms.is_empty())
-    })?;
+    ensure!(
+        fs::metadata(mount.path("big.bin"))?.is_file(),
+        "names still resolve"
+    );
+    wait_until(
+        Duration::from_secs(15),
+        "the status file to show the reconnection",
+        || {
+            mount
+                .status()
+                .is_ok_and(|s| s.connected && s.counters.reconnects == 1 && s.alarms.is_empty())
+        },
+    )?;
     Ok(())
 }
 
@@ -480,17 +530,30 @@ fn a_killed_server_fails_the_writer_in_bounded_time_and_fsd_reconnects() -> Resu
 /// leaves of the listener's tree below its children. Found by parent PID in /proc, never by
 /// name.
 fn sftp_processes(sshd: &Sshd) -> Result<Vec<Pid>> {
-    let listener: i32 = fs::read_to_string(sshd.dir.path().join("sshd.pid"))?.trim().parse()?;
+    let listener: i32 = fs::read_to_string(sshd.dir.path().join("sshd.pid"))?
+        .trim()
+        .parse()?;
     let parents: Vec<(i32, i32)> = fs::read_dir("/proc")?
         .filter_map(|entry| {
             let pid: i32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
             let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             // pid (comm) state ppid ...: comm may hold spaces and parentheses.
-            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            let ppid = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
             Some((pid, ppid))
         })
         .collect();
-    let children = |of: i32| parents.iter().filter(move |(_, ppid)| *ppid == of).map(|(pid, _)| *pid);
+    let children = |of: i32| {
+        parents
+            .iter()
+            .filter(move |(_, ppid)| *ppid == of)
+            .map(|(pid, _)| *pid)
+    };
     let mut below: Vec<i32> = children(listener).flat_map(children).collect();
     let mut sessions = Vec::new();
     while let Some(pid) = below.pop() {
@@ -500,7 +563,10 @@ fn sftp_processes(sshd: &Sshd) -> Result<Vec<Pid>> {
             sessions.push(Pid::from_raw(pid));
         }
     }
-    ensure!(!sessions.is_empty(), "no SFTP session process under sshd {listener}");
+    ensure!(
+        !sessions.is_empty(),
+        "no SFTP session process under sshd {listener}"
+    );
     Ok(sessions)
 }
 
@@ -541,9 +607,15 @@ fn a_stuck_sftp_session_fails_the_writer_within_the_deadline_and_fsd_reconnects(
         .and_then(|()| file.sync_all())
         .expect_err("a write and fsync on a stopped SFTP server succeeded");
     let took = started.elapsed();
-    eprintln!("write+fsync with {} SFTP processes stopped failed after {took:?}: {err}", stopped.0.len());
+    eprintln!(
+        "write+fsync with {} SFTP processes stopped failed after {took:?}: {err}",
+        stopped.0.len()
+    );
     ensure!(err.raw_os_error() == Some(libc::ETIMEDOUT), "{err}");
-    ensure!(took < Duration::from_secs(25), "the writer failed only after {took:?}");
+    ensure!(
+        took < Duration::from_secs(25),
+        "the writer failed only after {took:?}"
+    );
     drop(file);
 
     // fsd gave the stuck connection up and made a new one: the mount works while the old
@@ -553,16 +625,25 @@ fn a_stuck_sftp_session_fails_the_writer_within_the_deadline_and_fsd_reconnects(
         write_synced(&mount.path("while-stopped.txt"), b"new session").is_ok()
     })
     .with_context(|| mount.fsd.log_text())?;
-    eprintln!("the mount worked again {:?} after the failure", failed.elapsed());
+    eprintln!(
+        "the mount worked again {:?} after the failure",
+        failed.elapsed()
+    );
     ensure!(fs::read(mount.on_server("while-stopped.txt"))? == b"new session");
 
     drop(stopped);
     write_synced(&mount.path("after.txt"), b"continued")?;
     ensure!(fs::read(mount.path("after.txt"))? == b"continued");
     ensure!(fs::read(mount.on_server("after.txt"))? == b"continued");
-    wait_until(Duration::from_secs(15), "the status file to show the reconnection", || {
-        mount.status().is_ok_and(|s| s.connected && s.counters.reconnects == 1)
-    })?;
+    wait_until(
+        Duration::from_secs(15),
+        "the status file to show the reconnection",
+        || {
+            mount
+                .status()
+                .is_ok_and(|s| s.connected && s.counters.reconnects == 1)
+        },
+    )?;
     Ok(())
 }
 
@@ -573,9 +654,16 @@ fn a_stuck_idle_sftp_session_is_found_by_the_probe_and_replaced() -> Result<()> 
     let stopped = StoppedSessions::stop(&sshd)?;
     let started = Instant::now();
     // Nothing is asked through the mount: only fsd's own probe can find the stuck sessions.
-    wait_until(Duration::from_secs(40), "fsd to replace the stuck connection", || {
-        mount.fsd.log_text().contains("reconnected to the file server")
-    })
+    wait_until(
+        Duration::from_secs(40),
+        "fsd to replace the stuck connection",
+        || {
+            mount
+                .fsd
+                .log_text()
+                .contains("reconnected to the file server")
+        },
+    )
     .with_context(|| mount.fsd.log_text())?;
     let took = started.elapsed();
     eprintln!("fsd replaced the connection {took:?} after its SFTP processes stopped");
@@ -583,7 +671,11 @@ fn a_stuck_idle_sftp_session_is_found_by_the_probe_and_replaced() -> Result<()> 
 
     let started = Instant::now();
     write_synced(&mount.path("fresh.txt"), b"no wait")?;
-    ensure!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    ensure!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
     drop(stopped);
     ensure!(fs::read(mount.on_server("fresh.txt"))? == b"no wait");
     Ok(())
@@ -596,16 +688,28 @@ fn systemd_hears_ready_then_stopping() -> Result<()> {
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path)?;
     socket.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let mut mount = Mount::start_with(&sshd, |_| {}, |cmd| {
-        cmd.env("NOTIFY_SOCKET", &socket_path);
-    })?;
+    let mut mount = Mount::start_with(
+        &sshd,
+        |_| {},
+        |cmd| {
+            cmd.env("NOTIFY_SOCKET", &socket_path);
+        },
+    )?;
     let mut buf = [0u8; 256];
     let n = socket.recv(&mut buf).context("READY=1")?;
-    ensure!(&buf[..n] == b"READY=1", "{:?}", String::from_utf8_lossy(&buf[..n]));
+    ensure!(
+        &buf[..n] == b"READY=1",
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
     ensure!(is_mounted(&mount.mount_point), "READY only once mounted");
     let status = mount.fsd.stop_with(Signal::SIGTERM).context("running")?;
     let n = socket.recv(&mut buf).context("STOPPING=1")?;
-    ensure!(&buf[..n] == b"STOPPING=1", "{:?}", String::from_utf8_lossy(&buf[..n]));
+    ensure!(
+        &buf[..n] == b"STOPPING=1",
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
     ensure!(status.success() && !is_mounted(&mount.mount_point));
     Ok(())
 }
@@ -638,7 +742,9 @@ fn check_reports_the_seven_tests_and_the_status_file_carries_them() -> Result<()
         mount.status().is_ok_and(|s| s.healthy() && s.connected)
     })?;
     let status = mount.status()?;
-    ensure!(status.checks.len() == 7 && status.mount_point == mount.mount_point.display().to_string());
+    ensure!(
+        status.checks.len() == 7 && status.mount_point == mount.mount_point.display().to_string()
+    );
 
     mount.fsd.stop();
     let (ok, out, _) = fsd_command(&mount.config(), &["check"])?;
@@ -655,11 +761,23 @@ fn a_server_under_the_free_space_threshold_raises_the_alarm_and_still_takes_file
     let mount = Mount::start_with(&sshd, |toml| toml.free_space_warn_percent = 100, |_| {})?;
     let (ok, out, err) = fsd_command(&mount.config(), &["check"])?;
     ensure!(!ok, "check passed under the threshold:\n{out}{err}");
-    ensure!(out.contains("FAIL free_space: ") && out.contains("threshold 100%"), "{out}");
-    ensure!(out.lines().filter(|l| l.starts_with("PASS ")).count() == 6, "{out}");
-    wait_until(Duration::from_secs(15), "the alarm in the status file", || {
-        mount.status().is_ok_and(|s| s.alarms == ["MftExtFsFreeSpaceWarn"] && s.connected)
-    })?;
+    ensure!(
+        out.contains("FAIL free_space: ") && out.contains("threshold 100%"),
+        "{out}"
+    );
+    ensure!(
+        out.lines().filter(|l| l.starts_with("PASS ")).count() == 6,
+        "{out}"
+    );
+    wait_until(
+        Duration::from_secs(15),
+        "the alarm in the status file",
+        || {
+            mount
+                .status()
+                .is_ok_and(|s| s.alarms == ["MftExtFsFreeSpaceWarn"] && s.connected)
+        },
+    )?;
     let log = mount.fsd.log_text();
     ensure!(log.contains("MftExtFsFreeSpaceWarn raised: "), "{log}");
     // The alarm warns; it does not refuse files.
@@ -678,14 +796,20 @@ fn keygen_makes_rotates_and_guards_the_node_key() -> Result<()> {
 
     let (ok, first, err) = fsd_command(&config, &["keygen"])?;
     ensure!(ok, "{first}{err}");
-    let line = first.lines().find(|l| l.starts_with("ssh-ed25519 ")).context("key line")?;
+    let line = first
+        .lines()
+        .find(|l| l.starts_with("ssh-ed25519 "))
+        .context("key line")?;
     ensure!(line.ends_with("mft-node-node_1"), "{first}");
     ensure!(fs::metadata(&key)?.mode() & 0o777 == 0o600);
     let (ok, _, err) = fsd_command(&config, &["keygen"])?;
     ensure!(!ok && err.contains("--rotate"), "{err}");
     let (ok, second, err) = fsd_command(&config, &["keygen", "--rotate"])?;
     ensure!(ok, "{err}");
-    ensure!(second.contains(line), "the old line is printed for removal:\n{second}");
+    ensure!(
+        second.contains(line),
+        "the old line is printed for removal:\n{second}"
+    );
     ensure!(key.with_extension("old").exists());
 
     // A key others can read is refused before connecting.
@@ -693,6 +817,10 @@ fn keygen_makes_rotates_and_guards_the_node_key() -> Result<()> {
     let mut fsd = spawn_fsd(dir.path(), &config)?;
     let status = fsd.wait_exit(Duration::from_secs(15))?;
     ensure!(!status.success());
-    ensure!(fsd.log_text().contains("readable by group or others"), "{}", fsd.log_text());
+    ensure!(
+        fsd.log_text().contains("readable by group or others"),
+        "{}",
+        fsd.log_text()
+    );
     Ok(())
 }

@@ -113,9 +113,12 @@ impl Side for NodeSide {
             args.push("-w".into());
             args.push("\n".into());
             let answer = curl(&args)?;
-            let reply: serde_json::Value = serde_json::from_str(answer.trim()).with_context(|| answer.clone())?;
+            let reply: serde_json::Value =
+                serde_json::from_str(answer.trim()).with_context(|| answer.clone())?;
             let uri = reply["uri"].as_str().context("uri")?;
-            let path = uri.strip_prefix(&self.node.url("")).context("uri on this node")?;
+            let path = uri
+                .strip_prefix(&self.node.url(""))
+                .context("uri on this node")?;
             paths.push(path.to_owned());
         }
         let env = vec![
@@ -147,7 +150,10 @@ impl Side for NginxSide {
         ]
     }
     fn upload_env(&self) -> WrkEnv {
-        vec![("BENCH_METHOD", "PUT".into()), ("BENCH_PREFIX", "/small/f-".into())]
+        vec![
+            ("BENCH_METHOD", "PUT".into()),
+            ("BENCH_PREFIX", "/small/f-".into()),
+        ]
     }
     fn prepare_downloads(&self, body: &Path, count: usize) -> Result<(Vec<String>, WrkEnv)> {
         let mut paths = Vec::new();
@@ -197,8 +203,13 @@ fn start_nginx(sshd: &Sshd, dir: &Path) -> Result<NginxSide> {
             known.display()
         ));
     let process = Process::spawn("sshfs", &mut cmd, &dir.join("sshfs.log"))?;
-    wait_until(Duration::from_secs(20), "sshfs to mount", || is_mounted(&mount_point))?;
-    let sshfs = SshfsMount { process, mount_point };
+    wait_until(Duration::from_secs(20), "sshfs to mount", || {
+        is_mounted(&mount_point)
+    })?;
+    let sshfs = SshfsMount {
+        process,
+        mount_point,
+    };
     let port = free_port();
     // Debian's defaults where they matter (sendfile on); the request body's temporary file on
     // the mount, so that a stored PUT is a rename on the file server, as DAV setups do.
@@ -277,7 +288,11 @@ fn wrk(side: &dyn Side, script: &Path, env: &[(&'static str, String)], secs: u64
         cmd.env(key, value);
     }
     let out = run(&mut cmd)?;
-    ensure!(!out.contains("Non-2xx"), "{}: requests failed:\n{out}", side.name());
+    ensure!(
+        !out.contains("Non-2xx"),
+        "{}: requests failed:\n{out}",
+        side.name()
+    );
     let field = |label: &str| {
         out.lines()
             .find_map(|l| l.trim().strip_prefix(label).map(|v| v.trim().to_owned()))
@@ -293,7 +308,9 @@ fn wrk(side: &dyn Side, script: &Path, env: &[(&'static str, String)], secs: u64
 
 /// wrk's `1.23ms`, `850.00us`, `1.02s`.
 fn duration(text: &str) -> Result<Duration> {
-    let split = text.find(|c: char| c.is_ascii_alphabetic()).context("a unit")?;
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .context("a unit")?;
     let value: f64 = text[..split].parse()?;
     let seconds = match &text[split..] {
         "us" => value / 1e6,
@@ -314,21 +331,28 @@ fn main() -> Result<()> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
-    let work = tempfile::Builder::new().prefix("mft-bench-httpd-").tempdir()?;
+    let work = tempfile::Builder::new()
+        .prefix("mft-bench-httpd-")
+        .tempdir()?;
     let big = work.path().join("big.bin");
     run(Command::new("sh")
         .arg("-c")
         .arg(format!("head -c {BIG} /dev/urandom > {}", big.display())))?;
     let small = work.path().join("small.bin");
-    run(Command::new("sh")
-        .arg("-c")
-        .arg(format!("head -c {SMALL} /dev/urandom > {}", small.display())))?;
+    run(Command::new("sh").arg("-c").arg(format!(
+        "head -c {SMALL} /dev/urandom > {}",
+        small.display()
+    )))?;
     let script = work.path().join("bench.lua");
     fs::write(&script, WRK_SCRIPT)?;
 
     let sshd = Sshd::start()?;
     let postgres = Postgres::start_durable(work.path())?;
-    let node = Node::start(&sshd, "node_bench", Database::Postgres(postgres.url("postgres")))?;
+    let node = Node::start(
+        &sshd,
+        "node_bench",
+        Database::Postgres(postgres.url("postgres")),
+    )?;
     let node = NodeSide {
         upload: node.upload_token("alice@example.com", "bob@example.com", "im")?,
         download: node.download_token("bob@example.com")?,
@@ -341,13 +365,19 @@ fn main() -> Result<()> {
     for side in sides {
         eprintln!("{}: 1 GiB uploads", side.name());
         let mb_s = big_upload(side, &big)?;
-        eprintln!("{}: 100 KiB uploads, {CONCURRENCY} at a time, {secs} s", side.name());
+        eprintln!(
+            "{}: 100 KiB uploads, {CONCURRENCY} at a time, {secs} s",
+            side.name()
+        );
         let up = wrk(side, &script, &side.upload_env(), secs)?;
         let (paths, mut env) = side.prepare_downloads(&small, DOWNLOAD_FILES)?;
         let list = work.path().join(format!("paths-{}", results.len()));
         fs::write(&list, paths.join("\n") + "\n")?;
         env.push(("BENCH_PATHS", list.display().to_string()));
-        eprintln!("{}: 100 KiB downloads, {CONCURRENCY} at a time, {secs} s", side.name());
+        eprintln!(
+            "{}: 100 KiB downloads, {CONCURRENCY} at a time, {secs} s",
+            side.name()
+        );
         let down = wrk(side, &script, &env, secs)?;
         results.push((mb_s, up, down));
     }
@@ -360,7 +390,10 @@ fn main() -> Result<()> {
         "| 1 GiB upload (median of {RUNS}) | {node_mb:.0} MB/s | {nginx_mb:.0} MB/s | {:.2}× |",
         node_mb / nginx_mb
     );
-    for (what, node, nginx) in [("uploads", &node_up, &nginx_up), ("downloads", &node_down, &nginx_down)] {
+    for (what, node, nginx) in [
+        ("uploads", &node_up, &nginx_up),
+        ("downloads", &node_down, &nginx_down),
+    ] {
         println!(
             "| 100 KiB {what}, c={CONCURRENCY}, {secs} s | {:.0}/s | {:.0}/s | {:.2}× |",
             node.per_sec,

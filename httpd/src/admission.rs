@@ -37,15 +37,19 @@ pub enum Down {
     Logd(String),
 }
 
-
 impl Down {
     /// Why a status report closes uploads, if it does.
     pub fn of(report: &NodeStatus) -> Option<Down> {
         if !report.mount.mounted {
-            return Some(Down::FileServer(format!("{} is not mounted", report.mount.path)));
+            return Some(Down::FileServer(format!(
+                "{} is not mounted",
+                report.mount.path
+            )));
         }
         if report.fsd.connected == Some(false) {
-            return Some(Down::FileServer("fsd is not connected to the file server".into()));
+            return Some(Down::FileServer(
+                "fsd is not connected to the file server".into(),
+            ));
         }
         if !report.logd.reachable {
             let error = report.logd.error.as_deref().unwrap_or("no reply");
@@ -63,7 +67,9 @@ impl Down {
 impl From<Down> for Error {
     fn from(down: Down) -> Self {
         match down {
-            Down::FileServer(detail) => Error::Store(StoreError::Unavailable(io::Error::other(detail))),
+            Down::FileServer(detail) => {
+                Error::Store(StoreError::Unavailable(io::Error::other(detail)))
+            }
             Down::Logd(detail) => Error::Audit(LogdError::Unavailable(detail)),
         }
     }
@@ -114,7 +120,9 @@ impl Admission {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().expect("the admission lock is never poisoned")
+        self.state
+            .lock()
+            .expect("the admission lock is never poisoned")
     }
 
     /// How long to wait before the next look: [`WATCH_INTERVAL`] while admitting, else
@@ -169,19 +177,34 @@ mod tests {
 
     #[test]
     fn an_unmounted_file_server_or_a_disconnected_fsd_closes_uploads() {
-        let unmounted = verdict(Observations { mounted: false, ..healthy() });
-        assert!(matches!(unmounted, Some(Down::FileServer(_))), "{unmounted:?}");
-        // fsd_status reports itself disconnected when it raises an alarm.
-        let disconnected = verdict(Observations {
-            fsd: Ok(fsd_status("2025-03-01T11:59:55Z", &["MftExtFsConnectError"])),
+        let unmounted = verdict(Observations {
+            mounted: false,
             ..healthy()
         });
-        assert!(matches!(disconnected, Some(Down::FileServer(_))), "{disconnected:?}");
+        assert!(
+            matches!(unmounted, Some(Down::FileServer(_))),
+            "{unmounted:?}"
+        );
+        // fsd_status reports itself disconnected when it raises an alarm.
+        let disconnected = verdict(Observations {
+            fsd: Ok(fsd_status(
+                "2025-03-01T11:59:55Z",
+                &["MftExtFsConnectError"],
+            )),
+            ..healthy()
+        });
+        assert!(
+            matches!(disconnected, Some(Down::FileServer(_))),
+            "{disconnected:?}"
+        );
     }
 
     #[test]
     fn an_unreachable_logd_or_its_database_closes_uploads() {
-        assert_eq!(verdict(logd_down()), Some(Down::Logd("logd is unavailable: connect: refused".into())));
+        assert_eq!(
+            verdict(logd_down()),
+            Some(Down::Logd("logd is unavailable: connect: refused".into()))
+        );
         let mut status = logd_status(&[]);
         for check in &mut status.checks {
             if check.name == CONNECTED {
@@ -189,15 +212,27 @@ mod tests {
                 check.detail = "connection refused".into();
             }
         }
-        let no_database = verdict(Observations { logd: Ok(status), ..healthy() });
-        assert!(matches!(&no_database, Some(Down::Logd(why)) if why.contains("connection refused")), "{no_database:?}");
+        let no_database = verdict(Observations {
+            logd: Ok(status),
+            ..healthy()
+        });
+        assert!(
+            matches!(&no_database, Some(Down::Logd(why)) if why.contains("connection refused")),
+            "{no_database:?}"
+        );
     }
 
     #[test]
     fn an_alarm_alone_leaves_uploads_open() {
         let mut status = fsd_status("2025-03-01T11:59:55Z", &["MftExtFsFreeSpaceWarn"]);
         status.connected = true;
-        assert_eq!(verdict(Observations { fsd: Ok(status), ..healthy() }), None);
+        assert_eq!(
+            verdict(Observations {
+                fsd: Ok(status),
+                ..healthy()
+            }),
+            None
+        );
     }
 
     #[test]
@@ -210,7 +245,10 @@ mod tests {
         let refused = admission.check().unwrap_err();
         assert_eq!(
             refused.status_and_code(),
-            (actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
+            (
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable"
+            )
         );
         admission.observe(admission.turn(), &NodeStatus::assemble(healthy()));
         assert!(admission.check().is_ok());
@@ -222,13 +260,27 @@ mod tests {
     fn a_report_overtaken_by_a_later_one_is_ignored() {
         let admission = Admission::default();
         let (slow, quick) = (admission.turn(), admission.turn());
-        admission.observe(quick, &NodeStatus::assemble(Observations { mounted: false, ..healthy() }));
+        admission.observe(
+            quick,
+            &NodeStatus::assemble(Observations {
+                mounted: false,
+                ..healthy()
+            }),
+        );
         admission.observe(slow, &NodeStatus::assemble(healthy()));
         assert!(admission.check().is_err());
         let report = admission.report();
         assert!(!report.admitted);
-        assert!(report.refused_because.is_some_and(|why| why.starts_with("the file server: ") && why.ends_with("is not mounted")));
+        assert!(report.refused_because.is_some_and(
+            |why| why.starts_with("the file server: ") && why.ends_with("is not mounted")
+        ));
         admission.observe(admission.turn(), &NodeStatus::assemble(healthy()));
-        assert_eq!(admission.report(), UploadsReport { admitted: true, refused_because: None });
+        assert_eq!(
+            admission.report(),
+            UploadsReport {
+                admitted: true,
+                refused_because: None
+            }
+        );
     }
 }

@@ -18,10 +18,17 @@ pub trait AuditLog: Send + Sync + 'static {
     /// The same, addressed to the recipient of the file's upload: the row's `to_jid` is the one
     /// of the Post row of `transfer.filename` (`transfer.to_jid` if there is none); returns the
     /// `aft_index` and that `to_jid`.
-    fn get_start_to_post_recipient<'a>(&'a self, transfer: &'a Transfer) -> BoxFuture<'a, Result<(i64, String), LogdError>>;
+    fn get_start_to_post_recipient<'a>(
+        &'a self,
+        transfer: &'a Transfer,
+    ) -> BoxFuture<'a, Result<(i64, String), LogdError>>;
 
     /// Records how many bytes a download actually moved.
-    fn get_end(&self, aft_index: i64, bytes_transferred: i64) -> BoxFuture<'_, Result<(), LogdError>>;
+    fn get_end(
+        &self,
+        aft_index: i64,
+        bytes_transferred: i64,
+    ) -> BoxFuture<'_, Result<(), LogdError>>;
 
     /// Records that a stored file was shared in one more chat (a `Share` row).
     fn share<'a>(&'a self, transfer: &'a Transfer) -> BoxFuture<'a, Result<i64, LogdError>>;
@@ -31,7 +38,8 @@ pub trait AuditLog: Send + Sync + 'static {
 
     /// Marks the Post row of a stored file removed on purpose (`file_state`); its `aft_index`,
     /// or `None` if there is no Post row of that file name and path.
-    fn mark_file<'a>(&'a self, mark: &'a FileMark) -> BoxFuture<'a, Result<Option<i64>, LogdError>>;
+    fn mark_file<'a>(&'a self, mark: &'a FileMark)
+        -> BoxFuture<'a, Result<Option<i64>, LogdError>>;
 
     /// The `aft_index` of the row written by the event `event_id`, or `None` if there is none.
     fn lookup<'a>(&'a self, event_id: &'a str) -> BoxFuture<'a, Result<Option<i64>, LogdError>>;
@@ -46,11 +54,18 @@ impl AuditLog for LogdClient {
         Box::pin(LogdClient::get_start(self, transfer))
     }
 
-    fn get_start_to_post_recipient<'a>(&'a self, transfer: &'a Transfer) -> BoxFuture<'a, Result<(i64, String), LogdError>> {
+    fn get_start_to_post_recipient<'a>(
+        &'a self,
+        transfer: &'a Transfer,
+    ) -> BoxFuture<'a, Result<(i64, String), LogdError>> {
         Box::pin(LogdClient::get_start_to_post_recipient(self, transfer))
     }
 
-    fn get_end(&self, aft_index: i64, bytes_transferred: i64) -> BoxFuture<'_, Result<(), LogdError>> {
+    fn get_end(
+        &self,
+        aft_index: i64,
+        bytes_transferred: i64,
+    ) -> BoxFuture<'_, Result<(), LogdError>> {
         Box::pin(LogdClient::get_end(self, aft_index, bytes_transferred))
     }
 
@@ -62,7 +77,10 @@ impl AuditLog for LogdClient {
         Box::pin(LogdClient::amend_post(self, amendment))
     }
 
-    fn mark_file<'a>(&'a self, mark: &'a FileMark) -> BoxFuture<'a, Result<Option<i64>, LogdError>> {
+    fn mark_file<'a>(
+        &'a self,
+        mark: &'a FileMark,
+    ) -> BoxFuture<'a, Result<Option<i64>, LogdError>> {
         Box::pin(LogdClient::mark_file(self, mark))
     }
 
@@ -119,7 +137,9 @@ pub mod memory {
         /// Makes the next `count` events be recorded and then answered `Unavailable`, as when
         /// logd dies between its commit and its answer.
         pub fn lose_answers(&self, count: usize) {
-            self.lose_answers_with(count, || LogdError::Unavailable("the answer was lost".into()));
+            self.lose_answers_with(count, || {
+                LogdError::Unavailable("the answer was lost".into())
+            });
         }
 
         /// Makes the next `count` events be recorded and then answered `error()`: `Database`, as
@@ -131,7 +151,10 @@ pub mod memory {
         fn record(&self, method: Method, transfer: &Transfer) -> Result<i64, LogdError> {
             self.check()?;
             let mut rows = self.rows.lock().unwrap();
-            let recorded = transfer.event_id.as_deref().and_then(|id| row_of_event(&rows, id));
+            let recorded = transfer
+                .event_id
+                .as_deref()
+                .and_then(|id| row_of_event(&rows, id));
             let aft_index = match recorded {
                 Some(aft_index) => aft_index,
                 None => {
@@ -160,7 +183,9 @@ pub mod memory {
 
     /// The `aft_index` of the row written by the event `event_id`, if any.
     fn row_of_event(rows: &[Row], event_id: &str) -> Option<i64> {
-        let index = rows.iter().position(|r| r.transfer.event_id.as_deref() == Some(event_id))?;
+        let index = rows
+            .iter()
+            .position(|r| r.transfer.event_id.as_deref() == Some(event_id))?;
         Some(index as i64 + 1)
     }
 
@@ -169,15 +194,30 @@ pub mod memory {
             Box::pin(async move { self.record(Method::Post, transfer) })
         }
 
-        fn get_start<'a>(&'a self, transfer: &'a Transfer) -> BoxFuture<'a, Result<i64, LogdError>> {
+        fn get_start<'a>(
+            &'a self,
+            transfer: &'a Transfer,
+        ) -> BoxFuture<'a, Result<i64, LogdError>> {
             Box::pin(async move { self.record(Method::Get, transfer) })
         }
 
-        fn get_start_to_post_recipient<'a>(&'a self, transfer: &'a Transfer) -> BoxFuture<'a, Result<(i64, String), LogdError>> {
+        fn get_start_to_post_recipient<'a>(
+            &'a self,
+            transfer: &'a Transfer,
+        ) -> BoxFuture<'a, Result<(i64, String), LogdError>> {
             Box::pin(async move {
-                let post = self.rows().into_iter().find(|r| r.method == Method::Post && r.transfer.filename == transfer.filename);
+                let post = self
+                    .rows()
+                    .into_iter()
+                    .find(|r| r.method == Method::Post && r.transfer.filename == transfer.filename);
                 let to_jid = post.map_or_else(|| transfer.to_jid.clone(), |p| p.transfer.to_jid);
-                let aft_index = self.record(Method::Get, &Transfer { to_jid: to_jid.clone(), ..transfer.clone() })?;
+                let aft_index = self.record(
+                    Method::Get,
+                    &Transfer {
+                        to_jid: to_jid.clone(),
+                        ..transfer.clone()
+                    },
+                )?;
                 Ok((aft_index, to_jid))
             })
         }
@@ -186,11 +226,16 @@ pub mod memory {
             Box::pin(async move { self.record(Method::Share, transfer) })
         }
 
-        fn amend_post<'a>(&'a self, amendment: &'a Amendment) -> BoxFuture<'a, Result<i64, LogdError>> {
+        fn amend_post<'a>(
+            &'a self,
+            amendment: &'a Amendment,
+        ) -> BoxFuture<'a, Result<i64, LogdError>> {
             Box::pin(async move {
                 self.check()?;
                 let mut rows = self.rows.lock().unwrap();
-                let index = rows.iter().position(|r| r.method == Method::Post && r.transfer.filename == amendment.filename);
+                let index = rows.iter().position(|r| {
+                    r.method == Method::Post && r.transfer.filename == amendment.filename
+                });
                 let Some(index) = index else {
                     return Err(LogdError::Invalid {
                         field: "filename".into(),
@@ -205,13 +250,19 @@ pub mod memory {
             })
         }
 
-        fn mark_file<'a>(&'a self, mark: &'a FileMark) -> BoxFuture<'a, Result<Option<i64>, LogdError>> {
+        fn mark_file<'a>(
+            &'a self,
+            mark: &'a FileMark,
+        ) -> BoxFuture<'a, Result<Option<i64>, LogdError>> {
             Box::pin(async move {
                 self.check()?;
                 let mut rows = self.rows.lock().unwrap();
                 let mut first = None;
                 for (index, row) in rows.iter_mut().enumerate() {
-                    if row.method == Method::Post && row.transfer.filename == mark.filename && row.transfer.file_path == mark.file_path {
+                    if row.method == Method::Post
+                        && row.transfer.filename == mark.filename
+                        && row.transfer.file_path == mark.file_path
+                    {
                         row.file_state = Some(mark.file_state);
                         first = first.or(Some(index as i64 + 1));
                     }
@@ -220,18 +271,27 @@ pub mod memory {
             })
         }
 
-        fn lookup<'a>(&'a self, event_id: &'a str) -> BoxFuture<'a, Result<Option<i64>, LogdError>> {
+        fn lookup<'a>(
+            &'a self,
+            event_id: &'a str,
+        ) -> BoxFuture<'a, Result<Option<i64>, LogdError>> {
             Box::pin(async move {
                 self.check()?;
                 Ok(row_of_event(&self.rows.lock().unwrap(), event_id))
             })
         }
 
-        fn get_end(&self, aft_index: i64, bytes_transferred: i64) -> BoxFuture<'_, Result<(), LogdError>> {
+        fn get_end(
+            &self,
+            aft_index: i64,
+            bytes_transferred: i64,
+        ) -> BoxFuture<'_, Result<(), LogdError>> {
             Box::pin(async move {
                 self.check()?;
                 let mut rows = self.rows.lock().unwrap();
-                let row = usize::try_from(aft_index - 1).ok().and_then(|i| rows.get_mut(i));
+                let row = usize::try_from(aft_index - 1)
+                    .ok()
+                    .and_then(|i| rows.get_mut(i));
                 match row {
                     Some(row) if row.method == Method::Get => {
                         row.transfer.bytes_transferred = bytes_transferred;

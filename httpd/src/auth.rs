@@ -35,7 +35,10 @@ pub enum AuthError {
     #[error("the token is malformed or lacks a required claim: {0}")]
     Malformed(String),
     #[error("the token's {claim} claim is not valid: {problem}")]
-    BadClaim { claim: &'static str, problem: String },
+    BadClaim {
+        claim: &'static str,
+        problem: String,
+    },
 }
 
 /// What an upload token grants: `sub` may send a file to `to` in a chat of `chat_type`, of at
@@ -115,20 +118,28 @@ impl Credentials {
     /// # Panics
     /// If `secrets` is empty.
     pub fn new(secrets: &[String]) -> Self {
-        let first = secrets.first().expect("http.token_secrets lists at least one secret");
+        let first = secrets
+            .first()
+            .expect("http.token_secrets lists at least one secret");
         Self {
             signing: EncodingKey::from_secret(first.as_bytes()),
-            verifying: secrets.iter().map(|s| DecodingKey::from_secret(s.as_bytes())).collect(),
+            verifying: secrets
+                .iter()
+                .map(|s| DecodingKey::from_secret(s.as_bytes()))
+                .collect(),
         }
     }
 
     /// Checks the value of an `Authorization` header for an upload.
     pub fn verify_upload(&self, authorization: Option<&str>) -> Result<UploadGrant, AuthError> {
         let claims: UploadClaims = self.decode(authorization, Purpose::Upload)?;
-        let chat_type = claims.chat_type.parse().map_err(|e: logd::UnknownChatType| AuthError::BadClaim {
-            claim: "chat_type",
-            problem: e.to_string(),
-        })?;
+        let chat_type = claims
+            .chat_type
+            .parse()
+            .map_err(|e: logd::UnknownChatType| AuthError::BadClaim {
+                claim: "chat_type",
+                problem: e.to_string(),
+            })?;
         Ok(UploadGrant {
             from: checked_jid("sub", claims.sub)?,
             to: checked_jid("to", claims.to)?,
@@ -173,7 +184,11 @@ impl Credentials {
 
     /// The claims of a token for `purpose`; the purpose is checked before the other claims are
     /// read, so a token of the other kind is refused as such.
-    fn decode<C: DeserializeOwned>(&self, authorization: Option<&str>, purpose: Purpose) -> Result<C, AuthError> {
+    fn decode<C: DeserializeOwned>(
+        &self,
+        authorization: Option<&str>,
+        purpose: Purpose,
+    ) -> Result<C, AuthError> {
         let header = authorization.ok_or(AuthError::Missing)?;
         let token = bearer_token(header).ok_or(AuthError::NotBearer)?;
         // `exp` (required) and `nbf` (when present) are checked with jsonwebtoken's default
@@ -184,8 +199,12 @@ impl Credentials {
             match jsonwebtoken::decode::<serde_json::Value>(token, key, &validation) {
                 Ok(data) => return claims_for(data.claims, purpose),
                 Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => continue,
-                Err(e) if matches!(e.kind(), ErrorKind::ExpiredSignature) => return Err(AuthError::Expired),
-                Err(e) if matches!(e.kind(), ErrorKind::ImmatureSignature) => return Err(AuthError::NotYetValid),
+                Err(e) if matches!(e.kind(), ErrorKind::ExpiredSignature) => {
+                    return Err(AuthError::Expired)
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::ImmatureSignature) => {
+                    return Err(AuthError::NotYetValid)
+                }
                 Err(e) => return Err(AuthError::Malformed(e.to_string())),
             }
         }
@@ -200,14 +219,24 @@ pub fn bearer_token(authorization: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn claims_for<C: DeserializeOwned>(claims: serde_json::Value, purpose: Purpose) -> Result<C, AuthError> {
-    let found = claims.get("purpose").cloned().map(serde_json::from_value::<Purpose>);
+fn claims_for<C: DeserializeOwned>(
+    claims: serde_json::Value,
+    purpose: Purpose,
+) -> Result<C, AuthError> {
+    let found = claims
+        .get("purpose")
+        .cloned()
+        .map(serde_json::from_value::<Purpose>);
     match found {
         Some(Ok(found)) if found == purpose => {}
         Some(Ok(found)) => {
             return Err(AuthError::BadClaim {
                 claim: "purpose",
-                problem: format!("this is {} token, not {} token", found.article(), purpose.article()),
+                problem: format!(
+                    "this is {} token, not {} token",
+                    found.article(),
+                    purpose.article()
+                ),
             })
         }
         _ => {
@@ -286,39 +315,83 @@ mod tests {
     fn any_configured_secret_verifies() {
         let old = creds(&[OTHER]);
         let rotated = creds(&[SECRET, OTHER]);
-        let token = old.issue_download(&DownloadGrant { downloader: "bob@example.com".into() }, in_an_hour());
-        assert_eq!(rotated.verify_download(Some(&bearer(&token))).unwrap().downloader, "bob@example.com");
-        assert_eq!(creds(&[SECRET]).verify_download(Some(&bearer(&token))), Err(AuthError::BadSignature));
+        let token = old.issue_download(
+            &DownloadGrant {
+                downloader: "bob@example.com".into(),
+            },
+            in_an_hour(),
+        );
+        assert_eq!(
+            rotated
+                .verify_download(Some(&bearer(&token)))
+                .unwrap()
+                .downloader,
+            "bob@example.com"
+        );
+        assert_eq!(
+            creds(&[SECRET]).verify_download(Some(&bearer(&token))),
+            Err(AuthError::BadSignature)
+        );
     }
 
     #[test]
     fn refusals_say_why() {
         let c = creds(&[SECRET]);
         assert_eq!(c.verify_download(None), Err(AuthError::Missing));
-        assert_eq!(c.verify_download(Some("Basic YWxpY2U6eA==")), Err(AuthError::NotBearer));
+        assert_eq!(
+            c.verify_download(Some("Basic YWxpY2U6eA==")),
+            Err(AuthError::NotBearer)
+        );
         let expired = c.issue_download(
-            &DownloadGrant { downloader: "bob@example.com".into() },
+            &DownloadGrant {
+                downloader: "bob@example.com".into(),
+            },
             Utc::now() - chrono::Duration::hours(1),
         );
-        assert_eq!(c.verify_download(Some(&bearer(&expired))), Err(AuthError::Expired));
-        assert!(matches!(c.verify_download(Some("Bearer not.a.jwt")), Err(AuthError::Malformed(_))));
-        let download = c.issue_download(&DownloadGrant { downloader: "bob@example.com".into() }, in_an_hour());
+        assert_eq!(
+            c.verify_download(Some(&bearer(&expired))),
+            Err(AuthError::Expired)
+        );
+        assert!(matches!(
+            c.verify_download(Some("Bearer not.a.jwt")),
+            Err(AuthError::Malformed(_))
+        ));
+        let download = c.issue_download(
+            &DownloadGrant {
+                downloader: "bob@example.com".into(),
+            },
+            in_an_hour(),
+        );
         assert_eq!(
             c.verify_upload(Some(&bearer(&download))),
-            Err(AuthError::BadClaim { claim: "purpose", problem: "this is a download token, not an upload token".into() })
+            Err(AuthError::BadClaim {
+                claim: "purpose",
+                problem: "this is a download token, not an upload token".into()
+            })
         );
         let upload = c.issue_upload(&grant(), in_an_hour());
         assert_eq!(
             c.verify_download(Some(&bearer(&upload))),
-            Err(AuthError::BadClaim { claim: "purpose", problem: "this is an upload token, not a download token".into() })
+            Err(AuthError::BadClaim {
+                claim: "purpose",
+                problem: "this is an upload token, not a download token".into()
+            })
         );
         let later = (Utc::now() + chrono::Duration::minutes(10)).timestamp();
         let early = c.encode(&serde_json::json!({"purpose": "download", "sub": "bob@example.com", "nbf": later, "exp": later + 60}));
-        assert_eq!(c.verify_download(Some(&bearer(&early))), Err(AuthError::NotYetValid));
-        let unmarked = c.encode(&serde_json::json!({"sub": "bob@example.com", "exp": in_an_hour().timestamp()}));
+        assert_eq!(
+            c.verify_download(Some(&bearer(&early))),
+            Err(AuthError::NotYetValid)
+        );
+        let unmarked = c.encode(
+            &serde_json::json!({"sub": "bob@example.com", "exp": in_an_hour().timestamp()}),
+        );
         assert_eq!(
             c.verify_download(Some(&bearer(&unmarked))),
-            Err(AuthError::BadClaim { claim: "purpose", problem: "must be \"download\"".into() })
+            Err(AuthError::BadClaim {
+                claim: "purpose",
+                problem: "must be \"download\"".into()
+            })
         );
     }
 
@@ -335,9 +408,15 @@ mod tests {
     #[test]
     fn claims_are_checked() {
         let c = creds(&[SECRET]);
-        let bad_jid = UploadGrant { to: "bob @example.com".into(), ..grant() };
+        let bad_jid = UploadGrant {
+            to: "bob @example.com".into(),
+            ..grant()
+        };
         let token = c.issue_upload(&bad_jid, in_an_hour());
-        assert!(matches!(c.verify_upload(Some(&bearer(&token))), Err(AuthError::BadClaim { claim: "to", .. })));
+        assert!(matches!(
+            c.verify_upload(Some(&bearer(&token))),
+            Err(AuthError::BadClaim { claim: "to", .. })
+        ));
         let token = c.encode(&UploadClaims {
             purpose: Purpose::Upload,
             sub: "a@b".into(),
@@ -348,17 +427,34 @@ mod tests {
         });
         assert!(matches!(
             c.verify_upload(Some(&bearer(&token))),
-            Err(AuthError::BadClaim { claim: "chat_type", .. })
+            Err(AuthError::BadClaim {
+                claim: "chat_type",
+                ..
+            })
         ));
     }
 
     #[test]
     fn jids() {
-        for good in ["alice@example.com", "example.com", "alice@example.com/phone", "a@b/c"] {
+        for good in [
+            "alice@example.com",
+            "example.com",
+            "alice@example.com/phone",
+            "a@b/c",
+        ] {
             assert!(is_valid_jid(good), "{good}");
         }
         let long = format!("a@{}", "b".repeat(MAX_JID_LEN - 1));
-        for bad in ["", "@example.com", "alice@", "a@b@c", "alice @example.com", "a\u{7}@b", "/res", long.as_str()] {
+        for bad in [
+            "",
+            "@example.com",
+            "alice@",
+            "a@b@c",
+            "alice @example.com",
+            "a\u{7}@b",
+            "/res",
+            long.as_str(),
+        ] {
             assert!(!is_valid_jid(bad), "{bad:?}");
         }
         assert!(is_valid_jid(&long[..MAX_JID_LEN]));

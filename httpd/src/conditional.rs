@@ -22,7 +22,9 @@ pub struct Validators {
 impl Validators {
     /// The validators of the stored file `file_name` (a layout name: `[a-z2-7]`, header-safe).
     pub fn new(size: u64, modified: DateTime<Utc>, file_name: &str) -> Self {
-        let nanos = modified.timestamp_nanos_opt().unwrap_or_else(|| modified.timestamp());
+        let nanos = modified
+            .timestamp_nanos_opt()
+            .unwrap_or_else(|| modified.timestamp());
         Self {
             etag: format!("\"{size:x}-{nanos:x}-{file_name}\""),
             last_modified: modified.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
@@ -64,7 +66,10 @@ impl Answer {
 
 /// Decides the answer for a file of `size` bytes with `validators`.
 pub fn answer(request: &Preconditions<'_>, validators: &Validators, size: u64) -> Answer {
-    if request.if_none_match.is_some_and(|tags| matches_any(tags, &validators.etag)) {
+    if request
+        .if_none_match
+        .is_some_and(|tags| matches_any(tags, &validators.etag))
+    {
         return Answer::NotModified;
     }
     let Some(range) = request.range else {
@@ -96,7 +101,9 @@ fn matches_any(tags: &str, etag: &str) -> bool {
 fn single_range(range: &str, size: u64) -> Option<Answer> {
     // The unit is case-insensitive (RFC 9110 §14.1).
     let range = range.trim();
-    range.get(..6).filter(|unit| unit.eq_ignore_ascii_case("bytes="))?;
+    range
+        .get(..6)
+        .filter(|unit| unit.eq_ignore_ascii_case("bytes="))?;
     let spec = range[6..].trim();
     if spec.contains(',') {
         return None;
@@ -104,14 +111,19 @@ fn single_range(range: &str, size: u64) -> Option<Answer> {
     let (first, last) = spec.split_once('-')?;
     let number = |s: &str| -> Option<u64> {
         let s = s.trim();
-        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
     };
     if first.trim().is_empty() {
         let suffix = number(last)?;
         if suffix == 0 || size == 0 {
             return Some(Answer::Unsatisfiable);
         }
-        return Some(Answer::Partial { start: size.saturating_sub(suffix), end: size - 1 });
+        return Some(Answer::Partial {
+            start: size.saturating_sub(suffix),
+            end: size - 1,
+        });
     }
     let start = number(first)?;
     let end = match last.trim() {
@@ -124,7 +136,10 @@ fn single_range(range: &str, size: u64) -> Option<Answer> {
     if start >= size {
         return Some(Answer::Unsatisfiable);
     }
-    Some(Answer::Partial { start, end: end.min(size - 1) })
+    Some(Answer::Partial {
+        start,
+        end: end.min(size - 1),
+    })
 }
 
 #[cfg(test)]
@@ -134,34 +149,100 @@ mod tests {
     use super::*;
 
     fn validators() -> Validators {
-        Validators::new(1000, Utc.with_ymd_and_hms(2014, 8, 11, 15, 30, 7).unwrap(), "abcdefghijklmnopqrstuvwxyz")
+        Validators::new(
+            1000,
+            Utc.with_ymd_and_hms(2014, 8, 11, 15, 30, 7).unwrap(),
+            "abcdefghijklmnopqrstuvwxyz",
+        )
     }
 
     fn range(range: &str, size: u64) -> Answer {
-        answer(&Preconditions { range: Some(range), ..Default::default() }, &validators(), size)
+        answer(
+            &Preconditions {
+                range: Some(range),
+                ..Default::default()
+            },
+            &validators(),
+            size,
+        )
     }
 
     #[test]
     fn validators_are_stable_and_header_safe() {
         let v = validators();
         assert_eq!(v.last_modified, "Mon, 11 Aug 2014 15:30:07 GMT");
-        assert_eq!(v.etag, "\"3e8-13896845ad543600-abcdefghijklmnopqrstuvwxyz\"");
+        assert_eq!(
+            v.etag,
+            "\"3e8-13896845ad543600-abcdefghijklmnopqrstuvwxyz\""
+        );
         assert_eq!(v, validators());
-        let other = Validators::new(1001, Utc.with_ymd_and_hms(2014, 8, 11, 15, 30, 7).unwrap(), "abcdefghijklmnopqrstuvwxyz");
-        assert_ne!(v.etag, other.etag, "a different size is a different version");
+        let other = Validators::new(
+            1001,
+            Utc.with_ymd_and_hms(2014, 8, 11, 15, 30, 7).unwrap(),
+            "abcdefghijklmnopqrstuvwxyz",
+        );
+        assert_ne!(
+            v.etag, other.etag,
+            "a different size is a different version"
+        );
     }
 
     #[test]
     fn single_ranges() {
-        assert_eq!(range("bytes=0-99", 1000), Answer::Partial { start: 0, end: 99 });
-        assert_eq!(range("bytes=990-", 1000), Answer::Partial { start: 990, end: 999 });
-        assert_eq!(range("bytes=-10", 1000), Answer::Partial { start: 990, end: 999 });
-        assert_eq!(range("bytes=-5000", 1000), Answer::Partial { start: 0, end: 999 }, "suffix longer than the file");
-        assert_eq!(range("bytes=500-5000", 1000), Answer::Partial { start: 500, end: 999 }, "end clamped");
-        assert_eq!(range("bytes=999-999", 1000), Answer::Partial { start: 999, end: 999 });
-        assert_eq!(range(" bytes= 1 - 2 ", 1000), Answer::Partial { start: 1, end: 2 });
-        assert_eq!(range("Bytes=0-9", 1000), Answer::Partial { start: 0, end: 9 }, "the unit is case-insensitive");
-        assert_eq!(range("BYTES=-1", 1000), Answer::Partial { start: 999, end: 999 });
+        assert_eq!(
+            range("bytes=0-99", 1000),
+            Answer::Partial { start: 0, end: 99 }
+        );
+        assert_eq!(
+            range("bytes=990-", 1000),
+            Answer::Partial {
+                start: 990,
+                end: 999
+            }
+        );
+        assert_eq!(
+            range("bytes=-10", 1000),
+            Answer::Partial {
+                start: 990,
+                end: 999
+            }
+        );
+        assert_eq!(
+            range("bytes=-5000", 1000),
+            Answer::Partial { start: 0, end: 999 },
+            "suffix longer than the file"
+        );
+        assert_eq!(
+            range("bytes=500-5000", 1000),
+            Answer::Partial {
+                start: 500,
+                end: 999
+            },
+            "end clamped"
+        );
+        assert_eq!(
+            range("bytes=999-999", 1000),
+            Answer::Partial {
+                start: 999,
+                end: 999
+            }
+        );
+        assert_eq!(
+            range(" bytes= 1 - 2 ", 1000),
+            Answer::Partial { start: 1, end: 2 }
+        );
+        assert_eq!(
+            range("Bytes=0-9", 1000),
+            Answer::Partial { start: 0, end: 9 },
+            "the unit is case-insensitive"
+        );
+        assert_eq!(
+            range("BYTES=-1", 1000),
+            Answer::Partial {
+                start: 999,
+                end: 999
+            }
+        );
         assert_eq!(range("byteś=0-9", 1000), Answer::Full);
     }
 
@@ -170,22 +251,50 @@ mod tests {
         assert_eq!(range("bytes=1000-", 1000), Answer::Unsatisfiable);
         assert_eq!(range("bytes=1000-2000", 1000), Answer::Unsatisfiable);
         assert_eq!(range("bytes=-0", 1000), Answer::Unsatisfiable);
-        assert_eq!(range("bytes=0-", 0), Answer::Unsatisfiable, "an empty file has no bytes to range over");
+        assert_eq!(
+            range("bytes=0-", 0),
+            Answer::Unsatisfiable,
+            "an empty file has no bytes to range over"
+        );
         assert_eq!(range("bytes=-1", 0), Answer::Unsatisfiable);
     }
 
     #[test]
     fn ignored_ranges_serve_the_whole_file() {
-        for ignored in ["bytes=0-1,5-6", "items=0-1", "bytes=5-1", "bytes=a-b", "bytes=-", "bytes=1", "bytes=+1-2", "0-1", ""] {
+        for ignored in [
+            "bytes=0-1,5-6",
+            "items=0-1",
+            "bytes=5-1",
+            "bytes=a-b",
+            "bytes=-",
+            "bytes=1",
+            "bytes=+1-2",
+            "0-1",
+            "",
+        ] {
             assert_eq!(range(ignored, 1000), Answer::Full, "{ignored:?}");
         }
-        assert_eq!(range("bytes=0-99999999999999999999999", 1000), Answer::Full, "overflow");
+        assert_eq!(
+            range("bytes=0-99999999999999999999999", 1000),
+            Answer::Full,
+            "overflow"
+        );
     }
 
     #[test]
     fn if_none_match() {
         let v = validators();
-        let ask = |tags: &str| answer(&Preconditions { if_none_match: Some(tags), range: Some("bytes=0-1"), ..Default::default() }, &v, 1000);
+        let ask = |tags: &str| {
+            answer(
+                &Preconditions {
+                    if_none_match: Some(tags),
+                    range: Some("bytes=0-1"),
+                    ..Default::default()
+                },
+                &v,
+                1000,
+            )
+        };
         assert_eq!(ask(&v.etag.clone()), Answer::NotModified);
         assert_eq!(ask(&format!("\"x\", W/{}", v.etag)), Answer::NotModified);
         assert_eq!(ask("*"), Answer::NotModified);
@@ -195,13 +304,40 @@ mod tests {
     #[test]
     fn if_range() {
         let v = validators();
-        let ask = |if_range: &str| answer(&Preconditions { range: Some("bytes=10-19"), if_range: Some(if_range), ..Default::default() }, &v, 1000);
+        let ask = |if_range: &str| {
+            answer(
+                &Preconditions {
+                    range: Some("bytes=10-19"),
+                    if_range: Some(if_range),
+                    ..Default::default()
+                },
+                &v,
+                1000,
+            )
+        };
         assert_eq!(ask(&v.etag.clone()), Answer::Partial { start: 10, end: 19 });
-        assert_eq!(ask("Mon, 11 Aug 2014 15:30:07 GMT"), Answer::Partial { start: 10, end: 19 });
+        assert_eq!(
+            ask("Mon, 11 Aug 2014 15:30:07 GMT"),
+            Answer::Partial { start: 10, end: 19 }
+        );
         assert_eq!(ask("\"stale\""), Answer::Full);
-        assert_eq!(ask(&format!("W/{}", v.etag)), Answer::Full, "weak tags never match If-Range");
+        assert_eq!(
+            ask(&format!("W/{}", v.etag)),
+            Answer::Full,
+            "weak tags never match If-Range"
+        );
         assert_eq!(ask("Mon, 11 Aug 2014 15:30:06 GMT"), Answer::Full);
-        assert_eq!(answer(&Preconditions { if_range: Some("\"x\""), ..Default::default() }, &v, 1000), Answer::Full);
+        assert_eq!(
+            answer(
+                &Preconditions {
+                    if_range: Some("\"x\""),
+                    ..Default::default()
+                },
+                &v,
+                1000
+            ),
+            Answer::Full
+        );
     }
 
     #[test]

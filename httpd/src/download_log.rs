@@ -127,7 +127,10 @@ impl Reporter {
             return first.map(|()| Recorded { bytes, tries });
         }
         if let Err(e) = &first {
-            log::warn!("cannot record the end of download aft_index {} yet ({bytes} bytes), retrying: {e}", self.aft_index);
+            log::warn!(
+                "cannot record the end of download aft_index {} yet ({bytes} bytes), retrying: {e}",
+                self.aft_index
+            );
         }
         let mut backoff = Backoff::default();
         let outcome = loop {
@@ -145,7 +148,10 @@ impl Reporter {
 
 /// Whether a try failed in a way that a later try may not: logd or its database unavailable.
 fn retryable(outcome: &Result<(), LogdError>) -> bool {
-    matches!(outcome, Err(LogdError::Unavailable(_) | LogdError::Unreachable(_) | LogdError::Database(_)))
+    matches!(
+        outcome,
+        Err(LogdError::Unavailable(_) | LogdError::Unreachable(_) | LogdError::Database(_))
+    )
 }
 
 #[cfg(test)]
@@ -170,17 +176,30 @@ mod tests {
             sha256: None,
             event_id: None,
         };
-        futures_util::FutureExt::now_or_never(audit.get_start(&transfer)).unwrap().unwrap()
+        futures_util::FutureExt::now_or_never(audit.get_start(&transfer))
+            .unwrap()
+            .unwrap()
     }
 
     /// A reporter for `aft_index`, and where its outcome arrives.
-    fn start(audit: &Arc<MemoryAuditLog>, aft_index: i64) -> (Progress, oneshot::Receiver<Result<Recorded, LogdError>>) {
+    fn start(
+        audit: &Arc<MemoryAuditLog>,
+        aft_index: i64,
+    ) -> (Progress, oneshot::Receiver<Result<Recorded, LogdError>>) {
         let (tx, done) = oneshot::channel();
-        (DownloadLog::new(audit.clone()).start(aft_index, move |r| drop(tx.send(r))), done)
+        (
+            DownloadLog::new(audit.clone()).start(aft_index, move |r| drop(tx.send(r))),
+            done,
+        )
     }
 
-    async fn outcome(done: oneshot::Receiver<Result<Recorded, LogdError>>) -> Result<Recorded, LogdError> {
-        tokio::time::timeout(Duration::from_secs(600), done).await.unwrap().unwrap()
+    async fn outcome(
+        done: oneshot::Receiver<Result<Recorded, LogdError>>,
+    ) -> Result<Recorded, LogdError> {
+        tokio::time::timeout(Duration::from_secs(600), done)
+            .await
+            .unwrap()
+            .unwrap()
     }
 
     #[tokio::test(start_paused = true)]
@@ -208,7 +227,11 @@ mod tests {
         let (progress, done) = start(&audit, aft_index);
         progress.add(4096);
         tokio::time::sleep(PROGRESS_INTERVAL + Duration::from_millis(10)).await;
-        assert_eq!(audit.rows()[0].transfer.bytes_transferred, 4096, "progress after one interval");
+        assert_eq!(
+            audit.rows()[0].transfer.bytes_transferred,
+            4096,
+            "progress after one interval"
+        );
         progress.add(4096);
         drop(progress);
         assert_eq!(outcome(done).await.unwrap().bytes, 8192);
@@ -221,6 +244,9 @@ mod tests {
         // There is no Get row 7: logd refuses, and retrying cannot help.
         let (progress, done) = start(&audit, 7);
         drop(progress);
-        assert!(matches!(outcome(done).await, Err(LogdError::Invalid { .. })));
+        assert!(matches!(
+            outcome(done).await,
+            Err(LogdError::Invalid { .. })
+        ));
     }
 }

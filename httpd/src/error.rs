@@ -62,7 +62,9 @@ const RETRY_AFTER_SECS: &str = "1";
 
 fn audit_message(e: &LogdError) -> &'static str {
     match e {
-        LogdError::Unavailable(_) | LogdError::Unreachable(_) => "the transfer cannot be recorded: the audit log service (logd) is unavailable",
+        LogdError::Unavailable(_) | LogdError::Unreachable(_) => {
+            "the transfer cannot be recorded: the audit log service (logd) is unavailable"
+        }
         LogdError::Database(_) => "the transfer cannot be recorded: the database is unavailable",
         LogdError::Invalid { .. } => "internal error",
     }
@@ -101,15 +103,27 @@ impl Error {
             Error::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Error::OtherNode(_) => (StatusCode::NOT_FOUND, "other_node"),
             Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            Error::Audit(LogdError::Unavailable(_) | LogdError::Unreachable(_)) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
-            Error::Audit(LogdError::Database(_)) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
-            Error::Audit(LogdError::Invalid { .. }) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-            Error::Store(StoreError::Unavailable(_)) => (StatusCode::SERVICE_UNAVAILABLE, "file_server_unavailable"),
-            Error::Store(StoreError::Full(_)) => (StatusCode::INSUFFICIENT_STORAGE, "file_server_full"),
+            Error::Audit(LogdError::Unavailable(_) | LogdError::Unreachable(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
+            }
+            Error::Audit(LogdError::Database(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
+            }
+            Error::Audit(LogdError::Invalid { .. }) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+            Error::Store(StoreError::Unavailable(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "file_server_unavailable")
+            }
+            Error::Store(StoreError::Full(_)) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "file_server_full")
+            }
             Error::Store(StoreError::Io(_)) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             Error::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             Error::Stalled(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
-            Error::RangeNotSatisfiable(_) => (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable"),
+            Error::RangeNotSatisfiable(_) => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
+            }
             Error::KeyInFlight => (StatusCode::CONFLICT, "idempotency_key_in_use"),
             Error::KeyReused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
             Error::Slot(e) => match e {
@@ -162,10 +176,14 @@ impl ResponseError for Error {
         let mut response = HttpResponse::build(status);
         match self {
             _ if status == StatusCode::UNAUTHORIZED => {
-                response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+                response
+                    .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
             }
             Error::Busy(_) => {
-                response.insert_header((header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS)));
+                response.insert_header((
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(RETRY_AFTER_SECS),
+                ));
             }
             Error::RangeNotSatisfiable(size) => {
                 response.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));
@@ -284,22 +302,50 @@ mod tests {
             assert_eq!(response.status().as_u16(), status, "{error:?}");
             let body = response.into_body().try_into_bytes().unwrap();
             let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            assert_eq!(json, serde_json::json!({ "error": code, "message": message }), "{error:?}");
+            assert_eq!(
+                json,
+                serde_json::json!({ "error": code, "message": message }),
+                "{error:?}"
+            );
         }
     }
 
     #[test]
     fn the_log_keeps_the_cause() {
         let e = Error::Store(StoreError::from(io_error(libc::EACCES)));
-        assert!(with_causes(&e).starts_with("internal error: file store error: Permission denied"), "{}", with_causes(&e));
+        assert!(
+            with_causes(&e).starts_with("internal error: file store error: Permission denied"),
+            "{}",
+            with_causes(&e)
+        );
         let full = Error::Store(StoreError::from(io_error(libc::ENOSPC)));
-        assert_eq!(with_causes(&full), "the file server is full: No space left on device (os error 28)", "each cause once");
+        assert_eq!(
+            with_causes(&full),
+            "the file server is full: No space left on device (os error 28)",
+            "each cause once"
+        );
         let response = Error::Unauthorized(AuthError::Missing).error_response();
-        assert_eq!(response.headers().get(header::WWW_AUTHENTICATE).unwrap(), "Bearer");
+        assert_eq!(
+            response.headers().get(header::WWW_AUTHENTICATE).unwrap(),
+            "Bearer"
+        );
         let response = Error::Slot(SlotError::BadToken("x".into())).error_response();
-        assert_eq!(response.headers().get(header::WWW_AUTHENTICATE).unwrap(), "Bearer");
-        assert_eq!(Error::Busy(1).error_response().headers().get(header::RETRY_AFTER).unwrap(), "1");
+        assert_eq!(
+            response.headers().get(header::WWW_AUTHENTICATE).unwrap(),
+            "Bearer"
+        );
+        assert_eq!(
+            Error::Busy(1)
+                .error_response()
+                .headers()
+                .get(header::RETRY_AFTER)
+                .unwrap(),
+            "1"
+        );
         let response = Error::RangeNotSatisfiable(1000).error_response();
-        assert_eq!(response.headers().get(header::CONTENT_RANGE).unwrap(), "bytes */1000");
+        assert_eq!(
+            response.headers().get(header::CONTENT_RANGE).unwrap(),
+            "bytes */1000"
+        );
     }
 }

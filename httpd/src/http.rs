@@ -29,16 +29,16 @@ use std::time::Duration;
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::{Method, StatusCode};
-use futures_util::StreamExt;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use futures_util::StreamExt;
 use serde::Deserialize;
 
 use crate::conditional::{Answer, Preconditions};
 use crate::error::Error;
+use crate::ops::Ops;
+use crate::route_table::{self, methods_of, on, ROUTES};
 use crate::share::CapabilityQuery;
 use crate::slot::{SlotRequest, SLOT_PREFIX};
-use crate::ops::Ops;
-use crate::route_table::{self, on, methods_of, ROUTES};
 use crate::transfer::{Download, DownloadRequest, TransferService, Uploaded};
 
 /// How long a graceful stop waits for transfers in flight.
@@ -49,27 +49,42 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
     let cors = actix_cors::Cors::default()
         .allowed_methods(["PUT", "GET", "HEAD"])
         .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-        .expose_headers([header::CONTENT_DISPOSITION, header::CONTENT_RANGE, header::ETAG, header::LOCATION])
+        .expose_headers([
+            header::CONTENT_DISPOSITION,
+            header::CONTENT_RANGE,
+            header::ETAG,
+            header::LOCATION,
+        ])
         // A page of another origin gets no CORS headers (its browser refuses it); other
         // clients, which send no Origin, are not affected.
         .block_on_origin_mismatch(false)
         .max_age(3600);
-    origins.iter().fold(cors, |cors, origin| match origin.as_str() {
-        "*" => cors.allow_any_origin().send_wildcard(),
-        origin => cors.allowed_origin(origin),
-    })
+    origins
+        .iter()
+        .fold(cors, |cors, origin| match origin.as_str() {
+            "*" => cors.allow_any_origin().send_wildcard(),
+            origin => cors.allowed_origin(origin),
+        })
 }
 
 /// The resource `path` (all its [`ROUTES`] methods, `OPTIONS` included) behind [`cors`]; a
 /// plain `OPTIONS` that is not a preflight gets `204` with `Allow`.
-fn with_cors(path: &'static str, origins: &[String], route: actix_web::Route) -> impl actix_web::dev::HttpServiceFactory {
+fn with_cors(
+    path: &'static str,
+    origins: &[String],
+    route: actix_web::Route,
+) -> impl actix_web::dev::HttpServiceFactory {
     let allow = route_table::methods(path).join(", ");
     web::resource(path)
         .guard(methods_of(path, |_| true))
         .route(route)
         .default_service(web::to(move || {
             let allow = allow.clone();
-            async move { HttpResponse::NoContent().insert_header((header::ALLOW, allow)).finish() }
+            async move {
+                HttpResponse::NoContent()
+                    .insert_header((header::ALLOW, allow))
+                    .finish()
+            }
         }))
         .wrap(cors(origins))
 }
@@ -94,11 +109,26 @@ pub fn routes(transfers: web::Data<TransferService>) -> impl FnOnce(&mut web::Se
     move |cfg| {
         let origins = transfers.config().http.cors_allowed_origins.clone();
         cfg.app_data(transfers)
-            .app_data(web::QueryConfig::default().error_handler(|e, _| Error::BadRequest(e.to_string()).into()))
-            .route("/healthz", on("/healthz").to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }))
+            .app_data(
+                web::QueryConfig::default()
+                    .error_handler(|e, _| Error::BadRequest(e.to_string()).into()),
+            )
+            .route(
+                "/healthz",
+                on("/healthz")
+                    .to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }),
+            )
             .route("/files", on("/files").to(upload))
-            .service(with_cors("/files/{path:.*}", &origins, on("/files/{path:.*}").to(download)))
-            .service(with_cors("/upload/{path:.*}", &origins, on("/upload/{path:.*}").to(slot)))
+            .service(with_cors(
+                "/files/{path:.*}",
+                &origins,
+                on("/files/{path:.*}").to(download),
+            ))
+            .service(with_cors(
+                "/upload/{path:.*}",
+                &origins,
+                on("/upload/{path:.*}").to(slot),
+            ))
             .route("/shares", on("/shares").to(share))
             .default_service(web::to(not_routed));
     }
@@ -108,10 +138,12 @@ pub fn routes(transfers: web::Data<TransferService>) -> impl FnOnce(&mut web::Se
 /// only the method is wrong, else 404.
 async fn not_routed(request: HttpRequest) -> Result<HttpResponse, Error> {
     let path = request.path();
-    let route = ROUTES.iter().find(|(pattern, _)| match pattern.strip_suffix("{path:.*}") {
-        Some(prefix) => path.starts_with(prefix),
-        None => path == *pattern,
-    });
+    let route = ROUTES
+        .iter()
+        .find(|(pattern, _)| match pattern.strip_suffix("{path:.*}") {
+            Some(prefix) => path.starts_with(prefix),
+            None => path == *pattern,
+        });
     Err(match route {
         Some((_, methods)) => Error::MethodNotAllowed(methods),
         None => Error::NotFound,
@@ -126,12 +158,20 @@ async fn upload(
 ) -> Result<HttpResponse, Error> {
     let headers = request.headers();
     let idempotency_key = header_str(headers, header::HeaderName::from_static("idempotency-key"));
-    let ticket = transfers.admit_upload(header_str(headers, header::AUTHORIZATION), idempotency_key, content_length(headers))?;
-    let is_multipart = header_str(headers, header::CONTENT_TYPE).is_some_and(|t| t.to_ascii_lowercase().starts_with("multipart/form-data"));
+    let ticket = transfers.admit_upload(
+        header_str(headers, header::AUTHORIZATION),
+        idempotency_key,
+        content_length(headers),
+    )?;
+    let is_multipart = header_str(headers, header::CONTENT_TYPE)
+        .is_some_and(|t| t.to_ascii_lowercase().starts_with("multipart/form-data"));
     let uploaded = if is_multipart {
         let mut form = actix_multipart::Multipart::new(headers, body);
         let part = file_part(&mut form).await?;
-        let name = query.name.clone().or_else(|| part.content_disposition().and_then(disposition_filename));
+        let name = query
+            .name
+            .clone()
+            .or_else(|| part.content_disposition().and_then(disposition_filename));
         transfers.upload(ticket, name.as_deref(), part).await?
     } else {
         let name = query.name.clone().or_else(|| {
@@ -149,17 +189,24 @@ const MAX_SKIPPED_FORM_BYTES: usize = 64 * 1024;
 /// The first part of a multipart form that carries a file name; other parts before it are
 /// read and dropped (at most [`MAX_SKIPPED_FORM_BYTES`]).
 async fn file_part(form: &mut actix_multipart::Multipart) -> Result<actix_multipart::Field, Error> {
-    let bad = |e: actix_multipart::MultipartError| Error::BadRequest(format!("the multipart body is malformed: {e}"));
+    let bad = |e: actix_multipart::MultipartError| {
+        Error::BadRequest(format!("the multipart body is malformed: {e}"))
+    };
     let mut skipped = 0;
     while let Some(part) = form.next().await {
         let mut part = part.map_err(bad)?;
-        if part.content_disposition().is_some_and(|d| d.get_filename().is_some() || d.get_filename_ext().is_some()) {
+        if part
+            .content_disposition()
+            .is_some_and(|d| d.get_filename().is_some() || d.get_filename_ext().is_some())
+        {
             return Ok(part);
         }
         while let Some(chunk) = part.next().await {
             skipped += chunk.map_err(bad)?.len();
             if skipped > MAX_SKIPPED_FORM_BYTES {
-                return Err(Error::BadRequest("the form fields before the file part are too large".into()));
+                return Err(Error::BadRequest(
+                    "the form fields before the file part are too large".into(),
+                ));
             }
         }
     }
@@ -169,7 +216,10 @@ async fn file_part(form: &mut actix_multipart::Multipart) -> Result<actix_multip
 /// The file name of a `Content-Disposition`: `filename*` (RFC 5987, UTF-8) before `filename`.
 fn disposition_filename(disposition: &header::ContentDisposition) -> Option<String> {
     match disposition.get_filename_ext() {
-        Some(ext) if ext.charset == header::Charset::Ext("UTF-8".into()) || ext.charset == header::Charset::Ext("utf-8".into()) => {
+        Some(ext)
+            if ext.charset == header::Charset::Ext("UTF-8".into())
+                || ext.charset == header::Charset::Ext("utf-8".into()) =>
+        {
             String::from_utf8(ext.value.clone()).ok()
         }
         _ => disposition.get_filename().map(str::to_owned),
@@ -187,11 +237,19 @@ fn created(uploaded: Uploaded) -> HttpResponse {
 fn repr_digest(sha256_hex: &str) -> String {
     use base64::Engine;
     let bytes = hex::decode(sha256_hex).expect("the store gives the digest in hex");
-    format!("sha-256=:{}:", base64::engine::general_purpose::STANDARD.encode(bytes))
+    format!(
+        "sha-256=:{}:",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
 }
 
-async fn download(request: HttpRequest, transfers: web::Data<TransferService>) -> Result<HttpResponse, Error> {
-    let download = transfers.download(request.uri().path(), &download_request(&request)).await?;
+async fn download(
+    request: HttpRequest,
+    transfers: web::Data<TransferService>,
+) -> Result<HttpResponse, Error> {
+    let download = transfers
+        .download(request.uri().path(), &download_request(&request))
+        .await?;
     Ok(download_response(download))
 }
 
@@ -202,7 +260,11 @@ async fn slot(
     body: web::Payload,
     transfers: web::Data<TransferService>,
 ) -> Result<HttpResponse, Error> {
-    let raw_path = request.uri().path().strip_prefix(SLOT_PREFIX).unwrap_or_default();
+    let raw_path = request
+        .uri()
+        .path()
+        .strip_prefix(SLOT_PREFIX)
+        .unwrap_or_default();
     if request.method() != Method::PUT {
         let capability = CapabilityQuery {
             mft_for: query.mft_for.as_deref(),
@@ -210,7 +272,9 @@ async fn slot(
             mft_type: query.mft_type.as_deref(),
             mft_cap: query.mft_cap.as_deref(),
         };
-        let download = transfers.download_slot(raw_path, &capability, &download_request(&request)).await?;
+        let download = transfers
+            .download_slot(raw_path, &capability, &download_request(&request))
+            .await?;
         return Ok(download_response(download));
     }
     let headers = request.headers();
@@ -221,12 +285,19 @@ async fn slot(
         content_length: content_length(headers),
         content_type: header_str(headers, header::CONTENT_TYPE),
     };
-    Ok(created(transfers.upload_slot(raw_path, &slot_request, body).await?))
+    Ok(created(
+        transfers.upload_slot(raw_path, &slot_request, body).await?,
+    ))
 }
 
 /// A share report from the XMPP server's module: `200` with what it recorded.
-async fn share(request: HttpRequest, transfers: web::Data<TransferService>) -> Result<HttpResponse, Error> {
-    let shared = transfers.share(header_str(request.headers(), header::AUTHORIZATION)).await?;
+async fn share(
+    request: HttpRequest,
+    transfers: web::Data<TransferService>,
+) -> Result<HttpResponse, Error> {
+    let shared = transfers
+        .share(header_str(request.headers(), header::AUTHORIZATION))
+        .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "recorded": shared })))
 }
 
@@ -260,20 +331,32 @@ fn download_response(download: Download) -> HttpResponse {
         .insert_header((header::LAST_MODIFIED, download.validators.last_modified))
         .insert_header((header::ACCEPT_RANGES, "bytes"))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .insert_header((header::CONTENT_SECURITY_POLICY, "default-src 'none'; sandbox"));
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; sandbox",
+        ));
     if download.answer == Answer::NotModified {
         return response.finish();
     }
     if let Answer::Partial { start, end } = download.answer {
-        response.insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{}", download.size)));
+        response.insert_header((
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{end}/{}", download.size),
+        ));
     }
     response
         .insert_header((header::CONTENT_TYPE, media_type))
-        .insert_header((header::CONTENT_DISPOSITION, download.real_name.content_disposition(disposition)));
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            download.real_name.content_disposition(disposition),
+        ));
     // A sized body, so that HEAD too answers with the Content-Length.
     match download.body {
         Some(body) => response.body(SizedStream::new(length, body)),
-        None => response.body(SizedStream::new(length, futures_util::stream::empty::<io::Result<_>>())),
+        None => response.body(SizedStream::new(
+            length,
+            futures_util::stream::empty::<io::Result<_>>(),
+        )),
     }
 }
 
@@ -312,7 +395,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let http = &transfers.config().http;
-    let tls = match transfers.secrets().tls_config(http).map_err(io::Error::other)? {
+    let tls = match transfers
+        .secrets()
+        .tls_config(http)
+        .map_err(io::Error::other)?
+    {
         Some(tls) => Some(tls),
         None => {
             let addr = listener.local_addr()?;
@@ -382,7 +469,12 @@ mod tests {
             let dir: &std::path::Path = $dir;
             let ops = web::Data::new(ops(dir, FixedLogd(Some(logd_status(&[])))));
             let audit = Arc::new(MemoryAuditLog::default());
-            let transfers = web::Data::new(TransferService::new(config(dir), Mount::Directory, audit, Arc::new(SystemClock)));
+            let transfers = web::Data::new(TransferService::new(
+                config(dir),
+                Mount::Directory,
+                audit,
+                Arc::new(SystemClock),
+            ));
             test::init_service(
                 App::new()
                     .wrap(middleware::from_fn(crate::ops::observe))
@@ -398,7 +490,13 @@ mod tests {
     fn sample_path(pattern: &str) -> String {
         pattern
             .split('/')
-            .map(|segment| if segment.starts_with('{') { "sample" } else { segment })
+            .map(|segment| {
+                if segment.starts_with('{') {
+                    "sample"
+                } else {
+                    segment
+                }
+            })
             .collect::<Vec<_>>()
             .join("/")
     }
@@ -425,7 +523,12 @@ mod tests {
         let openapi_path = |pattern: &str| pattern.replace(":.*}", "}");
         let registered: BTreeMap<String, Vec<String>> = ROUTES
             .iter()
-            .map(|(path, methods)| (openapi_path(path), methods.iter().map(|m| m.to_string()).collect()))
+            .map(|(path, methods)| {
+                (
+                    openapi_path(path),
+                    methods.iter().map(|m| m.to_string()).collect(),
+                )
+            })
             .collect();
         assert_eq!(documented, registered);
 
@@ -442,7 +545,11 @@ mod tests {
                     .to_request();
                 let status = test::call_service(&app, request).await.status();
                 let routed = status != StatusCode::IM_A_TEAPOT;
-                assert_eq!(routed, methods.contains(&method), "{method} {pattern}: {status}");
+                assert_eq!(
+                    routed,
+                    methods.contains(&method),
+                    "{method} {pattern}: {status}"
+                );
             }
         }
     }

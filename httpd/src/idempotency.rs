@@ -40,7 +40,10 @@ pub struct IdempotencyKey(String);
 impl IdempotencyKey {
     /// The key of a header value; 400 for anything else.
     pub fn parse(value: &str) -> Result<Self, Error> {
-        let key = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
+        let key = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value);
         let visible = |c: char| c.is_ascii_graphic() && c != '"' && c != '\\';
         if key.is_empty() || key.len() > MAX_KEY_LEN || !key.chars().all(visible) {
             return Err(Error::BadRequest(format!(
@@ -60,7 +63,9 @@ impl IdempotencyKey {
             .chain_update(self.0.as_bytes())
             .finalize();
         let bytes: [u8; 16] = digest[..16].try_into().expect("a SHA-256 has 32 bytes");
-        uuid::Builder::from_custom_bytes(bytes).into_uuid().to_string()
+        uuid::Builder::from_custom_bytes(bytes)
+            .into_uuid()
+            .to_string()
     }
 }
 
@@ -79,7 +84,13 @@ pub struct KeyRecord {
 
 impl KeyRecord {
     /// The record of `grant`'s upload answered with `uri`.
-    pub fn new(grant: &UploadGrant, uri: &FileUri, size: u64, sha256: &str, stored: DateTime<Utc>) -> Self {
+    pub fn new(
+        grant: &UploadGrant,
+        uri: &FileUri,
+        size: u64,
+        sha256: &str,
+        stored: DateTime<Utc>,
+    ) -> Self {
         Self {
             path: uri.path(),
             to: grant.to.clone(),
@@ -98,7 +109,9 @@ impl KeyRecord {
     /// Whether `grant`'s upload of `real_name` asks what the first upload asked (the bytes are
     /// compared once read).
     pub fn asks_the_same(&self, grant: &UploadGrant, real_name: &RealName) -> bool {
-        self.uri().is_some_and(|uri| uri.real_name == *real_name) && self.to == grant.to && self.chat_type == grant.chat_type.to_string()
+        self.uri().is_some_and(|uri| uri.real_name == *real_name)
+            && self.to == grant.to
+            && self.chat_type == grant.chat_type.to_string()
     }
 }
 
@@ -147,10 +160,26 @@ mod tests {
     #[test]
     fn keys_are_bounded_visible_ascii_quoted_or_bare() {
         let key = IdempotencyKey::parse("\"8e03978e-40d5-43e8-bc93-6894a57f9324\"").unwrap();
-        assert_eq!(key, IdempotencyKey::parse("8e03978e-40d5-43e8-bc93-6894a57f9324").unwrap());
+        assert_eq!(
+            key,
+            IdempotencyKey::parse("8e03978e-40d5-43e8-bc93-6894a57f9324").unwrap()
+        );
         assert!(IdempotencyKey::parse(&"k".repeat(MAX_KEY_LEN)).is_ok());
-        for bad in ["", "\"\"", "a b", "é", "a\"b", "a\\b", "\"a", "a\u{7f}", &"k".repeat(MAX_KEY_LEN + 1)] {
-            assert!(matches!(IdempotencyKey::parse(bad), Err(Error::BadRequest(_))), "{bad:?}");
+        for bad in [
+            "",
+            "\"\"",
+            "a b",
+            "é",
+            "a\"b",
+            "a\\b",
+            "\"a",
+            "a\u{7f}",
+            &"k".repeat(MAX_KEY_LEN + 1),
+        ] {
+            assert!(
+                matches!(IdempotencyKey::parse(bad), Err(Error::BadRequest(_))),
+                "{bad:?}"
+            );
         }
     }
 
@@ -161,8 +190,16 @@ mod tests {
         assert_eq!(id, key.event_id("alice@example.com"));
         assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 8);
         assert_ne!(id, key.event_id("bob@example.com"));
-        assert_ne!(id, IdempotencyKey::parse("k2").unwrap().event_id("alice@example.com"));
+        assert_ne!(
+            id,
+            IdempotencyKey::parse("k2")
+                .unwrap()
+                .event_id("alice@example.com")
+        );
         // The separator keeps ("a", "b:c") and ("a:b", "c") apart... and so does the NUL.
-        assert_ne!(IdempotencyKey::parse("bc").unwrap().event_id("a"), IdempotencyKey::parse("c").unwrap().event_id("ab"));
+        assert_ne!(
+            IdempotencyKey::parse("bc").unwrap().event_id("a"),
+            IdempotencyKey::parse("c").unwrap().event_id("ab")
+        );
     }
 }

@@ -46,7 +46,12 @@ impl HourDir {
 
     /// `files/<chat_type>/<YYYYMMDD>/<HH>[.<n>]`, relative to the node's directory, with `/`.
     pub fn relative(&self) -> String {
-        format!("{FILES_DIR}/{}/{}/{}", self.chat_type, self.date_segment(), self.hour_segment())
+        format!(
+            "{FILES_DIR}/{}/{}/{}",
+            self.chat_type,
+            self.date_segment(),
+            self.hour_segment()
+        )
     }
 
     /// Parses the `YYYYMMDD` and `HH[.n]` segments of a path; `None` unless they are exactly
@@ -57,7 +62,12 @@ impl HourDir {
         }
         let date = NaiveDate::parse_from_str(date, "%Y%m%d").ok()?;
         let (hour, rollover) = parse_hour_segment(hour)?;
-        Some(HourDir { chat_type, date, hour, rollover })
+        Some(HourDir {
+            chat_type,
+            date,
+            hour,
+            rollover,
+        })
     }
 }
 
@@ -80,7 +90,9 @@ fn parse_hour_segment(segment: &str) -> Option<(u32, u32)> {
     let hour: u32 = hh.parse().ok().filter(|h| *h < 24)?;
     let rollover = match n {
         None => 0,
-        Some(n) if n.is_empty() || n.starts_with('0') || !n.bytes().all(|b| b.is_ascii_digit()) => return None,
+        Some(n) if n.is_empty() || n.starts_with('0') || !n.bytes().all(|b| b.is_ascii_digit()) => {
+            return None
+        }
         Some(n) => n.parse().ok()?,
     };
     Some((hour, rollover))
@@ -98,12 +110,18 @@ impl FileName {
     /// A fresh random name. Never derived from anything the user sent.
     pub fn random() -> FileName {
         let bytes: [u8; FILE_NAME_LEN] = rand::rng().random();
-        FileName(bytes.iter().map(|b| char::from(FILE_NAME_ALPHABET[usize::from(b & 31)])).collect())
+        FileName(
+            bytes
+                .iter()
+                .map(|b| char::from(FILE_NAME_ALPHABET[usize::from(b & 31)]))
+                .collect(),
+        )
     }
 
     /// Accepts exactly the names [`FileName::random`] produces.
     pub fn parse(s: &str) -> Option<FileName> {
-        (s.len() == FILE_NAME_LEN && s.bytes().all(|b| FILE_NAME_ALPHABET.contains(&b))).then(|| FileName(s.to_owned()))
+        (s.len() == FILE_NAME_LEN && s.bytes().all(|b| FILE_NAME_ALPHABET.contains(&b)))
+            .then(|| FileName(s.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -176,29 +194,62 @@ impl HourAllocator {
     pub fn allocate(&self, chat_type: ChatType, now: DateTime<Utc>) -> io::Result<HourDir> {
         let date = now.date_naive();
         let hour = now.hour();
-        let mut current = self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut current = self
+            .current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let slot = match current.get(&chat_type) {
             Some(slot) if slot.date == date && slot.hour == hour => *slot,
             _ => {
                 let (rollover, count) = scan_hour(&self.root, chat_type, date, hour)?;
-                Slot { date, hour, rollover, count }
+                Slot {
+                    date,
+                    hour,
+                    rollover,
+                    count,
+                }
             }
         };
         let slot = if slot.count >= FILES_PER_HOUR_DIR {
-            Slot { rollover: slot.rollover + 1, count: 1, ..slot }
+            Slot {
+                rollover: slot.rollover + 1,
+                count: 1,
+                ..slot
+            }
         } else {
-            Slot { count: slot.count + 1, ..slot }
+            Slot {
+                count: slot.count + 1,
+                ..slot
+            }
         };
         current.insert(chat_type, slot);
-        Ok(HourDir { chat_type, date, hour, rollover: slot.rollover })
+        Ok(HourDir {
+            chat_type,
+            date,
+            hour,
+            rollover: slot.rollover,
+        })
     }
 }
 
 /// The highest `HH[.n]` directory of an hour on the mount and the number of entries in it;
 /// `(0, 0)` when the hour has none yet.
-fn scan_hour(root: &Path, chat_type: ChatType, date: NaiveDate, hour: u32) -> io::Result<(u32, usize)> {
-    let probe = HourDir { chat_type, date, hour, rollover: 0 };
-    let date_dir = root.join(FILES_DIR).join(chat_type.as_str()).join(probe.date_segment());
+fn scan_hour(
+    root: &Path,
+    chat_type: ChatType,
+    date: NaiveDate,
+    hour: u32,
+) -> io::Result<(u32, usize)> {
+    let probe = HourDir {
+        chat_type,
+        date,
+        hour,
+        rollover: 0,
+    };
+    let date_dir = root
+        .join(FILES_DIR)
+        .join(chat_type.as_str())
+        .join(probe.date_segment());
     let entries = match std::fs::read_dir(&date_dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
@@ -214,7 +265,10 @@ fn scan_hour(root: &Path, chat_type: ChatType, date: NaiveDate, hour: u32) -> io
     }
     match highest {
         None => Ok((0, 0)),
-        Some(n) => Ok((n, std::fs::read_dir(date_dir.join(hour_segment(hour, n)))?.count())),
+        Some(n) => Ok((
+            n,
+            std::fs::read_dir(date_dir.join(hour_segment(hour, n)))?.count(),
+        )),
     }
 }
 
@@ -227,8 +281,15 @@ mod tests {
         Utc.with_ymd_and_hms(y, m, d, h, min, 0).unwrap()
     }
 
-    fn allocate_n(alloc: &HourAllocator, chat: ChatType, now: DateTime<Utc>, n: usize) -> Vec<String> {
-        (0..n).map(|_| alloc.allocate(chat, now).unwrap().relative()).collect()
+    fn allocate_n(
+        alloc: &HourAllocator,
+        chat: ChatType,
+        now: DateTime<Utc>,
+        n: usize,
+    ) -> Vec<String> {
+        (0..n)
+            .map(|_| alloc.allocate(chat, now).unwrap().relative())
+            .collect()
     }
 
     #[test]
@@ -240,7 +301,12 @@ mod tests {
             rollover: 0,
         };
         assert_eq!(dir.relative(), "files/im/20140811/15");
-        let rolled = HourDir { chat_type: ChatType::Groupchat, hour: 16, rollover: 1, ..dir };
+        let rolled = HourDir {
+            chat_type: ChatType::Groupchat,
+            hour: 16,
+            rollover: 1,
+            ..dir
+        };
         assert_eq!(rolled.relative(), "files/groupchat/20140811/16.1");
         assert_eq!(HourDir { hour: 7, ..dir }.hour_segment(), "07");
     }
@@ -253,11 +319,23 @@ mod tests {
         let dirs = allocate_n(&alloc, ChatType::Groupchat, now, 2_001);
         assert_eq!(dirs[0], "files/groupchat/20140811/16");
         assert_eq!(dirs[999], "files/groupchat/20140811/16");
-        assert_eq!(dirs[1_000], "files/groupchat/20140811/16.1", "the 1,001st file rolls over");
+        assert_eq!(
+            dirs[1_000], "files/groupchat/20140811/16.1",
+            "the 1,001st file rolls over"
+        );
         assert_eq!(dirs[1_999], "files/groupchat/20140811/16.1");
-        assert_eq!(dirs[2_000], "files/groupchat/20140811/16.2", "the 2,001st file rolls over again");
-        assert_eq!(dirs.iter().filter(|d| d.ends_with("/16")).count(), FILES_PER_HOUR_DIR);
-        assert!(std::fs::read_dir(mount.path()).unwrap().next().is_none(), "allocating creates nothing");
+        assert_eq!(
+            dirs[2_000], "files/groupchat/20140811/16.2",
+            "the 2,001st file rolls over again"
+        );
+        assert_eq!(
+            dirs.iter().filter(|d| d.ends_with("/16")).count(),
+            FILES_PER_HOUR_DIR
+        );
+        assert!(
+            std::fs::read_dir(mount.path()).unwrap().next().is_none(),
+            "allocating creates nothing"
+        );
     }
 
     #[test]
@@ -266,16 +344,31 @@ mod tests {
         let alloc = HourAllocator::new(mount.path());
         let now = at(2014, 8, 11, 23, 59);
         allocate_n(&alloc, ChatType::Im, now, FILES_PER_HOUR_DIR);
-        assert_eq!(alloc.allocate(ChatType::Persistent, now).unwrap().relative(), "files/persistent/20140811/23");
+        assert_eq!(
+            alloc
+                .allocate(ChatType::Persistent, now)
+                .unwrap()
+                .relative(),
+            "files/persistent/20140811/23"
+        );
         let next_hour = now + chrono::Duration::minutes(1);
-        assert_eq!(alloc.allocate(ChatType::Im, next_hour).unwrap().relative(), "files/im/20140812/00");
+        assert_eq!(
+            alloc.allocate(ChatType::Im, next_hour).unwrap().relative(),
+            "files/im/20140812/00"
+        );
     }
 
     #[test]
     fn restart_continues_from_the_mount() {
         let mount = tempfile::tempdir().unwrap();
         let date_dir = mount.path().join("files/im/20140811");
-        for (dir, files) in [("15", 1_000), ("15.1", 1_000), ("15.2", 998), ("16", 3), ("15.x", 0)] {
+        for (dir, files) in [
+            ("15", 1_000),
+            ("15.1", 1_000),
+            ("15.2", 998),
+            ("16", 3),
+            ("15.x", 0),
+        ] {
             std::fs::create_dir_all(date_dir.join(dir)).unwrap();
             for i in 0..files {
                 std::fs::write(date_dir.join(dir).join(format!("f{i}")), b"").unwrap();
@@ -283,7 +376,14 @@ mod tests {
         }
         let alloc = HourAllocator::new(mount.path());
         let dirs = allocate_n(&alloc, ChatType::Im, at(2014, 8, 11, 15, 30), 3);
-        assert_eq!(dirs, ["files/im/20140811/15.2", "files/im/20140811/15.2", "files/im/20140811/15.3"]);
+        assert_eq!(
+            dirs,
+            [
+                "files/im/20140811/15.2",
+                "files/im/20140811/15.2",
+                "files/im/20140811/15.3"
+            ]
+        );
     }
 
     #[test]
@@ -295,7 +395,9 @@ mod tests {
             std::fs::write(hour_dir.join(format!("f{i}")), b"").unwrap();
         }
         let alloc = HourAllocator::new(mount.path());
-        let dir = alloc.allocate(ChatType::Persistent, at(2014, 8, 11, 9, 0)).unwrap();
+        let dir = alloc
+            .allocate(ChatType::Persistent, at(2014, 8, 11, 9, 0))
+            .unwrap();
         assert_eq!(dir.relative(), "files/persistent/20140811/09.1");
     }
 
@@ -322,8 +424,14 @@ mod tests {
     #[test]
     fn hour_dirs_parse_strictly() {
         let parse = |d, h| HourDir::parse(ChatType::Im, d, h).map(|d| d.relative());
-        assert_eq!(parse("20140811", "15").as_deref(), Some("files/im/20140811/15"));
-        assert_eq!(parse("20140811", "15.12").as_deref(), Some("files/im/20140811/15.12"));
+        assert_eq!(
+            parse("20140811", "15").as_deref(),
+            Some("files/im/20140811/15")
+        );
+        assert_eq!(
+            parse("20140811", "15.12").as_deref(),
+            Some("files/im/20140811/15.12")
+        );
         for (d, h) in [
             ("20140811", "24"),
             ("20140811", "5"),
@@ -349,7 +457,14 @@ mod tests {
         assert_eq!(a.as_str().len(), 26);
         assert_eq!(FileName::parse(a.as_str()), Some(a.clone()));
         assert_eq!(FileName::parse(&a.partial()), None);
-        for bad in ["", "..", "abc", &"a".repeat(27), &"A".repeat(26), &format!("{}/", &a.as_str()[..25])] {
+        for bad in [
+            "",
+            "..",
+            "abc",
+            &"a".repeat(27),
+            &"A".repeat(26),
+            &format!("{}/", &a.as_str()[..25]),
+        ] {
             assert_eq!(FileName::parse(bad), None, "{bad}");
         }
     }

@@ -15,15 +15,18 @@ use chrono::{Duration, Utc};
 use clap::{Parser, Subcommand};
 use httpd::auth::{is_valid_jid, Credentials, DownloadGrant, UploadGrant};
 use httpd::layout::ChatType;
+use httpd::metrics;
 use httpd::ops::{self, Ops};
 use httpd::store::Mount;
-use httpd::metrics;
 use httpd::{SystemClock, TransferService};
 use mft_config::NodeConfig;
 use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Debug, Parser)]
-#[command(version, about = "The MFT node's HTTP front: uploads, downloads, tokens")]
+#[command(
+    version,
+    about = "The MFT node's HTTP front: uploads, downloads, tokens"
+)]
 struct Cli {
     /// The node configuration file.
     #[arg(long, global = true, default_value = "/etc/mft/node.toml")]
@@ -76,7 +79,10 @@ fn main() -> anyhow::Result<()> {
     mft_journal::init("httpd", config.log.level);
     match cli.command {
         Some(Command::Token(command)) => {
-            println!("{}", token(&Credentials::new(&config.http.token_secrets), command)?);
+            println!(
+                "{}",
+                token(&Credentials::new(&config.http.token_secrets), command)?
+            );
             Ok(())
         }
         None => actix_web::rt::System::new().block_on(serve(config, cli.config)),
@@ -86,16 +92,36 @@ fn main() -> anyhow::Result<()> {
 fn token(credentials: &Credentials, command: TokenCommand) -> anyhow::Result<String> {
     let expires = |ttl_secs| Utc::now() + Duration::seconds(i64::from(ttl_secs));
     let check = |jid: &str| {
-        ensure!(is_valid_jid(jid), "{jid:?} is not a JID (local@domain or domain)");
+        ensure!(
+            is_valid_jid(jid),
+            "{jid:?} is not a JID (local@domain or domain)"
+        );
         Ok(())
     };
     Ok(match command {
-        TokenCommand::Upload { from, to, chat_type, max_size, ttl_secs } => {
+        TokenCommand::Upload {
+            from,
+            to,
+            chat_type,
+            max_size,
+            ttl_secs,
+        } => {
             check(&from)?;
             check(&to)?;
-            credentials.issue_upload(&UploadGrant { from, to, chat_type, max_size }, expires(ttl_secs))
+            credentials.issue_upload(
+                &UploadGrant {
+                    from,
+                    to,
+                    chat_type,
+                    max_size,
+                },
+                expires(ttl_secs),
+            )
         }
-        TokenCommand::Download { downloader, ttl_secs } => {
+        TokenCommand::Download {
+            downloader,
+            ttl_secs,
+        } => {
             check(&downloader)?;
             credentials.issue_download(&DownloadGrant { downloader }, expires(ttl_secs))
         }
@@ -104,12 +130,26 @@ fn token(credentials: &Credentials, command: TokenCommand) -> anyhow::Result<Str
 
 async fn serve(config: NodeConfig, config_file: PathBuf) -> anyhow::Result<()> {
     let addr = config.http.listen;
-    let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr} (http.listen)"))?;
+    let listener = TcpListener::bind(addr)
+        .with_context(|| format!("cannot listen on {addr} (http.listen)"))?;
     let audit = Arc::new(logd::LogdClient::new(config.logd.socket.clone()));
-    let probe = Arc::new(logd::LogdClient::new(config.logd.socket.clone()).with_timeout(ops::PROBE_TIMEOUT));
-    let transfers = Arc::new(TransferService::new(config.clone(), Mount::Fuse, audit, Arc::new(SystemClock)));
+    let probe = Arc::new(
+        logd::LogdClient::new(config.logd.socket.clone()).with_timeout(ops::PROBE_TIMEOUT),
+    );
+    let transfers = Arc::new(TransferService::new(
+        config.clone(),
+        Mount::Fuse,
+        audit,
+        Arc::new(SystemClock),
+    ));
     let admission = transfers.admission().clone();
-    let ops = Arc::new(Ops::new(&config, Mount::Fuse, probe, metrics::TRANSFER_COUNTERS.clone(), admission.clone()));
+    let ops = Arc::new(Ops::new(
+        &config,
+        Mount::Fuse,
+        probe,
+        metrics::TRANSFER_COUNTERS.clone(),
+        admission.clone(),
+    ));
     // Looks at the node between status requests, so that uploads are refused soon after the
     // file server or logd goes down, and admitted again when it is back.
     let watcher = ops.clone();

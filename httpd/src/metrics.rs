@@ -80,7 +80,11 @@ impl Timeslice {
         }
         // Only when exactly one interval ended is the one in progress the last complete one;
         // after a longer gap, the last complete interval was an empty one.
-        self.last = if ended == 1 { self.current } else { Tally::default() };
+        self.last = if ended == 1 {
+            self.current
+        } else {
+            Tally::default()
+        };
         self.current = Tally::default();
         let ended = u32::try_from(ended).unwrap_or(u32::MAX);
         self.start += self.length.saturating_mul(ended);
@@ -164,7 +168,9 @@ impl TransferCounters {
     }
 
     fn slices(&self) -> std::sync::MutexGuard<'_, [Timeslice; 2]> {
-        self.slices.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.slices
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -274,14 +280,28 @@ impl Metrics {
     }
 
     /// Records one request's latency. `route` is the matched pattern, if any.
-    pub fn observe_request(&self, route: Option<&str>, method: &str, status: u16, elapsed: Duration) {
+    pub fn observe_request(
+        &self,
+        route: Option<&str>,
+        method: &str,
+        status: u16,
+        elapsed: Duration,
+    ) {
         const CLASSES: [&str; 6] = ["other", "1xx", "2xx", "3xx", "4xx", "5xx"];
         let labels = RequestLabels {
             route: route.unwrap_or("none").to_owned(),
-            method: METHOD_LABELS.into_iter().find(|m| *m == method).unwrap_or("other"),
-            status: CLASSES.get(usize::from(status / 100)).copied().unwrap_or("other"),
+            method: METHOD_LABELS
+                .into_iter()
+                .find(|m| *m == method)
+                .unwrap_or("other"),
+            status: CLASSES
+                .get(usize::from(status / 100))
+                .copied()
+                .unwrap_or("other"),
         };
-        self.requests.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        self.requests
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
     }
 
     /// The exposition (OpenMetrics text), with the alarm gauges set from `active_alarms` (names)
@@ -304,7 +324,8 @@ impl Metrics {
                 .set(i64::from(raised));
         }
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
         text
     }
 }
@@ -327,9 +348,21 @@ mod tests {
             Tally::default(),
             "the first interval is still in progress"
         );
-        assert_eq!(slice.last(at(60)), Tally { files: 3, bytes: 150 });
+        assert_eq!(
+            slice.last(at(60)),
+            Tally {
+                files: 3,
+                bytes: 150
+            }
+        );
         slice.add(at(70), 1, 7);
-        assert_eq!(slice.last(at(119)), Tally { files: 3, bytes: 150 });
+        assert_eq!(
+            slice.last(at(119)),
+            Tally {
+                files: 3,
+                bytes: 150
+            }
+        );
         assert_eq!(slice.last(at(120)), Tally { files: 1, bytes: 7 });
         // Two intervals later with nothing in between: the last complete one was empty.
         slice.add(at(130), 1, 1);
@@ -355,13 +388,37 @@ mod tests {
         counters.download_ended(1024, true);
         counters.download_ended(10, false);
         let snapshot = counters.snapshot();
-        assert_eq!(snapshot.uploaded, Tally { files: 2, bytes: 1024 });
-        assert_eq!(snapshot.downloaded, Tally { files: 1, bytes: 1034 });
+        assert_eq!(
+            snapshot.uploaded,
+            Tally {
+                files: 2,
+                bytes: 1024
+            }
+        );
+        assert_eq!(
+            snapshot.downloaded,
+            Tally {
+                files: 1,
+                bytes: 1034
+            }
+        );
         assert_eq!(snapshot.uploaded_last_timeslice, Tally::default());
         *now.lock().unwrap() += MINUTE;
         let snapshot = counters.snapshot();
-        assert_eq!(snapshot.uploaded_last_timeslice, Tally { files: 2, bytes: 1024 });
-        assert_eq!(snapshot.downloaded_last_timeslice, Tally { files: 1, bytes: 1034 });
+        assert_eq!(
+            snapshot.uploaded_last_timeslice,
+            Tally {
+                files: 2,
+                bytes: 1024
+            }
+        );
+        assert_eq!(
+            snapshot.downloaded_last_timeslice,
+            Tally {
+                files: 1,
+                bytes: 1034
+            }
+        );
         assert_eq!(snapshot.timeslice_seconds, 60);
     }
 
@@ -381,15 +438,35 @@ mod tests {
         metrics.observe_request(Some("/files"), "POST", 201, Duration::from_millis(3));
         metrics.observe_request(None, "GET", 404, Duration::from_micros(100));
         let text = metrics.encode(&["MftDbFullError".into()]);
-        assert_eq!(sample(&text, "mft_files_uploaded_total"), Some(1.0), "{text}");
+        assert_eq!(
+            sample(&text, "mft_files_uploaded_total"),
+            Some(1.0),
+            "{text}"
+        );
         assert_eq!(sample(&text, "mft_bytes_uploaded_total"), Some(5.0));
         assert_eq!(sample(&text, "mft_files_downloaded_total"), Some(1.0));
         assert_eq!(sample(&text, "mft_bytes_downloaded_total"), Some(3.0));
-        assert_eq!(sample(&text, "mft_files_uploaded_last_timeslice"), Some(1.0));
-        assert_eq!(sample(&text, "mft_bytes_uploaded_last_timeslice"), Some(5.0));
-        assert_eq!(sample(&text, "mft_files_downloaded_last_timeslice"), Some(0.0));
-        assert_eq!(sample(&text, "mft_alarm{name=\"MftDbFullError\"}"), Some(1.0));
-        for quiet in ["MftExtFsMountError", "MftExtFsFreeSpaceWarn", "MftDbConnectError"] {
+        assert_eq!(
+            sample(&text, "mft_files_uploaded_last_timeslice"),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, "mft_bytes_uploaded_last_timeslice"),
+            Some(5.0)
+        );
+        assert_eq!(
+            sample(&text, "mft_files_downloaded_last_timeslice"),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(&text, "mft_alarm{name=\"MftDbFullError\"}"),
+            Some(1.0)
+        );
+        for quiet in [
+            "MftExtFsMountError",
+            "MftExtFsFreeSpaceWarn",
+            "MftDbConnectError",
+        ] {
             assert_eq!(
                 sample(&text, &format!("mft_alarm{{name=\"{quiet}\"}}")),
                 Some(0.0),
@@ -424,7 +501,10 @@ mod tests {
         }
         metrics.observe_request(None, "GET", 404, Duration::from_micros(1));
         let text = metrics.encode(&[]);
-        let series = text.lines().filter(|l| l.starts_with("mft_http_request_duration_seconds_count{")).count();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("mft_http_request_duration_seconds_count{"))
+            .count();
         assert_eq!(series, 2, "{text}");
         assert_eq!(
             sample(&text, "mft_http_request_duration_seconds_count{route=\"none\",method=\"other\",status=\"4xx\"}"),

@@ -136,7 +136,9 @@ impl NodeStatus {
             }
             Err(e) => {
                 let state = match &e {
-                    StatusError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => FsdState::NotRunning,
+                    StatusError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
+                        FsdState::NotRunning
+                    }
                     _ => FsdState::Unreadable,
                 };
                 let report = FsdReport {
@@ -173,7 +175,11 @@ impl NodeStatus {
             }
         };
         Self {
-            ok: seen.transfer_mode.is_managed() && seen.mounted && fsd_healthy && logd_healthy && alarms.is_empty(),
+            ok: seen.transfer_mode.is_managed()
+                && seen.mounted
+                && fsd_healthy
+                && logd_healthy
+                && alarms.is_empty(),
             node_id: seen.node_id,
             transfer_mode: seen.transfer_mode.as_str(),
             generated_at: seen.now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -200,7 +206,8 @@ fn freshness(updated_at: &str, now: DateTime<Utc>) -> (FsdState, String) {
         Ok(updated) => {
             let age = (now - updated.with_timezone(&Utc)).num_seconds();
             if age > FSD_STALE_AFTER_SECS {
-                let detail = format!("fsd has not updated its status for {age} s: it is stopped or hung");
+                let detail =
+                    format!("fsd has not updated its status for {age} s: it is stopped or hung");
                 (FsdState::Stale, detail)
             } else {
                 (FsdState::Running, format!("updated {} s ago", age.max(0)))
@@ -224,7 +231,10 @@ pub(crate) mod tests {
             updated_at: updated_at.into(),
             mount_point: "/var/lib/mft/store".into(),
             connected: alarms.is_empty(),
-            checks: Check::ALL.iter().map(|&c| CheckResult::pass(c, "fine")).collect(),
+            checks: Check::ALL
+                .iter()
+                .map(|&c| CheckResult::pass(c, "fine"))
+                .collect(),
             alarms: alarms.iter().map(|a| a.to_string()).collect(),
             counters: fsd::status::FileServerUse::default(),
         }
@@ -286,19 +296,29 @@ pub(crate) mod tests {
         assert!(!status.ok);
         assert_eq!(
             status.alarms,
-            ["MftDbConnectError", "MftExtFsFreeSpaceWarn", "MftExtFsMountError"]
+            [
+                "MftDbConnectError",
+                "MftExtFsFreeSpaceWarn",
+                "MftExtFsMountError"
+            ]
         );
     }
 
     #[test]
     fn a_stale_missing_or_broken_fsd_status_is_reported_not_believed() {
         let stale = NodeStatus::assemble(Observations {
-            fsd: Ok(fsd_status("2025-03-01T11:59:00Z", &["MftExtFsFreeSpaceWarn"])),
+            fsd: Ok(fsd_status(
+                "2025-03-01T11:59:00Z",
+                &["MftExtFsFreeSpaceWarn"],
+            )),
             ..healthy()
         });
         assert_eq!(stale.fsd.state, FsdState::Stale);
         assert!(stale.fsd.detail.contains("60 s"), "{}", stale.fsd.detail);
-        assert!(stale.alarms.is_empty(), "a stale file's alarms are not current");
+        assert!(
+            stale.alarms.is_empty(),
+            "a stale file's alarms are not current"
+        );
         assert!(!stale.ok);
 
         let missing = io::Error::from(io::ErrorKind::NotFound);

@@ -103,8 +103,14 @@ impl Ops {
     }
 
     async fn observe(&self) -> NodeStatus {
-        let (mount_point, mount, status_file) = (self.mount_point.clone(), self.mount, self.fsd_status_file.clone());
-        let mounted = self.mount_looks.look(move || mount.check(&mount_point).is_ok());
+        let (mount_point, mount, status_file) = (
+            self.mount_point.clone(),
+            self.mount,
+            self.fsd_status_file.clone(),
+        );
+        let mounted = self
+            .mount_looks
+            .look(move || mount.check(&mount_point).is_ok());
         let fsd = run_blocking(move || FsdStatus::load(&status_file));
         let logd = async {
             tokio::time::timeout(PROBE_TIMEOUT, self.logd.status())
@@ -163,7 +169,11 @@ impl MountLooks {
             seen
         })
         .await;
-        if seen.is_none() && state.compare_exchange(RUNNING, STUCK, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+        if seen.is_none()
+            && state
+                .compare_exchange(RUNNING, STUCK, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
             self.stuck.fetch_add(1, Ordering::SeqCst);
         }
         seen
@@ -193,7 +203,10 @@ pub fn routes(ops: web::Data<Ops>) -> impl FnOnce(&mut web::ServiceConfig) {
 
 async fn status(request: HttpRequest, ops: web::Data<Ops>) -> HttpResponse {
     let report = ops.status().await;
-    let accept = request.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let accept = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
     if status_page::prefers_html(accept) {
         html(&report)
     } else {
@@ -233,7 +246,9 @@ async fn metrics(ops: web::Data<Ops>) -> HttpResponse {
 }
 
 async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().content_type(ContentType::json()).body(OPENAPI)
+    HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(OPENAPI)
 }
 
 /// Middleware: records every request's latency (to the response head) in the metrics, by the
@@ -251,8 +266,12 @@ pub async fn observe(
             Ok(response) => (response.request().match_pattern(), response.status()),
             Err(e) => (None, e.as_response_error().status_code()),
         };
-        ops.metrics
-            .observe_request(route.as_deref(), method.as_str(), status.as_u16(), started.elapsed());
+        ops.metrics.observe_request(
+            route.as_deref(),
+            method.as_str(),
+            status.as_u16(),
+            started.elapsed(),
+        );
     }
     response
 }
@@ -290,8 +309,16 @@ pub(crate) mod tests {
         assert!(started.elapsed() >= PROBE_TIMEOUT);
         let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let second = ran.clone();
-        assert_eq!(looks.look(move || second.swap(true, Ordering::SeqCst)).await, None);
-        assert!(!ran.load(Ordering::SeqCst), "a second look ran while the first was stuck");
+        assert_eq!(
+            looks
+                .look(move || second.swap(true, Ordering::SeqCst))
+                .await,
+            None
+        );
+        assert!(
+            !ran.load(Ordering::SeqCst),
+            "a second look ran while the first was stuck"
+        );
         release.send(()).unwrap();
         for _ in 0..200 {
             if looks.stuck.load(Ordering::SeqCst) == 0 {
@@ -305,8 +332,17 @@ pub(crate) mod tests {
     /// The operations of a node whose mount point and fsd status file are under `dir`, with
     /// counters of their own.
     pub(crate) fn ops(dir: &std::path::Path, logd: FixedLogd) -> Ops {
-        let counters = Arc::new(TransferCounters::new(Duration::from_secs(60), Box::new(Instant::now)));
-        Ops::new(&config(dir), Mount::Directory, Arc::new(logd), counters, Arc::default())
+        let counters = Arc::new(TransferCounters::new(
+            Duration::from_secs(60),
+            Box::new(Instant::now),
+        ));
+        Ops::new(
+            &config(dir),
+            Mount::Directory,
+            Arc::new(logd),
+            counters,
+            Arc::default(),
+        )
     }
 
     /// A node whose mount point and fsd status file are under `dir`.
@@ -341,7 +377,12 @@ status_file = "{dir}/fsd-status.json"
         ($dir:expr, $logd:expr) => {{
             let dir: &std::path::Path = $dir;
             let ops = web::Data::new(ops(dir, $logd));
-            test::init_service(App::new().wrap(middleware::from_fn(observe)).configure(routes(ops))).await
+            test::init_service(
+                App::new()
+                    .wrap(middleware::from_fn(observe))
+                    .configure(routes(ops)),
+            )
+            .await
         }};
     }
 
@@ -350,9 +391,13 @@ status_file = "{dir}/fsd-status.json"
         let dir = tempfile::tempdir().unwrap();
         let app = app!(dir.path(), FixedLogd(None));
         let started = Instant::now();
-        let response = test::call_service(&app, TestRequest::get().uri("/status").to_request()).await;
+        let response =
+            test::call_service(&app, TestRequest::get().uri("/status").to_request()).await;
         assert_eq!(response.status(), StatusCode::OK);
-        assert!(started.elapsed() < PROBE_TIMEOUT * 2, "logd's silence is bounded");
+        assert!(
+            started.elapsed() < PROBE_TIMEOUT * 2,
+            "logd's silence is bounded"
+        );
         let report: serde_json::Value = test::read_body_json(response).await;
         assert_eq!(report["ok"], false);
         assert_eq!(report["fsd"]["state"], "not_running");
@@ -360,7 +405,8 @@ status_file = "{dir}/fsd-status.json"
         assert_eq!(report["mount"]["mounted"], false);
         assert_eq!(report["alarms"], serde_json::json!(["MftExtFsMountError"]));
 
-        let response = test::call_service(&app, TestRequest::get().uri("/readyz").to_request()).await;
+        let response =
+            test::call_service(&app, TestRequest::get().uri("/readyz").to_request()).await;
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 
@@ -374,7 +420,8 @@ status_file = "{dir}/fsd-status.json"
             .unwrap();
         let app = app!(dir.path(), FixedLogd(Some(logd_status(&[]))));
 
-        let response = test::call_service(&app, TestRequest::get().uri("/readyz").to_request()).await;
+        let response =
+            test::call_service(&app, TestRequest::get().uri("/readyz").to_request()).await;
         assert_eq!(response.status(), StatusCode::OK);
         let report: serde_json::Value = test::read_body_json(response).await;
         assert_eq!(
@@ -396,10 +443,17 @@ status_file = "{dir}/fsd-status.json"
             "{page}"
         );
 
-        let response = test::call_service(&app, TestRequest::get().uri("/metrics").to_request()).await;
-        assert_eq!(response.headers().get(header::CONTENT_TYPE).unwrap(), CONTENT_TYPE);
+        let response =
+            test::call_service(&app, TestRequest::get().uri("/metrics").to_request()).await;
+        assert_eq!(
+            response.headers().get(header::CONTENT_TYPE).unwrap(),
+            CONTENT_TYPE
+        );
         let text = String::from_utf8(test::read_body(response).await.to_vec()).unwrap();
-        assert!(text.contains("mft_alarm{name=\"MftExtFsMountError\"} 0"), "{text}");
+        assert!(
+            text.contains("mft_alarm{name=\"MftExtFsMountError\"} 0"),
+            "{text}"
+        );
         assert!(text.contains("mft_files_uploaded_total 0"), "{text}");
         // The requests above were timed by route.
         assert!(
@@ -412,9 +466,13 @@ status_file = "{dir}/fsd-status.json"
     async fn openapi_is_served_as_json() {
         let dir = tempfile::tempdir().unwrap();
         let app = app!(dir.path(), FixedLogd(None));
-        let response = test::call_service(&app, TestRequest::get().uri("/openapi.json").to_request()).await;
+        let response =
+            test::call_service(&app, TestRequest::get().uri("/openapi.json").to_request()).await;
         assert_eq!(response.status(), StatusCode::OK);
         let served: serde_json::Value = test::read_body_json(response).await;
-        assert_eq!(served, serde_json::from_str::<serde_json::Value>(OPENAPI).unwrap());
+        assert_eq!(
+            served,
+            serde_json::from_str::<serde_json::Value>(OPENAPI).unwrap()
+        );
     }
 }

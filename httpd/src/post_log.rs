@@ -76,7 +76,12 @@ pub struct Stored {
 }
 
 impl PostLog {
-    pub fn new(audit: Arc<dyn AuditLog>, store: Arc<Store>, slots: SlotIndex, keys: KeyIndex) -> Self {
+    pub fn new(
+        audit: Arc<dyn AuditLog>,
+        store: Arc<Store>,
+        slots: SlotIndex,
+        keys: KeyIndex,
+    ) -> Self {
         Self {
             audit,
             store,
@@ -90,14 +95,21 @@ impl PostLog {
     /// `stored`, as the module doc says; its `aft_index`, or the error for the client. Needs a
     /// tokio runtime.
     pub async fn record(&self, transfer: &Transfer, stored: Stored) -> Result<i64, LogdError> {
-        debug_assert!(transfer.event_id.is_some(), "a Post without an event id cannot be sent again");
+        debug_assert!(
+            transfer.event_id.is_some(),
+            "a Post without an event id cannot be sent again"
+        );
         let mut backoff = Backoff::default();
         // Whether a send may have reached logd (it did not answer, rather than not take it).
         let mut maybe_sent = false;
         let unknown = loop {
             let error = match self.audit.post(transfer).await {
                 Ok(aft_index) => return Ok(aft_index),
-                Err(e @ (LogdError::Unavailable(_) | LogdError::Unreachable(_) | LogdError::Database(_))) => e,
+                Err(
+                    e @ (LogdError::Unavailable(_)
+                    | LogdError::Unreachable(_)
+                    | LogdError::Database(_)),
+                ) => e,
                 Err(e) => break e,
             };
             maybe_sent |= matches!(error, LogdError::Unavailable(_) | LogdError::Database(_));
@@ -148,7 +160,10 @@ impl PostLog {
                     break;
                 }
                 Ok(None) => {
-                    log::info!("the Post row of {} (event {id}) was not recorded; removing the file", transfer.file_path);
+                    log::info!(
+                        "the Post row of {} (event {id}) was not recorded; removing the file",
+                        transfer.file_path
+                    );
                     self.remove(&stored, &transfer.file_path).await;
                     break;
                 }
@@ -166,7 +181,10 @@ impl PostLog {
     /// Removes a file whose Post row is known not to exist (`path` for the log), and its record.
     pub async fn remove(&self, stored: &Stored, path: &str) {
         if let Err(e) = self.store.remove(&stored.location).await {
-            log::error!("cannot remove {path}, whose upload was not recorded: {}", crate::error::with_causes(&e));
+            log::error!(
+                "cannot remove {path}, whose upload was not recorded: {}",
+                crate::error::with_causes(&e)
+            );
         }
         let removed = match &stored.record {
             Some(Record::Slot(slot)) => self.slots.remove(slot).await,
@@ -174,7 +192,10 @@ impl PostLog {
             None => Ok(()),
         };
         if let Err(e) = removed {
-            log::error!("cannot remove the record {:?}, whose upload was not recorded: {e}", stored.record);
+            log::error!(
+                "cannot remove the record {:?}, whose upload was not recorded: {e}",
+                stored.record
+            );
         }
     }
 }
@@ -192,11 +213,21 @@ mod tests {
     }
 
     /// A post log over a temporary mount holding one stored file, and that file's Post.
-    async fn stored_file(dir: &tempfile::TempDir, audit: &Arc<MemoryAuditLog>) -> (PostLog, Transfer, Stored, std::path::PathBuf) {
+    async fn stored_file(
+        dir: &tempfile::TempDir,
+        audit: &Arc<MemoryAuditLog>,
+    ) -> (PostLog, Transfer, Stored, std::path::PathBuf) {
         let store = Arc::new(Store::new(dir.path(), Mount::Directory));
-        let mut part = store.create(ChatType::Im, chrono::Utc::now()).await.unwrap();
+        let mut part = store
+            .create(ChatType::Im, chrono::Utc::now())
+            .await
+            .unwrap();
         part.write(b"content").await.unwrap();
-        let location = part.commit(&RealName::parse("a.txt").unwrap()).await.unwrap().location;
+        let location = part
+            .commit(&RealName::parse("a.txt").unwrap())
+            .await
+            .unwrap()
+            .location;
         let path = dir.path().join(location.relative());
         let transfer = Transfer {
             jid: "alice@example.com".into(),
@@ -217,33 +248,54 @@ mod tests {
             location,
             record: Some(slot_1()),
         };
-        let posts = PostLog::new(audit.clone(), store.clone(), SlotIndex::new(store.clone()), KeyIndex::new(store));
+        let posts = PostLog::new(
+            audit.clone(),
+            store.clone(),
+            SlotIndex::new(store.clone()),
+            KeyIndex::new(store),
+        );
         (posts, transfer, stored, path)
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_unanswered_post_keeps_its_file_until_logd_says_it_has_no_row() {
-        let (dir, audit) = (tempfile::tempdir().unwrap(), Arc::new(MemoryAuditLog::default()));
+        let (dir, audit) = (
+            tempfile::tempdir().unwrap(),
+            Arc::new(MemoryAuditLog::default()),
+        );
         let (posts, transfer, stored, path) = stored_file(&dir, &audit).await;
         audit.fail_with(|| LogdError::Unavailable("no reply within 10s".into()));
         let started = tokio::time::Instant::now();
         let outcome = posts.record(&transfer, stored).await;
-        assert!(matches!(outcome, Err(LogdError::Unavailable(_))), "{outcome:?}");
-        assert!(started.elapsed() >= RETRY_FOR && started.elapsed() < RETRY_FOR * 2, "{:?}", started.elapsed());
+        assert!(
+            matches!(outcome, Err(LogdError::Unavailable(_))),
+            "{outcome:?}"
+        );
+        assert!(
+            started.elapsed() >= RETRY_FOR && started.elapsed() < RETRY_FOR * 2,
+            "{:?}",
+            started.elapsed()
+        );
         assert!(path.exists() && posts.is_unresolved(&slot_1()));
         // logd stays away past the first lookup, then comes back.
         tokio::time::sleep(LOOKUP_DELAY + Duration::from_secs(30)).await;
         assert!(path.exists() && posts.is_unresolved(&slot_1()));
         audit.recover();
         tokio::time::sleep(crate::backoff::MAX * 2).await;
-        assert!(!path.exists(), "the file of a row known not to exist is removed");
+        assert!(
+            !path.exists(),
+            "the file of a row known not to exist is removed"
+        );
         assert!(!posts.is_unresolved(&slot_1()));
         assert!(audit.rows().is_empty());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_post_recorded_whose_answers_were_all_lost_keeps_its_file() {
-        let (dir, audit) = (tempfile::tempdir().unwrap(), Arc::new(MemoryAuditLog::default()));
+        let (dir, audit) = (
+            tempfile::tempdir().unwrap(),
+            Arc::new(MemoryAuditLog::default()),
+        );
         let (posts, transfer, stored, path) = stored_file(&dir, &audit).await;
         audit.lose_answers(usize::MAX);
         assert!(posts.record(&transfer, stored).await.is_err());
@@ -256,17 +308,26 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_post_that_never_reached_logd_removes_its_file_once_the_client_stops_waiting() {
-        let (dir, audit) = (tempfile::tempdir().unwrap(), Arc::new(MemoryAuditLog::default()));
+        let (dir, audit) = (
+            tempfile::tempdir().unwrap(),
+            Arc::new(MemoryAuditLog::default()),
+        );
         let (posts, transfer, stored, path) = stored_file(&dir, &audit).await;
         audit.fail_with(|| LogdError::Unreachable("connect: refused".into()));
-        assert!(matches!(posts.record(&transfer, stored).await, Err(LogdError::Unreachable(_))));
+        assert!(matches!(
+            posts.record(&transfer, stored).await,
+            Err(LogdError::Unreachable(_))
+        ));
         assert!(!path.exists() && !posts.is_unresolved(&slot_1()));
     }
 
     /// logd comes back while the client still waits: the upload is recorded.
     #[tokio::test(start_paused = true)]
     async fn a_post_is_sent_again_while_its_client_waits() {
-        let (dir, audit) = (tempfile::tempdir().unwrap(), Arc::new(MemoryAuditLog::default()));
+        let (dir, audit) = (
+            tempfile::tempdir().unwrap(),
+            Arc::new(MemoryAuditLog::default()),
+        );
         let (posts, transfer, stored, path) = stored_file(&dir, &audit).await;
         audit.fail_with(|| LogdError::Unreachable("connect: refused".into()));
         let back = audit.clone();
@@ -282,20 +343,35 @@ mod tests {
     /// `database`, the row exists, and the file stays with it.
     #[tokio::test(start_paused = true)]
     async fn a_post_committed_although_answered_database_keeps_its_file() {
-        let (dir, audit) = (tempfile::tempdir().unwrap(), Arc::new(MemoryAuditLog::default()));
+        let (dir, audit) = (
+            tempfile::tempdir().unwrap(),
+            Arc::new(MemoryAuditLog::default()),
+        );
         let (posts, transfer, stored, path) = stored_file(&dir, &audit).await;
-        audit.lose_answers_with(1, || LogdError::Database("server closed the connection unexpectedly".into()));
-        assert_eq!(posts.record(&transfer, stored).await.unwrap(), 1, "the second send is answered with the row");
+        audit.lose_answers_with(1, || {
+            LogdError::Database("server closed the connection unexpectedly".into())
+        });
+        assert_eq!(
+            posts.record(&transfer, stored).await.unwrap(),
+            1,
+            "the second send is answered with the row"
+        );
         assert!(path.exists());
         assert_eq!(audit.rows().len(), 1);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_post_the_database_did_not_commit_keeps_its_file_until_logd_says_it_has_no_row() {
-        let (dir, audit) = (tempfile::tempdir().unwrap(), Arc::new(MemoryAuditLog::default()));
+        let (dir, audit) = (
+            tempfile::tempdir().unwrap(),
+            Arc::new(MemoryAuditLog::default()),
+        );
         let (posts, transfer, stored, path) = stored_file(&dir, &audit).await;
         audit.fail_with(|| LogdError::Database("disk full".into()));
-        assert!(matches!(posts.record(&transfer, stored).await, Err(LogdError::Database(_))));
+        assert!(matches!(
+            posts.record(&transfer, stored).await,
+            Err(LogdError::Database(_))
+        ));
         assert!(path.exists() && posts.is_unresolved(&slot_1()));
         audit.recover();
         tokio::time::sleep(LOOKUP_DELAY + crate::backoff::MAX).await;

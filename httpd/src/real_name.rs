@@ -13,7 +13,11 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 pub const MAX_REAL_NAME_LEN: usize = logd::row::NAME_MAX;
 
 /// RFC 3986 unreserved characters stay; everything else is escaped in a URI path segment.
-const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// RFC 5987 `attr-char`s stay; everything else is escaped in `filename*=UTF-8''…`.
 const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
@@ -102,7 +106,9 @@ impl RealName {
             return String::new();
         };
         let ext = ext.to_lowercase();
-        let fits = !stem.is_empty() && (1..=10).contains(&ext.chars().count()) && ext.chars().all(char::is_alphanumeric);
+        let fits = !stem.is_empty()
+            && (1..=10).contains(&ext.chars().count())
+            && ext.chars().all(char::is_alphanumeric);
         if fits {
             ext
         } else {
@@ -130,7 +136,13 @@ impl RealName {
         let fallback: String = self
             .0
             .chars()
-            .map(|c| if c.is_ascii_graphic() && !matches!(c, '"' | '\\' | '%') || c == ' ' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_graphic() && !matches!(c, '"' | '\\' | '%') || c == ' ' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         format!(
             "{}; filename=\"{fallback}\"; filename*=UTF-8''{}",
@@ -173,10 +185,17 @@ mod tests {
     #[test]
     fn validation() {
         assert_eq!(RealName::parse(""), Err(RealNameError::Empty));
-        assert_eq!(RealName::parse(&"a".repeat(512)), Err(RealNameError::TooLong));
+        assert_eq!(
+            RealName::parse(&"a".repeat(512)),
+            Err(RealNameError::TooLong)
+        );
         assert!(RealName::parse(&"é".repeat(255)).is_ok(), "510 bytes");
         for bad in [".", "..", "a/b", "a\nb", "a\u{7f}", "a\u{85}b"] {
-            assert_eq!(RealName::parse(bad), Err(RealNameError::Forbidden), "{bad:?}");
+            assert_eq!(
+                RealName::parse(bad),
+                Err(RealNameError::Forbidden),
+                "{bad:?}"
+            );
         }
         assert!(RealName::parse("..hidden").is_ok());
     }
@@ -196,17 +215,30 @@ mod tests {
 
     #[test]
     fn uri_segments_escape_everything_but_unreserved() {
-        assert_eq!(name("Résumé final (2).pdf").uri_segment(), "R%C3%A9sum%C3%A9%20final%20%282%29.pdf");
+        assert_eq!(
+            name("Résumé final (2).pdf").uri_segment(),
+            "R%C3%A9sum%C3%A9%20final%20%282%29.pdf"
+        );
         assert_eq!(name("a%2Fb?c#d").uri_segment(), "a%252Fb%3Fc%23d");
         assert_eq!(name("...").uri_segment(), "...");
     }
 
     #[test]
     fn inline_only_for_media_and_plain_text() {
-        assert_eq!(name("cat.JPG").presentation(), ("image/jpeg", Disposition::Inline));
-        assert_eq!(name("notes.txt").presentation(), ("text/plain", Disposition::Inline));
+        assert_eq!(
+            name("cat.JPG").presentation(),
+            ("image/jpeg", Disposition::Inline)
+        );
+        assert_eq!(
+            name("notes.txt").presentation(),
+            ("text/plain", Disposition::Inline)
+        );
         for attachment in ["page.html", "logo.svg", "x.pdf", "noext", "run.exe"] {
-            assert_eq!(name(attachment).presentation(), (ATTACHMENT_TYPE, Disposition::Attachment), "{attachment}");
+            assert_eq!(
+                name(attachment).presentation(),
+                (ATTACHMENT_TYPE, Disposition::Attachment),
+                "{attachment}"
+            );
         }
     }
 

@@ -29,11 +29,17 @@ impl RecordDir {
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.store.root().join(self.dir).join(format!("{name}.json"))
+        self.store
+            .root()
+            .join(self.dir)
+            .join(format!("{name}.json"))
     }
 
     /// The record `name`, if there is one (an unreadable one is none).
-    pub async fn get<T: DeserializeOwned + Send + 'static>(&self, name: &str) -> Result<Option<T>, StoreError> {
+    pub async fn get<T: DeserializeOwned + Send + 'static>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, StoreError> {
         let path = self.path(name);
         self.store
             .blocking(move |store| {
@@ -56,7 +62,11 @@ impl RecordDir {
             .blocking(move |store| {
                 store.check_root()?;
                 std::fs::create_dir_all(&dir)?;
-                Ok(mft_journal::durable::write_atomic(&dir.join(name), &bytes, None)?)
+                Ok(mft_journal::durable::write_atomic(
+                    &dir.join(name),
+                    &bytes,
+                    None,
+                )?)
             })
             .await
     }
@@ -79,7 +89,9 @@ impl RecordDir {
                     let written = entry.metadata()?.modified()?;
                     if written.elapsed().is_ok_and(|elapsed| elapsed > age) {
                         match std::fs::remove_file(entry.path()) {
-                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                                return Err(e.into())
+                            }
                             _ => removed += 1,
                         }
                     }
@@ -115,7 +127,11 @@ pub struct Held {
 impl InFlight {
     /// Holds `name`, unless another request holds it.
     pub fn hold(&self, name: &str) -> Option<Held> {
-        let fresh = self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned());
+        let fresh = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned());
         fresh.then(|| Held {
             name: name.to_owned(),
             in_flight: self.clone(),
@@ -125,7 +141,11 @@ impl InFlight {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.in_flight.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.name);
+        self.in_flight
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.name);
     }
 }
 
@@ -139,11 +159,20 @@ mod tests {
     #[tokio::test]
     async fn records_round_trip() {
         let mount = tempfile::tempdir().unwrap();
-        let records = RecordDir::new(Arc::new(Store::new(mount.path(), Mount::Directory)), ".test");
+        let records = RecordDir::new(
+            Arc::new(Store::new(mount.path(), Mount::Directory)),
+            ".test",
+        );
         assert_eq!(records.get::<Vec<u32>>("a").await.unwrap(), None);
         records.put("a", &vec![1, 2]).await.unwrap();
-        assert_eq!(records.get::<Vec<u32>>("a").await.unwrap(), Some(vec![1, 2]));
-        let names: Vec<_> = std::fs::read_dir(mount.path().join(".test")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(
+            records.get::<Vec<u32>>("a").await.unwrap(),
+            Some(vec![1, 2])
+        );
+        let names: Vec<_> = std::fs::read_dir(mount.path().join(".test"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, ["a.json"], "no temporary file left");
         records.remove("a").await.unwrap();
         records.remove("a").await.unwrap();
@@ -153,13 +182,30 @@ mod tests {
     #[tokio::test]
     async fn records_older_than_an_age_are_removed() {
         let mount = tempfile::tempdir().unwrap();
-        let records = RecordDir::new(Arc::new(Store::new(mount.path(), Mount::Directory)), ".test");
-        assert_eq!(records.remove_older_than(Duration::ZERO).await.unwrap(), 0, "no directory yet");
+        let records = RecordDir::new(
+            Arc::new(Store::new(mount.path(), Mount::Directory)),
+            ".test",
+        );
+        assert_eq!(
+            records.remove_older_than(Duration::ZERO).await.unwrap(),
+            0,
+            "no directory yet"
+        );
         records.put("old", &1).await.unwrap();
         records.put("new", &2).await.unwrap();
-        let old = std::fs::File::options().write(true).open(mount.path().join(".test/old.json")).unwrap();
-        old.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600)).unwrap();
-        assert_eq!(records.remove_older_than(Duration::from_secs(60)).await.unwrap(), 1);
+        let old = std::fs::File::options()
+            .write(true)
+            .open(mount.path().join(".test/old.json"))
+            .unwrap();
+        old.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+            .unwrap();
+        assert_eq!(
+            records
+                .remove_older_than(Duration::from_secs(60))
+                .await
+                .unwrap(),
+            1
+        );
         assert_eq!(records.get::<u32>("old").await.unwrap(), None);
         assert_eq!(records.get::<u32>("new").await.unwrap(), Some(2));
     }

@@ -41,7 +41,10 @@ pub fn on(path: &str) -> actix_web::Route {
 /// A guard for the methods of `path` in [`ROUTES`] that `keep` keeps.
 pub fn methods_of(path: &str, keep: impl Fn(&str) -> bool) -> guard::AnyGuard {
     let mut kept = methods(path).iter().filter(|m| keep(m));
-    let method = |name: &str| guard::Method(Method::from_bytes(name.as_bytes()).expect("a method name"));
-    let first = kept.next().unwrap_or_else(|| panic!("{path} lists no method"));
+    let method =
+        |name: &str| guard::Method(Method::from_bytes(name.as_bytes()).expect("a method name"));
+    let first = kept
+        .next()
+        .unwrap_or_else(|| panic!("{path} lists no method"));
     kept.fold(guard::Any(method(first)), |any, name| any.or(method(name)))
 }

@@ -70,23 +70,46 @@ pub struct Capability {
 
 /// The message a capability's MAC covers.
 fn capability_message(slot: &SlotPath, downloader: &str, chat: &str, chat_type: &str) -> String {
-    format!("mft-capability\0{}\0{downloader}\0{chat}\0{chat_type}", slot.as_str())
+    format!(
+        "mft-capability\0{}\0{downloader}\0{chat}\0{chat_type}",
+        slot.as_str()
+    )
 }
 
 /// The `mft_cap` value for `downloader` in `chat` of `chat_type` (what the XMPP module
 /// computes).
-pub fn sign_capability(secret: &str, slot: &SlotPath, downloader: &str, chat: &str, chat_type: ChatType) -> String {
-    hex::encode(mac(secret, &capability_message(slot, downloader, chat, chat_type.as_str())).finalize().into_bytes())
+pub fn sign_capability(
+    secret: &str,
+    slot: &SlotPath,
+    downloader: &str,
+    chat: &str,
+    chat_type: ChatType,
+) -> String {
+    hex::encode(
+        mac(
+            secret,
+            &capability_message(slot, downloader, chat, chat_type.as_str()),
+        )
+        .finalize()
+        .into_bytes(),
+    )
 }
 
 /// The capability of `query` for `slot`, `None` if the query has none; refused if it is
 /// incomplete, names something that is not a JID, or its MAC matches none of `secrets`.
-pub fn verify_capability(secrets: &[String], slot: &SlotPath, query: &CapabilityQuery<'_>) -> Result<Option<Capability>, SlotError> {
-    let (downloader, chat, chat_type, cap) = match (query.mft_for, query.mft_to, query.mft_type, query.mft_cap) {
-        (None, None, None, None) => return Ok(None),
-        (Some(downloader), Some(chat), Some(chat_type), Some(cap)) => (downloader, chat, chat_type, cap),
-        _ => return Err(SlotError::BadCapability),
-    };
+pub fn verify_capability(
+    secrets: &[String],
+    slot: &SlotPath,
+    query: &CapabilityQuery<'_>,
+) -> Result<Option<Capability>, SlotError> {
+    let (downloader, chat, chat_type, cap) =
+        match (query.mft_for, query.mft_to, query.mft_type, query.mft_cap) {
+            (None, None, None, None) => return Ok(None),
+            (Some(downloader), Some(chat), Some(chat_type), Some(cap)) => {
+                (downloader, chat, chat_type, cap)
+            }
+            _ => return Err(SlotError::BadCapability),
+        };
     let chat_type: ChatType = chat_type.parse().map_err(|_| SlotError::BadCapability)?;
     if !is_valid_jid(downloader) || !is_valid_jid(chat) {
         return Err(SlotError::BadCapability);
@@ -94,7 +117,12 @@ pub fn verify_capability(secrets: &[String], slot: &SlotPath, query: &Capability
     let cap = hex::decode(cap).map_err(|_| SlotError::BadCapability)?;
     let message = capability_message(slot, downloader, chat, chat_type.as_str());
     // Every secret is tried, so the time taken does not tell which one matched.
-    if secrets.iter().filter(|secret| mac(secret, &message).verify_slice(&cap).is_ok()).count() == 0 {
+    if secrets
+        .iter()
+        .filter(|secret| mac(secret, &message).verify_slice(&cap).is_ok())
+        .count()
+        == 0
+    {
         return Err(SlotError::BadCapability);
     }
     Ok(Some(Capability {
@@ -106,7 +134,12 @@ pub fn verify_capability(secrets: &[String], slot: &SlotPath, query: &Capability
 
 /// Verifies a share token (`authorization`, the header's value) against `secrets` at `now`;
 /// its URL must be a slot URL under `public_url`.
-pub fn verify_share(secrets: &[String], public_url: &str, authorization: Option<&str>, now: DateTime<Utc>) -> Result<Share, SlotError> {
+pub fn verify_share(
+    secrets: &[String],
+    public_url: &str,
+    authorization: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Share, SlotError> {
     if secrets.is_empty() {
         return Err(SlotError::NotConfigured);
     }
@@ -115,22 +148,29 @@ pub fn verify_share(secrets: &[String], public_url: &str, authorization: Option<
         .ok_or_else(|| SlotError::BadToken("a share needs Authorization: Bearer <token>".into()))?;
     let claims: ShareClaims = signed_claims(secrets, token)?;
     if claims.purpose != SHARE_PURPOSE {
-        return Err(SlotError::BadToken(format!("the token's purpose is {:?}, not \"share\"", claims.purpose)));
+        return Err(SlotError::BadToken(format!(
+            "the token's purpose is {:?}, not \"share\"",
+            claims.purpose
+        )));
     }
     if claims.exp <= now.timestamp() {
         return Err(SlotError::Expired);
     }
     for (claim, value) in [("sub", &claims.sub), ("to", &claims.to)] {
         if !is_valid_jid(value) {
-            return Err(SlotError::BadToken(format!("the {claim} claim is not a JID")));
+            return Err(SlotError::BadToken(format!(
+                "the {claim} claim is not a JID"
+            )));
         }
     }
-    let chat_type = claims
-        .chat_type
-        .parse()
-        .map_err(|_| SlotError::BadToken("the chat_type claim is not im, groupchat or persistent".into()))?;
+    let chat_type = claims.chat_type.parse().map_err(|_| {
+        SlotError::BadToken("the chat_type claim is not im, groupchat or persistent".into())
+    })?;
     let prefix = format!("{}{SLOT_PREFIX}", public_url.trim_end_matches('/'));
-    let path = claims.url.strip_prefix(&prefix).ok_or(SlotError::NotOurUrl)?;
+    let path = claims
+        .url
+        .strip_prefix(&prefix)
+        .ok_or(SlotError::NotOurUrl)?;
     let raw_slot_path = path.split(['?', '#']).next().unwrap_or_default().to_owned();
     SlotPath::parse(&raw_slot_path)?;
     Ok(Share {
@@ -157,7 +197,12 @@ pub mod tests {
 
     /// A share token signed with `secret`.
     pub fn share_token(secret: &str, claims: &ShareClaims) -> String {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
     }
 
     /// The claims of alice sharing `url` with `to` in a chat of `chat_type`, valid at [`now`].
@@ -201,22 +246,58 @@ pub mod tests {
             change(&mut c);
             verify(&c).unwrap_err()
         };
-        assert_eq!(refused(|c| c.url = "https://elsewhere.example.com/upload/abc/a.png".into()), SlotError::NotOurUrl);
-        assert_eq!(refused(|c| c.url = format!("{PUBLIC_URL}/files/n/im/20261203/10/x/a.png")), SlotError::NotOurUrl);
-        assert_eq!(refused(|c| c.url = format!("{PUBLIC_URL}/upload/../a.png")), SlotError::BadPath);
+        assert_eq!(
+            refused(|c| c.url = "https://elsewhere.example.com/upload/abc/a.png".into()),
+            SlotError::NotOurUrl
+        );
+        assert_eq!(
+            refused(|c| c.url = format!("{PUBLIC_URL}/files/n/im/20261203/10/x/a.png")),
+            SlotError::NotOurUrl
+        );
+        assert_eq!(
+            refused(|c| c.url = format!("{PUBLIC_URL}/upload/../a.png")),
+            SlotError::BadPath
+        );
         assert_eq!(refused(|c| c.exp = now().timestamp()), SlotError::Expired);
-        assert!(matches!(refused(|c| c.purpose = "upload".into()), SlotError::BadToken(_)));
-        assert!(matches!(refused(|c| c.to = "not a jid".into()), SlotError::BadToken(_)));
-        assert!(matches!(refused(|c| c.chat_type = "private".into()), SlotError::BadToken(_)));
-        let header = format!("Bearer {}", share_token("another-secret-0123456789", &claims(&url, "bob@example.com", "im")));
-        assert!(matches!(verify_share(&[SECRET.into()], PUBLIC_URL, Some(&header), now()), Err(SlotError::BadToken(_))));
-        assert_eq!(verify_share(&[], PUBLIC_URL, Some(&header), now()), Err(SlotError::NotConfigured));
+        assert!(matches!(
+            refused(|c| c.purpose = "upload".into()),
+            SlotError::BadToken(_)
+        ));
+        assert!(matches!(
+            refused(|c| c.to = "not a jid".into()),
+            SlotError::BadToken(_)
+        ));
+        assert!(matches!(
+            refused(|c| c.chat_type = "private".into()),
+            SlotError::BadToken(_)
+        ));
+        let header = format!(
+            "Bearer {}",
+            share_token(
+                "another-secret-0123456789",
+                &claims(&url, "bob@example.com", "im")
+            )
+        );
+        assert!(matches!(
+            verify_share(&[SECRET.into()], PUBLIC_URL, Some(&header), now()),
+            Err(SlotError::BadToken(_))
+        ));
+        assert_eq!(
+            verify_share(&[], PUBLIC_URL, Some(&header), now()),
+            Err(SlotError::NotConfigured)
+        );
     }
 
     #[test]
     fn a_capability_holds_only_for_its_slot_downloader_and_chat() {
         let slot = SlotPath::parse("abc/a.png").unwrap();
-        let cap = sign_capability(SECRET, &slot, "bob@example.com", "room@conference.example.com", ChatType::Groupchat);
+        let cap = sign_capability(
+            SECRET,
+            &slot,
+            "bob@example.com",
+            "room@conference.example.com",
+            ChatType::Groupchat,
+        );
         let query = |downloader, chat, cap| CapabilityQuery {
             mft_for: Some(downloader),
             mft_to: Some(chat),
@@ -225,25 +306,63 @@ pub mod tests {
         };
         let secrets = [SECRET.to_owned()];
         assert_eq!(
-            verify_capability(&secrets, &slot, &query("bob@example.com", "room@conference.example.com", &cap)),
+            verify_capability(
+                &secrets,
+                &slot,
+                &query("bob@example.com", "room@conference.example.com", &cap)
+            ),
             Ok(Some(Capability {
                 downloader: "bob@example.com".into(),
                 chat: "room@conference.example.com".into(),
                 chat_type: ChatType::Groupchat,
             }))
         );
-        assert_eq!(verify_capability(&secrets, &slot, &CapabilityQuery::default()), Ok(None));
+        assert_eq!(
+            verify_capability(&secrets, &slot, &CapabilityQuery::default()),
+            Ok(None)
+        );
         let other_slot = SlotPath::parse("abd/a.png").unwrap();
         for (slot, query) in [
-            (&slot, query("carol@example.com", "room@conference.example.com", &cap)),
+            (
+                &slot,
+                query("carol@example.com", "room@conference.example.com", &cap),
+            ),
             (&slot, query("bob@example.com", "bob@example.com", &cap)),
-            (&other_slot, query("bob@example.com", "room@conference.example.com", &cap)),
-            (&slot, query("bob@example.com", "room@conference.example.com", "zz")),
-            (&slot, CapabilityQuery { mft_cap: None, ..query("bob@example.com", "room@conference.example.com", &cap) }),
-            (&slot, CapabilityQuery { mft_type: Some("persistent"), ..query("bob@example.com", "room@conference.example.com", &cap) }),
-            (&slot, CapabilityQuery { mft_type: Some("private"), ..query("bob@example.com", "room@conference.example.com", &cap) }),
+            (
+                &other_slot,
+                query("bob@example.com", "room@conference.example.com", &cap),
+            ),
+            (
+                &slot,
+                query("bob@example.com", "room@conference.example.com", "zz"),
+            ),
+            (
+                &slot,
+                CapabilityQuery {
+                    mft_cap: None,
+                    ..query("bob@example.com", "room@conference.example.com", &cap)
+                },
+            ),
+            (
+                &slot,
+                CapabilityQuery {
+                    mft_type: Some("persistent"),
+                    ..query("bob@example.com", "room@conference.example.com", &cap)
+                },
+            ),
+            (
+                &slot,
+                CapabilityQuery {
+                    mft_type: Some("private"),
+                    ..query("bob@example.com", "room@conference.example.com", &cap)
+                },
+            ),
         ] {
-            assert_eq!(verify_capability(&secrets, slot, &query), Err(SlotError::BadCapability), "{query:?}");
+            assert_eq!(
+                verify_capability(&secrets, slot, &query),
+                Err(SlotError::BadCapability),
+                "{query:?}"
+            );
         }
     }
 }

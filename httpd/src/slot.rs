@@ -49,7 +49,9 @@ pub enum SlotError {
     #[error("this node accepts no upload slots (http.slot_secrets is empty)")]
     NotConfigured,
     /// 404: not the shape of any scheme's slot path.
-    #[error("not an upload slot: expected /upload/<slot>/<file> or /upload/<hash>/<random>/<file>")]
+    #[error(
+        "not an upload slot: expected /upload/<slot>/<file> or /upload/<hash>/<random>/<file>"
+    )]
     BadPath,
     /// 403 (Prosody external, ejabberd): the `v`/`v2` token is missing or wrong.
     #[error("the slot token (?v= or ?v2=) is missing or does not match")]
@@ -89,7 +91,9 @@ pub struct SlotPath(String);
 impl SlotPath {
     /// Parses the raw (percent-encoded) path after [`SLOT_PREFIX`].
     pub fn parse(raw: &str) -> Result<SlotPath, SlotError> {
-        let decoded = percent_decode_str(raw).decode_utf8().map_err(|_| SlotError::BadPath)?;
+        let decoded = percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| SlotError::BadPath)?;
         let segments = decoded.split('/').count();
         let sane = decoded
             .split('/')
@@ -203,7 +207,12 @@ impl SlotSecrets {
     }
 
     /// Verifies a `PUT` to `path` and says what it may store.
-    pub fn verify(&self, path: &SlotPath, request: &SlotRequest<'_>, now: DateTime<Utc>) -> Result<SlotGrant, SlotError> {
+    pub fn verify(
+        &self,
+        path: &SlotPath,
+        request: &SlotRequest<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<SlotGrant, SlotError> {
         if self.secrets.is_empty() {
             return Err(SlotError::NotConfigured);
         }
@@ -220,13 +229,22 @@ impl SlotSecrets {
         let (token, message) = match scheme {
             Scheme::ProsodyV2 => {
                 let content_type = request.content_type.unwrap_or("application/octet-stream");
-                (request.v2, format!("{}\0{size}\0{content_type}", path.as_str()))
+                (
+                    request.v2,
+                    format!("{}\0{size}\0{content_type}", path.as_str()),
+                )
             }
             _ => (request.v, format!("{} {size}", path.as_str())),
         };
         let token = hex::decode(token.ok_or(SlotError::BadMac)?).map_err(|_| SlotError::BadMac)?;
         // Every secret is tried, so the time taken does not tell which one matched.
-        if self.secrets.iter().filter(|secret| mac(secret, &message).verify_slice(&token).is_ok()).count() == 0 {
+        if self
+            .secrets
+            .iter()
+            .filter(|secret| mac(secret, &message).verify_slice(&token).is_ok())
+            .count()
+            == 0
+        {
             return Err(SlotError::BadMac);
         }
         Ok(SlotGrant {
@@ -246,7 +264,8 @@ impl SlotSecrets {
 
 /// The HMAC-SHA256 of `message` under `secret`.
 pub(crate) fn mac(secret: &str, message: &str) -> Hmac<Sha256> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(message.as_bytes());
     mac
 }
@@ -256,15 +275,23 @@ pub fn sign(secret: &str, message: &str) -> String {
     hex::encode(mac(secret, message).finalize().into_bytes())
 }
 
-fn verify_file_share(secrets: &[String], path: &SlotPath, request: &SlotRequest<'_>, now: DateTime<Utc>) -> Result<SlotGrant, SlotError> {
+fn verify_file_share(
+    secrets: &[String],
+    path: &SlotPath,
+    request: &SlotRequest<'_>,
+    now: DateTime<Utc>,
+) -> Result<SlotGrant, SlotError> {
     let header = request.authorization.unwrap_or_default();
-    let token = bearer_token(header).ok_or_else(|| SlotError::BadToken("not a Bearer token".into()))?;
+    let token =
+        bearer_token(header).ok_or_else(|| SlotError::BadToken("not a Bearer token".into()))?;
     let claims: FileShareClaims = signed_claims(secrets, token)?;
     if claims.exp <= now.timestamp() {
         return Err(SlotError::Expired);
     }
     if claims.nbf.is_some_and(|nbf| nbf > now.timestamp()) {
-        return Err(SlotError::BadToken("the token is not valid yet (nbf)".into()));
+        return Err(SlotError::BadToken(
+            "the token is not valid yet (nbf)".into(),
+        ));
     }
     let [slot, file] = path.segments()[..] else {
         return Err(SlotError::BadPath);
@@ -280,11 +307,16 @@ fn verify_file_share(secrets: &[String], path: &SlotPath, request: &SlotRequest<
     }
     let chat_type = match claims.chat_type.as_deref() {
         None => ChatType::Im,
-        Some(c) => c.parse().map_err(|_| SlotError::BadToken("the chat_type claim is not im, groupchat or persistent".into()))?,
+        Some(c) => c.parse().map_err(|_| {
+            SlotError::BadToken("the chat_type claim is not im, groupchat or persistent".into())
+        })?,
     };
     let declared = request.content_length.ok_or(SlotError::LengthRequired)?;
     if declared != claims.filesize {
-        return Err(SlotError::SizeMismatch { declared, granted: claims.filesize });
+        return Err(SlotError::SizeMismatch {
+            declared,
+            granted: claims.filesize,
+        });
     }
     Ok(SlotGrant {
         scheme: Scheme::FileShare,
@@ -299,14 +331,21 @@ fn verify_file_share(secrets: &[String], path: &SlotPath, request: &SlotRequest<
 
 /// The claims of an HS256 token signed with any of `secrets` (slot tokens, and the share tokens
 /// of [`crate::share`]).
-pub(crate) fn signed_claims<T: serde::de::DeserializeOwned>(secrets: &[String], token: &str) -> Result<T, SlotError> {
+pub(crate) fn signed_claims<T: serde::de::DeserializeOwned>(
+    secrets: &[String],
+    token: &str,
+) -> Result<T, SlotError> {
     let mut validation = Validation::new(Algorithm::HS256);
     // Expiry and `nbf` are checked by the caller against the injected clock, without leeway
     // (Prosody signs its slot tokens on the clock it checks them with).
     validation.validate_exp = false;
     validation.required_spec_claims.clear();
     for secret in secrets {
-        match jsonwebtoken::decode::<T>(token, &DecodingKey::from_secret(secret.as_bytes()), &validation) {
+        match jsonwebtoken::decode::<T>(
+            token,
+            &DecodingKey::from_secret(secret.as_bytes()),
+            &validation,
+        ) {
             Ok(data) => return Ok(data.claims),
             Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => continue,
             Err(e) => return Err(SlotError::BadToken(e.to_string())),
@@ -329,7 +368,14 @@ pub mod tests {
     }
 
     /// A `mod_http_file_share` token for `slot`/`filename`, `filesize` bytes, valid until `exp`.
-    pub fn file_share_token(secret: &str, slot: &str, filename: &str, filesize: u64, exp: i64, expires: Option<i64>) -> String {
+    pub fn file_share_token(
+        secret: &str,
+        slot: &str,
+        filename: &str,
+        filesize: u64,
+        exp: i64,
+        expires: Option<i64>,
+    ) -> String {
         let claims = FileShareClaims {
             slot: slot.into(),
             iat: exp - 300,
@@ -342,7 +388,12 @@ pub mod tests {
             chat_type: None,
             nbf: None,
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap();
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap();
         format!("Bearer {token}")
     }
 
@@ -351,7 +402,10 @@ pub mod tests {
     }
 
     fn secrets(secrets: &[&str]) -> SlotSecrets {
-        SlotSecrets::new(&secrets.iter().map(|s| s.to_string()).collect::<Vec<_>>(), None)
+        SlotSecrets::new(
+            &secrets.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            None,
+        )
     }
 
     fn secret() -> SlotSecrets {
@@ -361,29 +415,103 @@ pub mod tests {
     #[test]
     fn prosody_v1_and_ejabberd() {
         let p = path("4c1f0a/photo%20one.jpg");
-        assert_eq!(p.as_str(), "4c1f0a/photo one.jpg", "the MAC covers the decoded path");
+        assert_eq!(
+            p.as_str(),
+            "4c1f0a/photo one.jpg",
+            "the MAC covers the decoded path"
+        );
         let v = sign(SECRET, "4c1f0a/photo one.jpg 1234");
-        let request = SlotRequest { v: Some(&v), content_length: Some(1234), ..Default::default() };
+        let request = SlotRequest {
+            v: Some(&v),
+            content_length: Some(1234),
+            ..Default::default()
+        };
         let grant = secret().verify(&p, &request, now()).unwrap();
-        assert_eq!((grant.scheme, grant.size, grant.real_name.as_str()), (Scheme::ProsodyV1, 1234, "photo one.jpg"));
-        assert_eq!((grant.uploader, grant.chat_type, grant.expires), (None, ChatType::Im, None));
+        assert_eq!(
+            (grant.scheme, grant.size, grant.real_name.as_str()),
+            (Scheme::ProsodyV1, 1234, "photo one.jpg")
+        );
+        assert_eq!(
+            (grant.uploader, grant.chat_type, grant.expires),
+            (None, ChatType::Im, None)
+        );
 
-        let wrong_size = SlotRequest { content_length: Some(1235), ..request };
-        assert_eq!(secret().verify(&p, &wrong_size, now()), Err(SlotError::BadMac));
+        let wrong_size = SlotRequest {
+            content_length: Some(1235),
+            ..request
+        };
+        assert_eq!(
+            secret().verify(&p, &wrong_size, now()),
+            Err(SlotError::BadMac)
+        );
         let upper = v.to_uppercase();
-        assert!(secret().verify(&p, &SlotRequest { v: Some(&upper), ..request }, now()).is_ok(), "hex is case-insensitive");
+        assert!(
+            secret()
+                .verify(
+                    &p,
+                    &SlotRequest {
+                        v: Some(&upper),
+                        ..request
+                    },
+                    now()
+                )
+                .is_ok(),
+            "hex is case-insensitive"
+        );
         let other = secrets(&["another-secret-0123456"]);
         assert_eq!(other.verify(&p, &request, now()), Err(SlotError::BadMac));
-        assert_eq!(secret().verify(&p, &SlotRequest { v: None, ..request }, now()), Err(SlotError::BadMac));
-        assert_eq!(secret().verify(&p, &SlotRequest { v: Some("zz"), ..request }, now()), Err(SlotError::BadMac));
-        assert_eq!(secret().verify(&p, &SlotRequest { content_length: None, ..request }, now()), Err(SlotError::LengthRequired));
-        assert_eq!(secrets(&[]).verify(&p, &request, now()), Err(SlotError::NotConfigured));
+        assert_eq!(
+            secret().verify(&p, &SlotRequest { v: None, ..request }, now()),
+            Err(SlotError::BadMac)
+        );
+        assert_eq!(
+            secret().verify(
+                &p,
+                &SlotRequest {
+                    v: Some("zz"),
+                    ..request
+                },
+                now()
+            ),
+            Err(SlotError::BadMac)
+        );
+        assert_eq!(
+            secret().verify(
+                &p,
+                &SlotRequest {
+                    content_length: None,
+                    ..request
+                },
+                now()
+            ),
+            Err(SlotError::LengthRequired)
+        );
+        assert_eq!(
+            secrets(&[]).verify(&p, &request, now()),
+            Err(SlotError::NotConfigured)
+        );
 
         let e = path("a1b2c3d4/Xy9rT/report.pdf");
         let v = sign(SECRET, "a1b2c3d4/Xy9rT/report.pdf 10");
-        let grant = secret().verify(&e, &SlotRequest { v: Some(&v), content_length: Some(10), ..Default::default() }, now()).unwrap();
-        assert_eq!((grant.scheme, grant.real_name.as_str()), (Scheme::Ejabberd, "report.pdf"));
-        assert_eq!(grant.uploader, None, "without http.ejabberd_jid_domain the first segment is a hash");
+        let grant = secret()
+            .verify(
+                &e,
+                &SlotRequest {
+                    v: Some(&v),
+                    content_length: Some(10),
+                    ..Default::default()
+                },
+                now(),
+            )
+            .unwrap();
+        assert_eq!(
+            (grant.scheme, grant.real_name.as_str()),
+            (Scheme::Ejabberd, "report.pdf")
+        );
+        assert_eq!(
+            grant.uploader, None,
+            "without http.ejabberd_jid_domain the first segment is a hash"
+        );
     }
 
     #[test]
@@ -391,51 +519,120 @@ pub mod tests {
         let secrets = SlotSecrets::new(&[SECRET.to_owned()], Some("example.com"));
         let grant = |raw: &str| {
             let v = sign(SECRET, &format!("{} 10", path(raw).as_str()));
-            secrets.verify(&path(raw), &SlotRequest { v: Some(&v), content_length: Some(10), ..Default::default() }, now())
+            secrets.verify(
+                &path(raw),
+                &SlotRequest {
+                    v: Some(&v),
+                    content_length: Some(10),
+                    ..Default::default()
+                },
+                now(),
+            )
         };
-        assert_eq!(grant("alice/Xy9rT/report.pdf").unwrap().uploader.as_deref(), Some("alice@example.com"));
-        assert_eq!(grant("al%40ice/Xy9rT/report.pdf").unwrap().uploader, None, "a node with @ names no one");
-        assert_eq!(grant("alice/report.pdf").unwrap().uploader, None, "Prosody's slots are not ejabberd's");
+        assert_eq!(
+            grant("alice/Xy9rT/report.pdf").unwrap().uploader.as_deref(),
+            Some("alice@example.com")
+        );
+        assert_eq!(
+            grant("al%40ice/Xy9rT/report.pdf").unwrap().uploader,
+            None,
+            "a node with @ names no one"
+        );
+        assert_eq!(
+            grant("alice/report.pdf").unwrap().uploader,
+            None,
+            "Prosody's slots are not ejabberd's"
+        );
     }
 
     #[test]
     fn any_listed_secret_verifies() {
         const OLD: &str = "old-slot-secret-0123456";
         fn by_mac(v: &str) -> SlotRequest<'_> {
-            SlotRequest { v: Some(v), content_length: Some(5), ..Default::default() }
+            SlotRequest {
+                v: Some(v),
+                content_length: Some(5),
+                ..Default::default()
+            }
         }
         fn by_token(token: &str) -> SlotRequest<'_> {
-            SlotRequest { authorization: Some(token), content_length: Some(5), ..Default::default() }
+            SlotRequest {
+                authorization: Some(token),
+                content_length: Some(5),
+                ..Default::default()
+            }
         }
         let p = path("r1/a.txt");
         let exp = now().timestamp() + 300;
         let (old_v, new_v) = (sign(OLD, "r1/a.txt 5"), sign(SECRET, "r1/a.txt 5"));
-        let (old_token, new_token) = (file_share_token(OLD, "r1", "a.txt", 5, exp, None), file_share_token(SECRET, "r1", "a.txt", 5, exp, None));
+        let (old_token, new_token) = (
+            file_share_token(OLD, "r1", "a.txt", 5, exp, None),
+            file_share_token(SECRET, "r1", "a.txt", 5, exp, None),
+        );
 
         let rotating = secrets(&[SECRET, OLD]);
-        for request in [by_mac(&old_v), by_mac(&new_v), by_token(&old_token), by_token(&new_token)] {
+        for request in [
+            by_mac(&old_v),
+            by_mac(&new_v),
+            by_token(&old_token),
+            by_token(&new_token),
+        ] {
             assert!(rotating.verify(&p, &request, now()).is_ok(), "{request:?}");
         }
         let rotated = secrets(&[SECRET]);
         assert!(rotated.verify(&p, &by_mac(&new_v), now()).is_ok());
         assert!(rotated.verify(&p, &by_token(&new_token), now()).is_ok());
-        assert_eq!(rotated.verify(&p, &by_mac(&old_v), now()), Err(SlotError::BadMac));
-        assert_eq!(rotated.verify(&p, &by_token(&old_token), now()), Err(SlotError::BadToken("the signature does not match".into())));
+        assert_eq!(
+            rotated.verify(&p, &by_mac(&old_v), now()),
+            Err(SlotError::BadMac)
+        );
+        assert_eq!(
+            rotated.verify(&p, &by_token(&old_token), now()),
+            Err(SlotError::BadToken("the signature does not match".into()))
+        );
     }
 
     #[test]
     fn prosody_v2_covers_the_content_type() {
         let p = path("uuid-1/a.png");
         let v2 = sign(SECRET, "uuid-1/a.png\x0042\x00image/png");
-        let request = SlotRequest { v2: Some(&v2), content_length: Some(42), content_type: Some("image/png"), ..Default::default() };
-        assert_eq!(secret().verify(&p, &request, now()).unwrap().scheme, Scheme::ProsodyV2);
-        let other_type = SlotRequest { content_type: Some("text/html"), ..request };
-        assert_eq!(secret().verify(&p, &other_type, now()), Err(SlotError::BadMac));
+        let request = SlotRequest {
+            v2: Some(&v2),
+            content_length: Some(42),
+            content_type: Some("image/png"),
+            ..Default::default()
+        };
+        assert_eq!(
+            secret().verify(&p, &request, now()).unwrap().scheme,
+            Scheme::ProsodyV2
+        );
+        let other_type = SlotRequest {
+            content_type: Some("text/html"),
+            ..request
+        };
+        assert_eq!(
+            secret().verify(&p, &other_type, now()),
+            Err(SlotError::BadMac)
+        );
         let default = sign(SECRET, "uuid-1/a.png\x0042\x00application/octet-stream");
-        let untyped = SlotRequest { v2: Some(&default), content_type: None, ..request };
+        let untyped = SlotRequest {
+            v2: Some(&default),
+            content_type: None,
+            ..request
+        };
         assert!(secret().verify(&p, &untyped, now()).is_ok());
         let v1_as_v2 = sign(SECRET, "uuid-1/a.png 42");
-        assert_eq!(secret().verify(&p, &SlotRequest { v2: Some(&v1_as_v2), ..request }, now()), Err(SlotError::BadMac));
+        assert_eq!(
+            secret().verify(
+                &p,
+                &SlotRequest {
+                    v2: Some(&v1_as_v2),
+                    ..request
+                },
+                now()
+            ),
+            Err(SlotError::BadMac)
+        );
     }
 
     #[test]
@@ -443,24 +640,81 @@ pub mod tests {
         let p = path("slot-77/cat.png");
         let exp = now().timestamp() + 300;
         let token = file_share_token(SECRET, "slot-77", "cat.png", 5, exp, Some(exp + 86_400));
-        let request = SlotRequest { authorization: Some(&token), content_length: Some(5), ..Default::default() };
+        let request = SlotRequest {
+            authorization: Some(&token),
+            content_length: Some(5),
+            ..Default::default()
+        };
         let grant = secret().verify(&p, &request, now()).unwrap();
         assert_eq!(grant.scheme, Scheme::FileShare);
         assert_eq!(grant.uploader.as_deref(), Some("alice@example.com"));
         assert_eq!(grant.expires, DateTime::from_timestamp(exp + 86_400, 0));
 
         let check = |token: String, len: u64, p: &SlotPath| {
-            secret().verify(p, &SlotRequest { authorization: Some(&token), content_length: Some(len), ..Default::default() }, now())
+            secret().verify(
+                p,
+                &SlotRequest {
+                    authorization: Some(&token),
+                    content_length: Some(len),
+                    ..Default::default()
+                },
+                now(),
+            )
         };
-        assert_eq!(check(file_share_token(SECRET, "slot-77", "cat.png", 5, now().timestamp(), None), 5, &p), Err(SlotError::Expired));
-        assert_eq!(check(file_share_token(SECRET, "slot-78", "cat.png", 5, exp, None), 5, &p), Err(SlotError::Mismatch("slot")));
-        assert_eq!(check(file_share_token(SECRET, "slot-77", "dog.png", 5, exp, None), 5, &p), Err(SlotError::Mismatch("filename")));
         assert_eq!(
-            check(file_share_token(SECRET, "slot-77", "cat.png", 5, exp, None), 6, &p),
-            Err(SlotError::SizeMismatch { declared: 6, granted: 5 })
+            check(
+                file_share_token(SECRET, "slot-77", "cat.png", 5, now().timestamp(), None),
+                5,
+                &p
+            ),
+            Err(SlotError::Expired)
         );
-        assert!(matches!(check(file_share_token("wrong-secret-0123456789", "slot-77", "cat.png", 5, exp, None), 5, &p), Err(SlotError::BadToken(_))));
-        assert!(matches!(check("Bearer x.y.z".into(), 5, &p), Err(SlotError::BadToken(_))));
+        assert_eq!(
+            check(
+                file_share_token(SECRET, "slot-78", "cat.png", 5, exp, None),
+                5,
+                &p
+            ),
+            Err(SlotError::Mismatch("slot"))
+        );
+        assert_eq!(
+            check(
+                file_share_token(SECRET, "slot-77", "dog.png", 5, exp, None),
+                5,
+                &p
+            ),
+            Err(SlotError::Mismatch("filename"))
+        );
+        assert_eq!(
+            check(
+                file_share_token(SECRET, "slot-77", "cat.png", 5, exp, None),
+                6,
+                &p
+            ),
+            Err(SlotError::SizeMismatch {
+                declared: 6,
+                granted: 5
+            })
+        );
+        assert!(matches!(
+            check(
+                file_share_token(
+                    "wrong-secret-0123456789",
+                    "slot-77",
+                    "cat.png",
+                    5,
+                    exp,
+                    None
+                ),
+                5,
+                &p
+            ),
+            Err(SlotError::BadToken(_))
+        ));
+        assert!(matches!(
+            check("Bearer x.y.z".into(), 5, &p),
+            Err(SlotError::BadToken(_))
+        ));
         let early = FileShareClaims {
             nbf: Some(now().timestamp() + 60),
             ..jsonwebtoken::decode::<FileShareClaims>(
@@ -475,19 +729,48 @@ pub mod tests {
             .unwrap()
             .claims
         };
-        let early = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &early, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap();
-        assert_eq!(check(format!("bearer {early}"), 5, &p), Err(SlotError::BadToken("the token is not valid yet (nbf)".into())));
-        assert!(matches!(check("Basic abc".into(), 5, &p), Err(SlotError::BadToken(_))));
+        let early = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &early,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(
+            check(format!("bearer {early}"), 5, &p),
+            Err(SlotError::BadToken(
+                "the token is not valid yet (nbf)".into()
+            ))
+        );
+        assert!(matches!(
+            check("Basic abc".into(), 5, &p),
+            Err(SlotError::BadToken(_))
+        ));
     }
 
     #[test]
     fn slot_paths_are_strict() {
         for bad in [
-            "", "one", "a/b/c/d", "a//b", "a/", "/a/b", "../b", "a/..", "%2e%2e/x", "a/%2e", "a/b%0d%0aSet-Cookie:x", "a/%00", "a/%FF",
+            "",
+            "one",
+            "a/b/c/d",
+            "a//b",
+            "a/",
+            "/a/b",
+            "../b",
+            "a/..",
+            "%2e%2e/x",
+            "a/%2e",
+            "a/b%0d%0aSet-Cookie:x",
+            "a/%00",
+            "a/%FF",
             "a/b%2F..%2F..%2Fc",
         ] {
             assert_eq!(SlotPath::parse(bad), Err(SlotError::BadPath), "{bad:?}");
         }
-        assert_eq!(path("a/b%2Fc").as_str(), "a/b/c", "an encoded slash is a slash, as the MAC sees it");
+        assert_eq!(
+            path("a/b%2Fc").as_str(),
+            "a/b/c",
+            "an encoded slash is a slash, as the MAC sees it"
+        );
     }
 }

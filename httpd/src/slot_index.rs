@@ -88,7 +88,9 @@ pub fn purgeable(records: &[SlotRecord], now: DateTime<Utc>) -> Vec<&SlotRecord>
         .iter()
         .filter(|r| !r.purged && r.is_expired(now))
         .filter(|r| match r.file_location() {
-            Some(location) => (location.dir.date, location.dir.hour) != (now.date_naive(), now.hour()),
+            Some(location) => {
+                (location.dir.date, location.dir.hour) != (now.date_naive(), now.hour())
+            }
             None => true,
         })
         .collect()
@@ -131,7 +133,10 @@ impl SlotIndex {
 
     /// Holds `slot` for one upload, or one check of a retried upload: 409 if it is held already.
     pub async fn reserve(&self, slot: &SlotPath) -> Result<Reserved, crate::Error> {
-        let reservation = self.in_flight.hold(slot.as_str()).ok_or(SlotError::AlreadyUsed)?;
+        let reservation = self
+            .in_flight
+            .hold(slot.as_str())
+            .ok_or(SlotError::AlreadyUsed)?;
         Ok(match self.get(slot.as_str()).await? {
             Some(record) => Reserved::Filled(reservation, record),
             None => Reserved::Free(reservation),
@@ -145,7 +150,9 @@ impl SlotIndex {
 
     /// Writes `record` durably.
     pub async fn put(&self, record: &SlotRecord) -> Result<(), StoreError> {
-        self.records.put(&Self::record_name(&record.slot), record).await
+        self.records
+            .put(&Self::record_name(&record.slot), record)
+            .await
     }
 
     /// Deletes the record of `slot` (a slot whose upload was undone, or whose file was purged).
@@ -167,12 +174,19 @@ impl SlotIndex {
                 let mut records = Vec::new();
                 for entry in entries {
                     let path = entry?.path();
-                    if path.extension().is_none_or(|e| e != "json") || path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+                    if path.extension().is_none_or(|e| e != "json")
+                        || path
+                            .file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                    {
                         continue;
                     }
                     match std::fs::read(&path).map(|b| serde_json::from_slice(&b)) {
                         Ok(Ok(record)) => records.push(record),
-                        Ok(Err(e)) => log::warn!("skipping the unreadable slot record {}: {e}", path.display()),
+                        Ok(Err(e)) => log::warn!(
+                            "skipping the unreadable slot record {}: {e}",
+                            path.display()
+                        ),
                         Err(e) => return Err(e.into()),
                     }
                 }
@@ -219,9 +233,15 @@ mod tests {
             record("this-hour/a", "15", Some(at(15, 1))),
             record("rolled/a", "14.2", Some(at(15, 0))),
         ];
-        let slots: Vec<&str> = purgeable(&records, at(15, 30)).iter().map(|r| r.slot.as_str()).collect();
+        let slots: Vec<&str> = purgeable(&records, at(15, 30))
+            .iter()
+            .map(|r| r.slot.as_str())
+            .collect();
         assert_eq!(slots, ["old/a", "rolled/a"]);
-        let slots: Vec<&str> = purgeable(&records, at(16, 0)).iter().map(|r| r.slot.as_str()).collect();
+        let slots: Vec<&str> = purgeable(&records, at(16, 0))
+            .iter()
+            .map(|r| r.slot.as_str())
+            .collect();
         assert_eq!(slots, ["old/a", "later/a", "this-hour/a", "rolled/a"]);
     }
 
@@ -229,7 +249,12 @@ mod tests {
     fn locations_outside_the_layout_are_not_files() {
         let mut r = record("x/a", "10", None);
         assert!(r.file_location().is_some());
-        for bad in ["../../etc/passwd", "files/im/20140811/10/../../x", "files/im/20140811/10/ABC", "other/im/20140811/10/abcdefghijklmnopqrstuvwxyz"] {
+        for bad in [
+            "../../etc/passwd",
+            "files/im/20140811/10/../../x",
+            "files/im/20140811/10/ABC",
+            "other/im/20140811/10/abcdefghijklmnopqrstuvwxyz",
+        ] {
             r.location = bad.into();
             assert_eq!(r.file_location(), None, "{bad}");
         }
@@ -242,17 +267,29 @@ mod tests {
         let slot = SlotPath::parse("abc/a.png").unwrap();
         let held = index.reserve(&slot).await.unwrap();
         assert!(matches!(held, Reserved::Free(_)));
-        assert!(matches!(index.reserve(&slot).await, Err(crate::Error::Slot(SlotError::AlreadyUsed))));
+        assert!(matches!(
+            index.reserve(&slot).await,
+            Err(crate::Error::Slot(SlotError::AlreadyUsed))
+        ));
         drop(held);
         let r = record("abc/a.png", "10", Some(at(11, 0)));
         index.put(&r).await.unwrap();
         assert_eq!(index.get("abc/a.png").await.unwrap(), Some(r.clone()));
         let held = index.reserve(&slot).await.unwrap();
-        assert!(matches!(&held, Reserved::Filled(_, found) if *found == r), "{held:?}");
-        assert!(matches!(index.reserve(&slot).await, Err(crate::Error::Slot(SlotError::AlreadyUsed))));
+        assert!(
+            matches!(&held, Reserved::Filled(_, found) if *found == r),
+            "{held:?}"
+        );
+        assert!(matches!(
+            index.reserve(&slot).await,
+            Err(crate::Error::Slot(SlotError::AlreadyUsed))
+        ));
         drop(held);
         assert_eq!(index.all().await.unwrap(), [r]);
-        let names: Vec<_> = std::fs::read_dir(mount.path().join(SLOTS_DIR)).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(mount.path().join(SLOTS_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1, "no temporary file left: {names:?}");
         index.remove("abc/a.png").await.unwrap();
         assert_eq!(index.get("abc/a.png").await.unwrap(), None);

@@ -93,7 +93,11 @@ pub fn render(status: &NodeStatus) -> String {
     let _ = writeln!(
         page,
         "<h2>Database (logd): {}</h2>",
-        if logd.reachable { "reachable" } else { "unreachable" }
+        if logd.reachable {
+            "reachable"
+        } else {
+            "unreachable"
+        }
     );
     if let Some(error) = &logd.error {
         let _ = writeln!(page, "<p>{}</p>", escape(error));
@@ -159,7 +163,9 @@ mod tests {
 
     #[test]
     fn html_is_chosen_only_when_asked_for() {
-        assert!(prefers_html(Some("text/html,application/xhtml+xml,*/*;q=0.8")));
+        assert!(prefers_html(Some(
+            "text/html,application/xhtml+xml,*/*;q=0.8"
+        )));
         assert!(prefers_html(Some("TEXT/HTML; q=0.9")));
         assert!(!prefers_html(Some("application/json, text/html")));
         assert!(!prefers_html(Some("*/*")));
@@ -172,7 +178,9 @@ mod tests {
         fsd.checks[0].detail = "<script>alert(1)</script>".into();
         let status = NodeStatus::assemble(Observations {
             fsd: Ok(fsd),
-            logd: Err(LogdError::Unavailable("cannot connect to /run/mft/logd.sock".into())),
+            logd: Err(LogdError::Unavailable(
+                "cannot connect to /run/mft/logd.sock".into(),
+            )),
             ..healthy()
         });
         let page = render(&status);

@@ -84,7 +84,8 @@ impl Mount {
     pub fn check(self, root: &Path) -> Result<(), StoreError> {
         match self {
             Mount::Fuse => {
-                let fs = nix::sys::statfs::statfs(root).map_err(|e| StoreError::Unavailable(e.into()))?;
+                let fs = nix::sys::statfs::statfs(root)
+                    .map_err(|e| StoreError::Unavailable(e.into()))?;
                 if fs.filesystem_type() != nix::sys::statfs::FUSE_SUPER_MAGIC {
                     return Err(StoreError::Unavailable(io::Error::new(
                         io::ErrorKind::NotConnected,
@@ -186,7 +187,11 @@ impl Store {
     /// The [`PartialFile`] is made on the blocking thread as soon as the file exists, so that if
     /// this future is dropped meanwhile (the client's connection broke), dropping the finished
     /// task's result deletes the file.
-    pub async fn create(self: &std::sync::Arc<Self>, chat_type: ChatType, now: DateTime<Utc>) -> Result<PartialFile, StoreError> {
+    pub async fn create(
+        self: &std::sync::Arc<Self>,
+        chat_type: ChatType,
+        now: DateTime<Utc>,
+    ) -> Result<PartialFile, StoreError> {
         let store = self.clone();
         blocking(move || {
             store.check_root()?;
@@ -199,7 +204,10 @@ impl Store {
             let part = dir.join(location.file_name.partial());
             // Registered before it exists, so that a sweep never sees it unregistered.
             let registration = Registration::new(&store.in_flight, &part);
-            let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&part)?;
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&part)?;
             Ok(PartialFile {
                 file: Some(tokio::fs::File::from_std(file)),
                 content: ContentDigest::default(),
@@ -232,10 +240,15 @@ impl Store {
                 };
                 for entry in entries.flatten() {
                     let path = entry.path();
-                    let Ok(kind) = entry.file_type() else { continue };
+                    let Ok(kind) = entry.file_type() else {
+                        continue;
+                    };
                     if kind.is_dir() {
                         dirs.push(path);
-                    } else if kind.is_file() && entry.file_name().to_str().is_some_and(FileName::is_partial) && !store.in_flight.set().contains(&path) {
+                    } else if kind.is_file()
+                        && entry.file_name().to_str().is_some_and(FileName::is_partial)
+                        && !store.in_flight.set().contains(&path)
+                    {
                         let bytes = entry.metadata().map_or(0, |m| m.len());
                         match std::fs::remove_file(&path) {
                             Ok(()) => {
@@ -243,7 +256,10 @@ impl Store {
                                 swept.bytes += bytes;
                             }
                             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                            Err(e) => log::warn!("cannot remove the partial upload {}: {e}", path.display()),
+                            Err(e) => log::warn!(
+                                "cannot remove the partial upload {}: {e}",
+                                path.display()
+                            ),
                         }
                     }
                 }
@@ -254,19 +270,31 @@ impl Store {
     }
 
     /// Opens a stored file for reading; `None` if there is no such file.
-    pub async fn open(self: &std::sync::Arc<Self>, location: &FileLocation) -> Result<Option<StoredFile>, StoreError> {
-        let (store, path, name_link) = (self.clone(), self.path_of(location), self.name_link(location));
+    pub async fn open(
+        self: &std::sync::Arc<Self>,
+        location: &FileLocation,
+    ) -> Result<Option<StoredFile>, StoreError> {
+        let (store, path, name_link) = (
+            self.clone(),
+            self.path_of(location),
+            self.name_link(location),
+        );
         let opened = blocking(move || {
             store.check_root()?;
             let file = std::fs::File::open(&path)?;
             let meta = file.metadata()?;
-            let modified = meta.modified().map(DateTime::<Utc>::from).unwrap_or(DateTime::UNIX_EPOCH);
+            let modified = meta
+                .modified()
+                .map(DateTime::<Utc>::from)
+                .unwrap_or(DateTime::UNIX_EPOCH);
             let real_name = match std::fs::read_link(&name_link) {
                 Ok(target) => target.into_os_string().into_string().ok(),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                 Err(e) => return Err(e.into()),
             };
-            Ok(meta.is_file().then_some((file, meta.len(), modified, real_name)))
+            Ok(meta
+                .is_file()
+                .then_some((file, meta.len(), modified, real_name)))
         })
         .await;
         match opened {
@@ -296,7 +324,12 @@ impl Store {
     /// Moves a stored file to the hour directory of `chat_type` for the time it was `stored`
     /// (the seed's layout dates a file by its upload), keeping its resource name and real-name
     /// link; returns where it lies now.
-    pub async fn relocate(self: &std::sync::Arc<Self>, from: &FileLocation, chat_type: ChatType, stored: DateTime<Utc>) -> Result<FileLocation, StoreError> {
+    pub async fn relocate(
+        self: &std::sync::Arc<Self>,
+        from: &FileLocation,
+        chat_type: ChatType,
+        stored: DateTime<Utc>,
+    ) -> Result<FileLocation, StoreError> {
         let (store, from) = (self.clone(), from.clone());
         blocking(move || {
             store.check_root()?;
@@ -311,7 +344,11 @@ impl Store {
     }
 
     /// Moves a stored file from one place in the layout to another (undoing a [`Store::relocate`]).
-    pub async fn relocate_to(self: &std::sync::Arc<Self>, from: &FileLocation, to: &FileLocation) -> Result<(), StoreError> {
+    pub async fn relocate_to(
+        self: &std::sync::Arc<Self>,
+        from: &FileLocation,
+        to: &FileLocation,
+    ) -> Result<(), StoreError> {
         let (store, from, to) = (self.clone(), from.clone(), to.clone());
         blocking(move || store.rename(&from, &to)).await
     }
@@ -323,7 +360,9 @@ impl Store {
         std::fs::create_dir_all(dir)?;
         std::fs::rename(&old, &new)?;
         sync_dir(dir)?;
-        Ok(sync_dir(old.parent().expect("a file in the layout has a directory"))?)
+        Ok(sync_dir(
+            old.parent().expect("a file in the layout has a directory"),
+        )?)
     }
 
     fn path_of(&self, location: &FileLocation) -> PathBuf {
@@ -407,7 +446,10 @@ impl PartialFile {
     }
 
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
-        let file = self.file.as_mut().expect("a PartialFile is written only before commit or discard");
+        let file = self
+            .file
+            .as_mut()
+            .expect("a PartialFile is written only before commit or discard");
         file.write_all(chunk).await?;
         self.content.update(chunk);
         Ok(())
@@ -422,7 +464,8 @@ impl PartialFile {
         let done = match file.flush().await {
             Ok(()) => {
                 let file = file.into_std().await;
-                let (dir, names, location) = (self.dir.clone(), self.names.clone(), self.location.clone());
+                let (dir, names, location) =
+                    (self.dir.clone(), self.names.clone(), self.location.clone());
                 let real_name = real_name.as_str().to_owned();
                 blocking(move || {
                     file.sync_all()?;
@@ -475,7 +518,9 @@ impl Drop for PartialFile {
 
 /// Deletes a partial file; failing to is logged here, since nobody else can act on it.
 async fn remove_quietly(part: PathBuf) {
-    if let Err(e) = tokio::task::spawn_blocking(move || remove_file_logged(&part, "partial upload")).await {
+    if let Err(e) =
+        tokio::task::spawn_blocking(move || remove_file_logged(&part, "partial upload")).await
+    {
         log::error!("removing a partial upload panicked: {e}");
     }
 }
@@ -526,15 +571,29 @@ mod tests {
         let store = Arc::new(Store::new(mount.path(), Mount::Directory));
         let mut stored = store.create(ChatType::Im, now()).await.unwrap();
         stored.write(b"kept").await.unwrap();
-        let location = stored.commit(&RealName::parse("a.txt").unwrap()).await.unwrap().location;
+        let location = stored
+            .commit(&RealName::parse("a.txt").unwrap())
+            .await
+            .unwrap()
+            .location;
         let mut in_flight = store.create(ChatType::Im, now()).await.unwrap();
         in_flight.write(b"still coming").await.unwrap();
         let old_hour = mount.path().join("files/persistent/20140101/03.1");
         std::fs::create_dir_all(&old_hour).unwrap();
         std::fs::write(old_hour.join(".AbCdEf.part"), vec![0u8; 1000]).unwrap();
-        std::fs::write(mount.path().join("files/im/20140811/15/.GhIjKl.part"), b"12345").unwrap();
+        std::fs::write(
+            mount.path().join("files/im/20140811/15/.GhIjKl.part"),
+            b"12345",
+        )
+        .unwrap();
 
-        assert_eq!(store.sweep_partials().await.unwrap(), Swept { files: 2, bytes: 1005 });
+        assert_eq!(
+            store.sweep_partials().await.unwrap(),
+            Swept {
+                files: 2,
+                bytes: 1005
+            }
+        );
         assert_eq!(entries(&old_hour), Vec::<String>::new());
         let hour_dir = mount.path().join("files/im/20140811/15");
         let in_flight_name = format!(".{}.part", in_flight.location().file_name);
@@ -557,18 +616,34 @@ mod tests {
         assert_eq!(entries(&hour_dir), [format!(".{name}.part")]);
         part.write(b"hello ").await.unwrap();
         part.write(b"world").await.unwrap();
-        let Committed { location, size, sha256 } = part.commit(&RealName::parse("Größe (2) ..txt").unwrap()).await.unwrap();
+        let Committed {
+            location,
+            size,
+            sha256,
+        } = part
+            .commit(&RealName::parse("Größe (2) ..txt").unwrap())
+            .await
+            .unwrap();
         // sha256sum of "hello world".
-        assert_eq!(sha256, "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
+        assert_eq!(
+            sha256,
+            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+        );
         assert_eq!(size, 11);
         assert_eq!(location.relative(), format!("files/im/20140811/15/{name}"));
         assert_eq!(entries(&hour_dir), std::slice::from_ref(&name));
         let stored = store.open(&location).await.unwrap().unwrap();
-        assert_eq!((stored.size, stored.real_name.as_deref()), (11, Some("Größe (2) ..txt")));
+        assert_eq!(
+            (stored.size, stored.real_name.as_deref()),
+            (11, Some("Größe (2) ..txt"))
+        );
         assert_eq!(entries(&mount.path().join(NAMES_DIR)), [name]);
         store.remove(&location).await.unwrap();
         assert!(store.open(&location).await.unwrap().is_none());
-        assert!(entries(&mount.path().join(NAMES_DIR)).is_empty(), "the name link goes with the file");
+        assert!(
+            entries(&mount.path().join(NAMES_DIR)).is_empty(),
+            "the name link goes with the file"
+        );
     }
 
     #[tokio::test]
@@ -589,7 +664,10 @@ mod tests {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        panic!("the dropped partial file is still there: {:?}", entries(&hour_dir));
+        panic!(
+            "the dropped partial file is still there: {:?}",
+            entries(&hour_dir)
+        );
     }
 
     /// Defect 3 of issue 15: an upload cancelled while its file is being created (the
@@ -599,7 +677,10 @@ mod tests {
         let mount = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::new(mount.path(), Mount::Directory));
         let mut create = Box::pin(store.create(ChatType::Im, now()));
-        assert!(futures_util::poll!(&mut create).is_pending(), "the create runs on the blocking pool");
+        assert!(
+            futures_util::poll!(&mut create).is_pending(),
+            "the create runs on the blocking pool"
+        );
         drop(create);
         let hour_dir = mount.path().join("files/im/20140811/15");
         for _ in 0..200 {
@@ -608,15 +689,24 @@ mod tests {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        panic!("left behind: {:?}", hour_dir.exists().then(|| entries(&hour_dir)));
+        panic!(
+            "left behind: {:?}",
+            hour_dir.exists().then(|| entries(&hour_dir))
+        );
     }
 
     #[tokio::test]
     async fn a_missing_mount_is_not_created() {
         let mount = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::new(mount.path().join("not-mounted"), Mount::Directory));
+        let store = Arc::new(Store::new(
+            mount.path().join("not-mounted"),
+            Mount::Directory,
+        ));
         let err = store.create(ChatType::Im, now()).await.unwrap_err();
-        assert!(matches!(err, StoreError::Unavailable(ref e) if e.kind() == io::ErrorKind::NotFound), "{err:?}");
+        assert!(
+            matches!(err, StoreError::Unavailable(ref e) if e.kind() == io::ErrorKind::NotFound),
+            "{err:?}"
+        );
         assert!(!mount.path().join("not-mounted").exists());
     }
 
@@ -625,13 +715,23 @@ mod tests {
         let mount = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::new(mount.path(), Mount::Fuse));
         let err = store.create(ChatType::Im, now()).await.unwrap_err();
-        assert!(matches!(err, StoreError::Unavailable(ref e) if e.to_string().contains("not a FUSE mount")), "{err:?}");
+        assert!(
+            matches!(err, StoreError::Unavailable(ref e) if e.to_string().contains("not a FUSE mount")),
+            "{err:?}"
+        );
         let location = FileLocation {
             dir: HourDir::parse(ChatType::Im, "20140811", "15").unwrap(),
             file_name: FileName::random(),
         };
-        assert!(matches!(store.open(&location).await, Err(StoreError::Unavailable(_))));
-        assert_eq!(std::fs::read_dir(mount.path()).unwrap().count(), 0, "nothing written to the local disk");
+        assert!(matches!(
+            store.open(&location).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert_eq!(
+            std::fs::read_dir(mount.path()).unwrap().count(),
+            0,
+            "nothing written to the local disk"
+        );
     }
 
     #[test]
@@ -646,6 +746,10 @@ mod tests {
         assert_eq!(class(libc::ENOTCONN), "unavailable");
         assert_eq!(class(libc::EIO), "unavailable");
         assert_eq!(class(libc::EACCES), "io");
-        assert_eq!(class(libc::ENFILE), "unavailable", "a capacity condition, not an internal error");
+        assert_eq!(
+            class(libc::ENFILE),
+            "unavailable",
+            "a capacity condition, not an internal error"
+        );
     }
 }

@@ -20,11 +20,17 @@ use rustls::ServerConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read the certificate chain {path} (http.tls_certificate): {source}")]
-    Certificate { path: PathBuf, source: rustls::pki_types::pem::Error },
+    Certificate {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
     #[error("{path} (http.tls_certificate) holds no PEM certificate")]
     NoCertificate { path: PathBuf },
     #[error("cannot read the private key {path} (http.tls_key): {source}")]
-    Key { path: PathBuf, source: rustls::pki_types::pem::Error },
+    Key {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
     #[error("the certificate and key do not make a TLS configuration: {0}")]
     Config(#[from] rustls::Error),
 }
@@ -38,11 +44,19 @@ fn provider() -> Arc<CryptoProvider> {
 pub fn certified_key(certificate: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     let chain = CertificateDer::pem_file_iter(certificate)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|source| TlsError::Certificate { path: certificate.to_owned(), source })?;
+        .map_err(|source| TlsError::Certificate {
+            path: certificate.to_owned(),
+            source,
+        })?;
     if chain.is_empty() {
-        return Err(TlsError::NoCertificate { path: certificate.to_owned() });
+        return Err(TlsError::NoCertificate {
+            path: certificate.to_owned(),
+        });
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Key { path: key.to_owned(), source })?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Key {
+        path: key.to_owned(),
+        source,
+    })?;
     Ok(CertifiedKey::from_der(chain, key, &provider())?)
 }
 
@@ -64,14 +78,34 @@ pub mod tests {
     pub fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         let status = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-            .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+            ])
             .arg(&key)
             .arg("-out")
             .arg(&cert)
             .output()
             .expect("openssl is installed");
-        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
         (cert, key)
     }
 

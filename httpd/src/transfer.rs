@@ -35,8 +35,8 @@ use crate::conditional::{self, Answer, Preconditions, Validators};
 use crate::download_log::{DownloadLog, Progress, Recorded};
 use crate::error::Error;
 use crate::idempotency::{IdempotencyKey, KeyIndex, KeyRecord};
-use crate::post_log::{new_event_id, PostLog, Record, Stored};
 use crate::layout::{ChatType, FileLocation};
+use crate::post_log::{new_event_id, PostLog, Record, Stored};
 use crate::real_name::RealName;
 use crate::reload::Secrets;
 use crate::share::{verify_capability, verify_share, CapabilityQuery};
@@ -155,7 +155,12 @@ pub struct TransferService {
 
 impl TransferService {
     /// TransferService with the store at `file_server.mount_point`, which must be as `mount` says.
-    pub fn new(config: NodeConfig, mount: Mount, audit: Arc<dyn AuditLog>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        config: NodeConfig,
+        mount: Mount,
+        audit: Arc<dyn AuditLog>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let store = Arc::new(Store::new(config.file_server.mount_point.clone(), mount));
         let slots = SlotIndex::new(store.clone());
         let keys = KeyIndex::new(store.clone());
@@ -184,9 +189,18 @@ impl TransferService {
     /// in `authorization`, the `Idempotency-Key` if one is sent, the request's `Content-Length`
     /// against the size limit, that the file server and logd are not known to be down
     /// ([`Admission`]), and a free transfer permit.
-    pub fn admit_upload(&self, authorization: Option<&str>, idempotency_key: Option<&str>, declared_len: Option<u64>) -> Result<UploadTicket, Error> {
+    pub fn admit_upload(
+        &self,
+        authorization: Option<&str>,
+        idempotency_key: Option<&str>,
+        declared_len: Option<u64>,
+    ) -> Result<UploadTicket, Error> {
         self.require_managed()?;
-        let grant = self.secrets.current().credentials.verify_upload(authorization)?;
+        let grant = self
+            .secrets
+            .current()
+            .credentials
+            .verify_upload(authorization)?;
         let key = idempotency_key.map(IdempotencyKey::parse).transpose()?;
         let limit = self.size_limit(grant.max_size);
         if declared_len.is_some_and(|len| len > limit) {
@@ -219,13 +233,21 @@ impl TransferService {
                 let event_id = key.event_id(&grant.from);
                 let held = self.keys.hold(&event_id)?;
                 if let Some(first) = self.first_upload(&event_id).await? {
-                    return self.retried_upload(&first, grant, &real_name, limit, body).await;
+                    return self
+                        .retried_upload(&first, grant, &real_name, limit, body)
+                        .await;
                 }
                 (event_id, Some(held))
             }
         };
         let now = self.clock.now();
-        let Committed { location, size, sha256 } = self.store_body(grant.chat_type, &real_name, limit, body, now).await?;
+        let Committed {
+            location,
+            size,
+            sha256,
+        } = self
+            .store_body(grant.chat_type, &real_name, limit, body, now)
+            .await?;
         let transfer = Transfer {
             file_size: db_size(size),
             bytes_transferred: db_size(size),
@@ -243,8 +265,13 @@ impl TransferService {
             real_name,
         };
         if ticket.key.is_some() {
-            if let Err(e) = self.keys.put(&event_id, &KeyRecord::new(grant, &uri, size, &sha256, now)).await {
-                self.remove_quietly(&uri.location, &transfer.file_path).await;
+            if let Err(e) = self
+                .keys
+                .put(&event_id, &KeyRecord::new(grant, &uri, size, &sha256, now))
+                .await
+            {
+                self.remove_quietly(&uri.location, &transfer.file_path)
+                    .await;
                 return Err(e.into());
             }
             stored.record = Some(Record::Key(event_id));
@@ -276,12 +303,19 @@ impl TransferService {
         let Some(aft_index) = recorded else {
             let claim = Record::Key(event_id.to_owned());
             if self.posts.is_unresolved(&claim) {
-                return Err(LogdError::Unavailable("the first upload with this Idempotency-Key is not known to be recorded yet".into()).into());
+                return Err(LogdError::Unavailable(
+                    "the first upload with this Idempotency-Key is not known to be recorded yet"
+                        .into(),
+                )
+                .into());
             }
             if let Some(FileUri { location, .. }) = record.as_ref().and_then(KeyRecord::uri) {
                 let path = self.config.file_server.server_path(&location.relative());
                 log::warn!("an upload with the Idempotency-Key of event {event_id} left {path} without a Post row; removing it");
-                let stored = Stored { location, record: Some(claim) };
+                let stored = Stored {
+                    location,
+                    record: Some(claim),
+                };
                 self.posts.remove(&stored, &path).await;
             }
             return Ok(None);
@@ -303,12 +337,18 @@ impl TransferService {
         limit: u64,
         body: impl Stream<Item = Result<Bytes, E>>,
     ) -> Result<Uploaded, Error> {
-        let uri = first.uri().ok_or_else(|| Error::KeyReused("the first upload with this key is not known".into()))?;
+        let uri = first.uri().ok_or_else(|| {
+            Error::KeyReused("the first upload with this key is not known".into())
+        })?;
         if !first.asks_the_same(grant, real_name) {
-            return Err(Error::KeyReused("this key was used for an upload of another name, recipient or chat type".into()));
+            return Err(Error::KeyReused(
+                "this key was used for an upload of another name, recipient or chat type".into(),
+            ));
         }
         if !self.carries(body, limit, first.size, &first.sha256).await? {
-            return Err(Error::KeyReused("this key was used for an upload of other bytes".into()));
+            return Err(Error::KeyReused(
+                "this key was used for an upload of other bytes".into(),
+            ));
         }
         log::info!("a retried upload with the Idempotency-Key of {} carried the stored bytes: answered as the first", first.path);
         Ok(self.uploaded(uri, first.size, first.sha256.clone()))
@@ -316,7 +356,13 @@ impl TransferService {
 
     /// Whether `body` (at most `limit` bytes, read into a digest only) is `size` bytes whose
     /// SHA-256 is `sha256`.
-    async fn carries<E: fmt::Display>(&self, body: impl Stream<Item = Result<Bytes, E>>, limit: u64, size: u64, sha256: &str) -> Result<bool, Error> {
+    async fn carries<E: fmt::Display>(
+        &self,
+        body: impl Stream<Item = Result<Bytes, E>>,
+        limit: u64,
+        size: u64,
+        sha256: &str,
+    ) -> Result<bool, Error> {
         let mut digest = ContentDigest::default();
         receive(&mut digest, body, limit, self.idle_timeout()).await?;
         Ok(digest.bytes() == size && digest.hex() == sha256)
@@ -326,17 +372,34 @@ impl TransferService {
     /// A download token is required unless `http.anonymous_downloads` is set and none is sent.
     /// The `Get` row names the token's downloader (else [`placeholder_jid`]) and is addressed to
     /// the upload's recipient.
-    pub async fn download(&self, raw_path: &str, request: &DownloadRequest<'_>) -> Result<Download, Error> {
+    pub async fn download(
+        &self,
+        raw_path: &str,
+        request: &DownloadRequest<'_>,
+    ) -> Result<Download, Error> {
         self.require_managed()?;
         let downloader = match request.authorization {
             None if self.config.http.anonymous_downloads => placeholder_jid(&self.config.node.id),
-            authorization => self.secrets.current().credentials.verify_download(authorization)?.downloader,
+            authorization => {
+                self.secrets
+                    .current()
+                    .credentials
+                    .verify_download(authorization)?
+                    .downloader
+            }
         };
         let uri = FileUri::parse(raw_path).map_err(|_| Error::NotFound)?;
         if uri.node_id != self.config.node.id {
             return Err(Error::OtherNode(uri.node_id));
         }
-        self.serve(&uri.location, uri.real_name, &downloader, Recipient::OfUpload, request).await
+        self.serve(
+            &uri.location,
+            uri.real_name,
+            &downloader,
+            Recipient::OfUpload,
+            request,
+        )
+        .await
     }
 
     /// Fills the upload slot at `raw_path` (after [`SLOT_PREFIX`], still percent-encoded) with
@@ -350,7 +413,11 @@ impl TransferService {
         self.require_managed()?;
         let slot = SlotPath::parse(raw_path)?;
         let now = self.clock.now();
-        let grant = self.secrets.current().slot_secrets.verify(&slot, request, now)?;
+        let grant = self
+            .secrets
+            .current()
+            .slot_secrets
+            .verify(&slot, request, now)?;
         let limit = self.size_limit(None);
         if grant.size > limit {
             return Err(Error::TooLarge(limit));
@@ -360,9 +427,19 @@ impl TransferService {
         let slot_url = format!("{}{SLOT_PREFIX}{raw_path}", self.config.node.public_url);
         let _reservation = match self.slots.reserve(&slot).await? {
             Reserved::Free(reservation) => reservation,
-            Reserved::Filled(_held, record) => return self.retried_slot_upload(slot_url, &record, grant.size, body, now).await,
+            Reserved::Filled(_held, record) => {
+                return self
+                    .retried_slot_upload(slot_url, &record, grant.size, body, now)
+                    .await
+            }
         };
-        let Committed { location, size, sha256 } = self.store_body(grant.chat_type, &grant.real_name, grant.size, body, now).await?;
+        let Committed {
+            location,
+            size,
+            sha256,
+        } = self
+            .store_body(grant.chat_type, &grant.real_name, grant.size, body, now)
+            .await?;
         let placeholder = placeholder_jid(&self.config.node.id);
         let uploader = grant.uploader.as_deref().unwrap_or(&placeholder);
         let transfer = Transfer {
@@ -395,7 +472,13 @@ impl TransferService {
         };
         let aft_index = self.posts.record(&transfer, stored).await?;
         crate::metrics::TRANSFER_COUNTERS.upload_completed(size);
-        log_transfer(Method::Post, &transfer, size, aft_index, &format!(" (slot {:?}, {:?})", slot.as_str(), grant.scheme));
+        log_transfer(
+            Method::Post,
+            &transfer,
+            size,
+            aft_index,
+            &format!(" (slot {:?}, {:?})", slot.as_str(), grant.scheme),
+        );
         Ok(Uploaded {
             uri: slot_url,
             file_name: location.file_name.to_string(),
@@ -418,7 +501,10 @@ impl TransferService {
         now: DateTime<Utc>,
     ) -> Result<Uploaded, Error> {
         if self.posts.is_unresolved(&Record::Slot(record.slot.clone())) {
-            return Err(LogdError::Unavailable("the first upload of this slot is not known to be recorded yet".into()).into());
+            return Err(LogdError::Unavailable(
+                "the first upload of this slot is not known to be recorded yet".into(),
+            )
+            .into());
         }
         let used = || Error::Slot(crate::slot::SlotError::AlreadyUsed);
         let (Some(stored_sha256), Some(location)) = (&record.sha256, record.file_location()) else {
@@ -430,7 +516,10 @@ impl TransferService {
         if !self.carries(body, size, size, stored_sha256).await? {
             return Err(used());
         }
-        log::info!("a retried upload to slot {:?} carried the stored bytes: answered as the first", record.slot);
+        log::info!(
+            "a retried upload to slot {:?} carried the stored bytes: answered as the first",
+            record.slot
+        );
         Ok(Uploaded {
             uri: slot_url,
             file_name: location.file_name.to_string(),
@@ -442,10 +531,19 @@ impl TransferService {
     /// Answers a `GET` or `HEAD` of a filled slot URL: a capability URL, no credentials. With a
     /// download capability (see [`crate::share`]) the `Get` row names its downloader and chat;
     /// without, [`placeholder_jid`], addressed to the upload's recipient.
-    pub async fn download_slot(&self, raw_path: &str, capability: &CapabilityQuery<'_>, request: &DownloadRequest<'_>) -> Result<Download, Error> {
+    pub async fn download_slot(
+        &self,
+        raw_path: &str,
+        capability: &CapabilityQuery<'_>,
+        request: &DownloadRequest<'_>,
+    ) -> Result<Download, Error> {
         self.require_managed()?;
         let slot = SlotPath::parse(raw_path)?;
-        let (downloader, recipient) = match verify_capability(self.secrets.current().slot_secrets.secrets(), &slot, capability)? {
+        let (downloader, recipient) = match verify_capability(
+            self.secrets.current().slot_secrets.secrets(),
+            &slot,
+            capability,
+        )? {
             Some(capability) => (
                 capability.downloader,
                 Recipient::Chat {
@@ -455,24 +553,38 @@ impl TransferService {
             ),
             None => (placeholder_jid(&self.config.node.id), Recipient::OfUpload),
         };
-        let first = self.serve_slot(&slot, &downloader, recipient.clone(), request).await;
+        let first = self
+            .serve_slot(&slot, &downloader, recipient.clone(), request)
+            .await;
         if !matches!(first, Err(Error::NotFound)) {
             return first;
         }
         // A share may be rewriting the slot's record or moving its file to the chat type's
         // directory: look again once it is done.
         let _turn = self.sharing.lock().await;
-        self.serve_slot(&slot, &downloader, recipient, request).await
+        self.serve_slot(&slot, &downloader, recipient, request)
+            .await
     }
 
-    async fn serve_slot(&self, slot: &SlotPath, downloader: &str, recipient: Recipient, request: &DownloadRequest<'_>) -> Result<Download, Error> {
+    async fn serve_slot(
+        &self,
+        slot: &SlotPath,
+        downloader: &str,
+        recipient: Recipient,
+        request: &DownloadRequest<'_>,
+    ) -> Result<Download, Error> {
         let (location, real_name) = self.slot_file(slot).await?;
-        self.serve(&location, real_name, downloader, recipient, request).await
+        self.serve(&location, real_name, downloader, recipient, request)
+            .await
     }
 
     /// Where the file of a filled, unexpired slot lies, and its real name.
     async fn slot_file(&self, slot: &SlotPath) -> Result<(FileLocation, RealName), Error> {
-        let record = self.slots.get(slot.as_str()).await?.ok_or(Error::NotFound)?;
+        let record = self
+            .slots
+            .get(slot.as_str())
+            .await?
+            .ok_or(Error::NotFound)?;
         if record.is_expired(self.clock.now()) {
             return Err(Error::NotFound);
         }
@@ -488,10 +600,20 @@ impl TransferService {
     pub async fn share(&self, authorization: Option<&str>) -> Result<Shared, Error> {
         self.require_managed()?;
         let now = self.clock.now();
-        let share = verify_share(self.secrets.current().slot_secrets.secrets(), &self.config.node.public_url, authorization, now)?;
+        let share = verify_share(
+            self.secrets.current().slot_secrets.secrets(),
+            &self.config.node.public_url,
+            authorization,
+            now,
+        )?;
         let slot = SlotPath::parse(&share.raw_slot_path)?;
         let _turn = self.sharing.lock().await;
-        let record = self.slots.get(slot.as_str()).await?.filter(|r| !r.is_expired(now)).ok_or(Error::NotFound)?;
+        let record = self
+            .slots
+            .get(slot.as_str())
+            .await?
+            .filter(|r| !r.is_expired(now))
+            .ok_or(Error::NotFound)?;
         let location = record.file_location().ok_or(Error::NotFound)?;
         let real_name = RealName::parse(&record.real_name)?;
         let shared = match (record.shares.first(), record.shares.contains(&share.to)) {
@@ -499,13 +621,22 @@ impl TransferService {
                 let moved = if location.dir.chat_type == share.chat_type {
                     location.clone()
                 } else {
-                    self.store.relocate(&location, share.chat_type, record.stored).await?
+                    self.store
+                        .relocate(&location, share.chat_type, record.stored)
+                        .await?
                 };
-                let shared = SlotRecord { location: moved.relative(), shares: vec![share.to.clone()], ..record.clone() };
+                let shared = SlotRecord {
+                    location: moved.relative(),
+                    shares: vec![share.to.clone()],
+                    ..record.clone()
+                };
                 if let Err(e) = self.slots.put(&shared).await {
                     if moved != location {
                         if let Err(back) = self.store.relocate_to(&moved, &location).await {
-                            log::error!("cannot move {} back after its slot record failed: {back}", moved.relative());
+                            log::error!(
+                                "cannot move {} back after its slot record failed: {back}",
+                                moved.relative()
+                            );
                         }
                     }
                     return Err(e.into());
@@ -528,8 +659,19 @@ impl TransferService {
                 let aft_index = self.audit.share(&transfer).await?;
                 let mut shares = record.shares.clone();
                 shares.push(share.to.clone());
-                self.slots.put(&SlotRecord { shares, ..record.clone() }).await?;
-                log_transfer(Method::Share, &transfer, 0, aft_index, &format!(" (slot {:?})", slot.as_str()));
+                self.slots
+                    .put(&SlotRecord {
+                        shares,
+                        ..record.clone()
+                    })
+                    .await?;
+                log_transfer(
+                    Method::Share,
+                    &transfer,
+                    0,
+                    aft_index,
+                    &format!(" (slot {:?})", slot.as_str()),
+                );
                 Shared::Again
             }
         };
@@ -553,7 +695,10 @@ impl TransferService {
     pub async fn purge_expired_slots(&self) -> Result<usize, Error> {
         let now = self.clock.now();
         let records = self.slots.all().await?;
-        for tombstone in records.iter().filter(|r| r.purged && !r.needs_tombstone(now)) {
+        for tombstone in records
+            .iter()
+            .filter(|r| r.purged && !r.needs_tombstone(now))
+        {
             self.slots.remove(&tombstone.slot).await?;
         }
         let mut removed = 0;
@@ -563,18 +708,33 @@ impl TransferService {
                 match self.store.remove(&location).await {
                     Ok(()) => {
                         removed += 1;
-                        log::info!("purged {path} ({:?}): slot {:?} expired at {:?}", record.real_name, record.slot, record.expires);
+                        log::info!(
+                            "purged {path} ({:?}): slot {:?} expired at {:?}",
+                            record.real_name,
+                            record.slot,
+                            record.expires
+                        );
                     }
-                    Err(crate::store::StoreError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(crate::store::StoreError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
+                    }
                     Err(e) => return Err(e.into()),
                 }
-                let mark = FileMark { filename: location.file_name.to_string(), file_path: path, file_state: FileState::Expired };
+                let mark = FileMark {
+                    filename: location.file_name.to_string(),
+                    file_path: path,
+                    file_state: FileState::Expired,
+                };
                 if self.audit.mark_file(&mark).await?.is_none() {
                     log::info!("no Post row of {} to mark expired", mark.file_path);
                 }
             }
             if record.needs_tombstone(now) {
-                self.slots.put(&SlotRecord { purged: true, ..record.clone() }).await?;
+                self.slots
+                    .put(&SlotRecord {
+                        purged: true,
+                        ..record.clone()
+                    })
+                    .await?;
             } else {
                 self.slots.remove(&record.slot).await?;
             }
@@ -652,7 +812,10 @@ impl TransferService {
 
     async fn remove_quietly(&self, location: &FileLocation, path: &str) {
         if let Err(removal) = self.store.remove(location).await {
-            log::error!("cannot remove {path} after its upload failed: {}", crate::error::with_causes(&removal));
+            log::error!(
+                "cannot remove {path} after its upload failed: {}",
+                crate::error::with_causes(&removal)
+            );
         }
     }
 
@@ -699,27 +862,46 @@ impl TransferService {
             let aft_index = match recipient {
                 Recipient::Chat { .. } => self.audit.get_start(&transfer).await?,
                 Recipient::OfUpload => {
-                    let (aft_index, to_jid) = self.audit.get_start_to_post_recipient(&transfer).await?;
+                    let (aft_index, to_jid) =
+                        self.audit.get_start_to_post_recipient(&transfer).await?;
                     transfer.to_jid = to_jid;
                     aft_index
                 }
             };
             let mut file = stored.file;
             if offset > 0 {
-                file.seek(io::SeekFrom::Start(offset)).await.map_err(crate::store::StoreError::from)?;
+                file.seek(io::SeekFrom::Start(offset))
+                    .await
+                    .map_err(crate::store::StoreError::from)?;
             }
-            let progress = self.downloads.start(aft_index, move |recorded| match recorded {
-                Ok(Recorded { bytes, tries }) => {
-                    let retried = if tries > 1 { format!(" (recorded at try {tries})") } else { String::new() };
-                    let broke_off = if bytes == length { String::new() } else { format!(" (broke off: {bytes} of {length} bytes)") };
-                    log_transfer(Method::Get, &transfer, bytes, aft_index, &format!("{broke_off}{retried}"));
-                }
-                Err(e) => log::error!(
-                    "cannot record the end of download {} by {} (aft_index {aft_index}): {e}",
-                    transfer.file_path,
-                    transfer.jid
-                ),
-            });
+            let progress = self
+                .downloads
+                .start(aft_index, move |recorded| match recorded {
+                    Ok(Recorded { bytes, tries }) => {
+                        let retried = if tries > 1 {
+                            format!(" (recorded at try {tries})")
+                        } else {
+                            String::new()
+                        };
+                        let broke_off = if bytes == length {
+                            String::new()
+                        } else {
+                            format!(" (broke off: {bytes} of {length} bytes)")
+                        };
+                        log_transfer(
+                            Method::Get,
+                            &transfer,
+                            bytes,
+                            aft_index,
+                            &format!("{broke_off}{retried}"),
+                        );
+                    }
+                    Err(e) => log::error!(
+                        "cannot record the end of download {} by {} (aft_index {aft_index}): {e}",
+                        transfer.file_path,
+                        transfer.jid
+                    ),
+                });
             Some(DownloadBody {
                 file: ReaderStream::with_capacity(file.take(length), READ_CHUNK),
                 progress,
@@ -739,7 +921,14 @@ impl TransferService {
     }
 
     /// The audit record of a transfer, sizes left at 0, no digest, a fresh event id.
-    fn audit_row(&self, jid: &str, to_jid: &str, location: &FileLocation, real_name: &RealName, timestamp: DateTime<Utc>) -> Transfer {
+    fn audit_row(
+        &self,
+        jid: &str,
+        to_jid: &str,
+        location: &FileLocation,
+        real_name: &RealName,
+        timestamp: DateTime<Utc>,
+    ) -> Transfer {
         Transfer {
             jid: jid.to_owned(),
             to_jid: to_jid.to_owned(),
@@ -772,13 +961,19 @@ pub async fn purge_every_minute(transfers: Arc<TransferService>) {
     for round in 0u32.. {
         interval.tick().await;
         if let Err(e) = transfers.purge_expired_slots().await {
-            log::error!("cannot purge expired upload slots: {}", crate::error::with_causes(&e));
+            log::error!(
+                "cannot purge expired upload slots: {}",
+                crate::error::with_causes(&e)
+            );
         }
         if round % KEY_EXPIRY_ROUNDS == 0 {
             match transfers.keys.expire().await {
                 Ok(0) => {}
                 Ok(n) => log::info!("forgot {n} Idempotency-Keys older than 24 hours"),
-                Err(e) => log::error!("cannot forget expired Idempotency-Keys: {}", crate::error::with_causes(&e)),
+                Err(e) => log::error!(
+                    "cannot forget expired Idempotency-Keys: {}",
+                    crate::error::with_causes(&e)
+                ),
             }
         }
     }
@@ -804,7 +999,10 @@ pub async fn sweep_partials_once(transfers: Arc<TransferService>) {
             }
             Err(crate::store::StoreError::Unavailable(_)) => tokio::time::sleep(SWEEP_RETRY).await,
             Err(e) => {
-                log::error!("cannot sweep partial uploads: {}", crate::error::with_causes(&e));
+                log::error!(
+                    "cannot sweep partial uploads: {}",
+                    crate::error::with_causes(&e)
+                );
                 return;
             }
         }
@@ -848,8 +1046,12 @@ async fn receive<E: fmt::Display>(
     idle: Duration,
 ) -> Result<(), Error> {
     let mut body = pin!(body);
-    while let Some(chunk) = tokio::time::timeout(idle, body.next()).await.map_err(|_| Error::Stalled(idle.as_secs()))? {
-        let chunk = chunk.map_err(|e| Error::BadRequest(format!("the upload body broke off: {e}")))?;
+    while let Some(chunk) = tokio::time::timeout(idle, body.next())
+        .await
+        .map_err(|_| Error::Stalled(idle.as_secs()))?
+    {
+        let chunk =
+            chunk.map_err(|e| Error::BadRequest(format!("the upload body broke off: {e}")))?;
         if sink.written() + chunk.len() as u64 > limit {
             return Err(Error::TooLarge(limit));
         }

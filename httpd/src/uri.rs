@@ -12,7 +12,9 @@ use crate::real_name::RealName;
 
 /// A path that is not a download URI of any node.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("not a file URI: expected /files/<node>/<chat_type>/<YYYYMMDD>/<HH[.n]>/<file_name>/<name>")]
+#[error(
+    "not a file URI: expected /files/<node>/<chat_type>/<YYYYMMDD>/<HH[.n]>/<file_name>/<name>"
+)]
 pub struct NotAFileUri;
 
 /// One stored file as its download URI names it.
@@ -40,7 +42,11 @@ impl FileUri {
 
     /// Parses a raw (still percent-encoded) request path.
     pub fn parse(raw_path: &str) -> Result<FileUri, NotAFileUri> {
-        let segments: Vec<&str> = raw_path.strip_prefix("/files/").ok_or(NotAFileUri)?.split('/').collect();
+        let segments: Vec<&str> = raw_path
+            .strip_prefix("/files/")
+            .ok_or(NotAFileUri)?
+            .split('/')
+            .collect();
         let [node_id, chat_type, date, hour, file_name, real_name] = segments[..] else {
             return Err(NotAFileUri);
         };
@@ -50,7 +56,9 @@ impl FileUri {
         let chat_type = chat_type.parse().map_err(|_| NotAFileUri)?;
         let dir = HourDir::parse(chat_type, date, hour).ok_or(NotAFileUri)?;
         let file_name = FileName::parse(file_name).ok_or(NotAFileUri)?;
-        let real_name = percent_decode_str(real_name).decode_utf8().map_err(|_| NotAFileUri)?;
+        let real_name = percent_decode_str(real_name)
+            .decode_utf8()
+            .map_err(|_| NotAFileUri)?;
         Ok(FileUri {
             node_id: node_id.to_owned(),
             location: FileLocation { dir, file_name },
@@ -61,7 +69,9 @@ impl FileUri {
 
 /// The configuration's rule for node ids: 1–128 letters, digits, `-`, `_`.
 fn is_node_id(s: &str) -> bool {
-    (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]

@@ -47,7 +47,9 @@ impl Alarm {
     fn level(self) -> log::Level {
         match self {
             Alarm::MftExtFsFreeSpaceWarn | Alarm::MftAuditDriftWarn => log::Level::Warn,
-            Alarm::MftExtFsMountError | Alarm::MftDbConnectError | Alarm::MftDbFullError => log::Level::Error,
+            Alarm::MftExtFsMountError | Alarm::MftDbConnectError | Alarm::MftDbFullError => {
+                log::Level::Error
+            }
         }
     }
 
@@ -137,7 +139,15 @@ mod tests {
     #[test]
     fn alarms_have_the_seeds_names_and_levels() {
         let names: Vec<_> = Alarm::SEED.iter().map(|a| a.name()).collect();
-        assert_eq!(names, ["MftExtFsMountError", "MftExtFsFreeSpaceWarn", "MftDbConnectError", "MftDbFullError"]);
+        assert_eq!(
+            names,
+            [
+                "MftExtFsMountError",
+                "MftExtFsFreeSpaceWarn",
+                "MftDbConnectError",
+                "MftDbFullError"
+            ]
+        );
         assert_eq!(Alarm::MftAuditDriftWarn.level(), log::Level::Warn);
         assert_eq!(Alarm::MftExtFsFreeSpaceWarn.level(), log::Level::Warn);
         assert_eq!(Alarm::MftDbFullError.level(), log::Level::Error);
@@ -151,8 +161,14 @@ mod tests {
         assert_eq!(latch.report(mount, Some("lost")), Some(Transition::Raised));
         assert_eq!(latch.report(mount, Some("still lost".to_owned())), None);
         assert_eq!(latch.names(), ["MftExtFsMountError"]);
-        assert_eq!(latch.report(Alarm::MftExtFsFreeSpaceWarn, Some("3%")), Some(Transition::Raised));
-        assert_eq!(latch.report(mount, None::<String>), Some(Transition::Cleared));
+        assert_eq!(
+            latch.report(Alarm::MftExtFsFreeSpaceWarn, Some("3%")),
+            Some(Transition::Raised)
+        );
+        assert_eq!(
+            latch.report(mount, None::<String>),
+            Some(Transition::Cleared)
+        );
         assert_eq!(latch.report(mount, None::<String>), None);
         assert_eq!(latch.names(), ["MftExtFsFreeSpaceWarn"]);
         assert!(!latch.is_raised(mount) && latch.is_raised(Alarm::MftExtFsFreeSpaceWarn));
@@ -161,12 +177,24 @@ mod tests {
     #[test]
     fn raised_alarms_are_listed_by_name() {
         let mut latch = AlarmLatch::default();
-        assert_eq!(latch.set(Alarm::MftDbFullError, true), Some(Transition::Raised));
-        assert_eq!(latch.set(Alarm::MftDbConnectError, true), Some(Transition::Raised));
+        assert_eq!(
+            latch.set(Alarm::MftDbFullError, true),
+            Some(Transition::Raised)
+        );
+        assert_eq!(
+            latch.set(Alarm::MftDbConnectError, true),
+            Some(Transition::Raised)
+        );
         assert_eq!(latch.set(Alarm::MftDbConnectError, true), None);
-        assert_eq!(latch.active(), [Alarm::MftDbConnectError, Alarm::MftDbFullError]);
+        assert_eq!(
+            latch.active(),
+            [Alarm::MftDbConnectError, Alarm::MftDbFullError]
+        );
         assert_eq!(latch.names(), ["MftDbConnectError", "MftDbFullError"]);
-        assert_eq!(latch.set(Alarm::MftDbConnectError, false), Some(Transition::Cleared));
+        assert_eq!(
+            latch.set(Alarm::MftDbConnectError, false),
+            Some(Transition::Cleared)
+        );
         assert_eq!(latch.set(Alarm::MftDbConnectError, false), None);
         assert_eq!(latch.active(), [Alarm::MftDbFullError]);
     }

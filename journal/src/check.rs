@@ -57,9 +57,15 @@ mod tests {
     #[test]
     fn lines_say_pass_or_fail() {
         let pass = CheckResult::of("reachable", Ok("TCP connection to db:5432".into()));
-        let fail = CheckResult::of("schema verified".to_owned(), Err("the table does not exist".into()));
+        let fail = CheckResult::of(
+            "schema verified".to_owned(),
+            Err("the table does not exist".into()),
+        );
         assert_eq!(pass.line(), "PASS reachable: TCP connection to db:5432");
-        assert_eq!(fail.line(), "FAIL schema verified: the table does not exist");
+        assert_eq!(
+            fail.line(),
+            "FAIL schema verified: the table does not exist"
+        );
         assert!(pass.ok && !fail.ok);
     }
 
@@ -67,7 +73,13 @@ mod tests {
     fn a_result_serializes_with_its_name() {
         let result = CheckResult::fail("mounted".to_owned(), "nothing is mounted");
         let json = serde_json::to_value(&result).unwrap();
-        assert_eq!(json, serde_json::json!({"name": "mounted", "ok": false, "detail": "nothing is mounted"}));
-        assert_eq!(serde_json::from_value::<CheckResult<String>>(json).unwrap(), result);
+        assert_eq!(
+            json,
+            serde_json::json!({"name": "mounted", "ok": false, "detail": "nothing is mounted"})
+        );
+        assert_eq!(
+            serde_json::from_value::<CheckResult<String>>(json).unwrap(),
+            result
+        );
     }
 }

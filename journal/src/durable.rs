@@ -19,14 +19,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<
         let _ = std::fs::remove_file(&part);
         return Err(e);
     }
-    sync_dir(path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+    sync_dir(
+        path.parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    )
 }
 
 /// The temporary name [`write_atomic`] writes under: `.<name>.part` in the same directory.
 pub fn part_path(path: &Path) -> io::Result<PathBuf> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{} names no file", path.display())))?;
+    let name = path.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} names no file", path.display()),
+        )
+    })?;
     let mut part = std::ffi::OsString::from(".");
     part.push(name);
     part.push(".part");
@@ -52,7 +59,14 @@ fn write_synced(part: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<()> 
 /// say `EINVAL`/`ENOTSUP`/`EBADF`; that is not an error.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     match File::open(dir).and_then(|d| d.sync_all()) {
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOTSUP | libc::EBADF)) => Ok(()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL | libc::ENOTSUP | libc::EBADF)
+            ) =>
+        {
+            Ok(())
+        }
         other => other,
     }
 }
@@ -62,7 +76,10 @@ mod tests {
     use super::*;
 
     fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
         names.sort();
         names
     }
@@ -75,7 +92,10 @@ mod tests {
         write_atomic(&path, b"second", None).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"second");
         assert_eq!(names(dir.path()), ["status.json"]);
-        assert_eq!(part_path(&path).unwrap(), dir.path().join(".status.json.part"));
+        assert_eq!(
+            part_path(&path).unwrap(),
+            dir.path().join(".status.json.part")
+        );
     }
 
     #[test]
@@ -84,7 +104,10 @@ mod tests {
         for mode in [0o600, 0o644] {
             let path = dir.path().join(format!("f{mode:o}"));
             write_atomic(&path, b"x", Some(mode)).unwrap();
-            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, mode);
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                mode
+            );
         }
     }
 
@@ -99,7 +122,10 @@ mod tests {
         assert!(write_atomic(&blocked, b"new", None).is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"old");
         assert_eq!(names(dir.path()), ["blocked", "kept"]);
-        assert!(write_atomic(&dir.path().join("missing/f"), b"x", None).is_err(), "the directory is not made");
+        assert!(
+            write_atomic(&dir.path().join("missing/f"), b"x", None).is_err(),
+            "the directory is not made"
+        );
         assert!(write_atomic(Path::new("/"), b"x", None).is_err());
     }
 

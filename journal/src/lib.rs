@@ -116,7 +116,10 @@ mod tests {
             text.ends_with(" INFO  httpd: upload stored jid=alice@example.com real_name=\"my report.pdf\" bytes=1024"),
             "{text}"
         );
-        assert!(text.starts_with("20") && text.as_bytes()[10] == b'T', "{text}");
+        assert!(
+            text.starts_with("20") && text.as_bytes()[10] == b'T',
+            "{text}"
+        );
     }
 
     #[test]

@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 
 /// Connects to `host:port`, trying each of its addresses in turn, each within `timeout`; the
 /// stream and the address that took it, or the last failure.
-pub fn tcp_connect(host: &str, port: u16, timeout: Duration) -> io::Result<(TcpStream, SocketAddr)> {
+pub fn tcp_connect(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> io::Result<(TcpStream, SocketAddr)> {
     let mut last = io::Error::other(format!("{host} has no address"));
     for address in (host, port).to_socket_addrs()? {
         match TcpStream::connect_timeout(&address, timeout) {
@@ -49,7 +53,11 @@ mod tests {
     const TIMEOUT: Duration = Duration::from_secs(2);
 
     fn closed_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
     }
 
     #[test]
@@ -57,7 +65,12 @@ mod tests {
         let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = open.local_addr().unwrap().port();
         let reached = tcp_reachable("127.0.0.1", port, TIMEOUT).unwrap();
-        assert!(reached.starts_with(&format!("TCP connection to 127.0.0.1:{port} (127.0.0.1:{port}) in ")), "{reached}");
+        assert!(
+            reached.starts_with(&format!(
+                "TCP connection to 127.0.0.1:{port} (127.0.0.1:{port}) in "
+            )),
+            "{reached}"
+        );
         let (_, address) = tcp_connect("localhost", port, TIMEOUT).unwrap();
         assert_eq!(address.port(), port);
     }
@@ -66,14 +79,23 @@ mod tests {
     fn a_closed_port_is_unreachable_with_the_reason() {
         let port = closed_port();
         let error = tcp_reachable("127.0.0.1", port, TIMEOUT).unwrap_err();
-        assert!(error.starts_with(&format!("no TCP connection to 127.0.0.1:{port}")), "{error}");
+        assert!(
+            error.starts_with(&format!("no TCP connection to 127.0.0.1:{port}")),
+            "{error}"
+        );
         assert!(error.contains("refused"), "{error}");
-        assert_eq!(tcp_connect("127.0.0.1", port, TIMEOUT).unwrap_err().kind(), io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            tcp_connect("127.0.0.1", port, TIMEOUT).unwrap_err().kind(),
+            io::ErrorKind::ConnectionRefused
+        );
     }
 
     #[test]
     fn a_name_that_does_not_resolve_says_so() {
         let error = tcp_reachable("host.invalid", 22, TIMEOUT).unwrap_err();
-        assert!(error.starts_with("cannot resolve host.invalid: "), "{error}");
+        assert!(
+            error.starts_with("cannot resolve host.invalid: "),
+            "{error}"
+        );
     }
 }

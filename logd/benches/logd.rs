@@ -231,7 +231,9 @@ async fn latency(config: &mft_config::Database, socket: &Path) -> (Duration, Dur
 
 /// Rows per second written in bulk, outside logd: the most the database takes.
 fn ceiling(config: &mft_config::Database) -> f64 {
-    let rows: Vec<AftRecord> = (0..CEILING_ROWS).map(|n| AftRecord::from(&sample::row(Method::Post, transfer(n)))).collect();
+    let rows: Vec<AftRecord> = (0..CEILING_ROWS)
+        .map(|n| AftRecord::from(&sample::row(Method::Post, transfer(n))))
+        .collect();
     let mut conn = logd::db::connect(config).expect("connect");
     let started = Instant::now();
     match &mut conn {

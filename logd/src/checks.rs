@@ -87,7 +87,9 @@ fn reachable(config: &mft_config::Database) -> Check {
     check(
         REACHABLE,
         match config.kind {
-            DatabaseKind::Postgres => server_addresses(&config.url).and_then(|servers| any_connects(&servers)),
+            DatabaseKind::Postgres => {
+                server_addresses(&config.url).and_then(|servers| any_connects(&servers))
+            }
             DatabaseKind::Sqlite => writable_directory(Path::new(&config.url)),
         },
     )
@@ -135,7 +137,10 @@ fn server_addresses(url: &str) -> Result<Vec<(String, u16)>, String> {
         None => (rest.split('/').next().unwrap_or_default(), ""),
     };
     let host_list = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let listed: Vec<(String, String)> = host_list.split(',').map(host_and_port).collect::<Result<_, _>>()?;
+    let listed: Vec<(String, String)> = host_list
+        .split(',')
+        .map(host_and_port)
+        .collect::<Result<_, _>>()?;
     let (mut hosts, mut ports): (Vec<String>, Vec<String>) = listed.into_iter().unzip();
     for (key, value) in query.split('&').filter_map(|pair| pair.split_once('=')) {
         match key {
@@ -148,20 +153,35 @@ fn server_addresses(url: &str) -> Result<Vec<(String, u16)>, String> {
         ports = vec![ports[0].clone(); hosts.len()];
     }
     if ports.len() != hosts.len() {
-        return Err(format!("the database URL names {} hosts but {} ports", hosts.len(), ports.len()));
+        return Err(format!(
+            "the database URL names {} hosts but {} ports",
+            hosts.len(),
+            ports.len()
+        ));
     }
     hosts
         .into_iter()
         .zip(ports)
         .map(|(host, port)| {
             if host.starts_with('/') {
-                return Err(format!("the server is on a Unix socket ({host}), not reachable over TCP"));
+                return Err(format!(
+                    "the server is on a Unix socket ({host}), not reachable over TCP"
+                ));
             }
             let port = match port.as_str() {
                 "" => 5432,
-                text => text.parse().map_err(|_| format!("bad port {text:?} in the database URL"))?,
+                text => text
+                    .parse()
+                    .map_err(|_| format!("bad port {text:?} in the database URL"))?,
             };
-            Ok((if host.is_empty() { "localhost".into() } else { host }, port))
+            Ok((
+                if host.is_empty() {
+                    "localhost".into()
+                } else {
+                    host
+                },
+                port,
+            ))
         })
         .collect()
 }
@@ -170,8 +190,13 @@ fn server_addresses(url: &str) -> Result<Vec<(String, u16)>, String> {
 fn host_and_port(host_port: &str) -> Result<(String, String), String> {
     match host_port.strip_prefix('[') {
         Some(v6) => {
-            let (host, after) = v6.split_once(']').ok_or_else(|| format!("bad IPv6 host in {host_port:?}"))?;
-            Ok((host.to_owned(), after.strip_prefix(':').unwrap_or_default().to_owned()))
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("bad IPv6 host in {host_port:?}"))?;
+            Ok((
+                host.to_owned(),
+                after.strip_prefix(':').unwrap_or_default().to_owned(),
+            ))
         }
         None => Ok(match host_port.rsplit_once(':') {
             Some((host, port)) => (host.to_owned(), port.to_owned()),
@@ -187,15 +212,34 @@ mod tests {
     #[test]
     fn server_addresses_follow_libpq() {
         let addresses = |url| {
-            server_addresses(url).map(|servers| servers.iter().map(|(h, p)| format!("{h} {p}")).collect::<Vec<_>>().join(", "))
+            server_addresses(url).map(|servers| {
+                servers
+                    .iter()
+                    .map(|(h, p)| format!("{h} {p}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
         };
-        assert_eq!(addresses("postgres://mft:s3cr@t@db.example.com:6432/mft"), Ok("db.example.com 6432".into()));
+        assert_eq!(
+            addresses("postgres://mft:s3cr@t@db.example.com:6432/mft"),
+            Ok("db.example.com 6432".into())
+        );
         assert_eq!(addresses("postgresql://db/mft"), Ok("db 5432".into()));
-        assert_eq!(addresses("postgres://u@[::1]:5433/x?sslmode=require"), Ok("::1 5433".into()));
-        assert_eq!(addresses("postgres:///mft?host=10.0.0.7&port=7000"), Ok("10.0.0.7 7000".into()));
+        assert_eq!(
+            addresses("postgres://u@[::1]:5433/x?sslmode=require"),
+            Ok("::1 5433".into())
+        );
+        assert_eq!(
+            addresses("postgres:///mft?host=10.0.0.7&port=7000"),
+            Ok("10.0.0.7 7000".into())
+        );
         assert_eq!(addresses("postgres:///mft"), Ok("localhost 5432".into()));
-        assert!(addresses("postgres:///mft?host=/run/postgresql").unwrap_err().contains("Unix socket"));
-        assert!(addresses("postgres://db:x/mft").unwrap_err().contains("bad port"));
+        assert!(addresses("postgres:///mft?host=/run/postgresql")
+            .unwrap_err()
+            .contains("Unix socket"));
+        assert!(addresses("postgres://db:x/mft")
+            .unwrap_err()
+            .contains("bad port"));
     }
 
     #[test]
@@ -206,10 +250,27 @@ mod tests {
             addresses("postgres://mft@db1:5433,db2:5434/mft?target_session_attrs=read-write"),
             [pair("db1", 5433), pair("db2", 5434)]
         );
-        assert_eq!(addresses("postgres://mft@db1,[::1]:6000,/mft"), [pair("db1", 5432), pair("::1", 6000), pair("localhost", 5432)]);
-        assert_eq!(addresses("postgres:///mft?host=db1,db2&port=7000"), [pair("db1", 7000), pair("db2", 7000)]);
-        assert_eq!(addresses("postgres:///mft?host=db1,db2&port=7000,7001"), [pair("db1", 7000), pair("db2", 7001)]);
-        assert!(server_addresses("postgres:///mft?host=db1,db2,db3&port=1,2").unwrap_err().contains("3 hosts but 2 ports"));
+        assert_eq!(
+            addresses("postgres://mft@db1,[::1]:6000,/mft"),
+            [
+                pair("db1", 5432),
+                pair("::1", 6000),
+                pair("localhost", 5432)
+            ]
+        );
+        assert_eq!(
+            addresses("postgres:///mft?host=db1,db2&port=7000"),
+            [pair("db1", 7000), pair("db2", 7000)]
+        );
+        assert_eq!(
+            addresses("postgres:///mft?host=db1,db2&port=7000,7001"),
+            [pair("db1", 7000), pair("db2", 7001)]
+        );
+        assert!(
+            server_addresses("postgres:///mft?host=db1,db2,db3&port=1,2")
+                .unwrap_err()
+                .contains("3 hosts but 2 ports")
+        );
     }
 
     /// A failover set-up is reachable while one of its servers takes connections: the one first
@@ -217,19 +278,35 @@ mod tests {
     #[test]
     fn a_multi_host_url_is_reachable_through_any_of_its_servers() {
         let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let config = |ports: String| mft_config::Database {
             kind: DatabaseKind::Postgres,
             url: format!("postgres://mft@{ports}/mft?target_session_attrs=read-write"),
             ..Default::default()
         };
-        let both = config(format!("127.0.0.1:{closed},127.0.0.1:{}", open.local_addr().unwrap().port()));
+        let both = config(format!(
+            "127.0.0.1:{closed},127.0.0.1:{}",
+            open.local_addr().unwrap().port()
+        ));
         let reached = reachable(&both);
         assert!(reached.ok, "{reached:?}");
-        assert!(reached.detail.starts_with("TCP connection to 127.0.0.1:"), "{reached:?}");
+        assert!(
+            reached.detail.starts_with("TCP connection to 127.0.0.1:"),
+            "{reached:?}"
+        );
         let none = reachable(&config(format!("127.0.0.1:{closed},127.0.0.1:{closed}")));
         assert!(!none.ok);
-        assert_eq!(none.detail.matches("no TCP connection to 127.0.0.1:").count(), 2, "{none:?}");
+        assert_eq!(
+            none.detail
+                .matches("no TCP connection to 127.0.0.1:")
+                .count(),
+            2,
+            "{none:?}"
+        );
     }
 
     #[test]

@@ -270,8 +270,24 @@ mod tests {
             file_state: crate::row::FileState::Expired,
         };
         let (_dir, client) = fake_logd(|req| {
-            assert_eq!((&req["op"], &req["filename"], &req["file_path"], &req["file_state"]), (&"mark_file".into(), &"f".into(), &"/srv/f".into(), &"expired".into()));
-            format!("{{\"id\":{},\"status\":\"ok\",\"aft_index\":7}}\n", req["id"])
+            assert_eq!(
+                (
+                    &req["op"],
+                    &req["filename"],
+                    &req["file_path"],
+                    &req["file_state"]
+                ),
+                (
+                    &"mark_file".into(),
+                    &"f".into(),
+                    &"/srv/f".into(),
+                    &"expired".into()
+                )
+            );
+            format!(
+                "{{\"id\":{},\"status\":\"ok\",\"aft_index\":7}}\n",
+                req["id"]
+            )
         })
         .await;
         assert_eq!(client.mark_file(&mark).await.unwrap(), Some(7));
@@ -282,7 +298,10 @@ mod tests {
         assert_eq!(client.mark_file(&mark).await.unwrap(), None);
         let dir = tempfile::tempdir().unwrap();
         let client = LogdClient::new(dir.path().join("absent.sock"));
-        let missing = FileMark { file_state: crate::row::FileState::Missing, ..mark };
+        let missing = FileMark {
+            file_state: crate::row::FileState::Missing,
+            ..mark
+        };
         match client.mark_file(&missing).await {
             Err(LogdError::Invalid { field, .. }) => assert_eq!(field, "file_state"),
             other => panic!("expected Invalid, got {other:?}"),

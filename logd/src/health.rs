@@ -56,10 +56,13 @@ impl AlarmBoard {
             Observation::Unreachable => (true, full_now),
             Observation::Full => (false, true),
         };
-        [(Alarm::MftDbConnectError, connect), (Alarm::MftDbFullError, full)]
-            .into_iter()
-            .filter_map(|(alarm, condition)| Some((alarm, self.latch.set(alarm, condition)?)))
-            .collect()
+        [
+            (Alarm::MftDbConnectError, connect),
+            (Alarm::MftDbFullError, full),
+        ]
+        .into_iter()
+        .filter_map(|(alarm, condition)| Some((alarm, self.latch.set(alarm, condition)?)))
+        .collect()
     }
 
     /// Whether the database is believed unreachable (`MftDbConnectError` raised).
@@ -169,17 +172,11 @@ mod tests {
     fn an_alarm_is_raised_once_and_cleared_on_recovery() {
         let mut board = AlarmBoard::default();
         assert_eq!(board.observe(Observation::Committed), []);
-        assert_eq!(
-            board.observe(Observation::Unreachable),
-            [(Connect, Raised)]
-        );
+        assert_eq!(board.observe(Observation::Unreachable), [(Connect, Raised)]);
         assert_eq!(board.observe(Observation::Unreachable), []);
         assert!(board.unreachable());
         assert_eq!(board.active(), [Connect]);
-        assert_eq!(
-            board.observe(Observation::Committed),
-            [(Connect, Cleared)]
-        );
+        assert_eq!(board.observe(Observation::Committed), [(Connect, Cleared)]);
         assert_eq!(board.observe(Observation::Committed), []);
         assert_eq!(board.active(), []);
     }
@@ -188,15 +185,9 @@ mod tests {
     fn reaching_the_database_clears_only_the_connect_alarm() {
         let mut board = AlarmBoard::default();
         board.observe(Observation::Full);
-        assert_eq!(
-            board.observe(Observation::Unreachable),
-            [(Connect, Raised)]
-        );
+        assert_eq!(board.observe(Observation::Unreachable), [(Connect, Raised)]);
         assert_eq!(board.active(), [Connect, Full]);
-        assert_eq!(
-            board.observe(Observation::Reached),
-            [(Connect, Cleared)]
-        );
+        assert_eq!(board.observe(Observation::Reached), [(Connect, Cleared)]);
         assert_eq!(board.observe(Observation::Full), []);
         assert_eq!(board.observe(Observation::Committed), [(Full, Cleared)]);
     }

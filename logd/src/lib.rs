@@ -28,7 +28,9 @@ mod status;
 
 pub use client::{LogdClient, LogdError};
 pub use row::{Amendment, ChatType, FileMark, FileState, Method, Transfer, UnknownChatType};
-pub use status::{Check, Committed, LogdCounters, LogdStatus, CONNECTED, REACHABLE, SCHEMA_VERIFIED};
+pub use status::{
+    Check, Committed, LogdCounters, LogdStatus, CONNECTED, REACHABLE, SCHEMA_VERIFIED,
+};
 
 #[cfg(feature = "server")]
 mod batch;

@@ -172,7 +172,9 @@ fn purge(config: &mft_config::NodeConfig, args: PurgeArgs) -> anyhow::Result<Exi
         after: args.after,
         all: args.all,
     };
-    let mount = args.delete_files.then(|| logd::mount::Mount::of(&config.file_server));
+    let mount = args
+        .delete_files
+        .then(|| logd::mount::Mount::of(&config.file_server));
     // Pages are printed as they are done, so any number of rows takes constant memory. The
     // JSON form is one object: the pages' lists under "pages", then the totals.
     let mut pages = 0usize;
@@ -221,9 +223,19 @@ fn reconcile(config: &mft_config::NodeConfig, args: ReconcileArgs) -> anyhow::Re
     }
     let summary = &report.summary;
     if summary.drift > 0 {
-        let next = if summary.remaining == 0 { "see the report" } else if args.execute { "see the report for what could not be repaired" } else { "run logd reconcile --execute" };
+        let next = if summary.remaining == 0 {
+            "see the report"
+        } else if args.execute {
+            "see the report for what could not be repaired"
+        } else {
+            "run logd reconcile --execute"
+        };
         let text = format!("{} disagreements between the file server and aft_log found, {} repaired, {} remain; {next}", summary.drift, summary.repaired, summary.remaining);
         mft_journal::Alarm::MftAuditDriftWarn.raise(&text);
     }
-    Ok(if summary.remaining == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if summary.remaining == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -25,7 +25,11 @@ impl Mount {
 
     /// The `file_path` (a path on the file server) of `relative`, a path under the directory.
     pub fn file_path(&self, relative: &Path) -> String {
-        format!("{}/{}", self.directory.trim_end_matches('/'), relative.display())
+        format!(
+            "{}/{}",
+            self.directory.trim_end_matches('/'),
+            relative.display()
+        )
     }
 
     /// Where `file_path` is under the mount point, relative to it, if it is a plain path under
@@ -36,7 +40,10 @@ impl Mount {
             .strip_prefix(directory)
             .and_then(|rest| rest.strip_prefix('/'))
             .ok_or_else(|| format!("not under the node's directory {directory}"))?;
-        if relative.split('/').any(|part| matches!(part, "" | "." | "..")) {
+        if relative
+            .split('/')
+            .any(|part| matches!(part, "" | "." | ".."))
+        {
             return Err("not a plain path under the node's directory".into());
         }
         Ok(PathBuf::from(relative))
@@ -48,7 +55,10 @@ impl Mount {
     pub fn is_mounted(&self) -> bool {
         use std::os::unix::fs::MetadataExt;
         let device = |path: &Path| std::fs::metadata(path).map(|m| m.dev());
-        match (device(&self.mount_point), self.mount_point.parent().map(device)) {
+        match (
+            device(&self.mount_point),
+            self.mount_point.parent().map(device),
+        ) {
             (Ok(inner), Some(Ok(outer))) => inner != outer,
             _ => false,
         }
@@ -59,7 +69,11 @@ impl Mount {
     pub fn name_link(&self, path: &Path) -> Option<PathBuf> {
         let relative = path.strip_prefix(&self.mount_point).ok()?;
         hour_directory(relative)?;
-        Some(self.mount_point.join(mft_config::NAMES_DIR).join(relative.file_name()?))
+        Some(
+            self.mount_point
+                .join(mft_config::NAMES_DIR)
+                .join(relative.file_name()?),
+        )
     }
 }
 
@@ -112,8 +126,14 @@ mod tests {
             mount_point: "/var/lib/mft/store".into(),
         };
         let relative = Path::new("files/im/20250102/03/abc");
-        assert_eq!(m.relative("/opt/mftFileStore/node_1/files/im/20250102/03/abc"), Ok(relative.to_owned()));
-        assert_eq!(m.file_path(relative), "/opt/mftFileStore/node_1/files/im/20250102/03/abc");
+        assert_eq!(
+            m.relative("/opt/mftFileStore/node_1/files/im/20250102/03/abc"),
+            Ok(relative.to_owned())
+        );
+        assert_eq!(
+            m.file_path(relative),
+            "/opt/mftFileStore/node_1/files/im/20250102/03/abc"
+        );
         for outside in [
             "/opt/mftFileStore/node_2/files/im/20250102/03/abc",
             "/opt/mftFileStore/node_10/files/x",
@@ -153,8 +173,14 @@ mod tests {
     #[test]
     fn hour_directories_follow_the_seeds_layout() {
         let hour = |p: &str| hour_directory(Path::new(p));
-        assert_eq!(hour("files/im/20140811/15/f"), Some(at("2014-08-11 15:00:00")));
-        assert_eq!(hour("files/persistent/20140811/15.3/f"), Some(at("2014-08-11 15:00:00")));
+        assert_eq!(
+            hour("files/im/20140811/15/f"),
+            Some(at("2014-08-11 15:00:00"))
+        );
+        assert_eq!(
+            hour("files/persistent/20140811/15.3/f"),
+            Some(at("2014-08-11 15:00:00"))
+        );
         assert_eq!(hour("files/im/2014081/15/f"), None);
         assert_eq!(hour("other/f"), None);
     }

@@ -222,7 +222,11 @@ pub fn run_pages(
         if execute {
             plan.delete_files();
             // Without --delete-files the files stay: each is listed as kept, for reconcile.
-            delete_rows(&mut conn, &plan.rows, files.is_none().then(|| now.naive_utc()))?;
+            delete_rows(
+                &mut conn,
+                &plan.rows,
+                files.is_none().then(|| now.naive_utc()),
+            )?;
         }
         let page = plan.into_page(&mut summary);
         each_page(page);
@@ -307,19 +311,31 @@ fn select(
 
 /// Deletes the rows (of one page) in one transaction; with `files_kept_at`, also lists the
 /// files of its `Post` rows in `aft_kept_file`, as kept at that time.
-fn delete_rows(conn: &mut AnyConnection, rows: &[(i64, AftRecord)], files_kept_at: Option<NaiveDateTime>) -> QueryResult<()> {
+fn delete_rows(
+    conn: &mut AnyConnection,
+    rows: &[(i64, AftRecord)],
+    files_kept_at: Option<NaiveDateTime>,
+) -> QueryResult<()> {
     let indexes: Vec<i64> = rows.iter().map(|(i, _)| *i).collect();
     let kept: Vec<_> = match files_kept_at {
         None => Vec::new(),
         Some(purged) => rows
             .iter()
             .filter(|(_, row)| row.method == Method::Post.as_str())
-            .map(|(_, row)| (aft_kept_file::filename.eq(&row.filename), aft_kept_file::file_path.eq(&row.file_path), aft_kept_file::purged.eq(purged)))
+            .map(|(_, row)| {
+                (
+                    aft_kept_file::filename.eq(&row.filename),
+                    aft_kept_file::file_path.eq(&row.file_path),
+                    aft_kept_file::purged.eq(purged),
+                )
+            })
             .collect(),
     };
     conn.transaction(|conn| {
         for chunk in kept.chunks(DELETE_CHUNK) {
-            let insert = diesel::insert_into(aft_kept_file::table).values(chunk).on_conflict_do_nothing();
+            let insert = diesel::insert_into(aft_kept_file::table)
+                .values(chunk)
+                .on_conflict_do_nothing();
             match conn {
                 AnyConnection::Postgres(pg) => insert.execute(pg)?,
                 AnyConnection::Sqlite(sqlite) => insert.execute(sqlite)?,
@@ -556,10 +572,27 @@ mod tests {
             directory: "/opt/mftFileStore/node_1/".into(),
             mount_point: "/var/lib/mft/store".into(),
         };
-        let path = |hour_dir: &str| local_path(&format!("/opt/mftFileStore/node_1/files/im/20250102/{hour_dir}/abc"), &m, hour);
-        assert_eq!(path("03"), Ok(PathBuf::from("/var/lib/mft/store/files/im/20250102/03/abc")));
-        assert_eq!(path("04.2"), Err("in the current UTC hour's directory".into()));
-        assert!(local_path("/opt/mftFileStore/node_2/files/im/20250102/03/abc", &m, hour).is_err());
+        let path = |hour_dir: &str| {
+            local_path(
+                &format!("/opt/mftFileStore/node_1/files/im/20250102/{hour_dir}/abc"),
+                &m,
+                hour,
+            )
+        };
+        assert_eq!(
+            path("03"),
+            Ok(PathBuf::from("/var/lib/mft/store/files/im/20250102/03/abc"))
+        );
+        assert_eq!(
+            path("04.2"),
+            Err("in the current UTC hour's directory".into())
+        );
+        assert!(local_path(
+            "/opt/mftFileStore/node_2/files/im/20250102/03/abc",
+            &m,
+            hour
+        )
+        .is_err());
     }
 
     #[test]

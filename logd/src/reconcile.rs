@@ -84,7 +84,11 @@ pub enum Finding {
         detail: String,
     },
     /// A marked `Post` row whose file is right again.
-    RowRight { aft_index: i64, file_path: String, was: String },
+    RowRight {
+        aft_index: i64,
+        file_path: String,
+        was: String,
+    },
     /// A slot record naming a file that is not there.
     SlotWithoutFile { record: PathBuf, location: String },
     /// A real-name link whose file name has no `Post` row (nor a purge's record).
@@ -143,7 +147,12 @@ pub struct Report {
 }
 
 /// Reconciles the node `mount` with the database `config` at `now`.
-pub fn run(config: &mft_config::Database, mount: &Mount, options: &Options, now: DateTime<Utc>) -> Result<Report, ReconcileError> {
+pub fn run(
+    config: &mft_config::Database,
+    mount: &Mount,
+    options: &Options,
+    now: DateTime<Utc>,
+) -> Result<Report, ReconcileError> {
     let files = mount.mount_point.join(mft_config::FILES_DIR);
     if !files.is_dir() && !mount.is_mounted() {
         return Err(ReconcileError::NoMount(mount.mount_point.clone()));
@@ -215,12 +224,16 @@ struct Run<'a> {
 impl Run<'_> {
     /// One hour directory's files against the `Post` rows that name a file in it.
     fn directory(&mut self, dir: &Path) -> Result<(), ReconcileError> {
-        let relative_dir = dir.strip_prefix(&self.mount.mount_point).expect("walked under the mount");
+        let relative_dir = dir
+            .strip_prefix(&self.mount.mount_point)
+            .expect("walked under the mount");
         let prefix = format!("{}/", self.mount.file_path(relative_dir));
         let recorded: HashSet<String> = self.post_paths(&prefix)?.into_iter().collect();
         let kept: HashSet<String> = self.kept_paths(&prefix)?.into_iter().collect();
         for entry in read_dir(dir)? {
-            let meta = entry.metadata().map_err(|e| ReconcileError::Read(entry.path(), e))?;
+            let meta = entry
+                .metadata()
+                .map_err(|e| ReconcileError::Read(entry.path(), e))?;
             if !meta.is_file() {
                 continue;
             }
@@ -239,7 +252,10 @@ impl Run<'_> {
                 self.unrecorded.insert(name);
                 Finding::FileWithoutRow { path, bytes }
             };
-            let modified = meta.modified().ok().map(|t| DateTime::<Utc>::from(t).naive_utc());
+            let modified = meta
+                .modified()
+                .ok()
+                .map(|t| DateTime::<Utc>::from(t).naive_utc());
             let status = match self.recent.keeps(&relative, modified) {
                 Some(reason) => Status::Pending(reason),
                 None => self.remove_file(&finding, &relative)?,
@@ -250,15 +266,24 @@ impl Run<'_> {
     }
 
     /// Removes a partial file, or a file without a row once its row is known to be absent still.
-    fn remove_file(&mut self, finding: &Finding, relative: &Path) -> Result<Status, ReconcileError> {
-        let (Finding::PartialFile { path, .. } | Finding::FileWithoutRow { path, .. }) = finding else {
+    fn remove_file(
+        &mut self,
+        finding: &Finding,
+        relative: &Path,
+    ) -> Result<Status, ReconcileError> {
+        let (Finding::PartialFile { path, .. } | Finding::FileWithoutRow { path, .. }) = finding
+        else {
             unreachable!("only files are removed");
         };
         if !self.options.execute {
             return Ok(Status::Found);
         }
-        if matches!(finding, Finding::FileWithoutRow { .. }) && self.is_known(&self.mount.file_path(relative))? {
-            return Ok(Status::Pending("its Post row was recorded (or purged) meanwhile".into()));
+        if matches!(finding, Finding::FileWithoutRow { .. })
+            && self.is_known(&self.mount.file_path(relative))?
+        {
+            return Ok(Status::Pending(
+                "its Post row was recorded (or purged) meanwhile".into(),
+            ));
         }
         Ok(match std::fs::remove_file(path) {
             Ok(()) => {
@@ -292,16 +317,27 @@ impl Run<'_> {
                 let found = self.check_row(&file_path, file_size, sha256.as_deref())?;
                 let finding = match (found, marked) {
                     (None, None) => continue,
-                    (None, Some(was)) if was == FileState::Digest.as_str() && !self.options.verify_content => {
+                    (None, Some(was))
+                        if was == FileState::Digest.as_str() && !self.options.verify_content =>
+                    {
                         self.summary.rows_marked_before += 1;
                         continue;
                     }
-                    (None, Some(was)) => Finding::RowRight { aft_index, file_path, was },
+                    (None, Some(was)) => Finding::RowRight {
+                        aft_index,
+                        file_path,
+                        was,
+                    },
                     (Some((drift, _)), Some(was)) if drift.as_str() == was => {
                         self.summary.rows_marked_before += 1;
                         continue;
                     }
-                    (Some((drift, detail)), _) => Finding::Row { aft_index, file_path, drift, detail },
+                    (Some((drift, detail)), _) => Finding::Row {
+                        aft_index,
+                        file_path,
+                        drift,
+                        detail,
+                    },
                 };
                 let status = match self.options.execute {
                     false => Status::Found,
@@ -320,25 +356,43 @@ impl Run<'_> {
     }
 
     /// What is wrong with a row's file, if anything, and how.
-    fn check_row(&mut self, file_path: &str, file_size: i64, sha256: Option<&str>) -> Result<Option<(FileState, String)>, ReconcileError> {
+    fn check_row(
+        &mut self,
+        file_path: &str,
+        file_size: i64,
+        sha256: Option<&str>,
+    ) -> Result<Option<(FileState, String)>, ReconcileError> {
         let Ok(relative) = self.mount.relative(file_path) else {
             return Ok(None);
         };
         let path = self.mount.mount_point.join(relative);
         let meta = match std::fs::metadata(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some((FileState::Missing, "no file at file_path".into()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Some((FileState::Missing, "no file at file_path".into())))
+            }
             Err(e) => return Err(ReconcileError::Read(path, e)),
             Ok(meta) => meta,
         };
         if i64::try_from(meta.len()) != Ok(file_size) {
-            return Ok(Some((FileState::Size, format!("the file has {} bytes, the row says {file_size}", meta.len()))));
+            return Ok(Some((
+                FileState::Size,
+                format!(
+                    "the file has {} bytes, the row says {file_size}",
+                    meta.len()
+                ),
+            )));
         }
         let Some(recorded) = sha256.filter(|_| self.options.verify_content) else {
             return Ok(None);
         };
         let found = file_sha256(&path).map_err(|e| ReconcileError::Read(path, e))?;
         self.summary.bytes_verified += meta.len();
-        Ok((found != recorded).then(|| (FileState::Digest, format!("the file's SHA-256 is {found}, the row says {recorded}"))))
+        Ok((found != recorded).then(|| {
+            (
+                FileState::Digest,
+                format!("the file's SHA-256 is {found}, the row says {recorded}"),
+            )
+        }))
     }
 
     /// httpd's slot records, each against the file it names.
@@ -353,20 +407,28 @@ impl Run<'_> {
                 continue;
             }
             self.summary.slot_records_checked += 1;
-            let slot: SlotRecord = match std::fs::read(&record).map(|bytes| serde_json::from_slice(&bytes)) {
-                Ok(Ok(slot)) => slot,
-                Ok(Err(e)) => {
-                    log::warn!("{} is not a slot record: {e}", record.display());
-                    continue;
-                }
-                Err(e) => return Err(ReconcileError::Read(record, e)),
-            };
+            let slot: SlotRecord =
+                match std::fs::read(&record).map(|bytes| serde_json::from_slice(&bytes)) {
+                    Ok(Ok(slot)) => slot,
+                    Ok(Err(e)) => {
+                        log::warn!("{} is not a slot record: {e}", record.display());
+                        continue;
+                    }
+                    Err(e) => return Err(ReconcileError::Read(record, e)),
+                };
             let relative = PathBuf::from(&slot.location);
             // An expired slot's record is httpd's to remove, once it marked the row `expired`.
-            if slot.purged || slot.expires.is_some_and(|expires| expires <= self.now) || self.mount.mount_point.join(&relative).exists() {
+            if slot.purged
+                || slot.expires.is_some_and(|expires| expires <= self.now)
+                || self.mount.mount_point.join(&relative).exists()
+            {
                 continue;
             }
-            let modified = entry.metadata().and_then(|m| m.modified()).ok().map(|t| DateTime::<Utc>::from(t).naive_utc());
+            let modified = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .map(|t| DateTime::<Utc>::from(t).naive_utc());
             let status = match self.recent.keeps(&relative, modified) {
                 Some(reason) => Status::Pending(reason),
                 None if !self.options.execute => Status::Found,
@@ -375,7 +437,13 @@ impl Run<'_> {
                     Err(e) => Status::Failed(format!("cannot remove it: {e}")),
                 },
             };
-            self.push(Finding::SlotWithoutFile { record, location: slot.location }, status);
+            self.push(
+                Finding::SlotWithoutFile {
+                    record,
+                    location: slot.location,
+                },
+                status,
+            );
         }
         Ok(())
     }
@@ -398,7 +466,10 @@ impl Run<'_> {
     }
 
     fn link_batch(&mut self, batch: Vec<std::fs::DirEntry>) -> Result<(), ReconcileError> {
-        let names: Vec<String> = batch.iter().map(|entry| entry.file_name().to_string_lossy().into_owned()).collect();
+        let names: Vec<String> = batch
+            .iter()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect();
         let known = self.known_names(&names)?;
         for (entry, name) in batch.into_iter().zip(names) {
             self.summary.name_links_checked += 1;
@@ -407,8 +478,15 @@ impl Run<'_> {
             }
             let link = entry.path();
             // The link's own time (DirEntry::metadata does not follow it).
-            let modified = entry.metadata().and_then(|m| m.modified()).ok().map(|t| DateTime::<Utc>::from(t).naive_utc());
-            let status = match self.recent.keeps(&Path::new(mft_config::NAMES_DIR).join(&name), modified) {
+            let modified = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .map(|t| DateTime::<Utc>::from(t).naive_utc());
+            let status = match self
+                .recent
+                .keeps(&Path::new(mft_config::NAMES_DIR).join(&name), modified)
+            {
                 Some(reason) => Status::Pending(reason),
                 None if !self.options.execute => Status::Found,
                 None => match std::fs::remove_file(&link) {
@@ -448,7 +526,13 @@ impl Run<'_> {
 
     /// The `file_path` of each file kept by a purge of its row that starts with `prefix`.
     fn kept_paths(&mut self, prefix: &str) -> QueryResult<Vec<String>> {
-        let query = aft_kept_file::table.filter(aft_kept_file::file_path.like(like_prefix(prefix)).escape('\\')).select(aft_kept_file::file_path);
+        let query = aft_kept_file::table
+            .filter(
+                aft_kept_file::file_path
+                    .like(like_prefix(prefix))
+                    .escape('\\'),
+            )
+            .select(aft_kept_file::file_path);
         match &mut self.conn {
             AnyConnection::Postgres(pg) => query.load(pg),
             AnyConnection::Sqlite(sqlite) => query.load(sqlite),
@@ -461,7 +545,9 @@ impl Run<'_> {
             .filter(aft_log::method.eq(Method::Post.as_str()))
             .filter(aft_log::filename.eq_any(names))
             .select(aft_log::filename);
-        let kept = aft_kept_file::table.filter(aft_kept_file::filename.eq_any(names)).select(aft_kept_file::filename);
+        let kept = aft_kept_file::table
+            .filter(aft_kept_file::filename.eq_any(names))
+            .select(aft_kept_file::filename);
         let (rows, kept): (Vec<String>, Vec<String>) = match &mut self.conn {
             AnyConnection::Postgres(pg) => (rows.load(pg)?, kept.load(pg)?),
             AnyConnection::Sqlite(sqlite) => (rows.load(sqlite)?, kept.load(sqlite)?),
@@ -475,10 +561,15 @@ impl Run<'_> {
             .filter(aft_log::method.eq(Method::Post.as_str()))
             .filter(aft_log::file_path.eq(file_path))
             .select(aft_log::aft_index);
-        let kept = aft_kept_file::table.filter(aft_kept_file::file_path.eq(file_path)).select(aft_kept_file::filename);
+        let kept = aft_kept_file::table
+            .filter(aft_kept_file::file_path.eq(file_path))
+            .select(aft_kept_file::filename);
         let (row, kept): (Option<i64>, Option<String>) = match &mut self.conn {
             AnyConnection::Postgres(pg) => (row.first(pg).optional()?, kept.first(pg).optional()?),
-            AnyConnection::Sqlite(sqlite) => (row.first(sqlite).optional()?, kept.first(sqlite).optional()?),
+            AnyConnection::Sqlite(sqlite) => (
+                row.first(sqlite).optional()?,
+                kept.first(sqlite).optional()?,
+            ),
         };
         Ok(row.is_some() || kept.is_some())
     }
@@ -486,14 +577,24 @@ impl Run<'_> {
     /// `Post` rows after `after` whose `file_path` matches `pattern`: index, path, size, digest
     /// and mark.
     #[allow(clippy::type_complexity)]
-    fn post_page(&mut self, pattern: &str, after: i64) -> QueryResult<Vec<(i64, String, i64, Option<String>, Option<String>)>> {
+    fn post_page(
+        &mut self,
+        pattern: &str,
+        after: i64,
+    ) -> QueryResult<Vec<(i64, String, i64, Option<String>, Option<String>)>> {
         let query = aft_log::table
             .filter(aft_log::method.eq(Method::Post.as_str()))
             .filter(aft_log::aft_index.gt(after))
             .filter(aft_log::file_path.like(pattern).escape('\\'))
             .order(aft_log::aft_index)
             .limit(PAGE_ROWS)
-            .select((aft_log::aft_index, aft_log::file_path, aft_log::file_size, aft_log::sha256, aft_log::file_state));
+            .select((
+                aft_log::aft_index,
+                aft_log::file_path,
+                aft_log::file_size,
+                aft_log::sha256,
+                aft_log::file_state,
+            ));
         match &mut self.conn {
             AnyConnection::Postgres(pg) => query.load(pg),
             AnyConnection::Sqlite(sqlite) => query.load(sqlite),
@@ -502,7 +603,8 @@ impl Run<'_> {
 
     /// Sets (or with `None` clears) a row's mark.
     fn mark(&mut self, aft_index: i64, state: Option<FileState>) -> QueryResult<()> {
-        let update = diesel::update(aft_log::table.filter(aft_log::aft_index.eq(aft_index))).set(aft_log::file_state.eq(state.map(FileState::as_str)));
+        let update = diesel::update(aft_log::table.filter(aft_log::aft_index.eq(aft_index)))
+            .set(aft_log::file_state.eq(state.map(FileState::as_str)));
         match &mut self.conn {
             AnyConnection::Postgres(pg) => update.execute(pg)?,
             AnyConnection::Sqlite(sqlite) => update.execute(sqlite)?,
@@ -575,19 +677,41 @@ impl Report {
                 Status::Failed(why) => format!("not repaired ({why})"),
             };
             let what = match &entry.finding {
-                Finding::PartialFile { path, bytes } => format!("partial file {} ({bytes} bytes)", path.display()),
-                Finding::FileWithoutRow { path, bytes } => format!("file without a Post row {} ({bytes} bytes)", path.display()),
-                Finding::Row { aft_index, file_path, drift, detail } => {
+                Finding::PartialFile { path, bytes } => {
+                    format!("partial file {} ({bytes} bytes)", path.display())
+                }
+                Finding::FileWithoutRow { path, bytes } => {
+                    format!("file without a Post row {} ({bytes} bytes)", path.display())
+                }
+                Finding::Row {
+                    aft_index,
+                    file_path,
+                    drift,
+                    detail,
+                } => {
                     format!("row {aft_index} {file_path}: {} ({detail})", drift.as_str())
                 }
-                Finding::RowRight { aft_index, file_path, was } => format!("row {aft_index} {file_path}: marked {was}, its file is right again"),
-                Finding::SlotWithoutFile { record, location } => format!("slot record {} without its file {location}", record.display()),
-                Finding::NameLinkWithoutRow { link } => format!("real-name link without a Post row {}", link.display()),
+                Finding::RowRight {
+                    aft_index,
+                    file_path,
+                    was,
+                } => format!("row {aft_index} {file_path}: marked {was}, its file is right again"),
+                Finding::SlotWithoutFile { record, location } => format!(
+                    "slot record {} without its file {location}",
+                    record.display()
+                ),
+                Finding::NameLinkWithoutRow { link } => {
+                    format!("real-name link without a Post row {}", link.display())
+                }
             };
             out += &format!("{status}: {what}\n");
         }
         let s = &self.summary;
-        let note = if self.executed { "" } else { " (dry run: add --execute to repair)" };
+        let note = if self.executed {
+            ""
+        } else {
+            " (dry run: add --execute to repair)"
+        };
         out += &format!(
             "drift: {}, repaired: {}, remaining: {}{note}; pending: {}; rows marked before: {}; expired files: {}; files of purged rows: {}; checked: {} files, {} Post rows, {} slot records, {} name links, {} bytes re-read\n",
             s.drift, s.repaired, s.remaining, s.pending, s.rows_marked_before, s.rows_of_expired_files, s.files_of_purged_rows, s.files_checked, s.rows_checked, s.slot_records_checked, s.name_links_checked, s.bytes_verified

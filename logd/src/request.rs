@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::protocol::{Outcome, Reply, PROTOCOL_VERSION};
-use crate::row::{self, Amendment, ChatType, FileMark, FileState, Invalid, Method, Row, Transfer, CHAT_TYPE_MAX};
+use crate::row::{
+    self, Amendment, ChatType, FileMark, FileState, Invalid, Method, Row, Transfer, CHAT_TYPE_MAX,
+};
 use crate::store::Command;
 
 /// A valid request: its id and what to do.
@@ -185,7 +187,11 @@ impl Object<'_> {
     }
 
     /// A string, absent or null; `invalid` names the field's rule for any other value.
-    fn optional_string(&self, field: &str, invalid: fn(&str) -> Invalid) -> Result<Option<String>, Invalid> {
+    fn optional_string(
+        &self,
+        field: &str,
+        invalid: fn(&str) -> Invalid,
+    ) -> Result<Option<String>, Invalid> {
         match self.0.get(field) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(text)) => Ok(Some(text.clone())),
@@ -213,7 +219,9 @@ impl Object<'_> {
 
     /// An integer that fits a BIGINT.
     fn integer(&self, field: &str) -> Result<i64, Invalid> {
-        self.get(field)?.as_i64().ok_or_else(|| Invalid::count(field))
+        self.get(field)?
+            .as_i64()
+            .ok_or_else(|| Invalid::count(field))
     }
 
     /// A non-negative integer that fits a BIGINT.
@@ -290,9 +298,15 @@ mod tests {
         assert_eq!(row.transfer().jid, "alice@example.com/phone");
         assert_eq!(row.transfer().real_filename, "Привет.txt");
         assert_eq!(row.transfer().chat_type, ChatType::Groupchat);
-        assert_eq!((row.transfer().file_size, row.transfer().bytes_transferred), (10, 0));
+        assert_eq!(
+            (row.transfer().file_size, row.transfer().bytes_transferred),
+            (10, 0)
+        );
         // UTC, truncated to microseconds.
-        assert_eq!(row.transfer().timestamp.naive_utc().to_string(), "2025-01-02 03:04:05.123456");
+        assert_eq!(
+            row.transfer().timestamp.naive_utc().to_string(),
+            "2025-01-02 03:04:05.123456"
+        );
     }
 
     #[test]
@@ -312,7 +326,12 @@ mod tests {
         assert_eq!(row(None), Ok(None));
         assert_eq!(row(Some(Value::Null)), Ok(None));
         assert_eq!(row(Some(json!(digest))), Ok(Some(digest.clone())));
-        for bad in [json!(digest.to_uppercase()), json!(&digest[1..]), json!(format!("{digest}0")), json!(7)] {
+        for bad in [
+            json!(digest.to_uppercase()),
+            json!(&digest[1..]),
+            json!(format!("{digest}0")),
+            json!(7),
+        ] {
             assert_eq!(row(Some(bad.clone())), Err("sha256".into()), "{bad}");
         }
     }
@@ -334,15 +353,28 @@ mod tests {
         assert_eq!(row(None), Ok(None));
         assert_eq!(row(Some(Value::Null)), Ok(None));
         assert_eq!(row(Some(json!(uuid))), Ok(Some(uuid.into())));
-        for bad in [json!(""), json!(format!("{uuid}0")), json!("a b"), json!("é"), json!(7)] {
+        for bad in [
+            json!(""),
+            json!(format!("{uuid}0")),
+            json!("a b"),
+            json!("é"),
+            json!(7),
+        ] {
             assert_eq!(row(Some(bad.clone())), Err("event_id".into()), "{bad}");
         }
-        let lookup = |request: Value| decode(&request.to_string()).map(|r| r.body).map_err(|r| r.invalid.field);
+        let lookup = |request: Value| {
+            decode(&request.to_string())
+                .map(|r| r.body)
+                .map_err(|r| r.invalid.field)
+        };
         assert_eq!(
             lookup(json!({"version": 1, "id": 2, "op": "lookup", "event_id": uuid})),
             Ok(Body::Event(Command::Lookup(uuid.into())))
         );
-        for bad in [json!({"version": 1, "id": 2, "op": "lookup"}), json!({"version": 1, "id": 2, "op": "lookup", "event_id": null})] {
+        for bad in [
+            json!({"version": 1, "id": 2, "op": "lookup"}),
+            json!({"version": 1, "id": 2, "op": "lookup", "event_id": null}),
+        ] {
             assert_eq!(lookup(bad), Err("event_id".into()));
         }
     }
@@ -554,14 +586,17 @@ mod tests {
             Body::Event(Command::MarkFile(mark))
         );
         let refused = |line: Value| decode(&line.to_string()).unwrap_err().invalid.field;
-        let mark = |filename: &str, file_state: &str| {
-            json!({"version": 1, "id": 1, "op": "mark_file", "filename": filename, "file_path": "/p", "file_state": file_state})
-        };
+        let mark = |filename: &str, file_state: &str| json!({"version": 1, "id": 1, "op": "mark_file", "filename": filename, "file_path": "/p", "file_state": file_state});
         assert_eq!(refused(mark("", "expired")), "filename");
         for state in ["missing", "size", "digest", "EXPIRED", "gone"] {
             assert_eq!(refused(mark("f", state)), "file_state", "{state}");
         }
-        assert_eq!(refused(json!({"version": 1, "id": 1, "op": "mark_file", "filename": "f", "file_state": "expired"})), "file_path");
+        assert_eq!(
+            refused(
+                json!({"version": 1, "id": 1, "op": "mark_file", "filename": "f", "file_state": "expired"})
+            ),
+            "file_path"
+        );
         let amend = |a: Value| json!({"version": 1, "id": 1, "op": "amend_post", "amendment": a});
         assert_eq!(
             refused(amend(

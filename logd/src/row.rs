@@ -48,7 +48,12 @@ pub enum FileState {
 }
 
 impl FileState {
-    pub const ALL: [FileState; 4] = [FileState::Missing, FileState::Size, FileState::Digest, FileState::Expired];
+    pub const ALL: [FileState; 4] = [
+        FileState::Missing,
+        FileState::Size,
+        FileState::Digest,
+        FileState::Expired,
+    ];
 
     /// The column's value.
     pub fn as_str(self) -> &'static str {
@@ -137,7 +142,10 @@ impl FromStr for ChatType {
     type Err = UnknownChatType;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ChatType::ALL.into_iter().find(|c| c.as_str() == s).ok_or(UnknownChatType)
+        ChatType::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or(UnknownChatType)
     }
 }
 
@@ -224,7 +232,10 @@ impl FileMark {
             FileState::Expired => Ok(()),
             other => Err(Invalid::new(
                 "file_state",
-                format!("must be \"expired\": {:?} is set by logd reconcile only", other.as_str()),
+                format!(
+                    "must be \"expired\": {:?} is set by logd reconcile only",
+                    other.as_str()
+                ),
             )),
         }
     }
@@ -253,12 +264,18 @@ impl Invalid {
 
     /// A `sha256` that is not [`SHA256_LEN`] lowercase hex digits.
     pub fn sha256(field: &str) -> Self {
-        Self::new(field, format!("must be {SHA256_LEN} lowercase hex digits, or null"))
+        Self::new(
+            field,
+            format!("must be {SHA256_LEN} lowercase hex digits, or null"),
+        )
     }
 
     /// An `event_id` that is not 1 to [`EVENT_ID_MAX`] letters, digits and `-`.
     pub fn event_id(field: &str) -> Self {
-        Self::new(field, format!("must be 1 to {EVENT_ID_MAX} ASCII letters, digits and '-', or null"))
+        Self::new(
+            field,
+            format!("must be 1 to {EVENT_ID_MAX} ASCII letters, digits and '-', or null"),
+        )
     }
 }
 
@@ -287,10 +304,15 @@ impl Row {
         count("file_size", t.file_size)?;
         count("bytes_transferred", t.bytes_transferred)?;
         if !(1..=9999).contains(&t.timestamp.year()) {
-            return Err(Invalid::new("timestamp", "must be between the years 1 and 9999"));
+            return Err(Invalid::new(
+                "timestamp",
+                "must be between the years 1 and 9999",
+            ));
         }
         if let Some(hex) = &t.sha256 {
-            if hex.len() != SHA256_LEN || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            if hex.len() != SHA256_LEN
+                || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            {
                 return Err(Invalid::sha256("sha256"));
             }
         }
@@ -315,7 +337,8 @@ impl Row {
 /// Whether `id` is a valid event id: 1 to [`EVENT_ID_MAX`] ASCII letters, digits and `-` (a
 /// UUID's text form fits).
 pub(crate) fn is_event_id(id: &str) -> bool {
-    (1..=EVENT_ID_MAX).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    (1..=EVENT_ID_MAX).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// A string value of at most `max` characters (VARCHAR counts characters, not bytes), without
@@ -323,7 +346,10 @@ pub(crate) fn is_event_id(id: &str) -> bool {
 pub(crate) fn text(field: &str, value: &str, max: usize) -> Result<(), Invalid> {
     let chars = value.chars().count();
     if chars > max {
-        return Err(Invalid::new(field, format!("must be at most {max} characters, got {chars}")));
+        return Err(Invalid::new(
+            field,
+            format!("must be at most {max} characters, got {chars}"),
+        ));
     }
     if value.contains('\0') {
         return Err(Invalid::new(field, "must not contain NUL characters"));
@@ -367,23 +393,61 @@ mod tests {
         };
         let row = Row::new(Method::Get, t.clone()).unwrap();
         assert_eq!(row.method(), Method::Get);
-        assert_eq!(row.transfer().timestamp.to_rfc3339(), "2025-01-02T03:04:05.123456+00:00");
-        assert_eq!(row.transfer(), &Transfer { timestamp: t.timestamp.trunc_subsecs(6), ..t });
+        assert_eq!(
+            row.transfer().timestamp.to_rfc3339(),
+            "2025-01-02T03:04:05.123456+00:00"
+        );
+        assert_eq!(
+            row.transfer(),
+            &Transfer {
+                timestamp: t.timestamp.trunc_subsecs(6),
+                ..t
+            }
+        );
     }
 
     #[test]
     fn each_rule_names_its_field() {
         let long = |n: usize| "é".repeat(n);
-        assert_eq!(refused(|t| t.jid = String::new()), ("jid".into(), "must not be empty".into()));
-        assert_eq!(refused(|t| t.to_jid = long(3072)), ("to_jid".into(), "must be at most 3071 characters, got 3072".into()));
-        assert_eq!(refused(|t| t.real_filename = "a\0b".into()).0, "real_filename");
+        assert_eq!(
+            refused(|t| t.jid = String::new()),
+            ("jid".into(), "must not be empty".into())
+        );
+        assert_eq!(
+            refused(|t| t.to_jid = long(3072)),
+            (
+                "to_jid".into(),
+                "must be at most 3071 characters, got 3072".into()
+            )
+        );
+        assert_eq!(
+            refused(|t| t.real_filename = "a\0b".into()).0,
+            "real_filename"
+        );
         assert_eq!(refused(|t| t.file_type = long(11)).0, "file_type");
         assert_eq!(refused(|t| t.file_path = long(4096)).0, "file_path");
-        assert_eq!(refused(|t| t.bytes_transferred = -1), ("bytes_transferred".into(), format!("must be an integer from 0 to {}", i64::MAX)));
-        assert_eq!(refused(|t| t.timestamp = "+10000-01-01T00:00:00Z".parse().unwrap()).0, "timestamp");
+        assert_eq!(
+            refused(|t| t.bytes_transferred = -1),
+            (
+                "bytes_transferred".into(),
+                format!("must be an integer from 0 to {}", i64::MAX)
+            )
+        );
+        assert_eq!(
+            refused(|t| t.timestamp = "+10000-01-01T00:00:00Z".parse().unwrap()).0,
+            "timestamp"
+        );
         assert_eq!(refused(|t| t.sha256 = Some("A".repeat(64))).0, "sha256");
         assert_eq!(refused(|t| t.event_id = Some("a b".into())).0, "event_id");
-        assert!(Row::new(Method::Post, Transfer { file_server: long(511), real_filename: long(511), ..sample::transfer() }).is_ok());
+        assert!(Row::new(
+            Method::Post,
+            Transfer {
+                file_server: long(511),
+                real_filename: long(511),
+                ..sample::transfer()
+            }
+        )
+        .is_ok());
     }
 
     #[test]
@@ -395,9 +459,19 @@ mod tests {
             file_path: "/srv/f".into(),
         };
         assert_eq!(amendment.check(), Ok(()));
-        let e = Amendment { to_jid: String::new(), ..amendment.clone() }.check().unwrap_err();
+        let e = Amendment {
+            to_jid: String::new(),
+            ..amendment.clone()
+        }
+        .check()
+        .unwrap_err();
         assert_eq!(e.field, "to_jid");
-        let e = Amendment { file_path: "p".repeat(4096), ..amendment }.check().unwrap_err();
+        let e = Amendment {
+            file_path: "p".repeat(4096),
+            ..amendment
+        }
+        .check()
+        .unwrap_err();
         assert_eq!(e.field, "file_path");
     }
 
@@ -410,16 +484,42 @@ mod tests {
         };
         assert_eq!(mark.check(), Ok(()));
         for state in [FileState::Missing, FileState::Size, FileState::Digest] {
-            let e = FileMark { file_state: state, ..mark.clone() }.check().unwrap_err();
+            let e = FileMark {
+                file_state: state,
+                ..mark.clone()
+            }
+            .check()
+            .unwrap_err();
             assert_eq!(e.field, "file_state");
         }
-        assert_eq!(FileMark { filename: String::new(), ..mark.clone() }.check().unwrap_err().field, "filename");
-        assert_eq!(FileMark { file_path: "p".repeat(4096), ..mark }.check().unwrap_err().field, "file_path");
+        assert_eq!(
+            FileMark {
+                filename: String::new(),
+                ..mark.clone()
+            }
+            .check()
+            .unwrap_err()
+            .field,
+            "filename"
+        );
+        assert_eq!(
+            FileMark {
+                file_path: "p".repeat(4096),
+                ..mark
+            }
+            .check()
+            .unwrap_err()
+            .field,
+            "file_path"
+        );
     }
 
     #[test]
     fn methods_and_chat_types_are_their_column_values() {
-        assert_eq!([Method::Post, Method::Get, Method::Share].map(Method::as_str), ["Post", "Get", "Share"]);
+        assert_eq!(
+            [Method::Post, Method::Get, Method::Share].map(Method::as_str),
+            ["Post", "Get", "Share"]
+        );
         for c in ChatType::ALL {
             assert_eq!(c.as_str().parse(), Ok(c));
             assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());

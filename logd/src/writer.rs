@@ -222,9 +222,9 @@ mod tests {
                         });
                         Ok(Done::row(rows.len() as i64))
                     }
-                    Command::AmendPost(_) | Command::MarkFile(_) | Command::Lookup(_) => {
-                        Err(Invalid::new("filename", "this double amends, marks and finds nothing"))
-                    }
+                    Command::AmendPost(_) | Command::MarkFile(_) | Command::Lookup(_) => Err(
+                        Invalid::new("filename", "this double amends, marks and finds nothing"),
+                    ),
                     Command::GetEnd {
                         aft_index,
                         bytes_transferred,

@@ -107,13 +107,21 @@ struct SyncState {
 /// standby is attached as synchronous.
 fn make_synchronous(primary: &Postgres) {
     let mut conn = PgConnection::establish(&primary.url("postgres")).unwrap();
-    diesel::sql_query("ALTER SYSTEM SET synchronous_standby_names = '*'").execute(&mut conn).unwrap();
-    diesel::sql_query("SELECT pg_reload_conf()").execute(&mut conn).unwrap();
-    wait_until(Duration::from_secs(20), "the standby to be synchronous", || {
-        diesel::sql_query("SELECT sync_state::text AS sync_state FROM pg_stat_replication")
-            .load::<SyncState>(&mut conn)
-            .is_ok_and(|rows| rows.iter().any(|r| r.sync_state == "sync"))
-    })
+    diesel::sql_query("ALTER SYSTEM SET synchronous_standby_names = '*'")
+        .execute(&mut conn)
+        .unwrap();
+    diesel::sql_query("SELECT pg_reload_conf()")
+        .execute(&mut conn)
+        .unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the standby to be synchronous",
+        || {
+            diesel::sql_query("SELECT sync_state::text AS sync_state FROM pg_stat_replication")
+                .load::<SyncState>(&mut conn)
+                .is_ok_and(|rows| rows.iter().any(|r| r.sync_state == "sync"))
+        },
+    )
     .unwrap();
 }
 
@@ -132,18 +140,24 @@ async fn postgres_failover_loses_no_acknowledged_event_and_logd_follows() {
     let config = node_toml(dir.path(), url).write().unwrap();
     let mut logd = Process::spawn(
         "logd",
-        std::process::Command::new(env!("CARGO_BIN_EXE_logd")).arg("--config").arg(&config),
+        std::process::Command::new(env!("CARGO_BIN_EXE_logd"))
+            .arg("--config")
+            .arg(&config),
         &dir.path().join("logd.log"),
     )
     .unwrap();
     let socket = dir.path().join("logd.sock");
-    wait_until(Duration::from_secs(30), "logd's socket", || std::os::unix::net::UnixStream::connect(&socket).is_ok())
-        .unwrap_or_else(|e| panic!("{e}:\n{}", logd.log_text()));
+    wait_until(Duration::from_secs(30), "logd's socket", || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    })
+    .unwrap_or_else(|e| panic!("{e}:\n{}", logd.log_text()));
 
     let client = LogdClient::new(&socket);
     let start = Instant::now();
     let (load_end, give_up) = (start + LOAD, start + LOAD + SETTLE);
-    let senders: Vec<_> = (0..SENDERS).map(|task| tokio::spawn(send(client.clone(), task, load_end, give_up))).collect();
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|task| tokio::spawn(send(client.clone(), task, load_end, give_up)))
+        .collect();
 
     tokio::time::sleep(KILL_AT).await;
     primary.kill();
@@ -151,11 +165,19 @@ async fn postgres_failover_loses_no_acknowledged_event_and_logd_follows() {
     // With no read-write server, logd's status says it cannot connect (httpd refuses uploads
     // with 503 on that) while the standby still answers TCP.
     let outage = client.status().await.unwrap();
-    let passed = |status: &logd::LogdStatus, name: &str| status.checks.iter().any(|c| c.name == name && c.ok);
-    assert!(passed(&outage, logd::REACHABLE) && !passed(&outage, logd::CONNECTED), "{outage:?}");
+    let passed = |status: &logd::LogdStatus, name: &str| {
+        status.checks.iter().any(|c| c.name == name && c.ok)
+    };
+    assert!(
+        passed(&outage, logd::REACHABLE) && !passed(&outage, logd::CONNECTED),
+        "{outage:?}"
+    );
     tokio::time::sleep((killed + OUTAGE).saturating_duration_since(Instant::now())).await;
     let promoting = Instant::now();
-    let promoted_server = tokio::task::spawn_blocking(move || standby.promote().map(|()| standby)).await.unwrap().unwrap();
+    let promoted_server = tokio::task::spawn_blocking(move || standby.promote().map(|()| standby))
+        .await
+        .unwrap()
+        .unwrap();
     let promoted = Instant::now();
 
     let mut acked = Vec::new();
@@ -173,29 +195,55 @@ async fn postgres_failover_loses_no_acknowledged_event_and_logd_follows() {
     let mut in_table = HashMap::new();
     for (index, event_id) in &rows {
         let event_id = event_id.clone().expect("every event has an id");
-        assert!(in_table.insert(event_id.clone(), *index).is_none(), "{event_id} recorded twice");
+        assert!(
+            in_table.insert(event_id.clone(), *index).is_none(),
+            "{event_id} recorded twice"
+        );
     }
     let ids: HashSet<&str> = acked.iter().map(|a| a.event_id.as_str()).collect();
     assert_eq!(ids.len(), acked.len(), "each event acknowledged once");
     for a in &acked {
-        assert_eq!(in_table.get(&a.event_id), Some(&a.aft_index), "acknowledged {} is its row in the promoted server", a.event_id);
+        assert_eq!(
+            in_table.get(&a.event_id),
+            Some(&a.aft_index),
+            "acknowledged {} is its row in the promoted server",
+            a.event_id
+        );
     }
     // Every event was retried until acknowledged, so every row is an acknowledged one.
     assert_eq!(rows.len(), acked.len(), "no row that was not acknowledged");
 
     // No server took writes between the kill and the promotion: an attempt sent in between
     // cannot have been acknowledged.
-    let impossible: Vec<_> = acked.iter().filter(|a| a.sent > killed && a.acked < promoting).map(|a| &a.event_id).collect();
-    assert!(impossible.is_empty(), "acknowledged with no primary: {impossible:?}");
+    let impossible: Vec<_> = acked
+        .iter()
+        .filter(|a| a.sent > killed && a.acked < promoting)
+        .map(|a| &a.event_id)
+        .collect();
+    assert!(
+        impossible.is_empty(),
+        "acknowledged with no primary: {impossible:?}"
+    );
     let before = acked.iter().filter(|a| a.acked < killed).count();
     let retried = acked.iter().filter(|a| a.attempts > 1).count();
-    let first_after = acked.iter().filter(|a| a.acked > promoted).map(|a| a.acked).min();
+    let first_after = acked
+        .iter()
+        .filter(|a| a.acked > promoted)
+        .map(|a| a.acked)
+        .min();
     let after = acked.iter().filter(|a| a.acked > promoted).count();
-    assert!(before > 0 && retried > 0, "the primary died mid-load: {before} acknowledged before, {retried} retried");
+    assert!(
+        before > 0 && retried > 0,
+        "the primary died mid-load: {before} acknowledged before, {retried} retried"
+    );
     let follow = first_after.expect("logd recorded events on the promoted server") - promoted;
     let mut times: Vec<Instant> = acked.iter().map(|a| a.acked).collect();
     times.sort();
-    let silence = times.windows(2).map(|pair| pair[1] - pair[0]).max().unwrap_or_default();
+    let silence = times
+        .windows(2)
+        .map(|pair| pair[1] - pair[0])
+        .max()
+        .unwrap_or_default();
     eprintln!(
         "failover: {} events acknowledged ({before} before the kill, {after} after the promotion, {retried} sent again after an error); \
          primary killed {:?} before the promotion, which took {:?}; logd's first acknowledgement came {follow:?} after it; \

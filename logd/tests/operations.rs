@@ -78,31 +78,36 @@ async fn purges_rows_and_files_but_never_the_current_hour(backend: Backend) {
     let this_hour = now.format("%Y-%m-%d %H:%M:%S").to_string();
     let hour_dir = now.format("%Y%m%d/%H").to_string();
     let rows = [
-        row_at(Method::Post,
+        row_at(
+            Method::Post,
             "alice@example.com/desk",
             "im",
             "2014-12-18 11:00:00",
             "files/im/20141218/11/old1",
         ),
-        row_at(Method::Post,
+        row_at(
+            Method::Post,
             "bob@example.com",
             "groupchat",
             "2014-12-18 12:00:00",
             "files/groupchat/20141218/12/old2",
         ),
-        row_at(Method::Post,
+        row_at(
+            Method::Post,
             "carol@example.com",
             "im",
             "2014-12-18 13:00:00",
             "files/im/20141218/13/gone",
         ),
-        row_at(Method::Post,
+        row_at(
+            Method::Post,
             "dave@example.com",
             "im",
             &this_hour,
             &format!("files/im/{hour_dir}/fresh"),
         ),
-        row_at(Method::Post,
+        row_at(
+            Method::Post,
             "erin@example.com",
             "im",
             "2014-12-18 11:00:00",
@@ -110,26 +115,30 @@ async fn purges_rows_and_files_but_never_the_current_hour(backend: Backend) {
         ),
         AftRecord {
             file_path: "/etc/passwd".into(),
-            ..row_at(Method::Post,
+            ..row_at(
+                Method::Post,
                 "mallory@example.com",
                 "im",
                 "2014-12-18 11:00:00",
                 "x",
             )
         },
-        row_at(Method::Get,
+        row_at(
+            Method::Get,
             "alice@example.com/phone",
             "im",
             "2014-12-19 08:00:00",
             "files/im/20141218/11/old1",
         ),
-        row_at(Method::Get,
+        row_at(
+            Method::Get,
             "a_b@example.com",
             "im",
             "2014-12-19 08:00:00",
             "files/im/20141218/11/old1",
         ),
-        row_at(Method::Get,
+        row_at(
+            Method::Get,
             "axb@example.com",
             "im",
             "2014-12-19 08:00:00",
@@ -263,19 +272,22 @@ async fn sqlite_purge_by_time_and_chat_type() {
     let db = TestDb::new(Backend::Sqlite);
     drop(logd::db::Database::open(&db.config).unwrap());
     let rows = [
-        row_at(Method::Post,
+        row_at(
+            Method::Post,
             "a@x",
             "im",
             "2014-12-18 11:58:39",
             "files/im/20141218/11/a",
         ),
-        row_at(Method::Post,
+        row_at(
+            Method::Post,
             "a@x",
             "persistent",
             "2014-12-18 11:58:40",
             "files/persistent/20141218/11/b",
         ),
-        row_at(Method::Post,
+        row_at(
+            Method::Post,
             "a@x",
             "im",
             "2014-12-18 11:58:41",
@@ -314,11 +326,24 @@ async fn sqlite_purge_by_time_and_chat_type() {
     assert_eq!(db.rows().len(), 1);
     // The files of the purged rows stay (no --delete-files) and are listed as kept: reconcile
     // does not take them for files whose upload was never recorded.
-    let mut kept: Vec<(String, String)> = aft_kept_file::table.select((aft_kept_file::filename, aft_kept_file::file_path)).load(&mut db.connect()).unwrap();
+    let mut kept: Vec<(String, String)> = aft_kept_file::table
+        .select((aft_kept_file::filename, aft_kept_file::file_path))
+        .load(&mut db.connect())
+        .unwrap();
     kept.sort();
-    assert_eq!(kept, [("a".to_owned(), rows[0].file_path.clone()), ("c".to_owned(), rows[2].file_path.clone())]);
+    assert_eq!(
+        kept,
+        [
+            ("a".to_owned(), rows[0].file_path.clone()),
+            ("c".to_owned(), rows[2].file_path.clone())
+        ]
+    );
     let mount_dir = tempfile::tempdir().unwrap();
-    for relative in ["files/im/20141218/11/a", "files/persistent/20141218/11/b", "files/im/20141218/11/c"] {
+    for relative in [
+        "files/im/20141218/11/a",
+        "files/persistent/20141218/11/b",
+        "files/im/20141218/11/c",
+    ] {
         file(mount_dir.path(), relative, 5);
     }
     let mount = Mount {
@@ -331,7 +356,12 @@ async fn sqlite_purge_by_time_and_chat_type() {
         grace: chrono::Duration::minutes(60),
     };
     let report = reconcile::run(&db.config, &mount, &options, now).unwrap();
-    assert_eq!((report.summary.drift, report.summary.files_of_purged_rows), (0, 2), "{}", report.text());
+    assert_eq!(
+        (report.summary.drift, report.summary.files_of_purged_rows),
+        (0, 2),
+        "{}",
+        report.text()
+    );
     assert!(mount_dir.path().join("files/im/20141218/11/a").exists());
 }
 
@@ -427,7 +457,8 @@ async fn sqlite_purge_in_pages() {
     drop(logd::db::Database::open(&db.config).unwrap());
     let rows: Vec<AftRecord> = (0..25)
         .map(|n| {
-            row_at(Method::Get,
+            row_at(
+                Method::Get,
                 &format!("user{n}@x"),
                 "im",
                 "2014-12-18 11:00:00",
@@ -471,8 +502,15 @@ fn found(report: &reconcile::Report) -> Vec<(String, String, String)> {
                 .find_map(|key| json[key].as_str())
                 .map(|p| p.rsplit('/').next().unwrap().to_owned())
                 .unwrap();
-            let drift = json["drift"].as_str().map(|d| format!(" {d}")).unwrap_or_default();
-            (format!("{}{drift}", json["kind"].as_str().unwrap()), name, json["status"].as_str().unwrap().to_owned())
+            let drift = json["drift"]
+                .as_str()
+                .map(|d| format!(" {d}"))
+                .unwrap_or_default();
+            (
+                format!("{}{drift}", json["kind"].as_str().unwrap()),
+                name,
+                json["status"].as_str().unwrap().to_owned(),
+            )
         })
         .collect();
     found.sort();
@@ -505,7 +543,13 @@ async fn reconcile_finds_and_repairs_every_kind_of_drift(backend: Backend) {
     let this_hour = format!("files/im/{}", now.format("%Y%m%d/%H"));
     let post = |name: &str, dir: &str, sha: Option<&str>| AftRecord {
         sha256: sha.map(str::to_owned),
-        ..row_at(Method::Post, "alice@example.com", "im", "2014-12-18 11:00:00", &format!("{dir}/{name}"))
+        ..row_at(
+            Method::Post,
+            "alice@example.com",
+            "im",
+            "2014-12-18 11:00:00",
+            &format!("{dir}/{name}"),
+        )
     };
     insert(
         &db,
@@ -516,7 +560,13 @@ async fn reconcile_finds_and_repairs_every_kind_of_drift(backend: Backend) {
             post("gone", old, None),
             post("fresh", &this_hour, None),
             post("expired", old, None),
-            row_at(Method::Get, "bob@example.com", "im", "2014-12-19 08:00:00", &format!("{old}/gone")),
+            row_at(
+                Method::Get,
+                "bob@example.com",
+                "im",
+                "2014-12-19 08:00:00",
+                &format!("{old}/gone"),
+            ),
             AftRecord {
                 file_path: format!("/opt/mftFileStore/node_2/{old}/elsewhere"),
                 ..post("elsewhere", old, None)
@@ -530,7 +580,11 @@ async fn reconcile_finds_and_repairs_every_kind_of_drift(backend: Backend) {
         .unwrap();
     // A purge deleted the row of "kept" and kept its file.
     diesel::insert_into(aft_kept_file::table)
-        .values((aft_kept_file::filename.eq("kept"), aft_kept_file::file_path.eq(format!("{DIRECTORY}/{old}/kept")), aft_kept_file::purged.eq(purge::parse_time("2015-01-01 00:00:00").unwrap())))
+        .values((
+            aft_kept_file::filename.eq("kept"),
+            aft_kept_file::file_path.eq(format!("{DIRECTORY}/{old}/kept")),
+            aft_kept_file::purged.eq(purge::parse_time("2015-01-01 00:00:00").unwrap()),
+        ))
         .execute(&mut db.connect())
         .unwrap();
     for name in ["good", "tampered", "orphan", "kept"] {
@@ -548,14 +602,19 @@ async fn reconcile_finds_and_repairs_every_kind_of_drift(backend: Backend) {
         let record = serde_json::json!({"slot": name, "location": location, "purged": purged, "expires": (name == "expiring").then_some("2020-01-01T00:00:00Z")});
         std::fs::write(&path, record.to_string()).unwrap();
         let file = std::fs::File::options().write(true).open(&path).unwrap();
-        file.set_modified(SystemTime::now() - Duration::from_secs(86_400)).unwrap();
+        file.set_modified(SystemTime::now() - Duration::from_secs(86_400))
+            .unwrap();
     };
     // The links of two uploads whose files were removed without them: one a day ago, one now.
     let link = |name: &str| {
         std::os::unix::fs::symlink("report.pdf", m.join(NAMES_DIR).join(name)).unwrap();
     };
     link("cut-off");
-    let touched = Command::new("touch").args(["-h", "-d", "1 day ago"]).arg(m.join(NAMES_DIR).join("cut-off")).status().unwrap();
+    let touched = Command::new("touch")
+        .args(["-h", "-d", "1 day ago"])
+        .arg(m.join(NAMES_DIR).join("cut-off"))
+        .status()
+        .unwrap();
     assert!(touched.success());
     link("cut-off-now");
     slot("lost", &format!("{old}/never-stored"), false);
@@ -572,7 +631,9 @@ async fn reconcile_finds_and_repairs_every_kind_of_drift(backend: Backend) {
         verify_content,
         grace: chrono::Duration::minutes(60),
     };
-    let triple = |kind: &str, name: &str, status: &str| (kind.to_owned(), name.to_owned(), status.to_owned());
+    let triple = |kind: &str, name: &str, status: &str| {
+        (kind.to_owned(), name.to_owned(), status.to_owned())
+    };
 
     let dry = reconcile::run(&db.config, &mount, &options(false, true), now).unwrap();
     assert_eq!(
@@ -592,8 +653,20 @@ async fn reconcile_finds_and_repairs_every_kind_of_drift(backend: Backend) {
     );
     let s = &dry.summary;
     assert_eq!((s.drift, s.repaired, s.remaining, s.pending), (7, 0, 7, 3));
-    assert_eq!((s.files_checked, s.rows_checked, s.slot_records_checked, s.name_links_checked), (9, 6, 4, 8));
-    assert_eq!((s.rows_of_expired_files, s.files_of_purged_rows), (1, 1), "removed or kept on purpose: not drift");
+    assert_eq!(
+        (
+            s.files_checked,
+            s.rows_checked,
+            s.slot_records_checked,
+            s.name_links_checked
+        ),
+        (9, 6, 4, 8)
+    );
+    assert_eq!(
+        (s.rows_of_expired_files, s.files_of_purged_rows),
+        (1, 1),
+        "removed or kept on purpose: not drift"
+    );
     assert_eq!(s.bytes_verified, 10, "good and tampered are re-read");
     assert!(m.join(old).join(".cut.part").exists() && m.join(old).join("orphan").exists());
     assert_eq!(drift_of(&db, "gone"), None, "a dry run marks nothing");
@@ -601,32 +674,77 @@ async fn reconcile_finds_and_repairs_every_kind_of_drift(backend: Backend) {
     let repair = reconcile::run(&db.config, &mount, &options(true, true), now).unwrap();
     let s = &repair.summary;
     assert_eq!((s.drift, s.repaired, s.remaining, s.pending), (7, 7, 0, 3));
-    assert!(std::fs::symlink_metadata(m.join(NAMES_DIR).join("cut-off")).is_err(), "the old dangling link goes");
-    assert!(std::fs::symlink_metadata(m.join(NAMES_DIR).join("cut-off-now")).is_ok(), "a link of now may be an upload's");
+    assert!(
+        std::fs::symlink_metadata(m.join(NAMES_DIR).join("cut-off")).is_err(),
+        "the old dangling link goes"
+    );
+    assert!(
+        std::fs::symlink_metadata(m.join(NAMES_DIR).join("cut-off-now")).is_ok(),
+        "a link of now may be an upload's"
+    );
     for gone in [".cut.part", "orphan"] {
         assert!(!m.join(old).join(gone).exists(), "{gone} must be removed");
     }
-    assert!(std::fs::symlink_metadata(name_link(m, &format!("{old}/orphan"))).is_err(), "its name link goes with it");
+    assert!(
+        std::fs::symlink_metadata(name_link(m, &format!("{old}/orphan"))).is_err(),
+        "its name link goes with it"
+    );
     for kept in ["good", "tampered", "resized", "just-renamed"] {
         assert!(m.join(old).join(kept).exists(), "{kept} must stay");
     }
     assert!(m.join(&this_hour).join(".writing.part").exists());
-    assert!(!slots.join("lost.json").exists() && slots.join("filled.json").exists() && slots.join("tombstone.json").exists());
-    assert!(slots.join("expiring.json").exists(), "httpd removes an expired slot's record once it marked the row");
-    let marks: Vec<_> = ["gone", "resized", "tampered", "good", "fresh", "expired"].iter().map(|n| drift_of(&db, n)).collect();
+    assert!(
+        !slots.join("lost.json").exists()
+            && slots.join("filled.json").exists()
+            && slots.join("tombstone.json").exists()
+    );
+    assert!(
+        slots.join("expiring.json").exists(),
+        "httpd removes an expired slot's record once it marked the row"
+    );
+    let marks: Vec<_> = ["gone", "resized", "tampered", "good", "fresh", "expired"]
+        .iter()
+        .map(|n| drift_of(&db, n))
+        .collect();
     let label = |l: &str| Some(l.to_owned());
-    assert_eq!(marks, [label("missing"), label("size"), label("digest"), None, None, label("expired")]);
-    assert!(m.join(old).join("kept").exists(), "the file of a purged row stays");
+    assert_eq!(
+        marks,
+        [
+            label("missing"),
+            label("size"),
+            label("digest"),
+            None,
+            None,
+            label("expired")
+        ]
+    );
+    assert!(
+        m.join(old).join("kept").exists(),
+        "the file of a purged row stays"
+    );
 
     let again = reconcile::run(&db.config, &mount, &options(true, true), now).unwrap();
     let s = &again.summary;
-    assert_eq!((s.drift, s.remaining, s.rows_marked_before, s.pending), (0, 0, 3, 3), "{}", again.text());
+    assert_eq!(
+        (s.drift, s.remaining, s.rows_marked_before, s.pending),
+        (0, 0, 3, 3),
+        "{}",
+        again.text()
+    );
 
     // The missing file is restored from a backup: its row is unmarked.
     std::fs::write(m.join(old).join("gone"), b"xxxxx").unwrap();
     let restored = reconcile::run(&db.config, &mount, &options(true, false), now).unwrap();
-    assert!(found(&restored).contains(&triple("row_right", "gone", "repaired")), "{}", restored.text());
-    assert_eq!((restored.summary.drift, restored.summary.rows_marked_before), (1, 2), "the digest mark stays without --verify-content");
+    assert!(
+        found(&restored).contains(&triple("row_right", "gone", "repaired")),
+        "{}",
+        restored.text()
+    );
+    assert_eq!(
+        (restored.summary.drift, restored.summary.rows_marked_before),
+        (1, 2),
+        "the digest mark stays without --verify-content"
+    );
     assert_eq!(drift_of(&db, "gone"), None);
 }
 
@@ -649,18 +767,35 @@ fn reconcile_exits_1_while_drift_remains() {
     let config = config_file(&db);
     let mount = db.dir.path().join("mount");
     let reconcile = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_logd")).arg("reconcile").arg("--config").arg(&config).args(args).output().unwrap();
-        (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+        let out = Command::new(env!("CARGO_BIN_EXE_logd"))
+            .arg("reconcile")
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
     };
     std::fs::create_dir(&mount).unwrap();
     let (code, out, err) = reconcile(&["--execute"]);
-    assert_eq!(code, Some(1), "an empty directory is not the node's: {out}{err}");
+    assert_eq!(
+        code,
+        Some(1),
+        "an empty directory is not the node's: {out}{err}"
+    );
     assert!(err.contains("nothing is mounted at"), "{err}");
     file(&mount, "files/im/20141218/11/.cut.part", 3);
     let (code, out, err) = reconcile(&[]);
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(out.starts_with("found: partial file "), "{out}");
-    assert!(out.contains("drift: 1, repaired: 0, remaining: 1 (dry run"), "{out}");
+    assert!(
+        out.contains("drift: 1, repaired: 0, remaining: 1 (dry run"),
+        "{out}"
+    );
     assert!(err.contains("MftAuditDriftWarn raised: 1 disagreements between the file server and aft_log found, 0 repaired, 1 remain"), "{err}");
     let (code, out, err) = reconcile(&["--execute", "--json"]);
     assert_eq!(code, Some(0), "{out}");
@@ -671,5 +806,8 @@ fn reconcile_exits_1_while_drift_remains() {
     assert_eq!(json["summary"]["remaining"], 0);
     let (code, _, err) = reconcile(&[]);
     assert_eq!(code, Some(0));
-    assert!(!err.contains("MftAuditDriftWarn"), "no drift, no alarm: {err}");
+    assert!(
+        !err.contains("MftAuditDriftWarn"),
+        "no drift, no alarm: {err}"
+    );
 }

@@ -231,7 +231,8 @@ async fn sqlite_broken_lines_are_refused_without_closing_the_connection() {
     let stream = UnixStream::connect(&logd.socket).await.unwrap();
     let (read, mut write) = stream.into_split();
     let mut replies = BufReader::new(read).lines();
-    let json = |line: Option<String>| serde_json::from_str::<serde_json::Value>(&line.unwrap()).unwrap();
+    let json =
+        |line: Option<String>| serde_json::from_str::<serde_json::Value>(&line.unwrap()).unwrap();
     let mut bytes = vec![b'x'; 300 * 1024];
     bytes.extend_from_slice(b"\n\xff\xfe{}\n");
     bytes.extend_from_slice((post(7) + "\n").as_bytes());
@@ -239,16 +240,35 @@ async fn sqlite_broken_lines_are_refused_without_closing_the_connection() {
     let first = json(replies.next_line().await.unwrap());
     let second = json(replies.next_line().await.unwrap());
     let third = json(replies.next_line().await.unwrap());
-    assert_eq!((first["status"].as_str(), first["field"].as_str()), (Some("invalid"), Some("request")));
-    assert!(first["message"].as_str().unwrap().starts_with("longer than"), "{first}");
+    assert_eq!(
+        (first["status"].as_str(), first["field"].as_str()),
+        (Some("invalid"), Some("request"))
+    );
+    assert!(
+        first["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("longer than"),
+        "{first}"
+    );
     assert_eq!(second["message"], "not UTF-8");
-    assert_eq!((third["id"].as_u64(), third["status"].as_str()), (Some(7), Some("ok")));
+    assert_eq!(
+        (third["id"].as_u64(), third["status"].as_str()),
+        (Some(7), Some("ok"))
+    );
 
     write.write_all(post(8).as_bytes()).await.unwrap();
     write.shutdown().await.unwrap();
     let cut = json(replies.next_line().await.unwrap());
-    assert_eq!((cut["id"].as_u64(), cut["status"].as_str()), (None, Some("invalid")), "{cut}");
-    assert!(cut["message"].as_str().unwrap().contains("newline"), "{cut}");
+    assert_eq!(
+        (cut["id"].as_u64(), cut["status"].as_str()),
+        (None, Some("invalid")),
+        "{cut}"
+    );
+    assert!(
+        cut["message"].as_str().unwrap().contains("newline"),
+        "{cut}"
+    );
     assert_eq!(db.rows().len(), 1, "the request cut short is not committed");
     logd.stop().await;
 }
@@ -312,7 +332,13 @@ async fn sqlite_an_event_sent_twice_is_one_row_and_can_be_looked_up() {
     let first = client.post(&event).await.unwrap();
     let other = client.post(&transfer(0, 1)).await.unwrap();
     assert_eq!(client.post(&event).await.unwrap(), first);
-    assert_eq!(client.lookup("0f6b1c9e-8d1a-4e0c-9a55-3e4f9d2b7c11").await.unwrap(), Some(first));
+    assert_eq!(
+        client
+            .lookup("0f6b1c9e-8d1a-4e0c-9a55-3e4f9d2b7c11")
+            .await
+            .unwrap(),
+        Some(first)
+    );
     assert_eq!(client.lookup("never-sent").await.unwrap(), None);
     let rows = db.rows();
     assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), [first, other]);

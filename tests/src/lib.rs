@@ -15,9 +15,9 @@ use anyhow::{bail, Context, Result};
 
 mod node;
 pub mod prosody;
-pub use node::{curl, AuditRow, Database, Node, NodeToml, Response};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+pub use node::{curl, AuditRow, Database, Node, NodeToml, Response};
 
 /// A free TCP port on 127.0.0.1 (the OS picks it; the listener is closed before returning).
 pub fn free_port() -> u16 {
@@ -64,7 +64,10 @@ pub struct Process {
 impl Process {
     /// Spawns `cmd` in a process group of its own, with its output appended to `log`.
     pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Result<Self> {
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
         let child = cmd
             .process_group(0)
             .stdin(Stdio::null())
@@ -92,7 +95,11 @@ impl Process {
     pub fn check_alive(&mut self) -> Result<()> {
         if let Some(child) = self.child.as_mut() {
             if let Some(status) = child.try_wait()? {
-                bail!("{} exited early ({status}):\n{}", self.name, self.log_text());
+                bail!(
+                    "{} exited early ({status}):\n{}",
+                    self.name,
+                    self.log_text()
+                );
             }
         }
         Ok(())
@@ -108,7 +115,11 @@ impl Process {
                 return Ok(status);
             }
             if Instant::now() > deadline {
-                bail!("{} still running after {timeout:?}:\n{}", self.name, self.log_text());
+                bail!(
+                    "{} still running after {timeout:?}:\n{}",
+                    self.name,
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -123,7 +134,9 @@ impl Process {
         loop {
             match child.try_wait() {
                 Ok(Some(status)) => return Some(status),
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 _ => {
                     let _ = child.kill();
                     return child.wait().ok();
@@ -173,7 +186,13 @@ fn descendants(root: i32) -> Vec<i32> {
             let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             // pid (comm) state ppid ...: comm may hold spaces and parentheses.
-            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            let ppid = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
             Some((pid, ppid))
         })
         .collect();
@@ -181,7 +200,12 @@ fn descendants(root: i32) -> Vec<i32> {
     let mut i = 0;
     while i < found.len() {
         let parent = found[i];
-        found.extend(parents.iter().filter(|(_, ppid)| *ppid == parent).map(|(pid, _)| *pid));
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, ppid)| *ppid == parent)
+                .map(|(pid, _)| *pid),
+        );
         i += 1;
     }
     found.remove(0);
@@ -223,11 +247,16 @@ impl Sshd {
         let host_key = dir.path().join("host_ed25519");
         let client_key = dir.path().join("node_key");
         for key in [&host_key, &client_key] {
-            run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "mft-test", "-f"]).arg(key))?;
+            run(Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "mft-test", "-f"])
+                .arg(key))?;
         }
         let public = std::fs::read_to_string(host_key.with_extension("pub"))?;
         let mut fields = public.split_whitespace();
-        let (kind, key) = (fields.next().context("host key type")?, fields.next().context("host key")?);
+        let (kind, key) = (
+            fields.next().context("host key type")?,
+            fields.next().context("host key")?,
+        );
         let port = free_port();
         let accounts = match user {
             None => {
@@ -288,12 +317,22 @@ impl Sshd {
     /// Starts sshd again on the same port with the same keys (after [`Sshd::kill`]).
     pub fn resume(&mut self) -> Result<()> {
         let mut cmd = Command::new("unshare");
-        cmd.args(["-m", "--propagation", "private", "/usr/sbin/sshd", "-D", "-e", "-f"])
-            .arg(self.dir.path().join("sshd_config"));
+        cmd.args([
+            "-m",
+            "--propagation",
+            "private",
+            "/usr/sbin/sshd",
+            "-D",
+            "-e",
+            "-f",
+        ])
+        .arg(self.dir.path().join("sshd_config"));
         let mut process = Process::spawn("sshd", &mut cmd, &self.dir.path().join("sshd.log"))?;
         let port = self.port;
-        wait_until(Duration::from_secs(10), "sshd banner", || banner(port).is_ok())
-            .with_context(|| process.log_text())?;
+        wait_until(Duration::from_secs(10), "sshd banner", || {
+            banner(port).is_ok()
+        })
+        .with_context(|| process.log_text())?;
         process.check_alive()?;
         self.process = Some(process);
         Ok(())
@@ -363,7 +402,9 @@ fn postgres_bin() -> Result<PathBuf> {
             .and_then(|v| v.to_str())
             .and_then(|v| v.parse::<u32>().ok())
     });
-    versions.pop().context("no PostgreSQL server binaries under /usr/lib/postgresql")
+    versions
+        .pop()
+        .context("no PostgreSQL server binaries under /usr/lib/postgresql")
 }
 
 impl Postgres {
@@ -381,12 +422,16 @@ impl Postgres {
 
     fn start_in(parent: &Path, durable: bool) -> Result<Self> {
         let user = nix::unistd::User::from_name("postgres")?.context("no postgres user")?;
-        let dir = tempfile::Builder::new().prefix("mft-pg-").tempdir_in(parent)?;
+        let dir = tempfile::Builder::new()
+            .prefix("mft-pg-")
+            .tempdir_in(parent)?;
         nix::unistd::chown(dir.path(), Some(user.uid), Some(user.gid))?;
         let bin = postgres_bin()?;
         let data = dir.path().join("data");
         let mut initdb = Command::new(bin.join("initdb"));
-        initdb.args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "-D"]).arg(&data);
+        initdb
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "-D"])
+            .arg(&data);
         if !durable {
             initdb.arg("--no-sync");
         }
@@ -413,7 +458,11 @@ impl Postgres {
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-k"])
             .arg(self.dir.path())
             .args(["-c", "max_connections=200", "-c"])
-            .arg(if self.durable { "fsync=on" } else { "fsync=off" })
+            .arg(if self.durable {
+                "fsync=on"
+            } else {
+                "fsync=off"
+            })
             .uid(user.uid.as_raw())
             .gid(user.gid.as_raw());
         if self.durable {
@@ -421,10 +470,14 @@ impl Postgres {
         }
         let mut process = Process::spawn("postgres", &mut cmd, &log)?;
         let url = self.url("postgres");
-        wait_until(Duration::from_secs(30), "postgres to accept connections", || {
-            use diesel::Connection;
-            diesel::PgConnection::establish(&url).is_ok()
-        })
+        wait_until(
+            Duration::from_secs(30),
+            "postgres to accept connections",
+            || {
+                use diesel::Connection;
+                diesel::PgConnection::establish(&url).is_ok()
+            },
+        )
         .with_context(|| process.log_text())?;
         process.check_alive()?;
         self.process = Some(process);
@@ -436,12 +489,31 @@ impl Postgres {
     /// It is read-only until [`Postgres::promote`].
     pub fn start_standby(&self) -> Result<Self> {
         let user = nix::unistd::User::from_name("postgres")?.context("no postgres user")?;
-        let parent = self.dir.path().parent().context("the server's directory has no parent")?;
-        let dir = tempfile::Builder::new().prefix("mft-pg-").tempdir_in(parent)?;
+        let parent = self
+            .dir
+            .path()
+            .parent()
+            .context("the server's directory has no parent")?;
+        let dir = tempfile::Builder::new()
+            .prefix("mft-pg-")
+            .tempdir_in(parent)?;
         nix::unistd::chown(dir.path(), Some(user.uid), Some(user.gid))?;
         let mut backup = Command::new(postgres_bin()?.join("pg_basebackup"));
         backup
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-X", "stream", "-R", "-c", "fast", "-D"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-X",
+                "stream",
+                "-R",
+                "-c",
+                "fast",
+                "-D",
+            ])
             .arg(dir.path().join("data"));
         if !self.durable {
             backup.arg("--no-sync");
@@ -509,14 +581,20 @@ pub fn bin_dir() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/<test binary>
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
 }
 
 /// The path of workspace binary `name`, failing clearly if it has not been built.
 pub fn bin(name: &str) -> Result<PathBuf> {
     let path = bin_dir().join(name);
     if !path.exists() {
-        bail!("{} is not built: run `cargo build --workspace --bins` first", path.display());
+        bail!(
+            "{} is not built: run `cargo build --workspace --bins` first",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -534,7 +612,11 @@ pub fn is_mounted(path: &Path) -> bool {
 /// of a test's or bench's cleanup, after the filesystem's process was stopped.
 pub fn unmount_if_mounted(path: &Path) {
     if is_mounted(path) {
-        let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(path).status();
+        let _ = Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(path)
+            .status();
     }
 }
 

@@ -67,7 +67,11 @@ impl NodeToml {
     /// The database URL the configuration names.
     pub fn database_url(&self) -> String {
         match &self.database {
-            Database::Sqlite => self.dir.join("aft_log.sqlite3").to_string_lossy().into_owned(),
+            Database::Sqlite => self
+                .dir
+                .join("aft_log.sqlite3")
+                .to_string_lossy()
+                .into_owned(),
             Database::Postgres(url) => url.clone(),
         }
     }
@@ -78,7 +82,10 @@ impl NodeToml {
             Database::Sqlite => "sqlite",
             Database::Postgres(_) => "postgres",
         };
-        let keepalive = self.keepalive_secs.map(|s| format!("keepalive_secs = {s}\n")).unwrap_or_default();
+        let keepalive = self
+            .keepalive_secs
+            .map(|s| format!("keepalive_secs = {s}\n"))
+            .unwrap_or_default();
         format!(
             r#"[node]
 id = "{id}"
@@ -159,7 +166,9 @@ impl Response {
     pub fn header(&self, name: &str) -> Option<String> {
         self.headers.lines().find_map(|line| {
             let (k, v) = line.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
         })
     }
 
@@ -176,19 +185,30 @@ impl Node {
 
     /// Like [`Node::start`], pinning `host_key` instead of the server's real key.
     pub fn start_with(sshd: &Sshd, id: &str, database: Database, host_key: &str) -> Result<Self> {
-        Self::start_configured(sshd, id, database, |toml| toml.host_key = host_key.to_owned())
+        Self::start_configured(sshd, id, database, |toml| {
+            toml.host_key = host_key.to_owned()
+        })
     }
 
     /// Like [`Node::start`], with `configure` changing the configuration before it is written.
-    pub fn start_configured(sshd: &Sshd, id: &str, database: Database, configure: impl FnOnce(&mut NodeToml)) -> Result<Self> {
+    pub fn start_configured(
+        sshd: &Sshd,
+        id: &str,
+        database: Database,
+        configure: impl FnOnce(&mut NodeToml),
+    ) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("mft-node-").tempdir()?;
         let mut toml = NodeToml::new(sshd, id, dir.path())?;
         toml.http_port = free_port();
         toml.database = database;
         configure(&mut toml);
         let config = toml.write()?;
-        let (mount, server_dir, http_port, database_url) =
-            (toml.mount_point.clone(), toml.server_dir.clone(), toml.http_port, toml.database_url());
+        let (mount, server_dir, http_port, database_url) = (
+            toml.mount_point.clone(),
+            toml.server_dir.clone(),
+            toml.http_port,
+            toml.database_url(),
+        );
         let mut node = Self {
             config,
             mount,
@@ -208,12 +228,18 @@ impl Node {
 
     fn spawn(&self, name: &str) -> Result<Process> {
         let mut cmd = Command::new(bin(name)?);
-        cmd.arg("--config").arg(&self.config).env("RUST_LOG", "info");
+        cmd.arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info");
         Process::spawn(name, &mut cmd, &self.dir.path().join(format!("{name}.log")))
     }
 
     /// Waits for `ready`, failing with the process's log if it exits or times out.
-    fn await_ready(process: &mut Process, what: &str, mut ready: impl FnMut() -> bool) -> Result<()> {
+    fn await_ready(
+        process: &mut Process,
+        what: &str,
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<()> {
         let mut exited = None;
         let waited = wait_until(Duration::from_secs(30), what, || {
             if let Err(e) = process.check_alive() {
@@ -232,7 +258,9 @@ impl Node {
     pub fn start_logd(&mut self) -> Result<()> {
         let mut logd = self.spawn("logd")?;
         let socket = self.dir.path().join("logd.sock");
-        Self::await_ready(&mut logd, "logd's socket", || std::os::unix::net::UnixStream::connect(&socket).is_ok())?;
+        Self::await_ready(&mut logd, "logd's socket", || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        })?;
         self.logd = Some(logd);
         self.await_admission()
     }
@@ -254,21 +282,31 @@ impl Node {
         }
         let url = self.url("/status");
         let mut last = String::new();
-        wait_until(Duration::from_secs(30), "httpd to see the file server and logd up", || {
-            let Ok(response) = curl(std::slice::from_ref(&url)) else { return false };
-            last = response.text();
-            let Ok(report) = serde_json::from_str::<serde_json::Value>(&last) else { return false };
-            // What the upload path checks: the admission's verdict, which a report started
-            // after this one may have set (and the next look corrects within 0.25 s).
-            report["uploads"]["admitted"] == true
-        })
+        wait_until(
+            Duration::from_secs(30),
+            "httpd to see the file server and logd up",
+            || {
+                let Ok(response) = curl(std::slice::from_ref(&url)) else {
+                    return false;
+                };
+                last = response.text();
+                let Ok(report) = serde_json::from_str::<serde_json::Value>(&last) else {
+                    return false;
+                };
+                // What the upload path checks: the admission's verdict, which a report started
+                // after this one may have set (and the next look corrects within 0.25 s).
+                report["uploads"]["admitted"] == true
+            },
+        )
         .map_err(|e| e.context(last))
     }
 
     pub fn start_httpd(&mut self) -> Result<()> {
         let mut httpd = self.spawn("httpd")?;
         let port = self.http_port;
-        Self::await_ready(&mut httpd, "httpd's port", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())?;
+        Self::await_ready(&mut httpd, "httpd's port", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })?;
         self.httpd = Some(httpd);
         Ok(())
     }
@@ -315,7 +353,8 @@ impl Node {
         ["logd", "fsd", "httpd"]
             .iter()
             .map(|n| {
-                let text = std::fs::read_to_string(self.dir.path().join(format!("{n}.log"))).unwrap_or_default();
+                let text = std::fs::read_to_string(self.dir.path().join(format!("{n}.log")))
+                    .unwrap_or_default();
                 format!("--- {n}.log\n{text}")
             })
             .collect()
@@ -331,7 +370,10 @@ impl Node {
     }
 
     pub fn upload_token(&self, from: &str, to: &str, chat_type: &str) -> Result<String> {
-        self.token("upload", &["--from", from, "--to", to, "--chat-type", chat_type])
+        self.token(
+            "upload",
+            &["--from", from, "--to", to, "--chat-type", chat_type],
+        )
     }
 
     pub fn download_token(&self, who: &str) -> Result<String> {
@@ -361,7 +403,11 @@ impl Node {
 
     /// `GET url` with a bearer token.
     pub fn download(&self, token: &str, url: &str) -> Result<Response> {
-        curl(&["-H".into(), format!("Authorization: Bearer {token}"), url.into()])
+        curl(&[
+            "-H".into(),
+            format!("Authorization: Bearer {token}"),
+            url.into(),
+        ])
     }
 }
 
@@ -369,7 +415,9 @@ impl Node {
 pub fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -386,7 +434,10 @@ pub fn curl(args: &[String]) -> Result<Response> {
         .arg(&body)
         .args(["-w", "%{http_code}"])
         .args(args))?;
-    let status: u16 = status.trim().parse().with_context(|| format!("curl status {status:?}"))?;
+    let status: u16 = status
+        .trim()
+        .parse()
+        .with_context(|| format!("curl status {status:?}"))?;
     if status == 0 {
         bail!("curl got no HTTP response");
     }
@@ -419,7 +470,12 @@ pub struct AuditRow {
 impl AuditRow {
     /// `(method, jid, to_jid, chat_type)`: who, to whom, in which chat.
     pub fn trail(&self) -> (String, String, String, String) {
-        (self.method.clone(), self.jid.clone(), self.to_jid.clone(), self.chat_type.clone())
+        (
+            self.method.clone(),
+            self.jid.clone(),
+            self.to_jid.clone(),
+            self.chat_type.clone(),
+        )
     }
 }
 
@@ -427,7 +483,8 @@ impl Node {
     /// The rows of the file uploaded as `real_name`, in order (a node on SQLite).
     pub fn rows_of_upload(&self, real_name: &str) -> Vec<AuditRow> {
         use diesel::{Connection, RunQueryDsl};
-        let mut conn = diesel::SqliteConnection::establish(&self.database_url).expect("the node's SQLite database");
+        let mut conn = diesel::SqliteConnection::establish(&self.database_url)
+            .expect("the node's SQLite database");
         diesel::sql_query(
             "SELECT method, jid, to_jid, chat_type, file_path, file_size, bytes_transferred FROM aft_log \
              WHERE real_filename = ? ORDER BY aft_index",

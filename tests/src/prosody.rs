@@ -42,7 +42,10 @@ pub struct Prosody {
 
 /// The repository's root (this crate lives in `tests/`).
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root")
+        .to_owned()
 }
 
 impl Prosody {
@@ -54,7 +57,9 @@ impl Prosody {
     /// [`Prosody::start`], serving and knowing what `options` say.
     pub fn start_with(base_url: &str, secret: &str, options: Options) -> Result<Self> {
         if !Path::new("/usr/bin/prosody").exists() {
-            bail!("prosody is not installed: run scripts/test (it installs Debian's prosody package)");
+            bail!(
+                "prosody is not installed: run scripts/test (it installs Debian's prosody package)"
+            );
         }
         let dir = tempfile::tempdir()?;
         let c2s_port = free_port();
@@ -75,7 +80,11 @@ consider_websocket_secure = true
             ),
             _ => "http_ports = { }\n".to_owned(),
         };
-        let web_modules = if http_port.is_some() { r#", "websocket", "http_files""# } else { "" };
+        let web_modules = if http_port.is_some() {
+            r#", "websocket", "http_files""#
+        } else {
+            ""
+        };
         std::fs::write(
             &config,
             format!(
@@ -114,8 +123,11 @@ muc_room_default_persistent = true
         )?;
         std::fs::create_dir_all(dir.path().join("data"))?;
         for user in USERS {
-            run(Command::new("prosodyctl").arg("--config").arg(&config).args(["register", user, "localhost", "pw"]))
-                .with_context(|| format!("registering {user}"))?;
+            run(Command::new("prosodyctl")
+                .arg("--config")
+                .arg(&config)
+                .args(["register", user, "localhost", "pw"]))
+            .with_context(|| format!("registering {user}"))?;
         }
         write_rosters(&dir.path().join("data/localhost/roster"), &options.contacts)?;
         let mut prosody = Self {
@@ -131,15 +143,28 @@ muc_room_default_persistent = true
 
     /// `http://127.0.0.1:<http port>/<path>`, with [`Options::web_root`].
     pub fn http_url(&self, path: &str) -> Option<String> {
-        self.http_port.map(|port| format!("http://127.0.0.1:{port}/{path}"))
+        self.http_port
+            .map(|port| format!("http://127.0.0.1:{port}/{path}"))
     }
 
     fn start_process(&mut self) -> Result<()> {
         let log = self.dir.path().join("prosody.stdout");
-        let mut process = Process::spawn("prosody", Command::new("prosody").arg("--config").arg(&self.config).arg("-F"), &log)?;
-        let ports: Vec<u16> = std::iter::once(self.c2s_port).chain(self.http_port).collect();
+        let mut process = Process::spawn(
+            "prosody",
+            Command::new("prosody")
+                .arg("--config")
+                .arg(&self.config)
+                .arg("-F"),
+            &log,
+        )?;
+        let ports: Vec<u16> = std::iter::once(self.c2s_port)
+            .chain(self.http_port)
+            .collect();
         wait_until(Duration::from_secs(15), "prosody's ports", || {
-            process.check_alive().is_ok() && ports.iter().all(|&port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
+            process.check_alive().is_ok()
+                && ports
+                    .iter()
+                    .all(|&port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
         })
         .with_context(|| self.log())?;
         self.process = Some(process);
@@ -156,8 +181,16 @@ muc_room_default_persistent = true
         let python = venv()?;
         let script = repo_root().join("tests/xmpp/clients.py");
         let port = self.c2s_port.to_string();
-        let out = run(Command::new(python).arg(script).args(["--port", &port]).args(args))
-            .with_context(|| format!("clients.py {args:?}; prosody's log:\n{}", tail(&self.log(), 60)))?;
+        let out = run(Command::new(python)
+            .arg(script)
+            .args(["--port", &port])
+            .args(args))
+        .with_context(|| {
+            format!(
+                "clients.py {args:?}; prosody's log:\n{}",
+                tail(&self.log(), 60)
+            )
+        })?;
         let last = out.lines().last().unwrap_or_default();
         serde_json::from_str(last).with_context(|| format!("clients.py printed no JSON: {out}"))
     }
@@ -178,7 +211,10 @@ fn write_rosters(dir: &Path, contacts: &[(&str, &str)]) -> Result<()> {
             .iter()
             .map(|c| format!("[\"{c}@localhost\"] = {{ subscription = \"both\", name = \"{c}\", groups = {{}} }};\n"))
             .collect();
-        std::fs::write(dir.join(format!("{user}.dat")), format!("return {{\n[false] = {{ version = 1 }};\n{items}}};\n"))?;
+        std::fs::write(
+            dir.join(format!("{user}.dat")),
+            format!("return {{\n[false] = {{ version = 1 }};\n{items}}};\n"),
+        )?;
     }
     Ok(())
 }
@@ -205,8 +241,13 @@ fn venv() -> Result<PathBuf> {
             std::fs::remove_dir_all(&dir)?;
         }
         run(Command::new("python3").args(["-m", "venv"]).arg(&dir))?;
-        run(Command::new(dir.join("bin/pip")).args(["install", "-q", "slixmpp==1.17.0", "aiohttp==3.14.5"]))
-            .context("installing slixmpp and aiohttp from PyPI")?;
+        run(Command::new(dir.join("bin/pip")).args([
+            "install",
+            "-q",
+            "slixmpp==1.17.0",
+            "aiohttp==3.14.5",
+        ]))
+        .context("installing slixmpp and aiohttp from PyPI")?;
         std::fs::write(&ready, "")?;
     }
     Ok(python)

@@ -183,14 +183,26 @@ fn converse_in_chromium_uploads_to_a_contact_who_downloads_it() {
     let found = node.rows_of_upload(IMAGE);
     eprintln!("aft_log: {found:#?}");
     let mut r: Vec<_> = found.iter().map(|row| row.trail()).collect();
-    let row = |method: &str, jid: &str, to_jid: &str| (method.to_owned(), jid.to_owned(), to_jid.to_owned(), "im".to_owned());
-    assert_eq!(r.first(), Some(&row("Post", "alice@localhost", "bob@localhost")), "{r:?}");
+    let row = |method: &str, jid: &str, to_jid: &str| {
+        (
+            method.to_owned(),
+            jid.to_owned(),
+            to_jid.to_owned(),
+            "im".to_owned(),
+        )
+    };
+    assert_eq!(
+        r.first(),
+        Some(&row("Post", "alice@localhost", "bob@localhost")),
+        "{r:?}"
+    );
     r[1..].sort_by(|a, b| a.1.cmp(&b.1));
     assert_eq!(r[2], row("Get", "bob@localhost", "bob@localhost"), "{r:?}");
     // alice's own GET may come before mod_mft's share report (sent in the background) reaches
     // the node: it is then addressed to the Post row's recipient of that moment, anonymous.
     assert!(
-        r[1] == row("Get", "anonymous@node_1", "bob@localhost") || r[1] == row("Get", "anonymous@node_1", "anonymous@node_1"),
+        r[1] == row("Get", "anonymous@node_1", "bob@localhost")
+            || r[1] == row("Get", "anonymous@node_1", "anonymous@node_1"),
         "{r:?}"
     );
     for shot in result["screenshots"].as_array().unwrap() {

@@ -46,13 +46,25 @@ enum Outcome {
 fn curl(args: &[String], out: &Path) -> (Outcome, Duration) {
     let started = Instant::now();
     let result = Command::new("curl")
-        .args(["-sS", "--max-time", &CLIENT_TIMEOUT_SECS.to_string(), "-w", "%{http_code}", "-o"])
+        .args([
+            "-sS",
+            "--max-time",
+            &CLIENT_TIMEOUT_SECS.to_string(),
+            "-w",
+            "%{http_code}",
+            "-o",
+        ])
         .arg(out)
         .args(args)
         .output()
         .expect("run curl");
     let outcome = match result.status.code() {
-        Some(0) => Outcome::Http(String::from_utf8_lossy(&result.stdout).trim().parse().expect("curl's status")),
+        Some(0) => Outcome::Http(
+            String::from_utf8_lossy(&result.stdout)
+                .trim()
+                .parse()
+                .expect("curl's status"),
+        ),
         code => Outcome::Curl(code.unwrap_or(-1)),
     };
     (outcome, started.elapsed())
@@ -99,9 +111,12 @@ fn client(id: usize, base: &str, up: &str, down: &str, load: &Load, until: Insta
         }
         let earlier = {
             let stored = load.stored.lock().unwrap();
-            (!stored.is_empty() && rng.random_bool(0.5)).then(|| stored[rng.random_range(0..stored.len())].clone())
+            (!stored.is_empty() && rng.random_bool(0.5))
+                .then(|| stored[rng.random_range(0..stored.len())].clone())
         };
-        let name = earlier.as_ref().map_or_else(|| format!("client{id}-{n}.bin"), |file| file.name.clone());
+        let name = earlier
+            .as_ref()
+            .map_or_else(|| format!("client{id}-{n}.bin"), |file| file.name.clone());
         let (upload, (outcome, waited)) = match earlier {
             None => {
                 // Sizes spread evenly over the powers of two between 4 KiB and 1 MiB.
@@ -125,25 +140,51 @@ fn client(id: usize, base: &str, up: &str, down: &str, load: &Load, until: Insta
                     &answer,
                 );
                 if sent.0 == Outcome::Http(201) {
-                    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&answer).unwrap()).unwrap();
-                    assert_eq!(json["sha256"], sha256.as_str(), "the 201 of {name} names another SHA-256: {json}");
+                    let json: serde_json::Value =
+                        serde_json::from_slice(&std::fs::read(&answer).unwrap()).unwrap();
+                    assert_eq!(
+                        json["sha256"],
+                        sha256.as_str(),
+                        "the 201 of {name} names another SHA-256: {json}"
+                    );
                     let uri = json["uri"].as_str().expect("the 201's uri").to_owned();
-                    load.stored.lock().unwrap().push(Stored { name: name.clone(), uri, size: size as u64, sha256 });
+                    load.stored.lock().unwrap().push(Stored {
+                        name: name.clone(),
+                        uri,
+                        size: size as u64,
+                        sha256,
+                    });
                 }
                 (true, sent)
             }
             Some(file) => {
-                let got = curl(&["-H".into(), format!("Authorization: Bearer {down}"), file.uri.clone()], &answer);
+                let got = curl(
+                    &[
+                        "-H".into(),
+                        format!("Authorization: Bearer {down}"),
+                        file.uri.clone(),
+                    ],
+                    &answer,
+                );
                 if got.0 == Outcome::Http(200) {
                     match sha256_file(&answer).unwrap() == file.sha256 {
-                        true => load.whole_downloads.lock().unwrap().push((file.name, Instant::now())),
+                        true => load
+                            .whole_downloads
+                            .lock()
+                            .unwrap()
+                            .push((file.name, Instant::now())),
                         false => load.wrong_downloads.lock().unwrap().push(file.uri),
                     }
                 }
                 (false, got)
             }
         };
-        load.attempts.lock().unwrap().push(Attempt { upload, name, outcome, waited });
+        load.attempts.lock().unwrap().push(Attempt {
+            upload,
+            name,
+            outcome,
+            waited,
+        });
     }
 }
 
@@ -162,9 +203,17 @@ enum Killed {
 /// killed when (each also printed with its time since `start`). httpd is killed longest after
 /// logd, so that the final counts of downloads that ended while logd was down have been retried
 /// by then: a crash loses those still waiting.
-fn inject(node: &mut Node, sshd: &mut Sshd, start: Instant, until: Instant) -> anyhow::Result<Vec<(Killed, Instant)>> {
+fn inject(
+    node: &mut Node,
+    sshd: &mut Sshd,
+    start: Instant,
+    until: Instant,
+) -> anyhow::Result<Vec<(Killed, Instant)>> {
     let mut injected = Vec::new();
-    for fault in [Killed::Httpd, Killed::Logd, Killed::FsdTree, Killed::Sshd].into_iter().cycle() {
+    for fault in [Killed::Httpd, Killed::Logd, Killed::FsdTree, Killed::Sshd]
+        .into_iter()
+        .cycle()
+    {
         std::thread::sleep(CALM);
         if Instant::now() >= until {
             break;
@@ -176,7 +225,10 @@ fn inject(node: &mut Node, sshd: &mut Sshd, start: Instant, until: Instant) -> a
             Killed::Sshd => sshd.kill(),
         }
         injected.push((fault, Instant::now()));
-        eprintln!("chaos: {:.2} s: killed {fault:?}", start.elapsed().as_secs_f64());
+        eprintln!(
+            "chaos: {:.2} s: killed {fault:?}",
+            start.elapsed().as_secs_f64()
+        );
         std::thread::sleep(RESTART_DELAY);
         match fault {
             Killed::Httpd => node.start_httpd()?,
@@ -201,7 +253,12 @@ fn reconcile(node: &Node, args: &[&str]) -> serde_json::Value {
         .output()
         .unwrap();
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("logd reconcile {args:?} ({}): {e}\n{}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "logd reconcile {args:?} ({}): {e}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     })
 }
 
@@ -209,13 +266,19 @@ fn reconcile(node: &Node, args: &[&str]) -> serde_json::Value {
 fn drift_by_kind(report: &serde_json::Value) -> BTreeMap<String, u32> {
     let mut kinds = BTreeMap::new();
     for entry in drift_entries(report) {
-        *kinds.entry(entry["kind"].as_str().unwrap().to_owned()).or_default() += 1;
+        *kinds
+            .entry(entry["kind"].as_str().unwrap().to_owned())
+            .or_default() += 1;
     }
     kinds
 }
 
 fn drift_entries(report: &serde_json::Value) -> impl Iterator<Item = &serde_json::Value> {
-    report["entries"].as_array().unwrap().iter().filter(|e| e["status"] != "pending")
+    report["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["status"] != "pending")
 }
 
 /// Each drift finding of a report, with the real name of its file (from its name link, while
@@ -223,15 +286,32 @@ fn drift_entries(report: &serde_json::Value) -> impl Iterator<Item = &serde_json
 fn describe_drift(report: &serde_json::Value, node: &Node, attempts: &[Attempt]) -> Vec<String> {
     drift_entries(report)
         .map(|entry| {
-            let path = entry.get("path").or(entry.get("file_path")).and_then(|p| p.as_str()).unwrap_or_default();
-            let file_name = Path::new(path).file_name().unwrap_or_default().to_string_lossy();
+            let path = entry
+                .get("path")
+                .or(entry.get("file_path"))
+                .and_then(|p| p.as_str())
+                .unwrap_or_default();
+            let file_name = Path::new(path)
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy();
             let file_name = file_name.trim_end_matches(".part").trim_start_matches('.');
-            let upload = std::fs::read_link(node.server_dir.join(NAMES_DIR).join(file_name)).ok().map(|real| {
-                let real = real.to_string_lossy();
-                let ended: Vec<_> = attempts.iter().filter(|a| a.upload && a.name == real).map(|a| a.outcome).collect();
-                format!(" (upload of {real}: {ended:?})")
-            });
-            format!("{} {path}{}", entry["kind"].as_str().unwrap(), upload.unwrap_or_default())
+            let upload = std::fs::read_link(node.server_dir.join(NAMES_DIR).join(file_name))
+                .ok()
+                .map(|real| {
+                    let real = real.to_string_lossy();
+                    let ended: Vec<_> = attempts
+                        .iter()
+                        .filter(|a| a.upload && a.name == real)
+                        .map(|a| a.outcome)
+                        .collect();
+                    format!(" (upload of {real}: {ended:?})")
+                });
+            format!(
+                "{} {path}{}",
+                entry["kind"].as_str().unwrap(),
+                upload.unwrap_or_default()
+            )
         })
         .collect()
 }
@@ -285,12 +365,22 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 fn links_without_file(node: &Node, attempts: &[Attempt]) -> Vec<String> {
     let files = files_under(&node.server_dir.join(FILES_DIR));
     let stored: std::collections::HashSet<_> = files.iter().filter_map(|p| p.file_name()).collect();
-    let links = std::fs::read_dir(node.server_dir.join(NAMES_DIR)).into_iter().flatten().map(|e| e.unwrap().path());
+    let links = std::fs::read_dir(node.server_dir.join(NAMES_DIR))
+        .into_iter()
+        .flatten()
+        .map(|e| e.unwrap().path());
     links
         .filter(|link| !stored.contains(link.file_name().unwrap()))
         .map(|link| {
-            let real = std::fs::read_link(&link).unwrap().to_string_lossy().into_owned();
-            let ended: Vec<_> = attempts.iter().filter(|a| a.upload && a.name == real).map(|a| a.outcome).collect();
+            let real = std::fs::read_link(&link)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let ended: Vec<_> = attempts
+                .iter()
+                .filter(|a| a.upload && a.name == real)
+                .map(|a| a.outcome)
+                .collect();
             format!("{real}: {ended:?}")
         })
         .collect()
@@ -305,22 +395,39 @@ const HTTPD_KILL_WINDOW: Duration = Duration::from_secs(1);
 /// The files received whole more times than they have `Get` rows of the whole file, described:
 /// those whose missing rows are of downloads that ended within [`HTTPD_KILL_WINDOW`] of one of
 /// `httpd_kills`, then the others.
-fn unrecorded_downloads(whole: &[(String, Instant)], rows: &[Row], httpd_kills: &[Instant]) -> (Vec<String>, Vec<String>) {
+fn unrecorded_downloads(
+    whole: &[(String, Instant)],
+    rows: &[Row],
+    httpd_kills: &[Instant],
+) -> (Vec<String>, Vec<String>) {
     let mut by_name: BTreeMap<&str, Vec<Instant>> = BTreeMap::new();
     for (name, ended) in whole {
         by_name.entry(name).or_default().push(*ended);
     }
     let (mut before_kill, mut unrecorded) = (Vec::new(), Vec::new());
     for (name, ended) in by_name {
-        let gets: Vec<_> = rows.iter().filter(|r| r.method == "Get" && r.real_filename == name).collect();
-        let full = gets.iter().filter(|r| r.bytes_transferred == r.file_size).count();
+        let gets: Vec<_> = rows
+            .iter()
+            .filter(|r| r.method == "Get" && r.real_filename == name)
+            .collect();
+        let full = gets
+            .iter()
+            .filter(|r| r.bytes_transferred == r.file_size)
+            .count();
         if full >= ended.len() {
             continue;
         }
         // A client notes the end after hashing what it received: maybe just after the kill.
-        let killed = |e: &&Instant| httpd_kills.iter().any(|k| k.max(*e).duration_since(*k.min(*e)) <= HTTPD_KILL_WINDOW);
+        let killed = |e: &&Instant| {
+            httpd_kills
+                .iter()
+                .any(|k| k.max(*e).duration_since(*k.min(*e)) <= HTTPD_KILL_WINDOW)
+        };
         let near_kill = ended.iter().filter(killed).count();
-        let sent: Vec<_> = gets.iter().map(|r| format!("{}/{}", r.bytes_transferred, r.file_size)).collect();
+        let sent: Vec<_> = gets
+            .iter()
+            .map(|r| format!("{}/{}", r.bytes_transferred, r.file_size))
+            .collect();
         let line = format!("{name}: received whole {} times ({near_kill} as httpd was killed), Get rows (bytes sent/size) {sent:?}", ended.len());
         match full + near_kill >= ended.len() {
             true => before_kill.push(line),
@@ -336,7 +443,9 @@ fn after_crashes_under_load_reconcile_leaves_the_file_server_and_aft_log_agreein
     let postgres = Postgres::start().unwrap();
     let url = postgres.create_database("mft_node_1").unwrap();
     let mut node = Node::start(&sshd, "node_1", Database::Postgres(url)).unwrap();
-    let up = node.upload_token("alice@example.com", "bob@example.com", "im").unwrap();
+    let up = node
+        .upload_token("alice@example.com", "bob@example.com", "im")
+        .unwrap();
     let down = node.download_token("bob@example.com").unwrap();
     let base = node.url("");
 
@@ -348,10 +457,17 @@ fn after_crashes_under_load_reconcile_leaves_the_file_server_and_aft_log_agreein
             let (base, up, down, load) = (&base, &up, &down, &load);
             s.spawn(move || client(id, base, up, down, load, until));
         }
-        s.spawn(|| inject(&mut node, &mut sshd, start, until)).join().unwrap()
+        s.spawn(|| inject(&mut node, &mut sshd, start, until))
+            .join()
+            .unwrap()
     });
-    let killed = injected.unwrap_or_else(|e| panic!("the node did not come back: {e:#}\n{}", node.logs()));
-    let httpd_kills: Vec<Instant> = killed.iter().filter(|(k, _)| *k == Killed::Httpd).map(|(_, at)| *at).collect();
+    let killed =
+        injected.unwrap_or_else(|e| panic!("the node did not come back: {e:#}\n{}", node.logs()));
+    let httpd_kills: Vec<Instant> = killed
+        .iter()
+        .filter(|(k, _)| *k == Killed::Httpd)
+        .map(|(_, at)| *at)
+        .collect();
     let mut injected: BTreeMap<Killed, u32> = BTreeMap::new();
     for (k, _) in &killed {
         *injected.entry(*k).or_default() += 1;
@@ -359,12 +475,21 @@ fn after_crashes_under_load_reconcile_leaves_the_file_server_and_aft_log_agreein
     node.await_admission().unwrap();
     std::thread::sleep(SETTLE);
 
-    let (stored, whole) = (load.stored.into_inner().unwrap(), load.whole_downloads.into_inner().unwrap());
+    let (stored, whole) = (
+        load.stored.into_inner().unwrap(),
+        load.whole_downloads.into_inner().unwrap(),
+    );
     let attempts = load.attempts.into_inner().unwrap();
     // A download's final count may wait in httpd's retries for logd.
-    let _ = wait_until(Duration::from_secs(30), "the Get rows of the whole downloads", || {
-        unrecorded_downloads(&whole, &rows(&node), &httpd_kills).1.is_empty()
-    });
+    let _ = wait_until(
+        Duration::from_secs(30),
+        "the Get rows of the whole downloads",
+        || {
+            unrecorded_downloads(&whole, &rows(&node), &httpd_kills)
+                .1
+                .is_empty()
+        },
+    );
 
     // Everything is in the current UTC hour, which reconcile never touches: it is pending now,
     // and repaired as of two hours later.
@@ -377,23 +502,40 @@ fn after_crashes_under_load_reconcile_leaves_the_file_server_and_aft_log_agreein
 
     let mut outcomes: BTreeMap<(&str, Outcome), u32> = BTreeMap::new();
     for a in &attempts {
-        *outcomes.entry((if a.upload { "upload" } else { "download" }, a.outcome)).or_default() += 1;
+        *outcomes
+            .entry((if a.upload { "upload" } else { "download" }, a.outcome))
+            .or_default() += 1;
     }
     let worst = attempts.iter().map(|a| a.waited).max().unwrap_or_default();
     let uploads = attempts.iter().filter(|a| a.upload).count();
-    eprintln!("chaos: {} transfers attempted ({uploads} uploads, {} downloads)", attempts.len(), attempts.len() - uploads);
-    eprintln!("chaos: {} uploads 201, {} downloads 200 received whole", stored.len(), whole.len());
+    eprintln!(
+        "chaos: {} transfers attempted ({uploads} uploads, {} downloads)",
+        attempts.len(),
+        attempts.len() - uploads
+    );
+    eprintln!(
+        "chaos: {} uploads 201, {} downloads 200 received whole",
+        stored.len(),
+        whole.len()
+    );
     eprintln!("chaos: outcomes {outcomes:?}");
     eprintln!("chaos: faults injected {injected:?}");
     eprintln!("chaos: worst client wait {worst:?}");
     eprintln!("chaos: reconcile as of now: {}", pending["summary"]);
-    eprintln!("chaos: drift found before repair: {} {:?}", found["summary"], drift_by_kind(&found));
+    eprintln!(
+        "chaos: drift found before repair: {} {:?}",
+        found["summary"],
+        drift_by_kind(&found)
+    );
     for drift in &drift_found {
         eprintln!("chaos:   {drift}");
     }
     eprintln!("chaos: repair: {}", repair["summary"]);
     eprintln!("chaos: after repair: {}", after["summary"]);
-    eprintln!("chaos: real-name links without their file after repair: {:?}", links_without_file(&node, &attempts));
+    eprintln!(
+        "chaos: real-name links without their file after repair: {:?}",
+        links_without_file(&node, &attempts)
+    );
     let rows = rows(&node);
     let (before_kill, unrecorded) = unrecorded_downloads(&whole, &rows, &httpd_kills);
     eprintln!("chaos: downloads received whole as httpd was killed, without a whole Get row: {before_kill:?}");
@@ -402,7 +544,10 @@ fn after_crashes_under_load_reconcile_leaves_the_file_server_and_aft_log_agreein
     if injected.len() < 4 {
         problems.push(format!("not every fault was injected: {injected:?}"));
     }
-    for (report, what) in [(&repair, "the repair"), (&after, "the run after the repair")] {
+    for (report, what) in [
+        (&repair, "the repair"),
+        (&after, "the run after the repair"),
+    ] {
         if report["summary"]["remaining"] != 0 {
             problems.push(format!("{what} leaves drift: {report}"));
         }
@@ -412,37 +557,66 @@ fn after_crashes_under_load_reconcile_leaves_the_file_server_and_aft_log_agreein
     }
     let posts: Vec<&Row> = rows.iter().filter(|r| r.method == "Post").collect();
     for file in &stored {
-        let named: Vec<_> = posts.iter().filter(|r| r.real_filename == file.name).collect();
+        let named: Vec<_> = posts
+            .iter()
+            .filter(|r| r.real_filename == file.name)
+            .collect();
         let [row] = named.as_slice() else {
-            problems.push(format!("{} (201, {}) has {} Post rows: {named:?}", file.name, file.uri, named.len()));
+            problems.push(format!(
+                "{} (201, {}) has {} Post rows: {named:?}",
+                file.name,
+                file.uri,
+                named.len()
+            ));
             continue;
         };
-        if !file.uri.contains(&format!("/{}/", row.filename)) || row.file_size != file.size as i64 || row.sha256.as_deref() != Some(&file.sha256) {
-            problems.push(format!("{} (201, {}, {} bytes, {}) has the Post row {row:?}", file.name, file.uri, file.size, file.sha256));
+        if !file.uri.contains(&format!("/{}/", row.filename))
+            || row.file_size != file.size as i64
+            || row.sha256.as_deref() != Some(&file.sha256)
+        {
+            problems.push(format!(
+                "{} (201, {}, {} bytes, {}) has the Post row {row:?}",
+                file.name, file.uri, file.size, file.sha256
+            ));
         }
         match sha256_file(Path::new(&row.file_path)) {
             Ok(sha256) if sha256 == file.sha256 => {}
-            other => problems.push(format!("{} (201) on the file server at {}: {other:?}", file.name, row.file_path)),
+            other => problems.push(format!(
+                "{} (201) on the file server at {}: {other:?}",
+                file.name, row.file_path
+            )),
         }
     }
     for row in &posts {
         match std::fs::metadata(&row.file_path) {
             Ok(meta) if meta.len() == row.file_size as u64 => {}
-            other => problems.push(format!("the Post row {row:?} has no file of its size: {other:?}")),
+            other => problems.push(format!(
+                "the Post row {row:?} has no file of its size: {other:?}"
+            )),
         }
     }
-    let partials: Vec<_> = files_under(&node.server_dir.join(FILES_DIR)).into_iter().filter(|p| p.to_string_lossy().ends_with(".part")).collect();
+    let partials: Vec<_> = files_under(&node.server_dir.join(FILES_DIR))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".part"))
+        .collect();
     if !partials.is_empty() {
         problems.push(format!("partial files left: {partials:?}"));
     }
     problems.extend(unrecorded);
     let wrong = load.wrong_downloads.into_inner().unwrap();
     if !wrong.is_empty() {
-        problems.push(format!("downloads answered 200 with other bytes than the upload's: {wrong:?}"));
+        problems.push(format!(
+            "downloads answered 200 with other bytes than the upload's: {wrong:?}"
+        ));
     }
     if !problems.is_empty() {
         let logs = std::env::temp_dir().join(format!("mft-chaos-{}.log", std::process::id()));
         std::fs::write(&logs, node.logs()).unwrap();
-        panic!("{} problems (the node's logs are in {}):\n{}", problems.len(), logs.display(), problems.join("\n"));
+        panic!(
+            "{} problems (the node's logs are in {}):\n{}",
+            problems.len(),
+            logs.display(),
+            problems.join("\n")
+        );
     }
 }

@@ -8,7 +8,9 @@ fn sshd_serves_sftp_to_the_node_key_and_stops_on_drop() {
     let sshd = Sshd::start().unwrap();
     let node = sshd.node_directory("node_1").unwrap();
     std::fs::write(node.join("hello.txt"), "hi").unwrap();
-    let listing = sshd.sftp("root", &format!("ls {}\n", node.display())).unwrap();
+    let listing = sshd
+        .sftp("root", &format!("ls {}\n", node.display()))
+        .unwrap();
     assert!(listing.contains("hello.txt"), "{listing}");
     let port = sshd.port;
     drop(sshd);
@@ -21,8 +23,15 @@ fn postgres_accepts_queries_and_stops_on_drop() {
     let pg = Postgres::start().unwrap();
     let url = pg.create_database("harness").unwrap();
     let mut conn = diesel::PgConnection::establish(&url).unwrap();
-    diesel::sql_query("CREATE TABLE t (x INT)").execute(&mut conn).unwrap();
-    assert_eq!(diesel::sql_query("INSERT INTO t VALUES (1), (2)").execute(&mut conn).unwrap(), 2);
+    diesel::sql_query("CREATE TABLE t (x INT)")
+        .execute(&mut conn)
+        .unwrap();
+    assert_eq!(
+        diesel::sql_query("INSERT INTO t VALUES (1), (2)")
+            .execute(&mut conn)
+            .unwrap(),
+        2
+    );
     drop(conn);
     let dead = pg.url("harness");
     drop(pg);
@@ -37,13 +46,20 @@ fn killing_sshd_cuts_its_established_connections() {
     let mut client = std::process::Command::new("ssh")
         .args(["-N", "-p", &sshd.port.to_string(), "-i"])
         .arg(&sshd.client_key)
-        .args(["-oStrictHostKeyChecking=no", "-oUserKnownHostsFile=/dev/null", "-oBatchMode=yes", "root@127.0.0.1"])
+        .args([
+            "-oStrictHostKeyChecking=no",
+            "-oUserKnownHostsFile=/dev/null",
+            "-oBatchMode=yes",
+            "root@127.0.0.1",
+        ])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    mft_tests::wait_until(std::time::Duration::from_secs(10), "the session to be up", || {
-        sshd.log_text().contains("Accepted publickey")
-    })
+    mft_tests::wait_until(
+        std::time::Duration::from_secs(10),
+        "the session to be up",
+        || sshd.log_text().contains("Accepted publickey"),
+    )
     .unwrap();
     sshd.kill();
     // The client sees its connection die instead of hanging on a surviving session process.
@@ -66,7 +82,10 @@ fn the_durable_server_syncs_and_the_test_server_does_not() {
     }
     let show = |pg: &Postgres| {
         let mut conn = diesel::PgConnection::establish(&pg.url("postgres")).unwrap();
-        diesel::sql_query("SHOW fsync").get_result::<Setting>(&mut conn).unwrap().fsync
+        diesel::sql_query("SHOW fsync")
+            .get_result::<Setting>(&mut conn)
+            .unwrap()
+            .fsync
     };
     let parent = tempfile::tempdir().unwrap();
     let durable = Postgres::start_durable(parent.path()).unwrap();

@@ -57,13 +57,18 @@ impl RssSampler {
 
     fn peak_kib(mut self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().map(|t| t.join().unwrap_or(0)).unwrap_or(0)
+        self.thread
+            .take()
+            .map(|t| t.join().unwrap_or(0))
+            .unwrap_or(0)
     }
 }
 
 /// `curl` with the node's token, printing `-w` fields; fails on a transport error.
 fn curl(args: &[&str]) -> Result<String> {
-    run(Command::new("curl").args(["-sS", "--max-time", "1800"]).args(args))
+    run(Command::new("curl")
+        .args(["-sS", "--max-time", "1800"])
+        .args(args))
 }
 
 #[test]
@@ -108,7 +113,11 @@ fn httpd_streams_a_4_gib_file_both_ways_in_constant_memory() -> Result<()> {
     ])?;
     let uploaded = started.elapsed();
     let (body, status) = answer.rsplit_once('\n').context("curl's answer")?;
-    ensure!(status == "201", "upload answered {status}: {body}\n{}", node.logs());
+    ensure!(
+        status == "201",
+        "upload answered {status}: {body}\n{}",
+        node.logs()
+    );
     let reply: serde_json::Value = serde_json::from_str(body)?;
     ensure!(reply["size"] == SIZE, "stored {}", reply["size"]);
     let uri = reply["uri"].as_str().context("uri")?;
@@ -124,7 +133,11 @@ fn httpd_streams_a_4_gib_file_both_ways_in_constant_memory() -> Result<()> {
     ])?;
     let peak = sampler.peak_kib();
     let total = started.elapsed();
-    ensure!(sent == format!("200 {SIZE}"), "download: {sent}\n{}", node.logs());
+    ensure!(
+        sent == format!("200 {SIZE}"),
+        "download: {sent}\n{}",
+        node.logs()
+    );
     println!(
         "4 GiB up in {:.1} s, down in {:.1} s; httpd peak VmRSS {:.1} MiB (limit 64 MiB)",
         uploaded.as_secs_f64(),

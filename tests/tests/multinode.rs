@@ -38,11 +38,20 @@ fn three_nodes_share_one_database_server_and_one_file_server() {
     for (node, id) in nodes.iter().zip(ids) {
         let source = work.path().join(id);
         std::fs::write(&source, format!("stored by {id}")).unwrap();
-        let up = node.upload_token("alice@example.com", "room@conference.example.com", "groupchat").unwrap();
+        let up = node
+            .upload_token(
+                "alice@example.com",
+                "room@conference.example.com",
+                "groupchat",
+            )
+            .unwrap();
         let resp = node.upload(&up, &format!("{id}.txt"), &source).unwrap();
         assert_eq!(resp.status, 201, "{}\n{}", resp.text(), node.logs());
         let uri = resp.header("location").unwrap();
-        assert!(uri.starts_with(&node.url("/")), "{uri} names its own node's address");
+        assert!(
+            uri.starts_with(&node.url("/")),
+            "{uri} names its own node's address"
+        );
         assert!(uri.contains(&format!("/{id}/")), "{uri} names node {id}");
         uris.push(uri);
     }
@@ -51,7 +60,10 @@ fn three_nodes_share_one_database_server_and_one_file_server() {
         let down = node.download_token("bob@example.com").unwrap();
         // The owner serves its file.
         let got = node.download(&down, &uris[i]).unwrap();
-        assert_eq!((got.status, got.text()), (200, format!("stored by {}", ids[i])));
+        assert_eq!(
+            (got.status, got.text()),
+            (200, format!("stored by {}", ids[i]))
+        );
         // Another node, asked for the same file path, refuses with a 404 naming the owner.
         let other = &nodes[(i + 1) % nodes.len()];
         let path = &uris[i][node.url("").len()..];
@@ -59,7 +71,10 @@ fn three_nodes_share_one_database_server_and_one_file_server() {
         let refused = other.download(&down_other, &other.url(path)).unwrap();
         assert_eq!(refused.status, 404, "{}", refused.text());
         let body: serde_json::Value = serde_json::from_slice(&refused.body).unwrap();
-        assert!(body["message"].as_str().unwrap().contains(ids[i]), "names the owner: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(ids[i]),
+            "names the owner: {body}"
+        );
     }
 
     for (node, id) in nodes.iter().zip(ids) {
@@ -67,7 +82,12 @@ fn three_nodes_share_one_database_server_and_one_file_server() {
         let methods: Vec<_> = logged.iter().map(|r| r.method.as_str()).collect();
         assert_eq!(methods, ["Post", "Get"], "{id} logs only its own transfers");
         for row in &logged {
-            assert!(row.file_path.starts_with(&format!("{}/", node.server_dir.display())), "{id}: {}", row.file_path);
+            assert!(
+                row.file_path
+                    .starts_with(&format!("{}/", node.server_dir.display())),
+                "{id}: {}",
+                row.file_path
+            );
             assert!(std::path::Path::new(&row.file_path).exists());
         }
         // Each node's directory holds exactly its own one file (and its real-name link).

@@ -8,31 +8,47 @@ use std::process::{Command, Output};
 use mft_tests::{run, Sshd};
 
 fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts")
+        .join(name)
 }
 
 fn output(cmd: &mut Command) -> (Output, String) {
     let out = cmd.output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out, text)
 }
 
 #[test]
 fn verify_host_key_prints_the_line_to_pin_only_for_the_servers_own_key() {
     let sshd = Sshd::start().unwrap();
-    let (out, text) = output(Command::new(script("verify-host-key"))
-        .args(["127.0.0.1", "--port", &sshd.port.to_string(), "--key-file"])
-        .arg(sshd.host_key_file()));
+    let (out, text) = output(
+        Command::new(script("verify-host-key"))
+            .args(["127.0.0.1", "--port", &sshd.port.to_string(), "--key-file"])
+            .arg(sshd.host_key_file()),
+    );
     assert!(out.status.success(), "{text}");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(stdout.trim(), format!("host_key = \"{}\"", sshd.host_key_line));
+    assert_eq!(
+        stdout.trim(),
+        format!("host_key = \"{}\"", sshd.host_key_line)
+    );
 
     let other = Sshd::start().unwrap();
-    let (out, text) = output(Command::new(script("verify-host-key"))
-        .args(["127.0.0.1", "--port", &sshd.port.to_string(), "--key-file"])
-        .arg(other.host_key_file()));
+    let (out, text) = output(
+        Command::new(script("verify-host-key"))
+            .args(["127.0.0.1", "--port", &sshd.port.to_string(), "--key-file"])
+            .arg(other.host_key_file()),
+    );
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("host key MISMATCH") && text.matches("SHA256:").count() == 2, "{text}");
+    assert!(
+        text.contains("host key MISMATCH") && text.matches("SHA256:").count() == 2,
+        "{text}"
+    );
     assert!(out.stdout.is_empty(), "nothing to pin on a mismatch");
 }
 
@@ -71,21 +87,41 @@ fn setup_file_server_is_idempotent_and_satisfies_strict_sshd() {
     let home = PathBuf::from(format!("/home/{}", user.0));
     let auth = home.join(".ssh/authorized_keys");
     let authorized = std::fs::read_to_string(&auth).unwrap();
-    assert_eq!(authorized.lines().count(), 1, "the key once, not twice: {authorized}");
-    assert_eq!(authorized.trim(), std::fs::read_to_string(&key).unwrap().trim());
-    assert_eq!((mode(&home), mode(&home.join(".ssh")), mode(&auth)), (0o700, 0o700, 0o600));
+    assert_eq!(
+        authorized.lines().count(),
+        1,
+        "the key once, not twice: {authorized}"
+    );
+    assert_eq!(
+        authorized.trim(),
+        std::fs::read_to_string(&key).unwrap().trim()
+    );
+    assert_eq!(
+        (mode(&home), mode(&home.join(".ssh")), mode(&auth)),
+        (0o700, 0o700, 0o600)
+    );
     let uid = std::fs::metadata(&home).unwrap().uid();
     for dir in [top.clone(), top.join("node_1"), top.join("node_2")] {
         assert_eq!(mode(&dir), 0o700, "{dir:?}");
-        assert_eq!(std::fs::metadata(&dir).unwrap().uid(), uid, "{dir:?} owned by the transfer user");
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().uid(),
+            uid,
+            "{dir:?} owned by the transfer user"
+        );
     }
 
     // The node key logs in as the transfer user and can write into its node directory.
     let listing = sshd
-        .sftp(&user.0, &format!("mkdir {0}/node_1/files\nls -la {0}/node_1\n", top.display()))
+        .sftp(
+            &user.0,
+            &format!("mkdir {0}/node_1/files\nls -la {0}/node_1\n", top.display()),
+        )
         .unwrap();
     assert!(listing.contains("files"), "{listing}");
-    assert_eq!(std::fs::metadata(top.join("node_1/files")).unwrap().uid(), uid);
+    assert_eq!(
+        std::fs::metadata(top.join("node_1/files")).unwrap().uid(),
+        uid
+    );
 }
 
 #[test]
@@ -94,11 +130,19 @@ fn setup_file_server_refuses_bad_input_before_changing_anything() {
     let top = base.path().join("store");
     for (args, expected) in [
         (vec!["--node", "node 1"], "--node"),
-        (vec!["--node", "node_1", "--key", "not a key"], "not an OpenSSH public key"),
+        (
+            vec!["--node", "node_1", "--key", "not a key"],
+            "not an OpenSSH public key",
+        ),
         (vec!["--node", "node_1", "--user", "Bad User"], "--user"),
         (vec![], "at least one node"),
     ] {
-        let (out, text) = output(Command::new(script("setup-file-server")).arg("--top").arg(&top).args(&args));
+        let (out, text) = output(
+            Command::new(script("setup-file-server"))
+                .arg("--top")
+                .arg(&top)
+                .args(&args),
+        );
         assert!(!out.status.success(), "{args:?} accepted");
         assert!(text.contains(expected), "{args:?}: {text}");
         assert!(!top.exists(), "{args:?} created {top:?}");
@@ -144,13 +188,19 @@ impl RunNode {
     }
 
     fn pid(&self, name: &str) -> i32 {
-        std::fs::read_to_string(self.path(&format!("{name}.pid"))).unwrap().trim().parse().unwrap()
+        std::fs::read_to_string(self.path(&format!("{name}.pid")))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
     }
 }
 
 impl Drop for RunNode {
     fn drop(&mut self) {
-        let _ = Self::command(self.dir.path(), self.http_port).arg("stop").output();
+        let _ = Self::command(self.dir.path(), self.http_port)
+            .arg("stop")
+            .output();
     }
 }
 
@@ -161,12 +211,24 @@ fn run_node_twice_keeps_each_status_file_and_stop_clears_a_killed_fsds_mount() {
     let (first, second) = (RunNode::start(), RunNode::start());
     for node in [&first, &second] {
         let status = node.path("fsd-status.json");
-        mft_tests::wait_until(std::time::Duration::from_secs(15), "fsd's status file", || status.exists()).unwrap();
+        mft_tests::wait_until(
+            std::time::Duration::from_secs(15),
+            "fsd's status file",
+            || status.exists(),
+        )
+        .unwrap();
         let text = std::fs::read_to_string(&status).unwrap();
         let written: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(written["mount_point"], node.path("mnt").display().to_string(), "{text}");
+        assert_eq!(
+            written["mount_point"],
+            node.path("mnt").display().to_string(),
+            "{text}"
+        );
         let config = std::fs::read_to_string(node.path("node.toml")).unwrap();
-        assert!(config.contains(&format!("status_file = \"{}\"", status.display())), "{config}");
+        assert!(
+            config.contains(&format!("status_file = \"{}\"", status.display())),
+            "{config}"
+        );
     }
 
     let fsd = nix::unistd::Pid::from_raw(first.pid("fsd"));
@@ -174,14 +236,22 @@ fn run_node_twice_keeps_each_status_file_and_stop_clears_a_killed_fsds_mount() {
     // Gone, or a zombie that the init process has not reaped yet.
     mft_tests::wait_until(std::time::Duration::from_secs(10), "fsd gone", || {
         let stat = std::fs::read_to_string(format!("/proc/{fsd}/stat")).unwrap_or_default();
-        stat.rsplit_once(')').is_none_or(|(_, rest)| rest.trim_start().starts_with('Z'))
+        stat.rsplit_once(')')
+            .is_none_or(|(_, rest)| rest.trim_start().starts_with('Z'))
     })
     .unwrap();
-    assert!(mft_tests::is_mounted(&first.path("mnt")), "the killed fsd left its mount");
+    assert!(
+        mft_tests::is_mounted(&first.path("mnt")),
+        "the killed fsd left its mount"
+    );
     let said = first.stop();
-    assert!(!mft_tests::is_mounted(&first.path("mnt")), "run-node stop left the stale mount: {said}");
+    assert!(
+        !mft_tests::is_mounted(&first.path("mnt")),
+        "run-node stop left the stale mount: {said}"
+    );
 
-    let healthz = mft_tests::curl(&[format!("http://127.0.0.1:{}/healthz", second.http_port)]).unwrap();
+    let healthz =
+        mft_tests::curl(&[format!("http://127.0.0.1:{}/healthz", second.http_port)]).unwrap();
     assert_eq!(healthz.status, 200, "the other node still serves");
     second.stop();
     assert!(!mft_tests::is_mounted(&second.path("mnt")));

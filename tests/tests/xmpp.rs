@@ -17,7 +17,9 @@ fn trail(rows: &[Row]) -> Vec<(String, String, String, String)> {
 }
 
 fn expected(rows: &[(&str, &str, &str, &str)]) -> Vec<(String, String, String, String)> {
-    rows.iter().map(|(m, j, t, c)| (m.to_string(), j.to_string(), t.to_string(), c.to_string())).collect()
+    rows.iter()
+        .map(|(m, j, t, c)| (m.to_string(), j.to_string(), t.to_string(), c.to_string()))
+        .collect()
 }
 
 /// The node, the XMPP server and a work directory.
@@ -36,12 +38,19 @@ impl Setup {
         })
         .unwrap();
         let prosody = Prosody::start(&node.url(""), SLOT_SECRET).unwrap();
-        Setup { node, prosody, work: tempfile::tempdir().unwrap(), _sshd: sshd }
+        Setup {
+            node,
+            prosody,
+            work: tempfile::tempdir().unwrap(),
+            _sshd: sshd,
+        }
     }
 
     /// Runs the XMPP clients (see [`Prosody::clients`]); a failure shows the node's logs too.
     fn clients(&self, args: &[&str]) -> serde_json::Value {
-        self.prosody.clients(args).unwrap_or_else(|e| panic!("{e:?}\n{}", self.node.logs()))
+        self.prosody
+            .clients(args)
+            .unwrap_or_else(|e| panic!("{e:?}\n{}", self.node.logs()))
     }
 
     /// alice uploads a file of `size` bytes named `name`; its slot URL.
@@ -55,7 +64,9 @@ impl Setup {
     /// Waits until the rows of `name` satisfy `done` (shares are reported, and downloads'
     /// byte counts recorded, in the background); the rows then.
     fn rows_when(&self, name: &str, done: impl Fn(&[Row]) -> bool) -> Vec<Row> {
-        let _ = wait_until(Duration::from_secs(15), "the expected aft_log rows", || done(&self.node.rows_of_upload(name)));
+        let _ = wait_until(Duration::from_secs(15), "the expected aft_log rows", || {
+            done(&self.node.rows_of_upload(name))
+        });
         let found = self.node.rows_of_upload(name);
         eprintln!("{name}: {found:#?}");
         found
@@ -66,12 +77,21 @@ impl Setup {
         let path = Path::new(&row.file_path);
         assert!(path.is_file(), "{} is on the file server", row.file_path);
         let relative = path.strip_prefix(&self.node.server_dir).unwrap();
-        relative.iter().nth(1).unwrap().to_string_lossy().into_owned()
+        relative
+            .iter()
+            .nth(1)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
     }
 }
 
 fn complete(rows: &[Row], count: usize) -> bool {
-    rows.len() == count && rows[0].to_jid != "anonymous@node_1" && rows.iter().all(|r| r.method != "Get" || r.bytes_transferred == r.file_size)
+    rows.len() == count
+        && rows[0].to_jid != "anonymous@node_1"
+        && rows
+            .iter()
+            .all(|r| r.method != "Get" || r.bytes_transferred == r.file_size)
 }
 
 #[test]
@@ -80,14 +100,38 @@ fn xmpp_clients_leave_the_complete_audit_trail() {
 
     // 1:1, recipient online: the URL bob gets is his own, body and OOB alike; HEAD answers the size.
     let url = s.upload("one-to-one.txt", 1000);
-    let sent = s.clients(&["send", "alice", "bob@localhost", &url, "--recipients", "bob", "--download"]);
+    let sent = s.clients(&[
+        "send",
+        "alice",
+        "bob@localhost",
+        &url,
+        "--recipients",
+        "bob",
+        "--download",
+    ]);
     let bob = &sent["received"]["bob"];
-    assert!(bob["url"].as_str().unwrap().starts_with(&format!("{url}?mft_for=bob%40localhost&")), "{sent}");
-    assert_eq!((bob["head_length"].as_i64(), bob["status"].as_i64(), bob["bytes"].as_i64()), (Some(1000), Some(200), Some(1000)));
+    assert!(
+        bob["url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{url}?mft_for=bob%40localhost&")),
+        "{sent}"
+    );
+    assert_eq!(
+        (
+            bob["head_length"].as_i64(),
+            bob["status"].as_i64(),
+            bob["bytes"].as_i64()
+        ),
+        (Some(1000), Some(200), Some(1000))
+    );
     let r = s.rows_when("one-to-one.txt", |r| complete(r, 2));
     assert_eq!(
         trail(&r),
-        expected(&[("Post", "alice@localhost", "bob@localhost", "im"), ("Get", "bob@localhost", "bob@localhost", "im")]),
+        expected(&[
+            ("Post", "alice@localhost", "bob@localhost", "im"),
+            ("Get", "bob@localhost", "bob@localhost", "im")
+        ]),
         "{r:?}\n{}",
         s.node.logs()
     );
@@ -100,29 +144,63 @@ fn xmpp_clients_leave_the_complete_audit_trail() {
     let r = s.rows_when("offline.txt", |r| complete(r, 2));
     assert_eq!(
         trail(&r),
-        expected(&[("Post", "alice@localhost", "bob@localhost", "im"), ("Get", "bob@localhost", "bob@localhost", "im")]),
+        expected(&[
+            ("Post", "alice@localhost", "bob@localhost", "im"),
+            ("Get", "bob@localhost", "bob@localhost", "im")
+        ]),
         "{r:?}"
     );
 
     // An ad hoc room with three occupants: one Get per downloader, each to the room.
     let room = "adhoc@conference.localhost";
     let url = s.upload("adhoc.txt", 3000);
-    s.clients(&["send", "alice", room, &url, "--groupchat", "--recipients", "bob,carol", "--download"]);
+    s.clients(&[
+        "send",
+        "alice",
+        room,
+        &url,
+        "--groupchat",
+        "--recipients",
+        "bob,carol",
+        "--download",
+    ]);
     let r = s.rows_when("adhoc.txt", |r| complete(r, 3));
     let mut gets = trail(&r[1..]);
     gets.sort();
-    assert_eq!(trail(&r[..1]), expected(&[("Post", "alice@localhost", room, "groupchat")]), "{r:?}");
-    assert_eq!(gets, expected(&[("Get", "bob@localhost", room, "groupchat"), ("Get", "carol@localhost", room, "groupchat")]));
+    assert_eq!(
+        trail(&r[..1]),
+        expected(&[("Post", "alice@localhost", room, "groupchat")]),
+        "{r:?}"
+    );
+    assert_eq!(
+        gets,
+        expected(&[
+            ("Get", "bob@localhost", room, "groupchat"),
+            ("Get", "carol@localhost", room, "groupchat")
+        ])
+    );
     assert_eq!(s.directory_of(&r[0]), "groupchat");
 
     // A persistent room: chat type persistent, the file under files/persistent/.
     let room = "team@rooms.localhost";
     let url = s.upload("persistent.txt", 4000);
-    s.clients(&["send", "alice", room, &url, "--groupchat", "--recipients", "bob", "--download"]);
+    s.clients(&[
+        "send",
+        "alice",
+        room,
+        &url,
+        "--groupchat",
+        "--recipients",
+        "bob",
+        "--download",
+    ]);
     let r = s.rows_when("persistent.txt", |r| complete(r, 2));
     assert_eq!(
         trail(&r),
-        expected(&[("Post", "alice@localhost", room, "persistent"), ("Get", "bob@localhost", room, "persistent")]),
+        expected(&[
+            ("Post", "alice@localhost", room, "persistent"),
+            ("Get", "bob@localhost", room, "persistent")
+        ]),
         "{r:?}"
     );
     assert_eq!(s.directory_of(&r[0]), "persistent");
@@ -130,12 +208,22 @@ fn xmpp_clients_leave_the_complete_audit_trail() {
     // A slot filled but never shared: the uploader is known, the recipient is not.
     s.upload("unshared.txt", 10);
     let r = s.node.rows_of_upload("unshared.txt");
-    assert_eq!(trail(&r), expected(&[("Post", "alice@localhost", "anonymous@node_1", "im")]));
+    assert_eq!(
+        trail(&r),
+        expected(&[("Post", "alice@localhost", "anonymous@node_1", "im")])
+    );
     assert_eq!(s.directory_of(&r[0]), "im");
 
     // A URL not of this node is delivered untouched.
     let foreign = "https://elsewhere.example.org/upload/abc/photo.jpg";
-    let sent = s.clients(&["send", "alice", "bob@localhost", foreign, "--recipients", "bob"]);
+    let sent = s.clients(&[
+        "send",
+        "alice",
+        "bob@localhost",
+        foreign,
+        "--recipients",
+        "bob",
+    ]);
     assert_eq!(sent["received"]["bob"]["url"], foreign);
 }
 
@@ -145,12 +233,31 @@ fn messages_are_delivered_while_httpd_is_down_and_the_share_is_recorded_when_it_
     let url = s.upload("while-down.txt", 500);
     s.node.stop_httpd();
     let started = Instant::now();
-    let sent = s.clients(&["send", "alice", "bob@localhost", &url, "--recipients", "bob"]);
+    let sent = s.clients(&[
+        "send",
+        "alice",
+        "bob@localhost",
+        &url,
+        "--recipients",
+        "bob",
+    ]);
     let delay = sent["received"]["bob"]["delay_ms"].as_i64().unwrap();
-    assert!(delay < 1000, "delivered in {delay} ms with httpd down ({:?} for the whole run)", started.elapsed());
+    assert!(
+        delay < 1000,
+        "delivered in {delay} ms with httpd down ({:?} for the whole run)",
+        started.elapsed()
+    );
     eprintln!("delivered in {delay} ms while httpd was down");
-    assert_eq!(s.node.rows_of_upload("while-down.txt")[0].to_jid, "anonymous@node_1");
+    assert_eq!(
+        s.node.rows_of_upload("while-down.txt")[0].to_jid,
+        "anonymous@node_1"
+    );
     s.node.start_httpd().unwrap();
     let r = s.rows_when("while-down.txt", |r| r[0].to_jid != "anonymous@node_1");
-    assert_eq!(trail(&r), expected(&[("Post", "alice@localhost", "bob@localhost", "im")]), "{}", s.prosody.log());
+    assert_eq!(
+        trail(&r),
+        expected(&[("Post", "alice@localhost", "bob@localhost", "im")]),
+        "{}",
+        s.prosody.log()
+    );
 }

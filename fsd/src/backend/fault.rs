@@ -82,7 +82,10 @@ impl<B: SftpBackend> FaultyBackend<B> {
 
     /// Runs `request` on the wrapped backend after the delay, unless the connection is (or goes)
     /// down or the deadline passes first.
-    async fn serve<T>(&self, request: impl std::future::Future<Output = SftpResult<T>>) -> SftpResult<T> {
+    async fn serve<T>(
+        &self,
+        request: impl std::future::Future<Output = SftpResult<T>>,
+    ) -> SftpResult<T> {
         let mut link = self.link.subscribe();
         let (generation, up) = *link.borrow_and_update();
         let lost = || SftpError::Disconnected("connection cut by the fault injector".into());
@@ -140,7 +143,8 @@ impl<B: SftpBackend> SftpBackend for FaultyBackend<B> {
 
     async fn read(&self, handle: &Self::Handle, offset: u64, len: u32) -> SftpResult<Vec<u8>> {
         self.check(handle)?;
-        self.serve(self.inner.read(&handle.inner, offset, len)).await
+        self.serve(self.inner.read(&handle.inner, offset, len))
+            .await
     }
 
     async fn write(&self, handle: &Self::Handle, offset: u64, data: Vec<u8>) -> SftpResult<()> {

@@ -26,7 +26,10 @@ type FileId = u64;
 
 #[derive(Debug, Clone, Copy)]
 enum Node {
-    Dir { perm: u16, mtime: SystemTime },
+    Dir {
+        perm: u16,
+        mtime: SystemTime,
+    },
     File(FileId),
     /// A symbolic link; its target is in `State::links`.
     Symlink(u64),
@@ -476,10 +479,9 @@ impl SftpBackend for MemoryBackend {
                 Ok(())
             }
             // link(2) of a directory is EPERM, which OpenSSH reports as permission denied.
-            Node::Dir { .. } | Node::Symlink(_) => Err(status(
-                StatusCode::PermissionDenied,
-                "Permission denied",
-            )),
+            Node::Dir { .. } | Node::Symlink(_) => {
+                Err(status(StatusCode::PermissionDenied, "Permission denied"))
+            }
         }
     }
 }

@@ -681,14 +681,23 @@ mod tests {
         waiting.answer(status_packet(1));
         held.await.unwrap();
         let answered = Instant::now();
-        assert!(!waiting.is_quiet(quiet, answered + quiet / 2), "heard from since");
+        assert!(
+            !waiting.is_quiet(quiet, answered + quiet / 2),
+            "heard from since"
+        );
         assert!(waiting.is_quiet(quiet, answered + quiet));
 
         let held = waiting.add(Some(2)).unwrap();
         waiting.give_up();
         assert!(held.await.is_err(), "ended at once");
-        assert!(matches!(waiting.ended_error(), Error::Timeout), "and timed out");
-        assert!(!waiting.is_quiet(quiet, answered + quiet), "an ended session is not probed");
+        assert!(
+            matches!(waiting.ended_error(), Error::Timeout),
+            "and timed out"
+        );
+        assert!(
+            !waiting.is_quiet(quiet, answered + quiet),
+            "an ended session is not probed"
+        );
         let closed = Waiting::new();
         closed.end();
         assert!(matches!(closed.ended_error(), Error::UnexpectedBehavior(_)));

@@ -34,8 +34,7 @@ use tokio::sync::watch;
 
 pub use connect::{ConnectError, ConnectOptions};
 pub use pool::{
-    RemoteHandle, HANDLES_PER_SESSION, INITIAL_SESSIONS, MAX_CHUNK, MAX_SESSIONS,
-    REQUEST_DEADLINE,
+    RemoteHandle, HANDLES_PER_SESSION, INITIAL_SESSIONS, MAX_CHUNK, MAX_SESSIONS, REQUEST_DEADLINE,
 };
 pub use supervisor::{Link, BACKOFF_MAX, BACKOFF_MIN, PROBE_INTERVAL};
 
@@ -45,7 +44,10 @@ use super::{
 };
 use pool::Connection;
 use supervisor::Shared;
-use wire::{attributes, file_attributes, open_attributes, open_flags, ssh_strings, FSYNC, HARDLINK, POSIX_RENAME};
+use wire::{
+    attributes, file_attributes, open_attributes, open_flags, ssh_strings, FSYNC, HARDLINK,
+    POSIX_RENAME,
+};
 
 /// READDIR requests sent at once on one directory handle.
 const READDIRS_IN_FLIGHT: usize = 8;
@@ -105,9 +107,7 @@ impl SshBackend {
 
     /// SFTP sessions on the current connection (0 while disconnected).
     pub fn sessions(&self) -> usize {
-        self.shared
-            .current()
-            .map_or(0, |c| c.session_count())
+        self.shared.current().map_or(0, |c| c.session_count())
     }
 
     fn connection(&self) -> SftpResult<Arc<Connection>> {
@@ -131,7 +131,11 @@ impl SshBackend {
         offset: u64,
         len: u32,
     ) -> SftpResult<Vec<u8>> {
-        match handle.session.read(handle.handle.as_str(), offset, len).await {
+        match handle
+            .session
+            .read(handle.handle.as_str(), offset, len)
+            .await
+        {
             Ok(data) => Ok(data.data),
             Err(ClientError::Status(status)) if status.status_code == protocol::StatusCode::Eof => {
                 Ok(Vec::new())
@@ -153,20 +157,14 @@ impl SftpBackend for SshBackend {
     async fn read_dir(&self, path: &str) -> SftpResult<Vec<DirEntry>> {
         let c = self.connection()?;
         let (slot, session) = c.take_slot().await?;
-        let handle = session
-            .opendir(path)
-            .await
-            .map_err(|e| c.error(e))?
-            .handle;
+        let handle = session.opendir(path).await.map_err(|e| c.error(e))?.handle;
         // READDIRs on one handle are answered in order, each with the next names: several in
         // flight at once list a large directory in fewer round trips, and a small one (names,
         // then end of file) in one.
         let mut entries = Vec::new();
         let listed = 'listing: loop {
-            let answers = join_all(
-                (0..READDIRS_IN_FLIGHT).map(|_| session.readdir(handle.as_str())),
-            )
-            .await;
+            let answers =
+                join_all((0..READDIRS_IN_FLIGHT).map(|_| session.readdir(handle.as_str()))).await;
             for answer in answers {
                 match answer {
                     Ok(name) => entries.extend(
@@ -381,7 +379,11 @@ impl SftpBackend for SshBackend {
 
     async fn statvfs(&self, path: &str) -> SftpResult<FsStats> {
         let c = self.connection()?;
-        let s = c.any_session().statvfs(path).await.map_err(|e| c.error(e))?;
+        let s = c
+            .any_session()
+            .statvfs(path)
+            .await
+            .map_err(|e| c.error(e))?;
         Ok(FsStats {
             block_size: s.fragment_size,
             blocks: s.blocks,
@@ -406,7 +408,11 @@ impl SftpBackend for SshBackend {
 
     async fn readlink(&self, path: &str) -> SftpResult<String> {
         let c = self.connection()?;
-        let name = c.any_session().readlink(path).await.map_err(|e| c.error(e))?;
+        let name = c
+            .any_session()
+            .readlink(path)
+            .await
+            .map_err(|e| c.error(e))?;
         name.files
             .into_iter()
             .next()
@@ -420,4 +426,3 @@ impl SftpBackend for SshBackend {
             .await
     }
 }
-

@@ -95,13 +95,20 @@ mod tests {
         cache.put("/dx".into(), attrs(3), t0);
         cache.put("/d.txt".into(), attrs(4), t0);
         cache.put("/d0".into(), attrs(5), t0);
-        assert_eq!(cache.get("/d/a", t0 + Duration::from_secs(1)), Some(attrs(1)));
+        assert_eq!(
+            cache.get("/d/a", t0 + Duration::from_secs(1)),
+            Some(attrs(1))
+        );
         assert_eq!(cache.get("/d/a", t0 + Duration::from_secs(2)), None);
         cache.forget_tree("/d");
         assert_eq!(cache.get("/d/sub/b", t0), None);
         assert_eq!(cache.get("/d/a", t0), None);
         for (sibling, size) in [("/dx", 3), ("/d.txt", 4), ("/d0", 5)] {
-            assert_eq!(cache.get(sibling, t0), Some(attrs(size)), "{sibling}, a sibling with the same prefix, stays");
+            assert_eq!(
+                cache.get(sibling, t0),
+                Some(attrs(size)),
+                "{sibling}, a sibling with the same prefix, stays"
+            );
         }
         cache.forget("/dx");
         assert_eq!(cache.get("/dx", t0), None);

@@ -36,11 +36,16 @@ pub async fn explain<B: SftpBackend>(
         return error.into();
     }
     match attempt {
-        Attempt::Make { path } if exists(server, traffic, path).await => FsError::AlreadyExists(path.to_owned()),
-        Attempt::Space | Attempt::Make { .. } if full(server, root, traffic).await => FsError::NoSpace(error),
-        Attempt::Rename { to, no_replace: true } if exists(server, traffic, to).await => {
-            FsError::AlreadyExists(to.to_owned())
+        Attempt::Make { path } if exists(server, traffic, path).await => {
+            FsError::AlreadyExists(path.to_owned())
         }
+        Attempt::Space | Attempt::Make { .. } if full(server, root, traffic).await => {
+            FsError::NoSpace(error)
+        }
+        Attempt::Rename {
+            to,
+            no_replace: true,
+        } if exists(server, traffic, to).await => FsError::AlreadyExists(to.to_owned()),
         Attempt::Rename { to: path, .. } | Attempt::RemoveDir { path }
             if has_entries(server, traffic, path).await =>
         {
@@ -57,7 +62,10 @@ async fn exists<B: SftpBackend>(server: &B, traffic: &Traffic, path: &str) -> bo
 
 async fn has_entries<B: SftpBackend>(server: &B, traffic: &Traffic, path: &str) -> bool {
     traffic.request();
-    server.read_dir(path).await.is_ok_and(|entries| !entries.is_empty())
+    server
+        .read_dir(path)
+        .await
+        .is_ok_and(|entries| !entries.is_empty())
 }
 
 /// Whether the server's file system holding `root` has no block left for us.
@@ -87,7 +95,9 @@ mod tests {
     }
 
     async fn errno(server: &MemoryBackend, error: SftpError, attempt: Attempt<'_>) -> libc::c_int {
-        explain(server, ROOT, &Traffic::default(), error, attempt).await.errno()
+        explain(server, ROOT, &Traffic::default(), error, attempt)
+            .await
+            .errno()
     }
 
     #[tokio::test]
@@ -95,21 +105,50 @@ mod tests {
         let server = MemoryBackend::new(ROOT);
         server.mkdir("/srv/n/full", 0o755).await.unwrap();
         server.mkdir("/srv/n/empty", 0o755).await.unwrap();
-        let create = OpenOptions { write: true, create: true, ..OpenOptions::default() };
+        let create = OpenOptions {
+            write: true,
+            create: true,
+            ..OpenOptions::default()
+        };
         let handle = server.open("/srv/n/full/f", create, 0o644).await.unwrap();
         server.close(&handle).await.unwrap();
 
         let make = |path| Attempt::Make { path };
-        assert_eq!(errno(&server, failure(), make("/srv/n/full")).await, libc::EEXIST);
-        assert_eq!(errno(&server, failure(), make("/srv/n/new")).await, libc::EIO);
-        assert_eq!(errno(&server, failure(), Attempt::Space).await, libc::EIO, "space is left");
+        assert_eq!(
+            errno(&server, failure(), make("/srv/n/full")).await,
+            libc::EEXIST
+        );
+        assert_eq!(
+            errno(&server, failure(), make("/srv/n/new")).await,
+            libc::EIO
+        );
+        assert_eq!(
+            errno(&server, failure(), Attempt::Space).await,
+            libc::EIO,
+            "space is left"
+        );
         let rename = |to, no_replace| Attempt::Rename { to, no_replace };
-        assert_eq!(errno(&server, failure(), rename("/srv/n/empty", true)).await, libc::EEXIST);
-        assert_eq!(errno(&server, failure(), rename("/srv/n/empty", false)).await, libc::EIO);
-        assert_eq!(errno(&server, failure(), rename("/srv/n/full", false)).await, libc::ENOTEMPTY);
+        assert_eq!(
+            errno(&server, failure(), rename("/srv/n/empty", true)).await,
+            libc::EEXIST
+        );
+        assert_eq!(
+            errno(&server, failure(), rename("/srv/n/empty", false)).await,
+            libc::EIO
+        );
+        assert_eq!(
+            errno(&server, failure(), rename("/srv/n/full", false)).await,
+            libc::ENOTEMPTY
+        );
         let rmdir = |path| Attempt::RemoveDir { path };
-        assert_eq!(errno(&server, failure(), rmdir("/srv/n/full")).await, libc::ENOTEMPTY);
-        assert_eq!(errno(&server, failure(), rmdir("/srv/n/empty")).await, libc::EIO);
+        assert_eq!(
+            errno(&server, failure(), rmdir("/srv/n/full")).await,
+            libc::ENOTEMPTY
+        );
+        assert_eq!(
+            errno(&server, failure(), rmdir("/srv/n/empty")).await,
+            libc::EIO
+        );
     }
 
     #[tokio::test]
@@ -120,7 +159,14 @@ mod tests {
             code: StatusCode::NoSuchFile,
             message: String::new(),
         };
-        let error = explain(&server, ROOT, &traffic, missing, Attempt::Make { path: ROOT }).await;
+        let error = explain(
+            &server,
+            ROOT,
+            &traffic,
+            missing,
+            Attempt::Make { path: ROOT },
+        )
+        .await;
         assert_eq!(error.errno(), libc::ENOENT);
         assert_eq!(traffic.requests.load(Ordering::Relaxed), 0);
     }

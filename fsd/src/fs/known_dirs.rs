@@ -43,7 +43,8 @@ impl KnownDirs {
             self.dirs.remove(dir);
             return;
         }
-        self.dirs.retain(|_, k| now.saturating_duration_since(k.since) < self.ttl);
+        self.dirs
+            .retain(|_, k| now.saturating_duration_since(k.since) < self.ttl);
         if self.dirs.len() >= self.max_dirs && !self.dirs.contains_key(dir) {
             // Make room: the oldest knowledge goes first.
             if let Some(oldest) = self
@@ -55,7 +56,8 @@ impl KnownDirs {
                 self.dirs.remove(&oldest);
             }
         }
-        self.dirs.insert(dir.to_owned(), Known { since: now, names });
+        self.dirs
+            .insert(dir.to_owned(), Known { since: now, names });
     }
 
     /// Whether `name` is certainly not in `dir` (known, and the knowledge is fresh).
@@ -120,7 +122,10 @@ mod tests {
     fn a_known_directory_answers_absent_names_until_the_ttl() {
         let mut k = KnownDirs::new(TTL, 4, 10);
         let t = Instant::now();
-        assert!(!k.absent("/d", "a", t), "unknown directories ask the server");
+        assert!(
+            !k.absent("/d", "a", t),
+            "unknown directories ask the server"
+        );
         k.known("/d", ["x"], t);
         assert!(k.absent("/d", "a", t));
         assert!(!k.absent("/d", "x", t));
@@ -170,6 +175,9 @@ mod tests {
         assert!(!k.absent("/big", "x", t), "too many names to keep");
         k.known("/3", ["a", "b", "c"], t);
         k.added("/3", "d");
-        assert!(!k.absent("/3", "x", t), "grew past the bound: no longer known");
+        assert!(
+            !k.absent("/3", "x", t),
+            "grew past the bound: no longer known"
+        );
     }
 }

@@ -77,26 +77,46 @@ impl<T> ReadAhead<T> {
         };
         let sequential = hit.is_some() || self.next == Some(offset);
         let in_window = self.chunk > 0
-            && offset >= self.next.unwrap_or(0).saturating_sub(u64::from(self.chunk) * self.depth as u64)
+            && offset
+                >= self
+                    .next
+                    .unwrap_or(0)
+                    .saturating_sub(u64::from(self.chunk) * self.depth as u64)
             && offset < self.end;
         if !sequential && !in_window {
             // A seek (or the first read): start over from here.
             dropped.extend(self.clear());
             self.next = Some(offset + u64::from(size));
-            return Plan { hit, dropped, wanted: Vec::new() };
+            return Plan {
+                hit,
+                dropped,
+                wanted: Vec::new(),
+            };
         }
         if !sequential {
             // A read that overtook another inside the window: served directly, nothing changes.
-            return Plan { hit, dropped, wanted: Vec::new() };
+            return Plan {
+                hit,
+                dropped,
+                wanted: Vec::new(),
+            };
         }
         let read_end = offset + u64::from(size);
         // Reads ahead the kernel went well past are no longer wanted (those just behind may
         // still be asked for by reads that were overtaken).
         let behind = offset.saturating_sub(u64::from(size) * self.depth as u64);
         let kept = self.ahead.split_off(&behind);
-        dropped.extend(std::mem::replace(&mut self.ahead, kept).into_values().map(|(_, t)| t));
+        dropped.extend(
+            std::mem::replace(&mut self.ahead, kept)
+                .into_values()
+                .map(|(_, t)| t),
+        );
         if self.chunk != size {
-            dropped.extend(std::mem::take(&mut self.ahead).into_values().map(|(_, t)| t));
+            dropped.extend(
+                std::mem::take(&mut self.ahead)
+                    .into_values()
+                    .map(|(_, t)| t),
+            );
             self.chunk = size;
             self.end = read_end;
         }
@@ -111,7 +131,11 @@ impl<T> ReadAhead<T> {
                 at += u64::from(size);
             }
         }
-        Plan { hit, dropped, wanted }
+        Plan {
+            hit,
+            dropped,
+            wanted,
+        }
     }
 
     /// The read ahead at `offset` was started.
@@ -136,8 +160,12 @@ impl<T> ReadAhead<T> {
 impl<T: Send + 'static> ReadAhead<Prefetch<T>> {
     /// Starts the `wanted` reads ahead (`read(offset, size)`) in order, as long as `budget`
     /// has room for them.
-    pub fn start<F>(&mut self, wanted: Vec<(u64, u32)>, budget: &Budget, mut read: impl FnMut(u64, u32) -> F)
-    where
+    pub fn start<F>(
+        &mut self,
+        wanted: Vec<(u64, u32)>,
+        budget: &Budget,
+        mut read: impl FnMut(u64, u32) -> F,
+    ) where
         F: Future<Output = T> + Send + 'static,
     {
         for (at, n) in wanted {
@@ -249,7 +277,11 @@ mod tests {
     #[test]
     fn sequential_reads_keep_depth_requests_ahead() {
         let mut ra = ReadAhead::new(4);
-        assert_eq!(read(&mut ra, 0), (false, vec![]), "one read is no sequence yet");
+        assert_eq!(
+            read(&mut ra, 0),
+            (false, vec![]),
+            "one read is no sequence yet"
+        );
         assert_eq!(read(&mut ra, k(1)), (false, vec![k(2), k(3), k(4), k(5)]));
         assert_eq!(read(&mut ra, k(2)), (true, vec![k(6)]));
         assert_eq!(read(&mut ra, k(3)), (true, vec![k(7)]));
@@ -267,7 +299,10 @@ mod tests {
         assert!(plan.wanted.is_empty());
         assert_eq!(ra.pending(), 0);
         // A new sequence from there.
-        assert_eq!(read(&mut ra, k(101)), (false, vec![k(102), k(103), k(104), k(105)]));
+        assert_eq!(
+            read(&mut ra, k(101)),
+            (false, vec![k(102), k(103), k(104), k(105)])
+        );
     }
 
     #[test]
@@ -298,13 +333,24 @@ mod tests {
     fn the_budget_bounds_each_file_and_all_files() {
         let budget = Budget::new(4 * u64::from(K), 6 * u64::from(K));
         let bytes = u64::from(K);
-        let first: Vec<Share> = (0..4).map(|pending| budget.take(pending, bytes).expect("room")).collect();
-        assert!(budget.take(4, bytes).is_none(), "a fifth for one file is past its bound");
-        let second: Vec<Share> = (0..2).map(|pending| budget.take(pending, bytes).expect("room")).collect();
+        let first: Vec<Share> = (0..4)
+            .map(|pending| budget.take(pending, bytes).expect("room"))
+            .collect();
+        assert!(
+            budget.take(4, bytes).is_none(),
+            "a fifth for one file is past its bound"
+        );
+        let second: Vec<Share> = (0..2)
+            .map(|pending| budget.take(pending, bytes).expect("room"))
+            .collect();
         assert!(budget.take(2, bytes).is_none(), "past the total");
         assert_eq!(budget.used(), 6 * bytes);
         drop(first);
-        assert_eq!(budget.used(), 2 * bytes, "shares are given back when dropped");
+        assert_eq!(
+            budget.used(),
+            2 * bytes,
+            "shares are given back when dropped"
+        );
         drop(second);
         assert_eq!(budget.used(), 0);
     }

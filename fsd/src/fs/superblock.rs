@@ -99,7 +99,10 @@ impl Superblock {
 
     /// The server path of `name` in the directory `parent`.
     pub fn child_path(&self, parent: Ino, name: &str) -> FsResult<String> {
-        let mut names = self.inodes.names(parent).ok_or(FsError::StaleInode(parent))?;
+        let mut names = self
+            .inodes
+            .names(parent)
+            .ok_or(FsError::StaleInode(parent))?;
         names.push(name);
         Ok(self.join(&names))
     }
@@ -381,7 +384,12 @@ mod tests {
     }
 
     /// Looks `name` up in `parent` without a server: the cached inode, `Absent`, or `Ask`.
-    fn lookup(sb: &mut Superblock, parent: Ino, name: &str, now: Instant) -> Result<Lookup, libc::c_int> {
+    fn lookup(
+        sb: &mut Superblock,
+        parent: Ino,
+        name: &str,
+        now: Instant,
+    ) -> Result<Lookup, libc::c_int> {
         sb.lookup(parent, name, now).map_err(|e| e.errno())
     }
 
@@ -401,17 +409,41 @@ mod tests {
     fn lookups_are_found_absent_or_asked() {
         let mut sb = superblock();
         let t = Instant::now();
-        assert_eq!(lookup(&mut sb, ROOT, "a", t), Ok(Lookup::Ask("/srv/n/a".into())));
+        assert_eq!(
+            lookup(&mut sb, ROOT, "a", t),
+            Ok(Lookup::Ask("/srv/n/a".into()))
+        );
         let a = sb.looked_up(ROOT, "a", "/srv/n/a".into(), file(3), t);
-        assert_eq!(lookup(&mut sb, ROOT, "a", t), Ok(Lookup::Found(a)), "cached: no request");
+        assert_eq!(
+            lookup(&mut sb, ROOT, "a", t),
+            Ok(Lookup::Found(a)),
+            "cached: no request"
+        );
         assert_eq!(
             lookup(&mut sb, ROOT, "a", t + TTL),
             Ok(Lookup::Ask("/srv/n/a".into())),
             "past the TTL the server is asked"
         );
-        sb.listed(ROOT, "/srv/n", vec![DirEntry { name: "a".into(), attrs: file(3) }], t, t);
-        assert_eq!(lookup(&mut sb, ROOT, "b", t), Err(libc::ENOENT), "listed: b is known absent");
-        assert_eq!(lookup(&mut sb, 42, "b", t), Err(libc::ENOENT), "a stale parent");
+        sb.listed(
+            ROOT,
+            "/srv/n",
+            vec![DirEntry {
+                name: "a".into(),
+                attrs: file(3),
+            }],
+            t,
+            t,
+        );
+        assert_eq!(
+            lookup(&mut sb, ROOT, "b", t),
+            Err(libc::ENOENT),
+            "listed: b is known absent"
+        );
+        assert_eq!(
+            lookup(&mut sb, 42, "b", t),
+            Err(libc::ENOENT),
+            "a stale parent"
+        );
     }
 
     #[test]
@@ -419,15 +451,36 @@ mod tests {
         let mut sb = superblock();
         let t = Instant::now();
         let d = sb.looked_up(ROOT, "d", "/srv/n/d".into(), dir(), t).ino;
-        let known = sb.looked_up(d, "known", "/srv/n/d/known".into(), file(1), t).ino;
+        let known = sb
+            .looked_up(d, "known", "/srv/n/d/known".into(), file(1), t)
+            .ino;
         let entries = ["known", "new"]
-            .map(|name| DirEntry { name: name.into(), attrs: file(7) })
+            .map(|name| DirEntry {
+                name: name.into(),
+                attrs: file(7),
+            })
             .to_vec();
         let listing = sb.listed(d, "/srv/n/d", entries, t, t);
         let shown: Vec<(Ino, &str)> = listing.iter().map(|e| (e.ino, e.name.as_str())).collect();
-        assert_eq!(shown, [(d, "."), (ROOT, ".."), (known, "known"), (UNKNOWN_INO, "new")]);
-        assert_eq!(sb.attributes("/srv/n/d/new", t), Some(file(7)), "the listing's attributes are cached");
-        assert_eq!(sb.attributes("/srv/n/d/known", t), Some(file(7)), "and replace older ones");
+        assert_eq!(
+            shown,
+            [
+                (d, "."),
+                (ROOT, ".."),
+                (known, "known"),
+                (UNKNOWN_INO, "new")
+            ]
+        );
+        assert_eq!(
+            sb.attributes("/srv/n/d/new", t),
+            Some(file(7)),
+            "the listing's attributes are cached"
+        );
+        assert_eq!(
+            sb.attributes("/srv/n/d/known", t),
+            Some(file(7)),
+            "and replace older ones"
+        );
     }
 
     #[test]
@@ -439,10 +492,22 @@ mod tests {
         assert_eq!(lookup(&mut sb, d, "f", t), Err(libc::ENOENT));
         let f = sb.created(d, "f", "/srv/n/d/f".into(), file(0), t);
         assert_eq!(lookup(&mut sb, d, "f", t), Ok(Lookup::Found(f)));
-        assert_eq!(sb.attributes("/srv/n/d", t), None, "the directory's times changed");
-        assert_eq!(lookup(&mut sb, d, "g", t), Err(libc::ENOENT), "the other names are still known");
+        assert_eq!(
+            sb.attributes("/srv/n/d", t),
+            None,
+            "the directory's times changed"
+        );
+        assert_eq!(
+            lookup(&mut sb, d, "g", t),
+            Err(libc::ENOENT),
+            "the other names are still known"
+        );
         sb.not_made(d);
-        assert_eq!(lookup(&mut sb, d, "g", t), Ok(Lookup::Ask("/srv/n/d/g".into())), "in doubt");
+        assert_eq!(
+            lookup(&mut sb, d, "g", t),
+            Ok(Lookup::Ask("/srv/n/d/g".into())),
+            "in doubt"
+        );
     }
 
     #[test]
@@ -453,11 +518,27 @@ mod tests {
         sb.seen("/srv/n".into(), dir(), t);
         sb.made(ROOT, "sub", true, t);
         assert_eq!(sb.attributes("/srv/n/sub", t), None, "asked again");
-        assert_eq!(sb.attributes("/srv/n", t), None, "the parent's times changed");
+        assert_eq!(
+            sb.attributes("/srv/n", t),
+            None,
+            "the parent's times changed"
+        );
         let sub = sb.looked_up(ROOT, "sub", "/srv/n/sub".into(), dir(), t).ino;
-        assert_eq!(lookup(&mut sb, sub, "x", t), Err(libc::ENOENT), "a new directory is empty");
+        assert_eq!(
+            lookup(&mut sb, sub, "x", t),
+            Err(libc::ENOENT),
+            "a new directory is empty"
+        );
         sb.made(ROOT, "link", false, t);
-        let link = sb.looked_up(ROOT, "link", "/srv/n/link".into(), attrs(FileKind::Symlink, 0), t).ino;
+        let link = sb
+            .looked_up(
+                ROOT,
+                "link",
+                "/srv/n/link".into(),
+                attrs(FileKind::Symlink, 0),
+                t,
+            )
+            .ino;
         assert_eq!(sb.path(link).unwrap(), "/srv/n/link");
     }
 
@@ -465,23 +546,44 @@ mod tests {
     fn a_removed_name_is_absent_its_inode_unlinked_and_its_tree_forgotten() {
         let mut sb = superblock();
         let t = Instant::now();
-        sb.listed(ROOT, "/srv/n", vec![DirEntry { name: "d".into(), attrs: dir() }], t, t);
+        sb.listed(
+            ROOT,
+            "/srv/n",
+            vec![DirEntry {
+                name: "d".into(),
+                attrs: dir(),
+            }],
+            t,
+            t,
+        );
         let d = sb.looked_up(ROOT, "d", "/srv/n/d".into(), dir(), t).ino;
         sb.listed(d, "/srv/n/d", Vec::new(), t, t);
         sb.seen("/srv/n/d/below".into(), file(1), t);
         sb.seen("/srv/n".into(), dir(), t);
         sb.removed(ROOT, "d");
         assert_eq!(lookup(&mut sb, ROOT, "d", t), Err(libc::ENOENT));
-        assert_eq!(sb.path(d).unwrap_err().errno(), libc::ENOENT, "no name any more");
+        assert_eq!(
+            sb.path(d).unwrap_err().errno(),
+            libc::ENOENT,
+            "no name any more"
+        );
         assert_eq!(sb.attributes("/srv/n/d/below", t), None);
-        assert_eq!(sb.attributes("/srv/n", t), None, "the parent's times changed");
+        assert_eq!(
+            sb.attributes("/srv/n", t),
+            None,
+            "the parent's times changed"
+        );
         assert_eq!(sb.inodes(), 2, "the kernel still holds it");
         sb.forget(d, 1);
         assert_eq!(sb.inodes(), 1);
 
         sb.seen("/srv/n/f".into(), file(1), t);
         sb.not_removed(ROOT, "f");
-        assert_eq!(sb.attributes("/srv/n/f", t), None, "in doubt after a failed removal");
+        assert_eq!(
+            sb.attributes("/srv/n/f", t),
+            None,
+            "in doubt after a failed removal"
+        );
     }
 
     #[test]
@@ -490,22 +592,56 @@ mod tests {
         let t = Instant::now();
         let a = sb.looked_up(ROOT, "a", "/srv/n/a".into(), dir(), t).ino;
         let b = sb.looked_up(ROOT, "b", "/srv/n/b".into(), dir(), t).ino;
-        sb.listed(a, "/srv/n/a", vec![DirEntry { name: "f".into(), attrs: file(1) }], t, t);
-        sb.listed(b, "/srv/n/b", vec![DirEntry { name: "g".into(), attrs: file(2) }], t, t);
+        sb.listed(
+            a,
+            "/srv/n/a",
+            vec![DirEntry {
+                name: "f".into(),
+                attrs: file(1),
+            }],
+            t,
+            t,
+        );
+        sb.listed(
+            b,
+            "/srv/n/b",
+            vec![DirEntry {
+                name: "g".into(),
+                attrs: file(2),
+            }],
+            t,
+            t,
+        );
         let f = sb.looked_up(a, "f", "/srv/n/a/f".into(), file(1), t).ino;
         let g = sb.looked_up(b, "g", "/srv/n/b/g".into(), file(2), t).ino;
         sb.renamed(a, "f", b, "g");
-        assert_eq!(sb.path(f).unwrap(), "/srv/n/b/g", "the inode keeps its number");
-        assert_eq!(sb.path(g).unwrap_err().errno(), libc::ENOENT, "the replaced one is unlinked");
+        assert_eq!(
+            sb.path(f).unwrap(),
+            "/srv/n/b/g",
+            "the inode keeps its number"
+        );
+        assert_eq!(
+            sb.path(g).unwrap_err().errno(),
+            libc::ENOENT,
+            "the replaced one is unlinked"
+        );
         assert_eq!(lookup(&mut sb, a, "f", t), Err(libc::ENOENT), "gone from a");
-        assert_eq!(lookup(&mut sb, b, "g", t), Ok(Lookup::Ask("/srv/n/b/g".into())), "asked: its attributes were the old file's");
+        assert_eq!(
+            lookup(&mut sb, b, "g", t),
+            Ok(Lookup::Ask("/srv/n/b/g".into())),
+            "asked: its attributes were the old file's"
+        );
         assert_eq!(sb.attributes("/srv/n/a", t), None);
         assert_eq!(sb.attributes("/srv/n/b", t), None);
 
         sb.seen("/srv/n/b/g".into(), file(1), t);
         sb.not_renamed(b, "g", a, "h");
         assert_eq!(sb.attributes("/srv/n/b/g", t), None);
-        assert_eq!(lookup(&mut sb, a, "x", t), Ok(Lookup::Ask("/srv/n/a/x".into())), "a in doubt");
+        assert_eq!(
+            lookup(&mut sb, a, "x", t),
+            Ok(Lookup::Ask("/srv/n/a/x".into())),
+            "a in doubt"
+        );
     }
 
     #[test]
@@ -513,12 +649,24 @@ mod tests {
         let mut sb = superblock();
         let t = Instant::now();
         let f = sb.looked_up(ROOT, "f", "/srv/n/f".into(), file(1), t).ino;
-        assert!(!sb.opened(f, "/srv/n/f".into(), file(1), t), "the first open");
-        assert!(sb.opened(f, "/srv/n/f".into(), file(1), t), "unchanged since");
+        assert!(
+            !sb.opened(f, "/srv/n/f".into(), file(1), t),
+            "the first open"
+        );
+        assert!(
+            sb.opened(f, "/srv/n/f".into(), file(1), t),
+            "unchanged since"
+        );
         sb.changed(f);
         assert_eq!(sb.attributes("/srv/n/f", t), None);
         sb.write_closed(f);
-        assert!(!sb.opened(f, "/srv/n/f".into(), file(1), t), "a handle wrote since");
-        assert!(!sb.opened(f, "/srv/n/f".into(), file(2), t), "the server's size changed");
+        assert!(
+            !sb.opened(f, "/srv/n/f".into(), file(1), t),
+            "a handle wrote since"
+        );
+        assert!(
+            !sb.opened(f, "/srv/n/f".into(), file(2), t),
+            "the server's size changed"
+        );
     }
 }

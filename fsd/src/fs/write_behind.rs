@@ -85,7 +85,9 @@ impl WriteBehind {
         if let Some(e) = self.error() {
             return Err(e);
         }
-        let share = u32::try_from(data.len()).unwrap_or(u32::MAX).clamp(1, self.capacity);
+        let share = u32::try_from(data.len())
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.capacity);
         let permit = self
             .window
             .clone()

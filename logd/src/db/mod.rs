@@ -103,7 +103,10 @@ impl Database {
     }
 
     /// A connection of the pool, waiting at most `timeout` for one.
-    pub fn pooled(&self, timeout: Duration) -> Result<impl std::ops::DerefMut<Target = AnyConnection>, String> {
+    pub fn pooled(
+        &self,
+        timeout: Duration,
+    ) -> Result<impl std::ops::DerefMut<Target = AnyConnection>, String> {
         self.pool.get_timeout(timeout).map_err(|e| e.to_string())
     }
 
@@ -217,7 +220,10 @@ fn apply(
                 }
                 Some(record)
             }
-            Command::GetEnd { .. } | Command::AmendPost(_) | Command::MarkFile(_) | Command::Lookup(_) => None,
+            Command::GetEnd { .. }
+            | Command::AmendPost(_)
+            | Command::MarkFile(_)
+            | Command::Lookup(_) => None,
         };
         rows.push(record);
     }
@@ -270,7 +276,11 @@ fn apply(
     // The row an insert wrote, or the one that has its event id.
     let row_of = |row: &Row, inserted: Option<Event>| {
         inserted.unwrap_or_else(|| {
-            let id = row.transfer().event_id.as_ref().expect("only inserts with an event id are skipped");
+            let id = row
+                .transfer()
+                .event_id
+                .as_ref()
+                .expect("only inserts with an event id are skipped");
             events[id].clone()
         })
     };
@@ -310,7 +320,10 @@ fn apply(
                 .ok_or_else(|| {
                     Invalid::new(
                         "filename",
-                        format!("there is no Post row of {:?} at {:?}", mark.filename, mark.file_path),
+                        format!(
+                            "there is no Post row of {:?} at {:?}",
+                            mark.filename, mark.file_path
+                        ),
                     )
                 }),
             Command::Lookup(id) => events
@@ -329,11 +342,16 @@ struct Event {
 }
 
 /// The rows that already carry an `event_id` named by `commands` (an insert's or a lookup's).
-fn recorded_events(conn: &mut AnyConnection, commands: &[Command]) -> QueryResult<HashMap<String, Event>> {
+fn recorded_events(
+    conn: &mut AnyConnection,
+    commands: &[Command],
+) -> QueryResult<HashMap<String, Event>> {
     let ids: Vec<&str> = commands
         .iter()
         .filter_map(|c| match c {
-            Command::Insert(row) | Command::InsertToPostRecipient(row) => row.transfer().event_id.as_deref(),
+            Command::Insert(row) | Command::InsertToPostRecipient(row) => {
+                row.transfer().event_id.as_deref()
+            }
             Command::Lookup(id) => Some(id.as_str()),
             Command::GetEnd { .. } | Command::AmendPost(_) | Command::MarkFile(_) => None,
         })
@@ -918,7 +936,10 @@ mod tests {
             insert(Method::Post, at("f2", "/im/f2")),
             insert(Method::Post, at("f3", "/im/f3")),
         ];
-        assert_eq!(indexes(db.commit(&rows).unwrap()), [Ok(1), Ok(2), Ok(3), Ok(4)]);
+        assert_eq!(
+            indexes(db.commit(&rows).unwrap()),
+            [Ok(1), Ok(2), Ok(3), Ok(4)]
+        );
         let mut conn = connect(&config).unwrap();
         diesel::update(aft_log::table.filter(aft_log::aft_index.eq(4)))
             .set(aft_log::file_state.eq("missing"))
@@ -942,7 +963,10 @@ mod tests {
             indexes(db.commit(&batch).unwrap()),
             [
                 Ok(1),
-                Err(Invalid::new("filename", "there is no Post row of \"f1\" at \"/elsewhere/f1\"")),
+                Err(Invalid::new(
+                    "filename",
+                    "there is no Post row of \"f1\" at \"/elsewhere/f1\""
+                )),
                 Ok(3),
                 Ok(3),
                 Ok(4),
@@ -991,7 +1015,8 @@ mod tests {
             insert(Method::Post, t)
         };
         db.commit(&[with('a')]).unwrap();
-        db.commit(&[insert(Method::Post, transfer("b@x")), with('b')]).unwrap();
+        db.commit(&[insert(Method::Post, transfer("b@x")), with('b')])
+            .unwrap();
         let stored: Vec<Option<String>> = aft_log::table
             .order(aft_log::aft_index)
             .select(aft_log::sha256)
@@ -1050,7 +1075,10 @@ mod tests {
             ]
         );
         let retried = db
-            .commit(&[Command::InsertToPostRecipient(get), Command::Lookup("p1".into())])
+            .commit(&[
+                Command::InsertToPostRecipient(get),
+                Command::Lookup("p1".into()),
+            ])
             .unwrap();
         assert_eq!(
             retried,
@@ -1067,7 +1095,15 @@ mod tests {
             .select(aft_log::event_id)
             .load(&mut connect(&config).unwrap())
             .unwrap();
-        assert_eq!(stored, [Some("p1".into()), None, Some("p2".into()), Some("g1".into())]);
+        assert_eq!(
+            stored,
+            [
+                Some("p1".into()),
+                None,
+                Some("p2".into()),
+                Some("g1".into())
+            ]
+        );
     }
 
     #[test]

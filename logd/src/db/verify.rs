@@ -7,8 +7,11 @@ use std::fmt;
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Integer, Nullable, Text};
 
-use crate::row::{CHAT_TYPE_MAX, EVENT_ID_MAX, FILE_STATE_MAX, FILE_TYPE_MAX, JID_MAX, METHOD_MAX, NAME_MAX, PATH_MAX, SHA256_LEN};
 use super::connection::AnyConnection;
+use crate::row::{
+    CHAT_TYPE_MAX, EVENT_ID_MAX, FILE_STATE_MAX, FILE_TYPE_MAX, JID_MAX, METHOD_MAX, NAME_MAX,
+    PATH_MAX, SHA256_LEN,
+};
 
 /// A column type, as far as logd cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +87,11 @@ pub(crate) fn compare(found: &[Column]) -> Result<(), SchemaMismatch> {
                     differences.push(format!("column {name} is {}, expected {ty}", column.ty));
                 }
                 if column.not_null != *not_null {
-                    let (is, expected) = if *not_null { ("allows NULL", "NOT NULL") } else { ("is NOT NULL", "NULL allowed") };
+                    let (is, expected) = if *not_null {
+                        ("allows NULL", "NOT NULL")
+                    } else {
+                        ("is NOT NULL", "NULL allowed")
+                    };
                     differences.push(format!("column {name} {is}, expected {expected}"));
                 }
             }

@@ -180,7 +180,8 @@ fn client_config(pinned: Algorithm, keepalive: Duration) -> client::Config {
 fn aes_in_hardware() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("pclmulqdq")
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
     }
     #[cfg(target_arch = "aarch64")]
     {
@@ -197,9 +198,21 @@ fn aes_in_hardware() -> bool {
 fn cipher_preference(aes_hardware: bool) -> &'static [russh::cipher::Name] {
     use russh::cipher::{AES_128_CTR, AES_128_GCM, AES_256_CTR, AES_256_GCM, CHACHA20_POLY1305};
     if aes_hardware {
-        &[AES_128_GCM, AES_256_GCM, CHACHA20_POLY1305, AES_128_CTR, AES_256_CTR]
+        &[
+            AES_128_GCM,
+            AES_256_GCM,
+            CHACHA20_POLY1305,
+            AES_128_CTR,
+            AES_256_CTR,
+        ]
     } else {
-        &[CHACHA20_POLY1305, AES_128_GCM, AES_256_GCM, AES_128_CTR, AES_256_CTR]
+        &[
+            CHACHA20_POLY1305,
+            AES_128_GCM,
+            AES_256_GCM,
+            AES_128_CTR,
+            AES_256_CTR,
+        ]
     }
 }
 

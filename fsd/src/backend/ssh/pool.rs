@@ -127,12 +127,13 @@ impl Connection {
         let mut sessions = Vec::with_capacity(INITIAL_SESSIONS);
         let mut chunk = MAX_CHUNK;
         for _ in 0..INITIAL_SESSIONS {
-            let (session, limits) = open_session(&ssh)
-                .await
-                .map_err(|reason| ConnectError::Sftp {
-                    server: name.to_owned(),
-                    reason,
-                })?;
+            let (session, limits) =
+                open_session(&ssh)
+                    .await
+                    .map_err(|reason| ConnectError::Sftp {
+                        server: name.to_owned(),
+                        reason,
+                    })?;
             for limit in [limits.read_len, limits.write_len].into_iter().flatten() {
                 chunk = chunk.min(u32::try_from(limit).unwrap_or(u32::MAX));
             }

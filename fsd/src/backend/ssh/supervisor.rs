@@ -53,7 +53,11 @@ pub struct Shared {
 
 impl Shared {
     /// The state of `connection`, just made to `server`, and its supervisor, started.
-    pub fn start(server: &FileServer, options: ConnectOptions, connection: Connection) -> Arc<Self> {
+    pub fn start(
+        server: &FileServer,
+        options: ConnectOptions,
+        connection: Connection,
+    ) -> Arc<Self> {
         let shared = Arc::new(Self {
             server: server.clone(),
             options,
@@ -116,7 +120,10 @@ async fn supervise(shared: Weak<Shared>) {
                     break;
                 }
                 Err(e) => {
-                    log::warn!("reconnecting to the file server failed (next try in {:?}): {e}", (backoff * 2).min(BACKOFF_MAX));
+                    log::warn!(
+                        "reconnecting to the file server failed (next try in {:?}): {e}",
+                        (backoff * 2).min(BACKOFF_MAX)
+                    );
                     let problem = Some((e.failed_check(), e.to_string()));
                     shared.link.send_if_modified(|link| {
                         let changed = link.problem != problem;

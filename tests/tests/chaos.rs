@@ -387,9 +387,9 @@ fn links_without_file(node: &Node, attempts: &[Attempt]) -> Vec<String> {
 }
 
 /// A download received whole that ended this close to an httpd kill may lack its `Get`
-/// row of the whole file: httpd records the final count after the last byte left, and a crash in
-/// between leaves the row at its last progress report (a defect, reported on issue 14). Such
-/// downloads are counted and printed, not failed.
+/// row of the whole file: httpd records the final count after the last byte left (it records
+/// only bytes known to be sent), and a crash in between leaves the row at its last progress
+/// report, as `docs/operations.md` says. Such downloads are counted and printed, not failed.
 const HTTPD_KILL_WINDOW: Duration = Duration::from_secs(1);
 
 /// The files received whole more times than they have `Get` rows of the whole file, described:

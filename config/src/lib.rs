@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+#[cfg(any(test, feature = "test-fixtures"))]
+pub mod fixture;
+
 /// The largest file a node accepts when `http.max_file_size` is 0: 4 GiB.
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 4 << 30;
 
@@ -710,22 +713,19 @@ fn check_host_key(fs: &FileServer) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
 
-    const GOOD: &str = r#"
-[node]
-id = "node_1"
-public_url = "http://127.0.0.1:7336/"
-
-[file_server]
-name = "fs_1"
-host = "127.0.0.1"
-port = 2222
-user = "mft"
-directory = "/srv/mft/node_1"
-host_key = "[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE"
-
-[http]
-token_secrets = ["0123456789abcdef0123456789abcdef"]
-"#;
+    /// The fixture on a file server at 127.0.0.1:2222, with a public URL that needs normalizing.
+    fn good() -> String {
+        fixture::NodeConfigText::new()
+            .set("node", "public_url", "http://127.0.0.1:7336/")
+            .set("file_server", "host", "127.0.0.1")
+            .set("file_server", "port", 2222)
+            .set(
+                "file_server",
+                "host_key",
+                "[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE",
+            )
+            .text()
+    }
 
     fn error_of(text: &str) -> String {
         NodeConfig::parse(text)
@@ -735,7 +735,7 @@ token_secrets = ["0123456789abcdef0123456789abcdef"]
 
     #[test]
     fn defaults_fill_what_is_left_out() {
-        let c = NodeConfig::parse(GOOD).unwrap();
+        let c = NodeConfig::parse(&good()).unwrap();
         assert_eq!(c.node.public_url, "http://127.0.0.1:7336");
         assert_eq!(c.node.transfer_mode, TransferMode::Managed);
         assert_eq!(c.database.kind, DatabaseKind::Sqlite);
@@ -754,7 +754,7 @@ token_secrets = ["0123456789abcdef0123456789abcdef"]
 
     #[test]
     fn host_key_must_begin_with_the_host() {
-        let text = GOOD.replace("[127.0.0.1]:2222 ssh-ed25519", "otherhost ssh-ed25519");
+        let text = good().replace("[127.0.0.1]:2222 ssh-ed25519", "otherhost ssh-ed25519");
         let e = error_of(&text);
         assert!(
             e.starts_with(
@@ -767,7 +767,7 @@ token_secrets = ["0123456789abcdef0123456789abcdef"]
 
     #[test]
     fn host_key_on_port_22_is_the_bare_host() {
-        let text = GOOD
+        let text = good()
             .replace("port = 2222\n", "")
             .replace("[127.0.0.1]:2222 ssh-ed25519", "127.0.0.1 ssh-ed25519");
         assert_eq!(NodeConfig::parse(&text).unwrap().file_server.port, 22);
@@ -775,7 +775,7 @@ token_secrets = ["0123456789abcdef0123456789abcdef"]
 
     #[test]
     fn host_key_needs_type_and_key() {
-        let e = error_of(&GOOD.replace(
+        let e = error_of(&good().replace(
             "[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE",
             "127.0.0.1",
         ));
@@ -784,35 +784,36 @@ token_secrets = ["0123456789abcdef0123456789abcdef"]
 
     #[test]
     fn file_server_name_follows_the_seed() {
-        let e = error_of(&GOOD.replace("name = \"fs_1\"", "name = \"fs 1\""));
+        let e = error_of(&good().replace("name = \"fs_1\"", "name = \"fs 1\""));
         assert_eq!(
             e,
             "file_server.name: must be 1 to 128 letters, digits, '-' or '_', got \"fs 1\"; for example: name = \"fileserver_1\""
         );
         let long = "a".repeat(129);
-        assert!(error_of(&GOOD.replace("fs_1", &long)).starts_with("file_server.name:"));
-        assert!(NodeConfig::parse(&GOOD.replace("fs_1", &"a".repeat(128))).is_ok());
+        assert!(error_of(&good().replace("fs_1", &long)).starts_with("file_server.name:"));
+        assert!(NodeConfig::parse(&good().replace("fs_1", &"a".repeat(128))).is_ok());
     }
 
     #[test]
     fn unknown_keys_are_errors() {
-        let e = error_of(&GOOD.replace("user = \"mft\"", "user = \"mft\"\npasword = \"x\""));
+        let e = error_of(&good().replace("user = \"mft\"", "user = \"mft\"\npasword = \"x\""));
         assert!(e.contains("unknown field `pasword`"), "{e}");
-        let e = error_of(&format!("{GOOD}\n[extra]\nx = 1\n"));
+        let e = error_of(&format!("{}\n[extra]\nx = 1\n", good()));
         assert!(e.contains("unknown field `extra`"), "{e}");
     }
 
     #[test]
     fn max_file_size_zero_means_four_gib() {
-        let c = NodeConfig::parse(&GOOD.replace("[http]", "[http]\nmax_file_size = 0")).unwrap();
+        let c = NodeConfig::parse(&good().replace("[http]", "[http]\nmax_file_size = 0")).unwrap();
         assert_eq!(c.http.max_file_size_bytes(), DEFAULT_MAX_FILE_SIZE);
-        let c = NodeConfig::parse(&GOOD.replace("[http]", "[http]\nmax_file_size = 1000")).unwrap();
+        let c =
+            NodeConfig::parse(&good().replace("[http]", "[http]\nmax_file_size = 1000")).unwrap();
         assert_eq!(c.http.max_file_size_bytes(), 1000);
     }
 
     #[test]
     fn http_section_has_defaults_and_limits() {
-        let c = NodeConfig::parse(GOOD).unwrap();
+        let c = NodeConfig::parse(&good()).unwrap();
         assert_eq!(
             (c.http.max_concurrent_transfers, c.http.request_timeout_secs),
             (64, 60)
@@ -820,12 +821,12 @@ token_secrets = ["0123456789abcdef0123456789abcdef"]
         assert!(!c.http.anonymous_downloads);
         assert_eq!((c.http.tls(), c.http.slot_secrets.len()), (None, 0));
         assert_eq!(c.http.cors_allowed_origins, ["*"]);
-        let c = NodeConfig::parse(&GOOD.replace("[http]", "[http]\ncors_allowed_origins = [\"https://chat.example.com\", \"http://127.0.0.1:5280\"]")).unwrap();
+        let c = NodeConfig::parse(&good().replace("[http]", "[http]\ncors_allowed_origins = [\"https://chat.example.com\", \"http://127.0.0.1:5280\"]")).unwrap();
         assert_eq!(
             c.http.cors_allowed_origins,
             ["https://chat.example.com", "http://127.0.0.1:5280"]
         );
-        let c = NodeConfig::parse(&GOOD.replace(
+        let c = NodeConfig::parse(&good().replace(
             "[http]",
             "[http]\ntls_certificate = \"/etc/c.pem\"\ntls_key = \"/etc/k.pem\"\nslot_secrets = [\"0123456789abcdef\", \"fedcba9876543210\"]",
         ))
@@ -871,10 +872,10 @@ token_secrets = ["0123456789abcdef0123456789abcdef"]
                 "http.cors_allowed_origins:",
             ),
         ] {
-            let e = error_of(&GOOD.replace("[http]", &format!("[http]\n{text}")));
+            let e = error_of(&good().replace("[http]", &format!("[http]\n{text}")));
             assert!(e.starts_with(key), "expected {key} in: {e}");
         }
-        let e = error_of(&GOOD.replace("[http]", "[http]\nslot_secret = \"0123456789abcdef\""));
+        let e = error_of(&good().replace("[http]", "[http]\nslot_secret = \"0123456789abcdef\""));
         assert!(
             e.contains("unknown field `slot_secret`") && e.contains("`slot_secrets`"),
             "the old key points to the new one: {e}"
@@ -885,27 +886,30 @@ token_secrets = ["0123456789abcdef0123456789abcdef"]
     fn bad_values_name_their_key() {
         let cases = [
             (
-                GOOD.replace("/srv/mft/node_1", "srv/mft"),
+                good().replace("/srv/mft/node_1", "srv/mft"),
                 "file_server.directory:",
             ),
             (
-                GOOD.replace("http://127.0.0.1:7336/", "ftp://x"),
+                good().replace("http://127.0.0.1:7336/", "ftp://x"),
                 "node.public_url:",
             ),
             (
-                GOOD.replace("0123456789abcdef0123456789abcdef", "short"),
+                good().replace("0123456789abcdef0123456789abcdef", "short"),
                 "http.token_secrets:",
             ),
             (
-                GOOD.replace("node_1\"\npublic", "node/1\"\npublic"),
+                good().replace("node_1\"\npublic", "node/1\"\npublic"),
                 "node.id:",
             ),
             (
-                format!("{GOOD}\n[database]\nkind = \"postgres\"\nurl = \"/tmp/x\"\n"),
+                format!(
+                    "{}\n[database]\nkind = \"postgres\"\nurl = \"/tmp/x\"\n",
+                    good()
+                ),
                 "database.url:",
             ),
             (
-                format!("{GOOD}\n[database]\npool_size = 0\n"),
+                format!("{}\n[database]\npool_size = 0\n", good()),
                 "database.pool_size:",
             ),
         ];
@@ -918,25 +922,25 @@ token_secrets = ["0123456789abcdef0123456789abcdef"]
 
     #[test]
     fn wrong_types_and_missing_keys_are_reported() {
-        let e = error_of(&GOOD.replace("port = 2222", "port = \"ssh\""));
+        let e = error_of(&good().replace("port = 2222", "port = \"ssh\""));
         assert!(e.contains("port"), "{e}");
-        let e = error_of(&GOOD.replace("user = \"mft\"\n", ""));
+        let e = error_of(&good().replace("user = \"mft\"\n", ""));
         assert!(e.contains("missing field `user`"), "{e}");
-        let e = error_of(&format!("{GOOD}\n[node.x"));
+        let e = error_of(&format!("{}\n[node.x", good()));
         assert!(e.contains("line"), "{e}");
     }
 
     #[test]
     fn log_level_is_one_of_five() {
-        let c = NodeConfig::parse(&format!("{GOOD}\n[log]\nlevel = \"debug\"\n")).unwrap();
+        let c = NodeConfig::parse(&format!("{}\n[log]\nlevel = \"debug\"\n", good())).unwrap();
         assert_eq!(c.log.level, LogLevel::Debug);
-        let e = error_of(&format!("{GOOD}\n[log]\nlevel = \"verbose\"\n"));
+        let e = error_of(&format!("{}\n[log]\nlevel = \"verbose\"\n", good()));
         assert!(e.contains("unknown variant `verbose`"), "{e}");
     }
 
     #[test]
     fn transfer_modes_parse() {
-        let c = NodeConfig::parse(&GOOD.replace(
+        let c = NodeConfig::parse(&good().replace(
             "[file_server]",
             "transfer_mode = \"peer-to-peer\"\n[file_server]",
         ))
@@ -947,12 +951,13 @@ token_secrets = ["0123456789abcdef0123456789abcdef"]
 
     #[test]
     fn fsd_section_has_defaults_and_limits() {
-        let c = NodeConfig::parse(GOOD).unwrap();
+        let c = NodeConfig::parse(&good()).unwrap();
         assert_eq!(c.fsd.free_space_warn_percent, 10);
         assert_eq!(c.fsd.status_file, PathBuf::from("/run/mft/fsd-status.json"));
         assert_eq!(c.fsd.keepalive_secs, 5);
         let c = NodeConfig::parse(&format!(
-            "{GOOD}\n[fsd]\nfree_space_warn_percent = 0\nkeepalive_secs = 1\n"
+            "{}\n[fsd]\nfree_space_warn_percent = 0\nkeepalive_secs = 1\n",
+            good()
         ))
         .unwrap();
         assert_eq!(
@@ -968,10 +973,10 @@ token_secrets = ["0123456789abcdef0123456789abcdef"]
             ("keepalive_secs = 0", "fsd.keepalive_secs:"),
             ("keepalive_secs = 6", "fsd.keepalive_secs:"),
         ] {
-            let e = error_of(&format!("{GOOD}\n[fsd]\n{text}\n"));
+            let e = error_of(&format!("{}\n[fsd]\n{text}\n", good()));
             assert!(e.starts_with(key), "expected {key} in: {e}");
         }
-        let e = error_of(&format!("{GOOD}\n[fsd]\nkeepalive = 5\n"));
+        let e = error_of(&format!("{}\n[fsd]\nkeepalive = 5\n", good()));
         assert!(e.contains("unknown field `keepalive`"), "{e}");
     }
 
@@ -979,7 +984,7 @@ token_secrets = ["0123456789abcdef0123456789abcdef"]
     fn load_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.toml");
-        std::fs::write(&path, GOOD.replace("fs_1", "fs!")).unwrap();
+        std::fs::write(&path, good().replace("fs_1", "fs!")).unwrap();
         let e = NodeConfig::load(&path).unwrap_err().to_string();
         assert!(
             e.starts_with(&format!("{}: file_server.name:", path.display())),

@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 
 use crate::store::Mount;
 use logd::{LogdError, Method};
+use mft_config::fixture::NodeConfigText;
 use mft_config::NodeConfig;
 
 use crate::audit::memory::{MemoryAuditLog, Row};
@@ -65,27 +66,20 @@ impl Node {
 
     fn configured(transfer_mode: &str, http: &str) -> Node {
         let mount = tempfile::tempdir().unwrap();
-        let config = NodeConfig::parse(&format!(
-            r#"
-[node]
-id = "node_1"
-public_url = "{PUBLIC_URL}/"
-transfer_mode = "{transfer_mode}"
-
-[file_server]
-name = "fs_1"
-host = "files.example.com"
-user = "mft"
-directory = "/srv/mft/node_1/"
-host_key = "files.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE"
-mount_point = "{}"
-
-[http]
-token_secrets = ["{SECRET}"]
-{http}
-"#,
-            mount.path().display()
-        ))
+        let config = NodeConfig::parse(
+            &NodeConfigText::new()
+                .set("node", "public_url", format!("{PUBLIC_URL}/"))
+                .set("node", "transfer_mode", transfer_mode)
+                .set("file_server", "directory", "/srv/mft/node_1/")
+                .set(
+                    "file_server",
+                    "mount_point",
+                    mount.path().display().to_string(),
+                )
+                .set("http", "token_secrets", vec![SECRET])
+                .lines("http", http)
+                .text(),
+        )
         .unwrap();
         let audit = Arc::new(MemoryAuditLog::default());
         let clock = Arc::new(ManualClock(Mutex::new(at(11, 15, 30))));

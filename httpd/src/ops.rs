@@ -281,6 +281,8 @@ pub(crate) mod tests {
     use actix_web::test::{self, TestRequest};
     use actix_web::{middleware, App};
 
+    use mft_config::fixture::NodeConfigText;
+
     use super::*;
     use crate::node_status::tests::{fsd_status, logd_status};
 
@@ -347,28 +349,20 @@ pub(crate) mod tests {
 
     /// A node whose mount point and fsd status file are under `dir`.
     pub(crate) fn config(dir: &std::path::Path) -> NodeConfig {
-        NodeConfig::parse(&format!(
-            r#"
-[node]
-id = "node_1"
-public_url = "https://mft1.example.com"
-
-[file_server]
-name = "fs_1"
-host = "files.example.com"
-user = "mft"
-directory = "/srv/mft/node_1"
-host_key = "files.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE"
-mount_point = "{dir}/mnt"
-
-[http]
-token_secrets = ["0123456789abcdef0123456789abcdef"]
-
-[fsd]
-status_file = "{dir}/fsd-status.json"
-"#,
-            dir = dir.display()
-        ))
+        NodeConfig::parse(
+            &NodeConfigText::new()
+                .set(
+                    "file_server",
+                    "mount_point",
+                    dir.join("mnt").display().to_string(),
+                )
+                .set(
+                    "fsd",
+                    "status_file",
+                    dir.join("fsd-status.json").display().to_string(),
+                )
+                .text(),
+        )
         .unwrap()
     }
 

@@ -143,6 +143,7 @@ mod tests {
     use std::path::PathBuf;
 
     use chrono::{Duration, Utc};
+    use mft_config::fixture::NodeConfigText;
 
     use super::*;
     use crate::auth::DownloadGrant;
@@ -152,19 +153,15 @@ mod tests {
 
     /// A configuration in `dir` with `secret` and, if given, TLS files.
     fn write_config(dir: &Path, secret: &str, tls: Option<(&Path, &Path)>) -> PathBuf {
-        let tls = tls.map_or(String::new(), |(c, k)| {
-            format!(
-                "tls_certificate = {:?}\ntls_key = {:?}\n",
-                c.display().to_string(),
-                k.display().to_string()
-            )
-        });
-        let text = format!(
-            "[node]\nid = \"node_1\"\npublic_url = \"https://127.0.0.1:7336\"\n\
-             [file_server]\nname = \"fs\"\nhost = \"127.0.0.1\"\nuser = \"u\"\ndirectory = \"/srv/node_1\"\n\
-             host_key = \"127.0.0.1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\"\n\
-             [http]\ntoken_secrets = [\"{secret}\"]\nslot_secrets = [\"slot-secret-0123456789\"]\n{tls}"
-        );
+        let mut config = NodeConfigText::new()
+            .set("http", "token_secrets", vec![secret])
+            .set("http", "slot_secrets", vec!["slot-secret-0123456789"]);
+        if let Some((certificate, key)) = tls {
+            config = config
+                .set("http", "tls_certificate", certificate.display().to_string())
+                .set("http", "tls_key", key.display().to_string());
+        }
+        let text = config.text();
         let path = dir.join("node.toml");
         std::fs::write(&path, text).unwrap();
         path

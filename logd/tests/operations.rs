@@ -15,6 +15,7 @@ use logd::mount::Mount;
 use logd::purge::{self, PurgeError, Selection};
 use logd::reconcile;
 use logd::{Method, Transfer};
+use mft_config::fixture::NodeConfigText;
 use mft_config::NAMES_DIR;
 
 use common::{sample, Backend, TestDb};
@@ -371,15 +372,17 @@ fn config_file(db: &TestDb) -> std::path::PathBuf {
         mft_config::DatabaseKind::Sqlite => "sqlite",
         mft_config::DatabaseKind::Postgres => "postgres",
     };
-    let text = format!(
-        "[node]\nid = \"node_1\"\npublic_url = \"https://mft1.example.com\"\n\n\
-         [file_server]\nname = \"fs1\"\nhost = \"files.example.com\"\nuser = \"mft\"\n\
-         directory = \"{DIRECTORY}\"\nmount_point = \"{}\"\nhost_key = \"files.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA\"\n\n\
-         [database]\nkind = \"{kind}\"\nurl = \"{}\"\n\n[http]\ntoken_secrets = [\"{}\"]\n",
-        db.dir.path().join("mount").display(),
-        db.config.url,
-        "s".repeat(32)
-    );
+    let text = NodeConfigText::new()
+        .set("file_server", "directory", DIRECTORY)
+        .set(
+            "file_server",
+            "mount_point",
+            db.dir.path().join("mount").display().to_string(),
+        )
+        .set("database", "kind", kind)
+        .set("database", "url", db.config.url.as_str())
+        .set("http", "token_secrets", vec!["s".repeat(32)])
+        .text();
     let path = db.dir.path().join("node.toml");
     std::fs::write(&path, text).unwrap();
     path

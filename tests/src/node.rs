@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use mft_config::fixture::NodeConfigText;
 use nix::sys::signal::Signal;
 
 use crate::{bin, free_port, is_mounted, run, wait_until, Process, Sshd};
@@ -82,53 +83,50 @@ impl NodeToml {
             Database::Sqlite => "sqlite",
             Database::Postgres(_) => "postgres",
         };
-        let keepalive = self
-            .keepalive_secs
-            .map(|s| format!("keepalive_secs = {s}\n"))
-            .unwrap_or_default();
-        format!(
-            r#"[node]
-id = "{id}"
-public_url = "http://127.0.0.1:{http_port}"
-
-[file_server]
-name = "test_fileserver"
-host = "127.0.0.1"
-port = {ssh_port}
-user = "root"
-directory = "{server_dir}"
-host_key = "{host_key}"
-private_key = "{key}"
-mount_point = "{mount}"
-
-[database]
-kind = "{kind}"
-url = "{database_url}"
-
-[logd]
-socket = "{socket}"
-
-[http]
-listen = "127.0.0.1:{http_port}"
-token_secrets = ["test-secret-0123456789abcdef0123456789"]
-{http_extra}
-[fsd]
-status_file = "{fsd_status}"
-free_space_warn_percent = {free_space}
-{keepalive}"#,
-            id = self.id,
-            http_port = self.http_port,
-            ssh_port = self.ssh_port,
-            server_dir = self.server_dir.display(),
-            host_key = self.host_key,
-            key = self.client_key.display(),
-            mount = self.mount_point.display(),
-            database_url = self.database_url(),
-            socket = self.dir.join("logd.sock").display(),
-            fsd_status = self.dir.join("fsd-status.json").display(),
-            free_space = self.free_space_warn_percent,
-            http_extra = self.http_extra,
-        )
+        let path = |p: &Path| p.display().to_string();
+        let mut text = NodeConfigText::new()
+            .set("node", "id", self.id.as_str())
+            .set(
+                "node",
+                "public_url",
+                format!("http://127.0.0.1:{}", self.http_port),
+            )
+            .set("file_server", "name", "test_fileserver")
+            .set("file_server", "host", "127.0.0.1")
+            .set("file_server", "port", u32::from(self.ssh_port))
+            .set("file_server", "user", "root")
+            .set("file_server", "directory", path(&self.server_dir))
+            .set("file_server", "host_key", self.host_key.as_str())
+            .set("file_server", "private_key", path(&self.client_key))
+            .set("file_server", "mount_point", path(&self.mount_point))
+            .set("database", "kind", kind)
+            .set("database", "url", self.database_url())
+            .set("logd", "socket", path(&self.dir.join("logd.sock")))
+            .set("http", "listen", format!("127.0.0.1:{}", self.http_port))
+            .set(
+                "http",
+                "token_secrets",
+                vec!["test-secret-0123456789abcdef0123456789"],
+            )
+            .lines("http", &self.http_extra)
+            .set(
+                "fsd",
+                "status_file",
+                path(&self.dir.join("fsd-status.json")),
+            )
+            .set(
+                "fsd",
+                "free_space_warn_percent",
+                u32::from(self.free_space_warn_percent),
+            );
+        if let Some(secs) = self.keepalive_secs {
+            text = text.set(
+                "fsd",
+                "keepalive_secs",
+                i64::try_from(secs).expect("a TOML integer"),
+            );
+        }
+        text.text()
     }
 
     /// Writes `dir/node.toml` and returns its path.

@@ -227,6 +227,10 @@ pub struct Sshd {
     process: Option<Process>,
 }
 
+/// The throwaway sshd's configuration, with placeholders: the one scripts/run-node and
+/// scripts/fs-suites fill too.
+const THROWAWAY_SSHD_CONFIG: &str = include_str!("../../scripts/lib/throwaway-sshd.conf");
+
 impl Sshd {
     /// Serves root, authorizing [`Sshd::client_key`] from a file of the test's own.
     pub fn start() -> Result<Self> {
@@ -258,25 +262,40 @@ impl Sshd {
             fields.next().context("host key")?,
         );
         let port = free_port();
-        let accounts = match user {
+        // Root with a key file of the test's own, or a system user's own keys, checked as a
+        // production file server checks them.
+        let (authorized_keys, strict_modes, permit_root_login, allow_users) = match user {
             None => {
-                std::fs::copy(client_key.with_extension("pub"), dir.path().join("authorized_keys"))?;
-                format!(
-                    "AuthorizedKeysFile {}/authorized_keys\nStrictModes no\nPermitRootLogin prohibit-password\nAllowUsers root\n",
-                    dir.path().display()
-                )
+                std::fs::copy(
+                    client_key.with_extension("pub"),
+                    dir.path().join("authorized_keys"),
+                )?;
+                let keys = dir.path().join("authorized_keys").display().to_string();
+                (keys, "no", "prohibit-password", "root")
             }
-            Some(user) => format!(
-                "AuthorizedKeysFile .ssh/authorized_keys\nStrictModes yes\nPermitRootLogin no\nAllowUsers {user}\n"
-            ),
+            Some(user) => (".ssh/authorized_keys".to_owned(), "yes", "no", user),
         };
-        let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile {d}/sshd.pid\n{accounts}UsePAM no\n\
-             PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
-             Subsystem sftp internal-sftp\nMaxStartups 100\nMaxSessions 100\nLogLevel VERBOSE\n",
-            hk = host_key.display(),
-            d = dir.path().display()
-        );
+        let mut config: String = THROWAWAY_SSHD_CONFIG
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        for (placeholder, value) in [
+            ("@PORT@", port.to_string()),
+            ("@HOST_KEY@", host_key.display().to_string()),
+            (
+                "@PID_FILE@",
+                dir.path().join("sshd.pid").display().to_string(),
+            ),
+            ("@AUTHORIZED_KEYS@", authorized_keys),
+            ("@STRICT_MODES@", strict_modes.to_owned()),
+            ("@PERMIT_ROOT_LOGIN@", permit_root_login.to_owned()),
+            ("@ALLOW_USERS@", allow_users.to_owned()),
+        ] {
+            config = config.replace(placeholder, &value);
+        }
+        // Tests run in parallel and open many connections at once; the log shows each login.
+        config.push_str("MaxStartups 100\nMaxSessions 100\nLogLevel VERBOSE\n");
         std::fs::write(dir.path().join("sshd_config"), config)?;
         // sshd's privilege-separation directory; the Debian package makes it only at boot.
         std::fs::create_dir_all("/run/sshd")?;

@@ -533,21 +533,7 @@ fn sftp_processes(sshd: &Sshd) -> Result<Vec<Pid>> {
     let listener: i32 = fs::read_to_string(sshd.dir.path().join("sshd.pid"))?
         .trim()
         .parse()?;
-    let parents: Vec<(i32, i32)> = fs::read_dir("/proc")?
-        .filter_map(|entry| {
-            let pid: i32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
-            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // pid (comm) state ppid ...: comm may hold spaces and parentheses.
-            let ppid = stat
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            Some((pid, ppid))
-        })
-        .collect();
+    let parents = mft_tests::parent_pids();
     let children = |of: i32| {
         parents
             .iter()

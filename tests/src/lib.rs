@@ -177,9 +177,9 @@ pub fn kill_tree(root: i32) {
     let _ = kill(Pid::from_raw(root), Signal::SIGKILL);
 }
 
-/// Every descendant of `root` (children, their children, ...), from /proc.
-fn descendants(root: i32) -> Vec<i32> {
-    let parents: Vec<(i32, i32)> = std::fs::read_dir("/proc")
+/// Every process and its parent, `(pid, ppid)`, from /proc.
+pub fn parent_pids() -> Vec<(i32, i32)> {
+    std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .filter_map(|e| {
@@ -195,7 +195,29 @@ fn descendants(root: i32) -> Vec<i32> {
                 .ok()?;
             Some((pid, ppid))
         })
-        .collect();
+        .collect()
+}
+
+/// Every regular file under `dir`, hidden ones (partial uploads) included.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Every descendant of `root` (children, their children, ...), from /proc.
+fn descendants(root: i32) -> Vec<i32> {
+    let parents = parent_pids();
     let mut found = vec![root];
     let mut i = 0;
     while i < found.len() {

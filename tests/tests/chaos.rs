@@ -8,7 +8,7 @@
 //! [`HTTPD_KILL_WINDOW`]). The counts are printed (`cargo test --test chaos -- --nocapture`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::{Connection, QueryableByName, RunQueryDsl};
 use mft_config::{FILES_DIR, NAMES_DIR};
-use mft_tests::{bin, sha256_file, wait_until, Database, Node, Postgres, Sshd};
+use mft_tests::{bin, files_under, sha256_file, wait_until, Database, Node, Postgres, Sshd};
 use rand::Rng;
 
 /// How long the clients keep sending.
@@ -341,23 +341,6 @@ fn rows(node: &Node) -> Vec<Row> {
     )
     .load(&mut conn)
     .unwrap()
-}
-
-/// Every file under `dir`.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_owned()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                found.push(path);
-            }
-        }
-    }
-    found
 }
 
 /// The real names of the real-name links (`.names/<file_name>`) whose file is not under

@@ -14,24 +14,7 @@ use std::time::Duration;
 
 use diesel::sql_types::{BigInt, Text};
 use diesel::{Connection, QueryableByName, RunQueryDsl};
-use mft_tests::{run, wait_until, Database, Node, Sshd};
-
-/// Every regular file under `dir`, hidden ones (partial uploads) included.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_owned()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                found.push(path);
-            }
-        }
-    }
-    found
-}
+use mft_tests::{files_under, run, wait_until, Database, Node, Sshd};
 
 #[derive(QueryableByName, Debug)]
 struct AftRow {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod file_share;
 mod node;
 pub mod prosody;
 use nix::sys::signal::{kill, Signal};

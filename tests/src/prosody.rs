@@ -56,11 +56,7 @@ impl Prosody {
 
     /// [`Prosody::start`], serving and knowing what `options` say.
     pub fn start_with(base_url: &str, secret: &str, options: Options) -> Result<Self> {
-        if !Path::new("/usr/bin/prosody").exists() {
-            bail!(
-                "prosody is not installed: run scripts/test (it installs Debian's prosody package)"
-            );
-        }
+        ensure_installed()?;
         let dir = tempfile::tempdir()?;
         let c2s_port = free_port();
         let config = dir.path().join("prosody.cfg.lua");
@@ -148,32 +144,16 @@ muc_room_default_persistent = true
     }
 
     fn start_process(&mut self) -> Result<()> {
-        let log = self.dir.path().join("prosody.stdout");
-        let mut process = Process::spawn(
-            "prosody",
-            Command::new("prosody")
-                .arg("--config")
-                .arg(&self.config)
-                .arg("-F"),
-            &log,
-        )?;
         let ports: Vec<u16> = std::iter::once(self.c2s_port)
             .chain(self.http_port)
             .collect();
-        wait_until(Duration::from_secs(15), "prosody's ports", || {
-            process.check_alive().is_ok()
-                && ports
-                    .iter()
-                    .all(|&port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
-        })
-        .with_context(|| self.log())?;
-        self.process = Some(process);
+        self.process = Some(spawn(self.dir.path(), &self.config, &ports)?);
         Ok(())
     }
 
     /// Prosody's own log, for failure messages.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("prosody.log")).unwrap_or_default()
+        log(self.dir.path())
     }
 
     /// Runs `tests/xmpp/clients.py` with `args` against this server; returns its JSON answer.
@@ -194,6 +174,40 @@ muc_room_default_persistent = true
         let last = out.lines().last().unwrap_or_default();
         serde_json::from_str(last).with_context(|| format!("clients.py printed no JSON: {out}"))
     }
+}
+
+/// Fails unless Debian's prosody package is installed.
+pub(crate) fn ensure_installed() -> Result<()> {
+    if !Path::new("/usr/bin/prosody").exists() {
+        bail!("prosody is not installed: run scripts/test (it installs Debian's prosody package)");
+    }
+    Ok(())
+}
+
+/// Runs Prosody with `config` in the foreground (its output in `dir/prosody.stdout`) and waits
+/// until it serves each of `ports` on 127.0.0.1; fails with its log (`dir/prosody.log`).
+pub(crate) fn spawn(dir: &Path, config: &Path, ports: &[u16]) -> Result<Process> {
+    let mut process = Process::spawn(
+        "prosody",
+        Command::new("prosody")
+            .arg("--config")
+            .arg(config)
+            .arg("-F"),
+        &dir.join("prosody.stdout"),
+    )?;
+    wait_until(Duration::from_secs(15), "prosody's ports", || {
+        process.check_alive().is_ok()
+            && ports
+                .iter()
+                .all(|&port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
+    })
+    .with_context(|| log(dir))?;
+    Ok(process)
+}
+
+/// Prosody's own log in `dir` (the configuration's `log` file).
+pub(crate) fn log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("prosody.log")).unwrap_or_default()
 }
 
 /// Writes each user's roster (storage `internal`: one Lua table per user) with `contacts`.

@@ -15,11 +15,14 @@
 //! What it does not do:
 //! - A directory `fsync` is answered as success without asking the server: SFTP cannot sync a
 //!   directory. A rename or create is as durable as the server's journaling file system makes
-//!   it. A caller that fsyncs a directory after a rename (httpd does, as on any file system)
-//!   pays the kernel's `OPENDIR`, `FSYNCDIR` and `RELEASEDIR` requests to fsd and gets no
-//!   further durability from them.
+//!   it. A caller that fsyncs a directory after a rename would pay the kernel's `OPENDIR`,
+//!   `FSYNCDIR` and `RELEASEDIR` requests to fsd and get no further durability: httpd does not.
 //! - No special files (FIFOs, sockets, devices: `EPERM`), no `RENAME_EXCHANGE` (`EINVAL`),
 //!   no names that are not UTF-8 (`EINVAL`).
+
+/// The largest write the mount takes in one request (the kernel splits larger ones): a caller
+/// that gathers its writes to this size sends the file server the fewest requests.
+pub const MAX_WRITE: u32 = 1024 * 1024;
 
 /// What a failed call on the mount means for its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,10 +23,9 @@ use fuser::{
 };
 
 use crate::backend::{FileKind, SftpBackend};
+use crate::contract::MAX_WRITE;
 use crate::fs::{AttributeChanges, Filesystem, FsError, FsResult, InodeAttributes, ATTR_TTL};
 
-/// The largest write the kernel sends in one request.
-pub const MAX_WRITE: u32 = 1024 * 1024;
 /// How much the kernel reads ahead of a sequential reader.
 const MAX_READAHEAD: u32 = 1024 * 1024;
 /// Asynchronous requests (read-ahead) the kernel keeps in flight.

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::store::{Store, StoreError};
+use crate::store::{in_new_dir, Store, StoreError};
 
 /// One directory of records under the node's directory.
 #[derive(Debug, Clone)]
@@ -53,20 +53,17 @@ impl RecordDir {
             .await
     }
 
-    /// Writes the record `name` durably ([`mft_journal::durable::write_atomic`]: temporary name,
-    /// fsync, rename, fsync the directory).
+    /// Writes the record `name` durably ([`mft_journal::durable::replace`]: temporary name,
+    /// fsync, rename; then [`Store::sync_dir`]), making its directory if it is missing.
     pub async fn put(&self, name: &str, record: &impl Serialize) -> Result<(), StoreError> {
         let (dir, name) = (self.store.root().join(self.dir), format!("{name}.json"));
         let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Io(e.into()))?;
         self.store
             .blocking(move |store| {
                 store.check_root()?;
-                std::fs::create_dir_all(&dir)?;
-                Ok(mft_journal::durable::write_atomic(
-                    &dir.join(name),
-                    &bytes,
-                    None,
-                )?)
+                let path = dir.join(name);
+                in_new_dir(&dir, || mft_journal::durable::replace(&path, &bytes, None))?;
+                Ok(store.sync_dir(&dir)?)
             })
             .await
     }

@@ -17,27 +17,37 @@
 //! it starts: it takes every `.part` under `files/` but those this process is writing.
 //!
 //! Errors are classed once, by fsd's contract ([`fsd::contract`], `docs/fsd-contract.md`). The
-//! directory fsyncs after each rename are answered by fsd without asking the file server (SFTP
-//! cannot sync a directory): on its mount they cost three FUSE requests each and add nothing;
-//! they are kept because the store also runs on plain directories.
+//! contract also says a directory fsync is a no-op on fsd's mount (SFTP cannot sync a
+//! directory), so the store fsyncs directories after its renames only on plain directories
+//! ([`Mount::Directory`]): on the mount each would cost three FUSE requests and add nothing.
+//! Directories are made only when a call finds them missing, not checked before each file.
 //!
-//! All file system calls run on tokio's blocking pool; bodies move chunk by chunk.
+//! All file system calls run on tokio's blocking pool. An upload's body is gathered into writes
+//! of fsd's largest size ([`WRITE_SIZE`]), the next gathered while the last is written; a file
+//! smaller than that is written whole by its commit, in the same call to the pool as its fsync.
 
 use std::collections::HashSet;
-use std::io;
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use fsd::contract::ErrnoClass;
 use mft_journal::durable::sync_dir;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
+use tokio::task::JoinHandle;
 
 use crate::layout::{ChatType, FileLocation, FileName, HourAllocator, FILES_DIR};
 use crate::real_name::RealName;
 
 pub use mft_config::NAMES_DIR;
+
+/// The most an upload writes to the mount in one call: fsd's largest FUSE write
+/// ([`fsd::contract::MAX_WRITE`]), so a body arrives at the file server in as few requests as
+/// it can, whatever the size of the chunks it came in.
+pub const WRITE_SIZE: usize = fsd::contract::MAX_WRITE as usize;
 
 /// A failed file system operation on the mount, classified by what it means for the client.
 /// The OS error is the `source`, not part of the message: log with the cause chain.
@@ -106,6 +116,9 @@ impl Mount {
 pub struct Store {
     root: PathBuf,
     mount: Mount,
+    /// The device number of the FUSE mount last found at `root` (0: none yet); see
+    /// [`Store::check_root`].
+    mounted_dev: AtomicU64,
     allocator: HourAllocator,
     in_flight: Arc<InFlight>,
 }
@@ -157,6 +170,7 @@ impl Store {
             allocator: HourAllocator::new(root.clone()),
             root,
             mount,
+            mounted_dev: AtomicU64::new(0),
             in_flight: Arc::default(),
         }
     }
@@ -177,8 +191,37 @@ impl Store {
 
     /// Fails with [`StoreError::Unavailable`] unless the root is there as [`Mount`] requires.
     /// Never creates the root: if it is missing, the file server is not there.
+    ///
+    /// On a FUSE mount, a root with the device number of the mount last found there is that
+    /// mount still (each mount has a device number of its own; an unmounted root has its parent
+    /// file system's): a `stat` the kernel answers from its cache, where [`Mount::check`]'s
+    /// `statfs` would be a request to fsd on every transfer.
     pub(crate) fn check_root(&self) -> Result<(), StoreError> {
-        self.mount.check(&self.root)
+        let dev = || std::fs::metadata(&self.root).map(|meta| meta.dev()).ok();
+        if self.mount == Mount::Fuse
+            && dev().is_some_and(|dev| dev == self.mounted_dev.load(Ordering::Relaxed))
+        {
+            return Ok(());
+        }
+        self.mount.check(&self.root)?;
+        if let Some(dev) = dev() {
+            self.mounted_dev.store(dev, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Whether renames here need their directory fsynced: not on fsd's mount, whose contract
+    /// makes a directory fsync a no-op.
+    fn syncs_dirs(&self) -> bool {
+        self.mount == Mount::Directory
+    }
+
+    /// Fsyncs `dir` after a rename in it, where that adds durability ([`Store::syncs_dirs`]).
+    pub(crate) fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        if self.syncs_dirs() {
+            sync_dir(dir)?;
+        }
+        Ok(())
     }
 
     /// Starts a new file for `chat_type` at `now`: picks its hour directory and a fresh random
@@ -200,21 +243,25 @@ impl Store {
                 file_name: FileName::random(),
             };
             let dir = store.root.join(location.dir.relative());
-            std::fs::create_dir_all(&dir)?;
             let part = dir.join(location.file_name.partial());
             // Registered before it exists, so that a sweep never sees it unregistered.
             let registration = Registration::new(&store.in_flight, &part);
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&part)?;
+            let file = in_new_dir(&dir, || {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&part)
+            })?;
             Ok(PartialFile {
-                file: Some(tokio::fs::File::from_std(file)),
+                writer: Writer::Idle(file),
+                pending: Vec::new(),
+                spare: Vec::new(),
                 content: ContentDigest::default(),
                 _registration: registration,
                 part,
                 dir,
                 names: store.root.join(NAMES_DIR),
+                syncs_dirs: store.syncs_dirs(),
                 location,
             })
         })
@@ -357,12 +404,9 @@ impl Store {
     fn rename(&self, from: &FileLocation, to: &FileLocation) -> Result<(), StoreError> {
         let (old, new) = (self.path_of(from), self.path_of(to));
         let dir = new.parent().expect("a file in the layout has a directory");
-        std::fs::create_dir_all(dir)?;
-        std::fs::rename(&old, &new)?;
-        sync_dir(dir)?;
-        Ok(sync_dir(
-            old.parent().expect("a file in the layout has a directory"),
-        )?)
+        in_new_dir(dir, || std::fs::rename(&old, &new))?;
+        self.sync_dir(dir)?;
+        Ok(self.sync_dir(old.parent().expect("a file in the layout has a directory"))?)
     }
 
     fn path_of(&self, location: &FileLocation) -> PathBuf {
@@ -422,16 +466,33 @@ impl ContentDigest {
 /// A file being written. Commit it, or it is deleted.
 #[derive(Debug)]
 pub struct PartialFile {
-    /// `None` once committed or discarded.
-    file: Option<tokio::fs::File>,
-    /// Of every byte written so far.
+    writer: Writer,
+    /// Bytes taken but not yet handed to a write.
+    pending: Vec<u8>,
+    /// The buffer of the last write, empty, for the next.
+    spare: Vec<u8>,
+    /// Of every byte taken so far.
     content: ContentDigest,
     _registration: Registration,
     part: PathBuf,
     dir: PathBuf,
     /// `.names/` under the node's directory.
     names: PathBuf,
+    /// Whether the commit fsyncs the directories of its rename and link ([`Store::syncs_dirs`]).
+    syncs_dirs: bool,
     location: FileLocation,
+}
+
+/// A write on the blocking pool, which gives the file back with its buffer emptied.
+type InFlightWrite = JoinHandle<io::Result<(std::fs::File, Vec<u8>)>>;
+
+/// The open partial file, or the write that has it now.
+#[derive(Debug)]
+enum Writer {
+    Idle(std::fs::File),
+    Writing(InFlightWrite),
+    /// Committed or discarded.
+    Closed,
 }
 
 impl PartialFile {
@@ -440,48 +501,81 @@ impl PartialFile {
         &self.location
     }
 
-    /// Bytes written so far.
+    /// Bytes taken so far.
     pub fn written(&self) -> u64 {
         self.content.bytes()
     }
 
+    /// Takes `chunk`; once [`WRITE_SIZE`] bytes are gathered, waits for the previous write and
+    /// starts theirs.
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
-        let file = self
-            .file
-            .as_mut()
-            .expect("a PartialFile is written only before commit or discard");
-        file.write_all(chunk).await?;
+        assert!(
+            !matches!(self.writer, Writer::Closed),
+            "a PartialFile is written only before commit or discard"
+        );
         self.content.update(chunk);
+        self.pending.extend_from_slice(chunk);
+        if self.pending.len() >= WRITE_SIZE {
+            let file = self.idle_file().await?;
+            let bytes = std::mem::replace(&mut self.pending, std::mem::take(&mut self.spare));
+            self.writer = Writer::Writing(tokio::task::spawn_blocking(move || {
+                let mut bytes = bytes;
+                (&file).write_all(&bytes)?;
+                bytes.clear();
+                Ok((file, bytes))
+            }));
+        }
         Ok(())
     }
 
-    /// Makes the file durable under its resource name, with `real_name` linked to it: flush,
-    /// fsync, the name link, rename, fsync both directories. On failure the partial file (and
-    /// the link) is deleted.
+    /// The file once no write has it; the writer is [`Writer::Closed`] until it is put back,
+    /// and stays so if the write failed.
+    async fn idle_file(&mut self) -> Result<std::fs::File, StoreError> {
+        match std::mem::replace(&mut self.writer, Writer::Closed) {
+            Writer::Idle(file) => Ok(file),
+            Writer::Writing(write) => {
+                let (file, spare) = write
+                    .await
+                    .map_err(|e| StoreError::Io(io::Error::other(e)))??;
+                self.spare = spare;
+                Ok(file)
+            }
+            Writer::Closed => unreachable!("a PartialFile is closed only by commit or discard"),
+        }
+    }
+
+    /// Makes the file durable under its resource name, with `real_name` linked to it: the last
+    /// bytes written, fsync, the name link, rename (and fsync both directories where that adds
+    /// durability). On failure the partial file (and the link) is deleted.
     pub async fn commit(mut self, real_name: &RealName) -> Result<Committed, StoreError> {
-        let mut file = self.file.take().expect("a PartialFile is committed once");
-        let part = self.part.clone();
-        let done = match file.flush().await {
-            Ok(()) => {
-                let file = file.into_std().await;
-                let (dir, names, location) =
-                    (self.dir.clone(), self.names.clone(), self.location.clone());
+        let done = match self.idle_file().await {
+            Ok(file) => {
+                let (part, dir, names, location) = (
+                    self.part.clone(),
+                    self.dir.clone(),
+                    self.names.clone(),
+                    self.location.clone(),
+                );
+                let (bytes, syncs_dirs) = (std::mem::take(&mut self.pending), self.syncs_dirs);
                 let real_name = real_name.as_str().to_owned();
                 blocking(move || {
+                    (&file).write_all(&bytes)?;
                     file.sync_all()?;
-                    std::fs::create_dir_all(&names)?;
                     let link = names.join(location.file_name.as_str());
-                    std::os::unix::fs::symlink(&real_name, &link)?;
+                    in_new_dir(&names, || std::os::unix::fs::symlink(&real_name, &link))?;
                     if let Err(e) = std::fs::rename(&part, dir.join(location.file_name.as_str())) {
                         remove_file_logged(&link, "real-name link");
                         return Err(e.into());
                     }
-                    sync_dir(&names)?;
-                    Ok(sync_dir(&dir)?)
+                    if syncs_dirs {
+                        sync_dir(&names)?;
+                        sync_dir(&dir)?;
+                    }
+                    Ok(())
                 })
                 .await
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         };
         match done {
             Ok(()) => Ok(Committed {
@@ -490,34 +584,59 @@ impl PartialFile {
                 sha256: std::mem::take(&mut self.content).hex(),
             }),
             Err(e) => {
-                remove_quietly(self.part.clone()).await;
+                remove_quietly(self.part.clone(), None).await;
                 Err(e)
             }
         }
     }
 
-    /// Deletes the partial file now (rather than in the background on drop).
+    /// Deletes the partial file now (rather than in the background on drop), once a write in
+    /// flight is done.
     pub async fn discard(mut self) {
-        self.file = None;
-        remove_quietly(self.part.clone()).await;
+        let write = self.close();
+        remove_quietly(self.part.clone(), write).await;
+    }
+
+    /// Closes the file: the write still in flight, if any, for the caller to wait for.
+    fn close(&mut self) -> Option<InFlightWrite> {
+        match std::mem::replace(&mut self.writer, Writer::Closed) {
+            Writer::Writing(write) => Some(write),
+            Writer::Idle(_) | Writer::Closed => None,
+        }
     }
 }
 
 impl Drop for PartialFile {
     fn drop(&mut self) {
         // Dropped before commit or discard: the request was cancelled mid-upload.
-        if self.file.take().is_some() {
-            let part = self.part.clone();
+        if !matches!(self.writer, Writer::Closed) {
+            let (part, write) = (self.part.clone(), self.close());
             match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => drop(runtime.spawn(remove_quietly(part))),
+                Ok(runtime) => drop(runtime.spawn(remove_quietly(part, write))),
                 Err(_) => remove_file_logged(&part, "partial upload"),
             }
         }
     }
 }
 
-/// Deletes a partial file; failing to is logged here, since nobody else can act on it.
-async fn remove_quietly(part: PathBuf) {
+/// Runs `make` (a call that makes a name in `dir`); if `dir` is missing, makes it (and its
+/// parents) and runs `make` again.
+pub(crate) fn in_new_dir<T>(dir: &Path, make: impl Fn() -> io::Result<T>) -> io::Result<T> {
+    match make() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)?;
+            make()
+        }
+        made => made,
+    }
+}
+
+/// Deletes a partial file, after the `write` still in flight on it; failing to is logged here,
+/// since nobody else can act on it.
+async fn remove_quietly(part: PathBuf, write: Option<InFlightWrite>) {
+    if let Some(write) = write {
+        let _ = write.await;
+    }
     if let Err(e) =
         tokio::task::spawn_blocking(move || remove_file_logged(&part, "partial upload")).await
     {
@@ -644,6 +763,84 @@ mod tests {
             entries(&mount.path().join(NAMES_DIR)).is_empty(),
             "the name link goes with the file"
         );
+    }
+
+    /// An upload's chunks reach the mount in writes of [`WRITE_SIZE`] (the rest with the
+    /// commit), not one write per chunk.
+    #[tokio::test]
+    async fn chunks_are_gathered_into_writes_of_write_size() {
+        let mount = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::new(mount.path(), Mount::Directory));
+        let mut part = store.create(ChatType::Im, now()).await.unwrap();
+        let on_disk = mount
+            .path()
+            .join("files/im/20140811/15")
+            .join(part.location().file_name.partial());
+        let size = || std::fs::metadata(&on_disk).unwrap().len();
+        let chunk = vec![7u8; 64 * 1024];
+        for _ in 0..WRITE_SIZE / chunk.len() - 1 {
+            part.write(&chunk).await.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(
+            size(),
+            0,
+            "nothing written before WRITE_SIZE bytes are gathered"
+        );
+        part.write(&chunk).await.unwrap();
+        part.write(b"tail").await.unwrap();
+        let _ = part
+            .idle_file()
+            .await
+            .map(|file| part.writer = Writer::Idle(file));
+        assert_eq!(size(), WRITE_SIZE as u64, "one write of WRITE_SIZE bytes");
+        let committed = part
+            .commit(&RealName::parse("a.bin").unwrap())
+            .await
+            .unwrap();
+        let stored = std::fs::read(mount.path().join(committed.location.relative())).unwrap();
+        assert_eq!(stored.len(), WRITE_SIZE + 4);
+        assert!(stored.ends_with(b"\x07tail"));
+        assert_eq!(committed.size, stored.len() as u64);
+    }
+
+    /// `.names/` (or an hour directory) removed behind the store's back is made again.
+    #[tokio::test]
+    async fn missing_directories_are_made_again() {
+        let mount = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::new(mount.path(), Mount::Directory));
+        for _ in 0..2 {
+            let _ = std::fs::remove_dir_all(mount.path().join(NAMES_DIR));
+            let _ = std::fs::remove_dir_all(mount.path().join("files"));
+            let mut part = store.create(ChatType::Im, now()).await.unwrap();
+            part.write(b"x").await.unwrap();
+            let location = part
+                .commit(&RealName::parse("x.txt").unwrap())
+                .await
+                .unwrap()
+                .location;
+            let stored = store.open(&location).await.unwrap().unwrap();
+            assert_eq!(stored.real_name.as_deref(), Some("x.txt"));
+        }
+    }
+
+    /// A partial file dropped while one of its writes is in flight is removed once it is done.
+    #[tokio::test]
+    async fn a_file_dropped_mid_write_is_deleted() {
+        let mount = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::new(mount.path(), Mount::Directory));
+        let hour_dir = mount.path().join("files/im/20140811/15");
+        let mut part = store.create(ChatType::Im, now()).await.unwrap();
+        part.write(&vec![1u8; WRITE_SIZE]).await.unwrap();
+        assert!(matches!(part.writer, Writer::Writing(_)));
+        drop(part);
+        for _ in 0..200 {
+            if entries(&hour_dir).is_empty() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("left behind: {:?}", entries(&hour_dir));
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! Durable, atomic file replacement: [`write_atomic`] writes a temporary file beside the target
 //! (`.<name>.part`), fsyncs it, renames it over the target and fsyncs the directory, so that a
 //! reader sees the old content or the new, never half of it, and a crash after it returns keeps
-//! the new. [`sync_dir`] is the last step alone, for callers that rename by themselves.
+//! the new. [`replace`] is all but the directory's fsync, for a file system whose renames are
+//! durable without it; [`sync_dir`] is the last step alone, for callers that rename by themselves.
 
 use std::fs::{File, OpenOptions, Permissions};
 use std::io::{self, Write};
@@ -13,17 +14,24 @@ use std::path::{Path, PathBuf};
 /// reads); without, the usual 0666 less the umask. The directory must exist. On failure the
 /// temporary file is removed and `path` is left as it was.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<()> {
+    replace(path, bytes, mode)?;
+    sync_dir(
+        path.parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    )
+}
+
+/// [`write_atomic`] but for the directory's fsync: the new content is on disk, its rename as
+/// durable as the file system makes renames (fsd's mount: the file server's journal).
+pub fn replace(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<()> {
     let part = part_path(path)?;
     let written = write_synced(&part, bytes, mode).and_then(|()| std::fs::rename(&part, path));
     if let Err(e) = written {
         let _ = std::fs::remove_file(&part);
         return Err(e);
     }
-    sync_dir(
-        path.parent()
-            .filter(|dir| !dir.as_os_str().is_empty())
-            .unwrap_or(Path::new(".")),
-    )
+    Ok(())
 }
 
 /// The temporary name [`write_atomic`] writes under: `.<name>.part` in the same directory.

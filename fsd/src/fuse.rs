@@ -224,6 +224,13 @@ impl<B: SftpBackend> fuser::Filesystem for FuseFilesystem<B> {
         if let Err(missing) = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS) {
             log::info!("the kernel lacks {missing:?}: listings without attributes");
         }
+        // Symbolic links kept in the page cache: a download reads its real-name link each time,
+        // and only the first read of a link asks the file server. A link made anew is a new
+        // inode; one replaced behind fsd's back has new attributes, which drop the cached target
+        // when the kernel next asks for them (ATTR_TTL).
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS) {
+            log::info!("the kernel lacks {missing:?}: every readlink asks the file server");
+        }
         Ok(())
     }
 

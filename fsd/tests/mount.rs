@@ -454,6 +454,34 @@ fn links_modes_times_and_truncation_reach_the_server() -> Result<()> {
     Ok(())
 }
 
+/// The kernel keeps a link's target (FUSE_CACHE_SYMLINKS): reading a real-name link for each
+/// download asks the file server once, not every time.
+#[test]
+fn a_link_read_again_and_again_asks_the_server_once() -> Result<()> {
+    let sshd = Sshd::start()?;
+    let mount = Mount::start(&sshd)?;
+    std::os::unix::fs::symlink("the real name.pdf", mount.path("link"))?;
+    ensure!(fs::read_link(mount.path("link"))? == Path::new("the real name.pdf"));
+    // The status file is written every 10 s: requests counted between two of its versions.
+    let next_status = |after: &str| -> Result<FsdStatus> {
+        let mut status = None;
+        wait_until(Duration::from_secs(25), "the next status file", || {
+            status = mount.status().ok().filter(|s| s.updated_at != after);
+            status.is_some()
+        })?;
+        Ok(status.expect("found"))
+    };
+    let before = next_status("")?;
+    let before = next_status(&before.updated_at)?;
+    for _ in 0..200 {
+        ensure!(fs::read_link(mount.path("link"))? == Path::new("the real name.pdf"));
+    }
+    let after = next_status(&before.updated_at)?;
+    let asked = after.counters.ops - before.counters.ops;
+    ensure!(asked < 100, "200 reads of one link sent {asked} requests");
+    Ok(())
+}
+
 #[test]
 fn a_killed_server_fails_the_writer_in_bounded_time_and_fsd_reconnects() -> Result<()> {
     let mut sshd = Sshd::start()?;

@@ -8,6 +8,7 @@
 //! without `write` still writes its file first, untimed. Needs root, /dev/fuse,
 //! sshfs; run in release (`cargo bench -p fsd --bench fsd`).
 
+use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -15,12 +16,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
+use mft_tests::netem::Impairment;
 use mft_tests::{is_mounted, wait_until, NodeToml, Process, Sshd};
 
 /// Runs per row and client: the large rows wait on the VM's shared disk, and single runs vary
 /// by 30 % or more; the median of five is steadier than of three.
 const RUNS: usize = 5;
 const SMALL_FILES: usize = 2_000;
+const LINK_SMALL_FILES: usize = 200;
 const TREE_DIRS: usize = 10;
 const TREE_FILES_PER_DIR: usize = 1_000;
 
@@ -42,7 +45,15 @@ fn mount_fsd(sshd: &Sshd, dir: &Path) -> Result<Client> {
     let mount_point = dir.join("fsd");
     let mut toml = NodeToml::new(sshd, "node_1", dir)?;
     toml.mount_point = mount_point.clone();
-    let config = toml.write()?;
+    // NodeToml names the server 127.0.0.1; one behind a link has the link's address.
+    let loopback = r#"host = "127.0.0.1""#;
+    let text = toml.text();
+    ensure!(text.matches(loopback).count() == 1, "one file server host");
+    let config = dir.join("node.toml");
+    fs::write(
+        &config,
+        text.replace(loopback, &format!(r#"host = "{}""#, sshd.host)),
+    )?;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fsd"));
     cmd.arg("--config").arg(&config);
     let process = Process::spawn("fsd", &mut cmd, &dir.join("fsd.log"))?;
@@ -64,7 +75,8 @@ fn mount_sshfs(sshd: &Sshd, dir: &Path, name: &'static str, extra: &[&str]) -> R
     let mut cmd = Command::new("sshfs");
     cmd.arg("-f")
         .arg(format!(
-            "root@127.0.0.1:{}",
+            "root@{}:{}",
+            sshd.host,
             sshd.node_directory("node_1")?.display()
         ))
         .arg(&mount_point)
@@ -131,10 +143,10 @@ fn read_big(path: &Path, mib: usize) -> Result<()> {
     Ok(())
 }
 
-fn create_small(dir: &Path) -> Result<()> {
+fn create_small(dir: &Path, files: usize) -> Result<()> {
     fs::create_dir(dir)?;
     let data = vec![1u8; 4096];
-    for i in 0..SMALL_FILES {
+    for i in 0..files {
         let mut file = File::create(dir.join(format!("f{i}")))?;
         file.write_all(&data)?;
     }
@@ -181,6 +193,42 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
+/// Where the server is: loopback, or behind a link in a network namespace.
+struct Network {
+    name: &'static str,
+    title: &'static str,
+    link: Option<Impairment>,
+    /// Small files created per run: over the link each create waits on round trips of 10 ms.
+    small_files: usize,
+}
+
+const NETWORKS: [Network; 3] = [
+    Network {
+        name: "loopback",
+        title: "one loopback OpenSSH server",
+        link: None,
+        small_files: SMALL_FILES,
+    },
+    Network {
+        name: "netem",
+        title: "OpenSSH server behind a link of 5 ms each way (10 ms round trip)",
+        link: Some(Impairment {
+            delay: Duration::from_millis(5),
+            loss: 0.0,
+        }),
+        small_files: LINK_SMALL_FILES,
+    },
+    Network {
+        name: "loss",
+        title: "OpenSSH server behind a link of 5 ms each way and 0.1 % loss",
+        link: Some(Impairment {
+            delay: Duration::from_millis(5),
+            loss: 0.001,
+        }),
+        small_files: LINK_SMALL_FILES,
+    },
+];
+
 fn main() -> Result<()> {
     // cargo bench passes --bench; nothing else is taken.
     let mib: usize = std::env::var("FSD_BENCH_MIB")
@@ -188,11 +236,30 @@ fn main() -> Result<()> {
         .map(|v| v.parse().context("FSD_BENCH_MIB"))
         .transpose()?
         .unwrap_or(1024);
-    let rows_wanted = std::env::var("FSD_BENCH_ROWS").unwrap_or_default();
-    let wanted = |row: &str| {
-        rows_wanted.trim().is_empty() || rows_wanted.split(',').any(|r| r.trim() == row)
+    let listed = |var: &str| {
+        let list = std::env::var(var).unwrap_or_default();
+        move |item: &str| list.trim().is_empty() || list.split(',').any(|r| r.trim() == item)
     };
-    let sshd = Sshd::start()?;
+    let wanted = listed("FSD_BENCH_ROWS");
+    let networks = listed("FSD_BENCH_NET");
+    let mut tables = Vec::new();
+    for network in NETWORKS.iter().filter(|n| networks(n.name)) {
+        eprintln!("== {}", network.title);
+        tables.push(bench(network, mib, &wanted)?);
+    }
+    for table in tables {
+        print!("{table}");
+    }
+    Ok(())
+}
+
+/// Runs the rows `wanted` on fsd and both sshfs against one server on `network`; returns the
+/// table.
+fn bench(network: &Network, mib: usize, wanted: &dyn Fn(&str) -> bool) -> Result<String> {
+    let sshd = match network.link {
+        None => Sshd::start()?,
+        Some(impairment) => Sshd::start_behind(impairment)?,
+    };
     let server_dir = sshd.node_directory("node_1")?;
     let dir = tempfile::Builder::new()
         .prefix("mft-fsd-bench-")
@@ -219,8 +286,8 @@ fn main() -> Result<()> {
         }
     }
     let cold = drop_caches();
-    let mut rows: Vec<(&str, Vec<Duration>)> = Vec::new();
-    let mut measure = |label: &'static str,
+    let mut rows: Vec<(String, Vec<Duration>)> = Vec::new();
+    let mut measure = |label: String,
                        f: &dyn Fn(&Client, usize) -> Result<Duration>|
      -> Result<()> {
         let mut per_client = vec![Vec::new(); clients.len()];
@@ -241,7 +308,7 @@ fn main() -> Result<()> {
     };
     let big = |client: &Client| client.mount_point.join(format!("big-{}", client.name));
     if wanted("write") {
-        measure("write+fsync", &|c, _| {
+        measure("write+fsync".into(), &|c, _| {
             // The previous run's file goes first, untimed, and `sync` lets the server's disk
             // free (and discard) its blocks: the row times writing, not truncating 1 GiB.
             match fs::remove_file(big(c)) {
@@ -257,33 +324,43 @@ fn main() -> Result<()> {
                 write_big(&big(client), mib)?;
             }
         }
-        measure("read (cold)", &|c, _| {
+        measure("read (cold)".into(), &|c, _| {
             drop_caches();
             timed(|| read_big(&big(c), mib))
         })?;
     }
     if wanted("creates") {
-        measure("2,000 creates of 4 KiB", &|c, run| {
-            timed(|| create_small(&c.mount_point.join(format!("small-{}-{run}", c.name))))
+        let files = network.small_files;
+        measure(format!("{files} creates of 4 KiB"), &|c, run| {
+            let dir = c.mount_point.join(format!("small-{}-{run}", c.name));
+            timed(|| create_small(&dir, files))
         })?;
     }
     if wanted("ls") {
-        measure("ls -lR, 10,000 files", &|c, run| {
+        measure("ls -lR, 10,000 files".into(), &|c, run| {
             drop_caches();
             timed(|| list_tree(&c.mount_point.join(format!("tree-{}-{run}", c.name))))
         })?;
     }
     let rss = clients[0].process.pid().and_then(peak_rss_kib);
 
-    println!();
-    println!(
-        "fsd vs sshfs, one loopback OpenSSH server, {} CPUs, medians of {RUNS}; large rows {mib} MiB{}",
+    let mut out = String::new();
+    writeln!(
+        out,
+        "\nfsd vs sshfs, {}, {} CPUs, medians of {RUNS}; large rows {mib} MiB{}\n",
+        network.title,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        if cold { "" } else { " (page cache NOT dropped: no permission)" }
-    );
-    println!();
-    println!("| test | fsd | sshfs default | sshfs AES-GCM | fsd vs default | fsd vs AES-GCM |");
-    println!("|---|---|---|---|---|---|");
+        if cold {
+            ""
+        } else {
+            " (page cache NOT dropped: no permission)"
+        }
+    )?;
+    writeln!(
+        out,
+        "| test | fsd | sshfs default | sshfs AES-GCM | fsd vs default | fsd vs AES-GCM |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|---|")?;
     for (label, times) in &rows {
         let show = |t: Duration| {
             if label.starts_with("write") || label.starts_with("read") {
@@ -293,21 +370,23 @@ fn main() -> Result<()> {
             }
         };
         let ratio = |other: Duration| other.as_secs_f64() / times[0].as_secs_f64();
-        println!(
+        writeln!(
+            out,
             "| {label} | {} | {} | {} | {:.2}× | {:.2}× |",
             show(times[0]),
             show(times[1]),
             show(times[2]),
             ratio(times[1]),
             ratio(times[2])
-        );
+        )?;
     }
     match rss {
-        Some(kib) => println!(
+        Some(kib) => writeln!(
+            out,
             "| fsd peak RSS (VmHWM) | {:.1} MiB | | | | |",
             kib as f64 / 1024.0
-        ),
-        None => println!("| fsd peak RSS | unknown | | | | |"),
+        )?,
+        None => writeln!(out, "| fsd peak RSS | unknown | | | | |")?,
     }
-    Ok(())
+    Ok(out)
 }

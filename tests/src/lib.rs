@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 pub mod file_share;
+pub mod netem;
 mod node;
 pub mod prosody;
 use nix::sys::signal::{kill, Signal};
@@ -237,17 +238,22 @@ fn descendants(root: i32) -> Vec<i32> {
 
 /// A throwaway OpenSSH server on 127.0.0.1 with the SFTP subsystem, accepting one client key for
 /// root. It runs in its own mount namespace (`unshare -m --propagation private`), so it can never
-/// reach into a FUSE mount of this machine (that would deadlock the mount).
+/// reach into a FUSE mount of this machine (that would deadlock the mount); with
+/// [`Sshd::start_behind`], also in a network namespace of its own, at the end of a slow link.
 pub struct Sshd {
     pub dir: tempfile::TempDir,
+    /// The address it is reached at: 127.0.0.1, or the far end of its [`netem::Link`].
+    pub host: String,
     pub port: u16,
     /// The file server's storage root (a node's directory is made under it).
     pub root: PathBuf,
     /// The client (node) private key, OpenSSH format, mode 0600.
     pub client_key: PathBuf,
-    /// `[127.0.0.1]:port <type> <key>`: what `ssh-keyscan -p port 127.0.0.1` prints.
+    /// `[host]:port <type> <key>`: what `ssh-keyscan -p port host` prints.
     pub host_key_line: String,
     process: Option<Process>,
+    /// The link to its network namespace; dropped after the process.
+    link: Option<netem::Link>,
 }
 
 /// The throwaway sshd's configuration, with placeholders: the one scripts/run-node and
@@ -257,17 +263,23 @@ const THROWAWAY_SSHD_CONFIG: &str = include_str!("../../scripts/lib/throwaway-ss
 impl Sshd {
     /// Serves root, authorizing [`Sshd::client_key`] from a file of the test's own.
     pub fn start() -> Result<Self> {
-        Self::start_serving(None)
+        Self::start_serving(None, None)
+    }
+
+    /// Serves root as [`Sshd::start`] does, from a network namespace of its own reached over a
+    /// [`netem::Link`] with `impairment` each way: a file server on another host.
+    pub fn start_behind(impairment: netem::Impairment) -> Result<Self> {
+        Self::start_serving(None, Some(netem::Link::start(impairment)?))
     }
 
     /// Serves the system user `user` the way a production file server does: keys from
     /// `~user/.ssh/authorized_keys`, `StrictModes yes`. The client key is generated but not
     /// authorized: authorizing it is the caller's job.
     pub fn start_for_user(user: &str) -> Result<Self> {
-        Self::start_serving(Some(user))
+        Self::start_serving(Some(user), None)
     }
 
-    fn start_serving(user: Option<&str>) -> Result<Self> {
+    fn start_serving(user: Option<&str>, link: Option<netem::Link>) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("mft-sshd-").tempdir()?;
         let root = dir.path().join("srv");
         std::fs::create_dir_all(&root)?;
@@ -319,16 +331,22 @@ impl Sshd {
         }
         // Tests run in parallel and open many connections at once; the log shows each login.
         config.push_str("MaxStartups 100\nMaxSessions 100\nLogLevel VERBOSE\n");
+        let host = link.as_ref().map_or("127.0.0.1", |l| &l.remote).to_owned();
+        if link.is_some() {
+            config.push_str(&format!("ListenAddress {host}\n"));
+        }
         std::fs::write(dir.path().join("sshd_config"), config)?;
         // sshd's privilege-separation directory; the Debian package makes it only at boot.
         std::fs::create_dir_all("/run/sshd")?;
         let mut sshd = Self {
-            host_key_line: format!("[127.0.0.1]:{port} {kind} {key}"),
+            host_key_line: format!("[{host}]:{port} {kind} {key}"),
+            host,
             port,
             root,
             client_key,
             dir,
             process: None,
+            link,
         };
         sshd.resume()?;
         Ok(sshd)
@@ -352,13 +370,21 @@ impl Sshd {
             .arg(&self.client_key)
             .arg(format!("-oUserKnownHostsFile={}", known.display()))
             .args(["-oStrictHostKeyChecking=yes", "-oBatchMode=yes"])
-            .arg(format!("{user}@127.0.0.1")))
+            .arg(format!("{user}@{}", self.host)))
         .with_context(|| format!("sshd log:\n{}", self.log_text()))
     }
 
     /// Starts sshd again on the same port with the same keys (after [`Sshd::kill`]).
     pub fn resume(&mut self) -> Result<()> {
-        let mut cmd = Command::new("unshare");
+        let mut cmd = match &self.link {
+            Some(link) => {
+                let mut cmd = Command::new("nsenter");
+                cmd.arg(format!("--net=/run/netns/{}", link.namespace))
+                    .arg("unshare");
+                cmd
+            }
+            None => Command::new("unshare"),
+        };
         cmd.args([
             "-m",
             "--propagation",
@@ -370,9 +396,9 @@ impl Sshd {
         ])
         .arg(self.dir.path().join("sshd_config"));
         let mut process = Process::spawn("sshd", &mut cmd, &self.dir.path().join("sshd.log"))?;
-        let port = self.port;
+        let (host, port) = (self.host.as_str(), self.port);
         wait_until(Duration::from_secs(10), "sshd banner", || {
-            banner(port).is_ok()
+            banner_at(host, port).is_ok()
         })
         .with_context(|| process.log_text())?;
         process.check_alive()?;
@@ -408,7 +434,12 @@ impl Drop for Sshd {
 
 /// Reads the SSH identification line from `127.0.0.1:port`.
 pub fn banner(port: u16) -> Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    banner_at("127.0.0.1", port)
+}
+
+/// Reads the SSH identification line from `host:port`.
+pub fn banner_at(host: &str, port: u16) -> Result<String> {
+    let mut stream = TcpStream::connect((host, port))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut buf = [0u8; 64];
     let n = stream.read(&mut buf)?;

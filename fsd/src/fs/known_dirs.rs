@@ -10,13 +10,37 @@
 //!
 //! Bounded: at most `max_dirs` directories of at most `max_names` names each; a directory that
 //! grows past that is no longer known (lookups ask the server again).
+//!
+//! A directory busy with new names (at least [`RELIST_ANSWERED`] lookups answered from what
+//! fsd knew) whose knowledge ended less than a TTL ago is to be listed again
+//! ([`Knowledge::Relist`]) rather than asked about name by name: on a file server 10 ms away,
+//! each lookup asked costs a round trip, a listing of up to [`RELIST_NAMES`] names a few for
+//! the next TTL's lookups. The knowledge is never older than the TTL either way.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+/// Lookups answered from what fsd knew of a directory that make it worth listing again.
+pub const RELIST_ANSWERED: usize = 8;
+/// The most names of a directory listed again (a listing of 100 names is one round trip).
+pub const RELIST_NAMES: usize = 1_000;
+
 struct Known {
     since: Instant,
     names: HashSet<String>,
+    /// Lookups of absent names answered from `names` since `since`.
+    answered: usize,
+}
+
+/// What fsd knows of a name in a directory.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Knowledge {
+    /// Certainly not there.
+    Absent,
+    /// Not known: ask the server.
+    Unknown,
+    /// Not known, but the directory is worth listing again (see the module documentation).
+    Relist,
 }
 
 pub struct KnownDirs {
@@ -43,8 +67,9 @@ impl KnownDirs {
             self.dirs.remove(dir);
             return;
         }
+        let kept = 2 * self.ttl;
         self.dirs
-            .retain(|_, k| now.saturating_duration_since(k.since) < self.ttl);
+            .retain(|_, k| now.saturating_duration_since(k.since) < kept);
         if self.dirs.len() >= self.max_dirs && !self.dirs.contains_key(dir) {
             // Make room: the oldest knowledge goes first.
             if let Some(oldest) = self
@@ -56,20 +81,42 @@ impl KnownDirs {
                 self.dirs.remove(&oldest);
             }
         }
-        self.dirs
-            .insert(dir.to_owned(), Known { since: now, names });
+        let known = Known {
+            since: now,
+            names,
+            answered: 0,
+        };
+        self.dirs.insert(dir.to_owned(), known);
+    }
+
+    /// What fsd knows at `now` of `name` in `dir`.
+    pub fn look(&mut self, dir: &str, name: &str, now: Instant) -> Knowledge {
+        let Some(k) = self.dirs.get_mut(dir) else {
+            return Knowledge::Unknown;
+        };
+        let age = now.saturating_duration_since(k.since);
+        if age < self.ttl {
+            if k.names.contains(name) {
+                return Knowledge::Unknown;
+            }
+            k.answered += 1;
+            return Knowledge::Absent;
+        }
+        let relist =
+            age < 2 * self.ttl && k.answered >= RELIST_ANSWERED && k.names.len() <= RELIST_NAMES;
+        if relist {
+            // Once: the lookups that come while it is being listed ask the server.
+            k.answered = 0;
+            return Knowledge::Relist;
+        }
+        self.dirs.remove(dir);
+        Knowledge::Unknown
     }
 
     /// Whether `name` is certainly not in `dir` (known, and the knowledge is fresh).
-    pub fn absent(&mut self, dir: &str, name: &str, now: Instant) -> bool {
-        match self.dirs.get(dir) {
-            Some(k) if now.saturating_duration_since(k.since) < self.ttl => !k.names.contains(name),
-            Some(_) => {
-                self.dirs.remove(dir);
-                false
-            }
-            None => false,
-        }
+    #[cfg(test)]
+    fn absent(&mut self, dir: &str, name: &str, now: Instant) -> bool {
+        self.look(dir, name, now) == Knowledge::Absent
     }
 
     /// fsd made `name` in `dir`.
@@ -132,6 +179,36 @@ mod tests {
         assert!(k.absent("/d", "a", t + Duration::from_millis(1999)));
         assert!(!k.absent("/d", "a", t + TTL));
         assert_eq!(k.len(), 0, "stale knowledge is dropped");
+    }
+
+    #[test]
+    fn a_busy_directory_is_listed_again_once_within_a_ttl_of_its_end() {
+        let mut k = KnownDirs::new(TTL, 4, 10);
+        let t = Instant::now();
+        k.known("/busy", [], t);
+        k.known("/quiet", [], t);
+        for i in 0..RELIST_ANSWERED {
+            assert!(k.absent("/busy", &format!("f{i}"), t));
+        }
+        assert!(k.absent("/quiet", "a", t));
+        let ended = t + TTL;
+        assert_eq!(k.look("/busy", "new", ended), Knowledge::Relist);
+        assert_eq!(
+            k.look("/busy", "new", ended),
+            Knowledge::Unknown,
+            "listed again once"
+        );
+        assert_eq!(k.look("/quiet", "new", ended), Knowledge::Unknown);
+        k.known("/busy", ["f0"], ended);
+        for i in 0..RELIST_ANSWERED {
+            k.look("/busy", &format!("g{i}"), ended);
+        }
+        assert_eq!(
+            k.look("/busy", "new", ended + 2 * TTL),
+            Knowledge::Unknown,
+            "too long ago"
+        );
+        assert_eq!(k.len(), 0);
     }
 
     #[test]

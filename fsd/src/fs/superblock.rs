@@ -16,7 +16,7 @@ use crate::backend::{Attributes, DirEntry, FileKind, SftpError, StatusCode};
 use crate::fs::attr_cache::AttrCache;
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::inode::{Ino, InodeTable, ROOT};
-use crate::fs::known_dirs::KnownDirs;
+use crate::fs::known_dirs::{Knowledge, KnownDirs};
 
 /// The inode number a directory listing shows for a name the kernel has not looked up yet
 /// (as libfuse does); a later lookup gives the real one.
@@ -60,6 +60,8 @@ pub enum Lookup {
     Found(InodeAttributes),
     /// Ask the server about this path, then tell [`Superblock::looked_up`].
     Ask(String),
+    /// As `Ask`, but the directory is worth listing again first ([`Knowledge::Relist`]).
+    Relist(String),
 }
 
 /// The path of `name` in the directory `dir`.
@@ -136,13 +138,14 @@ impl Superblock {
         if let Some(attrs) = self.attrs.get(&path, now) {
             return Ok(Lookup::Found(self.remember(parent, name, attrs)));
         }
-        if self.known.absent(&dir, name, now) {
-            return Err(FsError::Sftp(SftpError::Status {
+        match self.known.look(&dir, name, now) {
+            Knowledge::Absent => Err(FsError::Sftp(SftpError::Status {
                 code: StatusCode::NoSuchFile,
                 message: "no such file (known to fsd)".to_owned(),
-            }));
+            })),
+            Knowledge::Unknown => Ok(Lookup::Ask(path)),
+            Knowledge::Relist => Ok(Lookup::Relist(path)),
         }
-        Ok(Lookup::Ask(path))
     }
 
     /// The server answered `attrs` at `now` for `name` in `parent` (at `path`): its inode, with

@@ -9,7 +9,12 @@
 //! - the same with the naive writer: one transaction per event (`batch_max_events = 1`);
 //! - the ceiling: the same rows written in bulk without logd (PostgreSQL `COPY`; SQLite one
 //!   transaction of multi-row INSERTs);
-//! - ack latency p50/p99 at a steady 1,000 events/s for 10 s, group commit.
+//! - ack latency p50/p99/p99.9/max at a steady 1,000 events/s for 10 s, group commit, timed
+//!   from just before each call's task is spawned (tokio's scheduling of it included);
+//! - over the same seconds, a probe timing `fdatasync` of an 8 KiB page on the filesystem of the
+//!   database, every 10 ms: the disk's own flush latency, next to which the ack tail is read
+//!   (a commit waits for one such flush, an event queued behind a slow one for two), and how many
+//!   acks took over 20 ms, and how many of those while the probe saw a flush over 5 ms.
 //!
 //! Prints one markdown table per backend. Everything it starts is stopped on exit.
 
@@ -39,6 +44,13 @@ const CEILING_ROWS: usize = 100_000;
 /// The steady rate and length of the latency run.
 const STEADY_RATE: u64 = 1_000;
 const STEADY_RUN: Duration = Duration::from_secs(10);
+/// An ack slower than this is counted (issue 18's bound on p99).
+const SLOW_ACK: Duration = Duration::from_millis(20);
+/// A probe flush slower than this is a disk stall (a quiet flush takes well under 1 ms).
+const SLOW_FLUSH: Duration = Duration::from_millis(5);
+/// How often the probe flushes, and what it writes each time (PostgreSQL's WAL page).
+const PROBE_EVERY: Duration = Duration::from_millis(10);
+const PROBE_PAGE: usize = 8192;
 
 fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
@@ -75,9 +87,7 @@ struct Report {
     group: f64,
     naive: f64,
     ceiling: f64,
-    p50: Duration,
-    p99: Duration,
-    steady_acked: usize,
+    steady: Steady,
 }
 
 impl Report {
@@ -89,7 +99,9 @@ impl Report {
              | group commit (batch ≤ {} events, wait ≤ {} ms), {CLIENTS} clients | {:.0} events/s | {} |\n\
              | naive writer (one transaction per event), {CLIENTS} clients | {:.0} events/s | 1.0× |\n\
              | ceiling ({}) of {CEILING_ROWS} rows | {:.0} rows/s | {} |\n\
-             | ack latency at {STEADY_RATE} events/s for {} s ({} acked): p50 / p99 | {:.2} ms / {:.2} ms | |\n",
+             | ack latency at {STEADY_RATE} events/s for {} s ({} acked): p50 / p99 / p99.9 / max | {} | |\n\
+             | the same seconds, the disk: `fdatasync` of an {} KiB page every {} ms (probe, {} flushes): p50 / p99 / p99.9 / max | {} | |\n\
+             | acks over {} ms (of them, while the probe saw a flush over {} ms) | {} ({}) | |\n",
             config.batch_max_events,
             config.batch_max_wait_ms,
             self.group,
@@ -102,11 +114,32 @@ impl Report {
             self.ceiling,
             ratio(self.ceiling),
             STEADY_RUN.as_secs(),
-            self.steady_acked,
-            ms(self.p50),
-            ms(self.p99),
+            self.steady.acks.len(),
+            quantiles(&self.steady.acks),
+            PROBE_PAGE / 1024,
+            PROBE_EVERY.as_millis(),
+            self.steady.flushes.len(),
+            quantiles(&self.steady.flushes),
+            SLOW_ACK.as_millis(),
+            SLOW_FLUSH.as_millis(),
+            self.steady.slow_acks().len(),
+            self.steady.slow_acks_in_stalls(),
         )
     }
+}
+
+/// "p50 / p99 / p99.9 / max ms" of the durations of `timed`.
+fn quantiles(timed: &[Timed]) -> String {
+    let mut sorted: Vec<Duration> = timed.iter().map(|t| t.took).collect();
+    sorted.sort();
+    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "{:.2} / {:.2} / {:.2} / {:.2} ms",
+        ms(at(0.50)),
+        ms(at(0.99)),
+        ms(at(0.999)),
+        ms(at(1.0))
+    )
 }
 
 fn ms(d: Duration) -> f64 {
@@ -130,14 +163,12 @@ async fn bench(config: &mft_config::Database, work: &Path) -> Report {
     })
     .await
     .unwrap();
-    let (p50, p99, steady_acked) = latency(config, &socket).await;
+    let steady = latency(config, &socket, work).await;
     Report {
         group,
         naive,
         ceiling,
-        p50,
-        p99,
-        steady_acked,
+        steady,
     }
 }
 
@@ -202,31 +233,110 @@ async fn throughput(config: &mft_config::Database, socket: &Path) -> f64 {
     rate
 }
 
-/// Ack latencies at a steady [`STEADY_RATE`]: p50, p99 and how many were acknowledged.
-async fn latency(config: &mft_config::Database, socket: &Path) -> (Duration, Duration, usize) {
+/// Something timed: when it began and how long it took.
+#[derive(Clone, Copy)]
+struct Timed {
+    at: Instant,
+    took: Duration,
+}
+
+impl Timed {
+    fn overlaps(&self, other: &Timed) -> bool {
+        self.at < other.at + other.took && other.at < self.at + self.took
+    }
+}
+
+/// The steady run: each event's ack latency and, over the same seconds, each probe flush.
+struct Steady {
+    acks: Vec<Timed>,
+    flushes: Vec<Timed>,
+}
+
+impl Steady {
+    fn slow_acks(&self) -> Vec<&Timed> {
+        self.acks.iter().filter(|a| a.took > SLOW_ACK).collect()
+    }
+
+    /// Slow acks that overlap a slow probe flush.
+    fn slow_acks_in_stalls(&self) -> usize {
+        let stalls: Vec<&Timed> = self
+            .flushes
+            .iter()
+            .filter(|f| f.took > SLOW_FLUSH)
+            .collect();
+        self.slow_acks()
+            .into_iter()
+            .filter(|a| stalls.iter().any(|f| a.overlaps(f)))
+            .count()
+    }
+}
+
+/// Ack latencies at a steady [`STEADY_RATE`], with the fsync probe running beside them on the
+/// filesystem of `work` (the database's).
+async fn latency(config: &mft_config::Database, socket: &Path, work: &Path) -> Steady {
     let (stop, task) = serve(config, socket).await;
     let client = LogdClient::new(socket);
+    let probing = Arc::new(AtomicBool::new(true));
+    let probe = fsync_probe(work, probing.clone());
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / STEADY_RATE));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut events = Vec::new();
     for n in 0..(STEADY_RATE * STEADY_RUN.as_secs()) as usize {
         tick.tick().await;
         let client = client.clone();
+        let at = Instant::now();
         events.push(tokio::spawn(async move {
-            let started = Instant::now();
             client.post(&transfer(n)).await.expect("logd acknowledges");
-            started.elapsed()
+            Timed {
+                at,
+                took: at.elapsed(),
+            }
         }));
     }
-    let mut latencies = Vec::with_capacity(events.len());
+    let mut acks = Vec::with_capacity(events.len());
     for e in events {
-        latencies.push(e.await.unwrap());
+        acks.push(e.await.unwrap());
     }
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    probing.store(false, Ordering::Relaxed);
+    let flushes = probe.join().expect("the fsync probe runs");
     stop.send(()).unwrap();
     task.await.unwrap();
-    (at(0.50), at(0.99), latencies.len())
+    Steady { acks, flushes }
+}
+
+/// Until `running` is false, every [`PROBE_EVERY`]: overwrites the next [`PROBE_PAGE`] of a
+/// preallocated 16 MiB file in `dir` (as PostgreSQL writes a WAL segment) and times its
+/// `fdatasync`. It adds about 100 small flushes a second to the disk.
+fn fsync_probe(dir: &Path, running: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Timed>> {
+    use std::os::unix::fs::FileExt;
+    const FILE: u64 = 16 << 20;
+    let path = dir.join("fsync-probe");
+    let file = std::fs::File::create(&path).expect("create the fsync probe's file");
+    file.write_all_at(&vec![0; FILE as usize], 0)
+        .expect("preallocate the fsync probe's file");
+    file.sync_all().expect("sync the fsync probe's file");
+    std::thread::Builder::new()
+        .name("fsync-probe".into())
+        .spawn(move || {
+            let page = [7u8; PROBE_PAGE];
+            let mut flushes = Vec::new();
+            let mut offset = 0;
+            while running.load(Ordering::Relaxed) {
+                file.write_all_at(&page, offset).expect("write a page");
+                let at = Instant::now();
+                file.sync_data().expect("fdatasync");
+                flushes.push(Timed {
+                    at,
+                    took: at.elapsed(),
+                });
+                offset = (offset + PROBE_PAGE as u64) % FILE;
+                std::thread::sleep(PROBE_EVERY);
+            }
+            drop(file);
+            std::fs::remove_file(path).expect("remove the fsync probe's file");
+            flushes
+        })
+        .expect("spawn the fsync probe")
 }
 
 /// Rows per second written in bulk, outside logd: the most the database takes.

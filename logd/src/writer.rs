@@ -90,8 +90,14 @@ pub(crate) fn run(
             .into_iter()
             .map(|job| (job.command, job.reply))
             .unzip();
+        let committing = Instant::now();
         let (outcomes, failure) = commit_batch(store, &commands, monitor);
-        log::debug!("batch of {} events answered", commands.len());
+        log::debug!(
+            "batch of {} events answered: first queued {:?} before its commit, which took {:?}",
+            commands.len(),
+            committing - started,
+            committing.elapsed()
+        );
         for (responder, outcome) in responders.into_iter().zip(outcomes) {
             responder.send(outcome);
         }

@@ -1,12 +1,15 @@
-//! `scripts/bench fsd`: fsd against sshfs (default options, and with AES-GCM) on one loopback
-//! OpenSSH server, side by side: sequential write of 1 GiB with fsync, sequential read of 1 GiB
-//! with the client's page cache dropped, 2,000 creates of 4 KiB files, `ls -lR` over 10,000
-//! files, and fsd's peak RSS. Medians of 5 runs, printed as a markdown table with ratios.
+//! `scripts/bench fsd`: fsd against sshfs (default options, and with AES-GCM) on one OpenSSH
+//! server, side by side: sequential write of 1 GiB with fsync, sequential read of 1 GiB with the
+//! client's page cache dropped, 2,000 creates of 4 KiB files, `ls -lR` over 10,000 files, and
+//! fsd's peak RSS. Medians of 5 runs, printed as a markdown table with ratios, one table per
+//! network: the server on loopback; in a network namespace behind a link of 5 ms each way
+//! ([`mft_tests::netem`]); the same with 0.1 % loss. Over the link a run makes 200 files.
 //!
 //! `FSD_BENCH_MIB` scales the large rows for a quick run (default 1024). `FSD_BENCH_ROWS` picks
 //! rows by a comma-separated list of `write`, `read`, `creates`, `ls` (default: all); `read`
-//! without `write` still writes its file first, untimed. Needs root, /dev/fuse,
-//! sshfs; run in release (`cargo bench -p fsd --bench fsd`).
+//! without `write` still writes its file first, untimed. `FSD_BENCH_NET` picks networks:
+//! `loopback`, `netem`, `loss` (default: all). Needs root, /dev/fuse, /dev/net/tun, sshfs; run
+//! in release (`cargo bench -p fsd --bench fsd`).
 
 use std::fmt::Write as _;
 use std::fs::{self, File};

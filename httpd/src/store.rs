@@ -23,8 +23,8 @@
 //! Directories are made only when a call finds them missing, not checked before each file.
 //!
 //! All file system calls run on tokio's blocking pool. An upload's body is gathered into writes
-//! of fsd's largest size ([`WRITE_SIZE`]), the next gathered while the last is written; a file
-//! smaller than that is written whole by its commit, in the same call to the pool as its fsync.
+//! of [`WRITE_SIZE`], the next gathered while the last is written; a file smaller than that is
+//! written whole by its commit, in the same call to the pool as its fsync.
 
 use std::collections::HashSet;
 use std::io::{self, Write};
@@ -44,10 +44,12 @@ use crate::real_name::RealName;
 
 pub use mft_config::NAMES_DIR;
 
-/// The most an upload writes to the mount in one call: fsd's largest FUSE write
-/// ([`fsd::contract::MAX_WRITE`]), so a body arrives at the file server in as few requests as
-/// it can, whatever the size of the chunks it came in.
-pub const WRITE_SIZE: usize = fsd::contract::MAX_WRITE as usize;
+/// The most an upload gathers before it writes to the mount: a file of the seed's usual sizes
+/// (100 KB on average) reaches the file server in one write, whatever the size of the chunks
+/// it came in, and a transfer holds at most two such buffers (one being written, one filling),
+/// 512 KiB, however many run at once. A quarter of fsd's largest write
+/// ([`fsd::contract::MAX_WRITE`]).
+pub const WRITE_SIZE: usize = fsd::contract::MAX_WRITE as usize / 4;
 
 /// A failed file system operation on the mount, classified by what it means for the client.
 /// The OS error is the `source`, not part of the message: log with the cause chain.

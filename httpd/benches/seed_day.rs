@@ -20,7 +20,7 @@
 //! between steps the stored files are deleted on the file server. Prints per step the CPU each
 //! process tree used (from /proc), the generator included. `SEED_DAY_SECS` (default 120) and
 //! `SEED_DAY_FACTORS` (default `10,25,50,75,100,125,150`) change the steps, and
-//! `SEED_DAY_MAX_TRANSFERS` the node's `http.max_concurrent_transfers` (default 64). Needs what
+//! `SEED_DAY_MAX_TRANSFERS` the node's `http.max_concurrent_transfers` (its default, 256). Needs what
 //! `scripts/bench httpd` needs, less wrk, plus Prosody.
 
 mod common;
@@ -567,7 +567,7 @@ fn main() -> Result<()> {
         .tempdir()?;
     let sshd = Sshd::start()?;
     let postgres = Postgres::start_durable(work.path())?;
-    // The node's own limit (64) unless SEED_DAY_MAX_TRANSFERS raises it.
+    // The node's own limit (its default) unless SEED_DAY_MAX_TRANSFERS sets another.
     let max_transfers: Option<u32> = std::env::var("SEED_DAY_MAX_TRANSFERS")
         .ok()
         .map(|n| n.parse().context("SEED_DAY_MAX_TRANSFERS: a number"))

@@ -16,6 +16,10 @@
 //! ([`Knowledge::Relist`]) rather than asked about name by name: on a file server 10 ms away,
 //! each lookup asked costs a round trip, a listing of up to [`RELIST_NAMES`] names a few for
 //! the next TTL's lookups. The knowledge is never older than the TTL either way.
+//!
+//! A listing is a snapshot taken while fsd's own operations go on: a name fsd added after the
+//! listing was asked for may be missing from it, so such a listing teaches nothing
+//! ([`KnownDirs::known`]); otherwise a file just renamed into place could be answered absent.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -48,6 +52,9 @@ pub struct KnownDirs {
     max_dirs: usize,
     max_names: usize,
     dirs: HashMap<String, Known>,
+    /// When fsd last added a name to each directory (pruned past twice the TTL): a listing
+    /// asked for before then may lack it.
+    added_at: HashMap<String, Instant>,
 }
 
 impl KnownDirs {
@@ -57,17 +64,22 @@ impl KnownDirs {
             max_dirs,
             max_names,
             dirs: HashMap::new(),
+            added_at: HashMap::new(),
         }
     }
 
-    /// The directory `dir` has exactly `names` as of `now`.
+    /// The directory `dir` has exactly `names` as of `now`, unless fsd added a name to it since
+    /// (a listing asked for at `now` may lack that name): then nothing is known of it.
     pub fn known<'a>(&mut self, dir: &str, names: impl IntoIterator<Item = &'a str>, now: Instant) {
+        let kept = 2 * self.ttl;
+        self.added_at
+            .retain(|_, added| now.saturating_duration_since(*added) < kept);
         let names: HashSet<String> = names.into_iter().map(str::to_owned).collect();
-        if names.len() > self.max_names {
+        let stale = self.added_at.get(dir).is_some_and(|added| *added >= now);
+        if stale || names.len() > self.max_names {
             self.dirs.remove(dir);
             return;
         }
-        let kept = 2 * self.ttl;
         self.dirs
             .retain(|_, k| now.saturating_duration_since(k.since) < kept);
         if self.dirs.len() >= self.max_dirs && !self.dirs.contains_key(dir) {
@@ -121,6 +133,7 @@ impl KnownDirs {
 
     /// fsd made `name` in `dir`.
     pub fn added(&mut self, dir: &str, name: &str) {
+        self.added_at.insert(dir.to_owned(), Instant::now());
         if let Some(k) = self.dirs.get_mut(dir) {
             if k.names.len() >= self.max_names {
                 self.dirs.remove(dir);
@@ -209,6 +222,21 @@ mod tests {
             "too long ago"
         );
         assert_eq!(k.len(), 0);
+    }
+
+    /// A listing asked for before fsd added a name (a rename into place answered while the
+    /// listing was on its way) may lack the name: it must not make the name absent.
+    #[test]
+    fn a_listing_older_than_an_added_name_teaches_nothing() {
+        let mut k = KnownDirs::new(TTL, 4, 10);
+        let asked = Instant::now();
+        k.added("/d", "renamed-in");
+        k.known("/d", ["old"], asked);
+        assert_ne!(k.look("/d", "renamed-in", asked), Knowledge::Absent);
+        assert_ne!(k.look("/d", "other", asked), Knowledge::Absent, "the whole listing is void");
+        let later = Instant::now();
+        k.known("/d", ["old", "renamed-in"], later);
+        assert!(k.absent("/d", "other", later), "a listing asked for after the addition counts");
     }
 
     #[test]

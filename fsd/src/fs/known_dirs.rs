@@ -233,10 +233,17 @@ mod tests {
         k.added("/d", "renamed-in");
         k.known("/d", ["old"], asked);
         assert_ne!(k.look("/d", "renamed-in", asked), Knowledge::Absent);
-        assert_ne!(k.look("/d", "other", asked), Knowledge::Absent, "the whole listing is void");
+        assert_ne!(
+            k.look("/d", "other", asked),
+            Knowledge::Absent,
+            "the whole listing is void"
+        );
         let later = Instant::now();
         k.known("/d", ["old", "renamed-in"], later);
-        assert!(k.absent("/d", "other", later), "a listing asked for after the addition counts");
+        assert!(
+            k.absent("/d", "other", later),
+            "a listing asked for after the addition counts"
+        );
     }
 
     #[test]

@@ -584,7 +584,7 @@ fn main() -> Result<()> {
     )?;
     eprintln!(
         "node: http.max_concurrent_transfers = {}",
-        max_transfers.map_or("64 (default)".into(), |n| n.to_string())
+        max_transfers.map_or("the default".into(), |n| n.to_string())
     );
     let nginx = common::start_nginx(&sshd, work.path())?;
     let share = Arc::new(FileShare::start()?);

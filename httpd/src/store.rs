@@ -265,6 +265,7 @@ impl Store {
                 names: store.root.join(NAMES_DIR),
                 syncs_dirs: store.syncs_dirs(),
                 location,
+                finished: false,
             })
         })
         .await
@@ -483,6 +484,8 @@ pub struct PartialFile {
     /// Whether the commit fsyncs the directories of its rename and link ([`Store::syncs_dirs`]).
     syncs_dirs: bool,
     location: FileLocation,
+    /// Committed or discarded: dropping it leaves the file alone.
+    finished: bool,
 }
 
 /// A write on the blocking pool, which gives the file back with its buffer emptied.
@@ -493,7 +496,7 @@ type InFlightWrite = JoinHandle<io::Result<(std::fs::File, Vec<u8>)>>;
 enum Writer {
     Idle(std::fs::File),
     Writing(InFlightWrite),
-    /// Committed or discarded.
+    /// Taken by the commit, or lost with a failed write.
     Closed,
 }
 
@@ -512,7 +515,7 @@ impl PartialFile {
     /// starts theirs.
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
         assert!(
-            !matches!(self.writer, Writer::Closed),
+            !self.finished,
             "a PartialFile is written only before commit or discard"
         );
         self.content.update(chunk);
@@ -531,18 +534,21 @@ impl PartialFile {
     }
 
     /// The file once no write has it; the writer is [`Writer::Closed`] until it is put back,
-    /// and stays so if the write failed.
+    /// and stays so if the write failed. The write is awaited in place: if this future is
+    /// dropped (the client went away), it stays for [`Drop`] to wait for before removing the file.
     async fn idle_file(&mut self) -> Result<std::fs::File, StoreError> {
+        if let Writer::Writing(write) = &mut self.writer {
+            let written = write.await;
+            self.writer = Writer::Closed;
+            let (file, spare) = written.map_err(|e| StoreError::Io(io::Error::other(e)))??;
+            self.spare = spare;
+            return Ok(file);
+        }
         match std::mem::replace(&mut self.writer, Writer::Closed) {
             Writer::Idle(file) => Ok(file),
-            Writer::Writing(write) => {
-                let (file, spare) = write
-                    .await
-                    .map_err(|e| StoreError::Io(io::Error::other(e)))??;
-                self.spare = spare;
-                Ok(file)
-            }
-            Writer::Closed => unreachable!("a PartialFile is closed only by commit or discard"),
+            Writer::Writing(_) | Writer::Closed => Err(StoreError::Io(io::Error::other(
+                "an earlier write of this file failed",
+            ))),
         }
     }
 
@@ -550,6 +556,7 @@ impl PartialFile {
     /// bytes written, fsync, the name link, rename (and fsync both directories where that adds
     /// durability). On failure the partial file (and the link) is deleted.
     pub async fn commit(mut self, real_name: &RealName) -> Result<Committed, StoreError> {
+        self.finished = true;
         let done = match self.idle_file().await {
             Ok(file) => {
                 let (part, dir, names, location) = (
@@ -595,6 +602,7 @@ impl PartialFile {
     /// Deletes the partial file now (rather than in the background on drop), once a write in
     /// flight is done.
     pub async fn discard(mut self) {
+        self.finished = true;
         let write = self.close();
         remove_quietly(self.part.clone(), write).await;
     }
@@ -611,7 +619,7 @@ impl PartialFile {
 impl Drop for PartialFile {
     fn drop(&mut self) {
         // Dropped before commit or discard: the request was cancelled mid-upload.
-        if !matches!(self.writer, Writer::Closed) {
+        if !self.finished {
             let (part, write) = (self.part.clone(), self.close());
             match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => drop(runtime.spawn(remove_quietly(part, write))),

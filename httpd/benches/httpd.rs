@@ -538,9 +538,8 @@ fn idle_row(node: &NodeSide, work: &Path, script: &Path, secs: u64, without: Loa
     eprintln!(
         "node: opening {IDLE_CONNECTIONS} idle connections (httpd: {rss_before:.1} MiB resident, open files {limit})"
     );
-    // In batches that httpd's accept queue holds (its listener's backlog is 128): beyond it,
-    // the kernel drops a handshake's last ACK, and a client that then sends nothing is connected
-    // on its side only, for good when the SYN was answered with a cookie.
+    // In batches that httpd's accept queue holds (its listener's backlog is 128), each accepted
+    // before the next is opened: the row starts with every connection held by httpd itself.
     let mut idle = Vec::with_capacity(IDLE_CONNECTIONS);
     let mut ports = HashSet::new();
     while idle.len() < IDLE_CONNECTIONS {

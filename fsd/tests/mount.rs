@@ -274,32 +274,11 @@ fn files_written_through_the_mount_land_on_the_server() -> Result<()> {
     Ok(())
 }
 
-/// Lets this process open `n` files (the default soft limit is often 1,024).
-fn allow_open_files(n: u64) -> Result<()> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is a valid rlimit for getrlimit to fill and setrlimit to read.
-    unsafe {
-        ensure!(
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0,
-            "getrlimit"
-        );
-        limit.rlim_cur = limit.rlim_cur.max(n.min(limit.rlim_max));
-        ensure!(
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0,
-            "setrlimit"
-        );
-    }
-    Ok(())
-}
-
 #[test]
 fn a_thousand_files_open_at_once_all_work() -> Result<()> {
     // Many times what one SFTP session can hold (russh-sftp breaks on a session's 129th handle).
     const FILES: usize = 1_000;
-    allow_open_files(FILES as u64 + 200)?;
+    mft_tests::allow_open_files(FILES as u64 + 200)?;
     let sshd = Sshd::start()?;
     let mount = Mount::start(&sshd)?;
     fs::create_dir(mount.path("many"))?;

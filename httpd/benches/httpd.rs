@@ -492,28 +492,6 @@ fn open_files_limit(pid: u32) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Raises this process's open-file limit to its hard limit (the node's daemons, started after,
-/// inherit it); returns the new soft limit.
-fn raise_open_files_limit() -> Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
-    unsafe {
-        ensure!(
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0,
-            "getrlimit"
-        );
-        limit.rlim_cur = limit.rlim_max;
-        ensure!(
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0,
-            "setrlimit"
-        );
-    }
-    Ok(limit.rlim_cur)
-}
-
 /// What the `idle` row measured.
 struct Idle {
     up: Load,
@@ -804,7 +782,7 @@ fn main() -> Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
     let rows = picked_rows()?;
-    let open_files = raise_open_files_limit()?;
+    let open_files = mft_tests::allow_open_files(u64::MAX)?;
     eprintln!("rows {rows:?}, {secs} s each; open-file limit {open_files}");
     let work = tempfile::Builder::new()
         .prefix("mft-bench-httpd-")

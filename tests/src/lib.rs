@@ -200,6 +200,17 @@ pub fn parent_pids() -> Vec<(i32, i32)> {
         .collect()
 }
 
+/// Raises this process's soft limit of open files to `n`, or to the hard limit if that is lower
+/// (the default soft limit is often 1,024); processes started after inherit it. Returns the new
+/// soft limit.
+pub fn allow_open_files(n: u64) -> Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    let wanted = soft.max(n.min(hard));
+    setrlimit(Resource::RLIMIT_NOFILE, wanted, hard)?;
+    Ok(wanted)
+}
+
 /// Every regular file under `dir`, hidden ones (partial uploads) included.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();

@@ -85,7 +85,23 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        None => actix_web::rt::System::new().block_on(serve(config, cli.config)),
+        None => {
+            allow_a_descriptor_per_client();
+            actix_web::rt::System::new().block_on(serve(config, cli.config))
+        }
+    }
+}
+
+/// Raises the soft limit of open files to the hard one: each client connection holds a
+/// descriptor, and systemd's default soft limit (1,024) is low only for programs that use
+/// select(2), which httpd does not (its default hard limit is 524,288). Failing is logged.
+fn allow_a_descriptor_per_client() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let raised = getrlimit(Resource::RLIMIT_NOFILE)
+        .and_then(|(_, hard)| setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map(|()| hard));
+    match raised {
+        Ok(limit) => log::info!("up to {limit} open files (client connections)"),
+        Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
     }
 }
 

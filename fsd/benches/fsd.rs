@@ -14,13 +14,13 @@
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use mft_tests::netem::Impairment;
-use mft_tests::{is_mounted, wait_until, NodeToml, Process, Sshd};
+use mft_tests::{FuseMount, NodeToml, Process, Sshd};
 
 /// Runs per row and client: the large rows wait on the VM's shared disk, and single runs vary
 /// by 30 % or more; the median of five is steadier than of three.
@@ -33,15 +33,7 @@ const TREE_FILES_PER_DIR: usize = 1_000;
 /// One mounted client of the server.
 struct Client {
     name: &'static str,
-    process: Process,
-    mount_point: PathBuf,
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        self.process.stop();
-        mft_tests::unmount_if_mounted(&self.mount_point);
-    }
+    mount: FuseMount,
 }
 
 fn mount_fsd(sshd: &Sshd, dir: &Path) -> Result<Client> {
@@ -60,47 +52,17 @@ fn mount_fsd(sshd: &Sshd, dir: &Path) -> Result<Client> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fsd"));
     cmd.arg("--config").arg(&config);
     let process = Process::spawn("fsd", &mut cmd, &dir.join("fsd.log"))?;
-    wait_until(Duration::from_secs(20), "fsd to mount", || {
-        is_mounted(&mount_point)
-    })?;
     Ok(Client {
         name: "fsd",
-        process,
-        mount_point,
+        mount: FuseMount::wait("fsd", process, mount_point)?,
     })
 }
 
 fn mount_sshfs(sshd: &Sshd, dir: &Path, name: &'static str, extra: &[&str]) -> Result<Client> {
-    let mount_point = dir.join(name);
-    fs::create_dir_all(&mount_point)?;
-    let known = dir.join("known_hosts");
-    fs::write(&known, format!("{}\n", sshd.host_key_line))?;
-    let mut cmd = Command::new("sshfs");
-    cmd.arg("-f")
-        .arg(format!(
-            "root@{}:{}",
-            sshd.host,
-            sshd.node_directory("node_1")?.display()
-        ))
-        .arg(&mount_point)
-        .arg("-o")
-        .arg(format!(
-            "port={},IdentityFile={},UserKnownHostsFile={},StrictHostKeyChecking=yes,BatchMode=yes",
-            sshd.port,
-            sshd.client_key.display(),
-            known.display()
-        ));
-    for option in extra {
-        cmd.args(["-o", option]);
-    }
-    let process = Process::spawn(name, &mut cmd, &dir.join(format!("{name}.log")))?;
-    wait_until(Duration::from_secs(20), "sshfs to mount", || {
-        is_mounted(&mount_point)
-    })?;
+    let server_dir = sshd.node_directory("node_1")?;
     Ok(Client {
         name,
-        process,
-        mount_point,
+        mount: mft_tests::mount_sshfs(sshd, &server_dir, dir, name, extra)?,
     })
 }
 
@@ -309,7 +271,12 @@ fn bench(network: &Network, mib: usize, wanted: &dyn Fn(&str) -> bool) -> Result
         rows.push((label, per_client.into_iter().map(median).collect()));
         Ok(())
     };
-    let big = |client: &Client| client.mount_point.join(format!("big-{}", client.name));
+    let big = |client: &Client| {
+        client
+            .mount
+            .mount_point
+            .join(format!("big-{}", client.name))
+    };
     if wanted("write") {
         measure("write+fsync".into(), &|c, _| {
             // The previous run's file goes first, untimed, and `sync` lets the server's disk
@@ -335,17 +302,17 @@ fn bench(network: &Network, mib: usize, wanted: &dyn Fn(&str) -> bool) -> Result
     if wanted("creates") {
         let files = network.small_files;
         measure(format!("{files} creates of 4 KiB"), &|c, run| {
-            let dir = c.mount_point.join(format!("small-{}-{run}", c.name));
+            let dir = c.mount.mount_point.join(format!("small-{}-{run}", c.name));
             timed(|| create_small(&dir, files))
         })?;
     }
     if wanted("ls") {
         measure("ls -lR, 10,000 files".into(), &|c, run| {
             drop_caches();
-            timed(|| list_tree(&c.mount_point.join(format!("tree-{}-{run}", c.name))))
+            timed(|| list_tree(&c.mount.mount_point.join(format!("tree-{}-{run}", c.name))))
         })?;
     }
-    let rss = clients[0].process.pid().and_then(peak_rss_kib);
+    let rss = clients[0].mount.process.pid().and_then(peak_rss_kib);
 
     let mut out = String::new();
     writeln!(

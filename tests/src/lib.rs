@@ -692,6 +692,64 @@ pub fn is_mounted(path: &Path) -> bool {
     info.lines().any(|l| l.split(' ').nth(4) == Some(&target))
 }
 
+/// A process serving a FUSE mount (fsd, sshfs): stopped, and the mount detached, when dropped.
+pub struct FuseMount {
+    pub process: Process,
+    pub mount_point: PathBuf,
+}
+
+impl FuseMount {
+    /// Waits up to 20 s for `process` to mount `mount_point`.
+    pub fn wait(what: &str, process: Process, mount_point: PathBuf) -> Result<Self> {
+        let mount = Self {
+            process,
+            mount_point,
+        };
+        wait_until(Duration::from_secs(20), &format!("{what} to mount"), || {
+            is_mounted(&mount.mount_point)
+        })?;
+        Ok(mount)
+    }
+}
+
+impl Drop for FuseMount {
+    fn drop(&mut self) {
+        self.process.stop();
+        unmount_if_mounted(&self.mount_point);
+    }
+}
+
+/// Mounts `server_dir` of `sshd` with sshfs (pinned host key, the client key, options `extra`
+/// besides) at `mount_point` under `dir`, logging to `dir/<name>.log`: the benches' anchor.
+pub fn mount_sshfs(
+    sshd: &Sshd,
+    server_dir: &Path,
+    dir: &Path,
+    name: &str,
+    extra: &[&str],
+) -> Result<FuseMount> {
+    let mount_point = dir.join(name);
+    std::fs::create_dir_all(&mount_point)?;
+    let known = dir.join("known_hosts");
+    std::fs::write(&known, format!("{}\n", sshd.host_key_line))?;
+    let mut cmd = Command::new("sshfs");
+    cmd.arg("-f")
+        .arg(format!("root@{}:{}", sshd.host, server_dir.display()))
+        .arg(&mount_point)
+        .arg("-o")
+        .arg(format!(
+            "port={},IdentityFile={},UserKnownHostsFile={},StrictHostKeyChecking=yes,BatchMode=yes",
+            sshd.port,
+            sshd.client_key.display(),
+            known.display()
+        ));
+    for option in extra {
+        cmd.args(["-o", option]);
+    }
+    let process = Process::spawn(name, &mut cmd, &dir.join(format!("{name}.log")))?;
+    FuseMount::wait("sshfs", process, mount_point)
+}
+
 /// Detaches a FUSE mount left at `path` (`fusermount3 -u -z`), if there is one: the last step
 /// of a test's or bench's cleanup, after the filesystem's process was stopped.
 pub fn unmount_if_mounted(path: &Path) {

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use mft_tests::{free_port, is_mounted, wait_until, Process, Sshd};
+use mft_tests::{free_port, wait_until, FuseMount, Process, Sshd};
 
 /// A running nginx over its sshfs mount; both stop (and the mount goes) when dropped.
 pub struct Nginx {
@@ -16,48 +16,13 @@ pub struct Nginx {
     /// The directory nginx serves, as the file server's own filesystem sees it.
     pub server_dir: PathBuf,
     _nginx: Process,
-    _sshfs: SshfsMount,
-}
-
-/// An sshfs mount, unmounted when dropped.
-struct SshfsMount {
-    process: Process,
-    mount_point: PathBuf,
-}
-
-impl Drop for SshfsMount {
-    fn drop(&mut self) {
-        self.process.stop();
-        mft_tests::unmount_if_mounted(&self.mount_point);
-    }
+    _sshfs: FuseMount,
 }
 
 /// Mounts the sshd's directory `nginx_dav` with sshfs under `dir` and starts nginx on it.
 pub fn start_nginx(sshd: &Sshd, dir: &Path) -> Result<Nginx> {
-    let mount_point = dir.join("sshfs");
-    fs::create_dir_all(&mount_point)?;
-    let known = dir.join("known_hosts");
-    fs::write(&known, format!("{}\n", sshd.host_key_line))?;
     let server_dir = sshd.node_directory("nginx_dav")?;
-    let mut cmd = Command::new("sshfs");
-    cmd.arg("-f")
-        .arg(format!("root@127.0.0.1:{}", server_dir.display()))
-        .arg(&mount_point)
-        .arg("-o")
-        .arg(format!(
-            "port={},IdentityFile={},UserKnownHostsFile={},StrictHostKeyChecking=yes,BatchMode=yes",
-            sshd.port,
-            sshd.client_key.display(),
-            known.display()
-        ));
-    let process = Process::spawn("sshfs", &mut cmd, &dir.join("sshfs.log"))?;
-    wait_until(Duration::from_secs(20), "sshfs to mount", || {
-        is_mounted(&mount_point)
-    })?;
-    let sshfs = SshfsMount {
-        process,
-        mount_point,
-    };
+    let sshfs = mft_tests::mount_sshfs(sshd, &server_dir, dir, "sshfs", &[])?;
     let port = free_port();
     // Debian's defaults where they matter (sendfile on); the request body's temporary file on
     // the mount, so that a stored PUT is a rename on the file server, as DAV setups do.
